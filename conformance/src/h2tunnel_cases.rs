@@ -1,0 +1,1 @@
+//! h2tunnel conformance cases (seed 000 and the notes), each with a stable ID.
