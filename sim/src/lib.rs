@@ -1,1 +1,15 @@
-//! placeholder
+//! The simulated network: [`SimNet`](simnet::SimNet) over turmoil with a seeded
+//! [`LinkModel`](link::LinkModel), fault plans, scenarios with invariants, sweeps, and
+//! the reports `tunnelbed sim` writes.
+
+pub mod fault;
+pub mod ledger;
+pub mod link;
+pub mod profile;
+pub mod report;
+pub mod scenario;
+pub mod scenarios;
+pub mod simnet;
+pub mod sweep;
+
+pub use scenario::{run, Check, Ctx, RunConfig, RunReport, Scenario};

@@ -4,6 +4,14 @@
 //! Protocol cores never touch sockets; their drivers take an `N: Net`, so the same
 //! code runs on real sockets and inside the simulator.
 
+pub mod capture;
+pub mod captured;
+pub mod net;
+pub mod tokio_net;
 pub mod trace;
 
+pub use capture::{Capture, CaptureIface, Clock, TcpFlow};
+pub use captured::CaptureNet;
+pub use net::{Net, TcpConn, TcpListen, UdpSock};
+pub use tokio_net::TokioNet;
 pub use trace::{Trace, Transition};

@@ -1,0 +1,72 @@
+//! The [`Net`] trait: every socket a driver uses comes from here, so one driver runs on
+//! real sockets ([`crate::TokioNet`]) and inside the simulator (`tunnelbed-sim`'s `SimNet`).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A UDP socket handed out by a [`Net`].
+pub trait UdpSock: Send + Sync + 'static {
+    /// Sends one datagram; like `tokio::net::UdpSocket::send_to`.
+    fn send_to(
+        &self,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Receives one datagram; like `tokio::net::UdpSocket::recv_from`.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// The bound address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A TCP listener handed out by a [`Net`].
+pub trait TcpListen: Send + Sync + 'static {
+    /// The stream type accepted connections have.
+    type Stream: TcpConn;
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// The bound address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A connected TCP byte stream handed out by a [`Net`].
+pub trait TcpConn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Our end's address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The other end's address.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// The network a driver runs on: real (tokio) or simulated (turmoil + link model).
+pub trait Net: Clone + Send + Sync + 'static {
+    /// UDP socket type.
+    type Udp: UdpSock;
+    /// Connected TCP stream type.
+    type Stream: TcpConn;
+    /// TCP listener type.
+    type Listener: TcpListen<Stream = Self::Stream>;
+
+    /// Binds a UDP socket.
+    fn bind_udp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Udp>> + Send;
+    /// Connects a TCP stream.
+    fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Binds a TCP listener.
+    fn listen_tcp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// Resolves a host name (or literal address) to socket addresses.
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+}

@@ -1,0 +1,71 @@
+//! [`Net`] over real tokio sockets: what the `tunnelbed` binary uses on a real network.
+
+use std::io;
+use std::net::SocketAddr;
+
+use crate::net::{Net, TcpConn, TcpListen, UdpSock};
+
+/// Real sockets from the operating system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioNet;
+
+impl UdpSock for tokio::net::UdpSocket {
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        tokio::net::UdpSocket::send_to(self, buf, target).await
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::recv_from(self, buf).await
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::UdpSocket::local_addr(self)
+    }
+}
+
+impl TcpConn for tokio::net::TcpStream {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::TcpStream::local_addr(self)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::TcpStream::peer_addr(self)
+    }
+}
+
+impl TcpListen for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (s, a) = tokio::net::TcpListener::accept(self).await?;
+        let _ = s.set_nodelay(true);
+        Ok((s, a))
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::TcpListener::local_addr(self)
+    }
+}
+
+impl Net for TokioNet {
+    type Udp = tokio::net::UdpSocket;
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Udp> {
+        tokio::net::UdpSocket::bind(addr).await
+    }
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Self::Stream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+    async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+        tokio::net::TcpListener::bind(addr).await
+    }
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host}: no address"),
+            ));
+        }
+        Ok(addrs)
+    }
+}

@@ -1,0 +1,16 @@
+//! The scenario registry: every named scenario, in the order `sim list` shows them.
+
+use crate::scenario::Scenario;
+
+pub mod tcp_echo;
+pub mod udp_echo;
+
+/// Every registered scenario.
+pub fn all() -> Vec<Scenario> {
+    vec![udp_echo::SCENARIO, tcp_echo::SCENARIO]
+}
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|s| s.name == name)
+}

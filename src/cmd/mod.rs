@@ -1,0 +1,62 @@
+//! Command-line surface: argument parsing and dispatch to one module per command group.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod netem;
+mod sim;
+
+/// Every check passed.
+pub const EXIT_OK: u8 = 0;
+/// A run, check or transfer failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// The command line was wrong (clap also exits 2).
+pub const EXIT_USAGE: u8 = 2;
+
+/// tunnelbed: a deterministic testbed for tunnel and proxy protocols.
+///
+/// Run scenarios on a seeded, lossy simulated network (every run replays from its seed,
+/// with a pcap and a transition trace), or run the same protocol code on real sockets.
+#[derive(Parser, Debug)]
+#[command(name = "tunnelbed", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Scenarios on the simulated network: list, run, sweep, all.
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
+    /// A real UDP relay that applies a link profile (loss, jitter, ...) between two peers.
+    Netem(netem::NetemArgs),
+}
+
+/// Sends logs through `tracing` to stderr.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the chosen command and maps its outcome to an exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Sim(c) => sim::run(c),
+        Command::Netem(a) => netem::run(a),
+    }
+}

@@ -1,0 +1,311 @@
+//! `tunnelbed sim ...`: list, run, sweep and run-all over the registered scenarios.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tunnelbed_sim::scenario::{check_determinism, run as run_once, RunConfig, RunReport};
+use tunnelbed_sim::{profile, report, scenarios, sweep};
+
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
+#[derive(Subcommand, Debug)]
+pub enum SimCmd {
+    /// List the scenarios and their default profiles.
+    List,
+    /// Run one scenario once; prints its checks and a line that replays it.
+    Run(RunArgs),
+    /// Run one scenario over a range of seeds on every core; lists failing seeds.
+    Sweep(SweepArgs),
+    /// Run every scenario on its default profiles and write a report (Markdown + pcaps).
+    All(AllArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Scenario name (see `tunnelbed sim list`).
+    pub scenario: String,
+    /// Seed for every random choice in the run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Link profile: clean, lossy, hostile, or swarm (drawn from the seed).
+    #[arg(long, default_value = "clean")]
+    pub profile: String,
+    /// Write the capture (pcapng) here.
+    #[arg(long)]
+    pub pcap: Option<PathBuf>,
+    /// Write the transition trace (text) here.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Run twice and compare the trace hash and the pcap bytes.
+    #[arg(long)]
+    pub check_determinism: bool,
+    /// Deliberately break an invariant on some seeds (to see failures reported).
+    #[arg(long, hide = true)]
+    pub sabotage: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed range, half-open: `0..200`.
+    #[arg(long, value_parser = parse_range)]
+    pub seeds: std::ops::Range<u64>,
+    /// Link profile (swarm draws different parameters for every seed).
+    #[arg(long, default_value = "swarm")]
+    pub profile: String,
+    /// Parallel runs (default: every core).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Deliberately break an invariant on some seeds (to see failures reported).
+    #[arg(long)]
+    pub sabotage: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AllArgs {
+    /// Where to write summary.md and the pcaps.
+    #[arg(long, default_value = "reports/latest")]
+    pub out: PathBuf,
+    /// Seeds per scenario and profile (default: each scenario's own count).
+    #[arg(long)]
+    pub seeds: Option<u64>,
+}
+
+fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
+    let a: u64 = a.trim().parse().map_err(|e| format!("start {a:?}: {e}"))?;
+    let b: u64 = b.trim().parse().map_err(|e| format!("end {b:?}: {e}"))?;
+    if b <= a {
+        return Err(format!("empty range {a}..{b}"));
+    }
+    Ok(a..b)
+}
+
+fn find(name: &str) -> anyhow::Result<tunnelbed_sim::Scenario> {
+    scenarios::find(name).ok_or_else(|| {
+        let names: Vec<_> = scenarios::all().iter().map(|s| s.name).collect();
+        anyhow::anyhow!("unknown scenario {name:?}; known: {}", names.join(", "))
+    })
+}
+
+fn check_profile(p: &str) -> anyhow::Result<()> {
+    if profile::params(p, 0).is_none() {
+        bail!("unknown profile {p:?}; known: {}", profile::ALL.join(", "));
+    }
+    Ok(())
+}
+
+pub fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SimCmd::List => {
+            for s in scenarios::all() {
+                println!("{:<22} {}  [profiles: {}]", s.name, s.about, s.profiles.join(", "));
+            }
+            println!("\nprofiles: {}", profile::ALL.join(", "));
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        SimCmd::Run(a) => run_one(a),
+        SimCmd::Sweep(a) => run_sweep(a),
+        SimCmd::All(a) => run_all(a),
+    }
+}
+
+fn print_report(r: &RunReport) {
+    println!(
+        "{} seed {} profile {}: {} (sim time {:.3}s)",
+        r.scenario,
+        r.seed,
+        r.profile,
+        if r.ok() { "PASS" } else { "FAIL" },
+        r.sim_time.as_secs_f64()
+    );
+    println!("  link: {}", profile::describe(&profile::params(&r.profile, r.seed).unwrap_or_default()));
+    println!(
+        "  datagrams: sent {} delivered {} dropped {} (loss {} mtu {} queue {}) duplicated {} corrupted {} delayed {}",
+        r.link.sent,
+        r.link.delivered,
+        r.link.dropped(),
+        r.link.dropped_loss,
+        r.link.dropped_mtu,
+        r.link.dropped_queue,
+        r.link.duplicated,
+        r.link.corrupted,
+        r.link.delayed
+    );
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    for c in &r.checks {
+        println!("  [{}] {}: {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+    }
+    for (k, v) in &r.metrics {
+        println!("  {k}: {v}");
+    }
+    println!("  trace hash: {} ({} transitions)", r.trace_hash, r.trace.lines().count());
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let s = match find(&a.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    if let Err(e) = check_profile(&a.profile) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let cfg = RunConfig {
+        seed: a.seed,
+        profile: a.profile.clone(),
+        capture: a.pcap.is_some(),
+        sabotage: a.sabotage,
+    };
+    let (r, det) = if a.check_determinism {
+        let (r, d) = check_determinism(&s, &cfg)?;
+        (r, Some(d))
+    } else {
+        (run_once(&s, &cfg)?, None)
+    };
+    print_report(&r);
+    if let (Some(path), Some(pcap)) = (&a.pcap, &r.pcap) {
+        write_file(path, pcap)?;
+        println!("  pcap: {} ({} bytes)", path.display(), pcap.len());
+    }
+    if let Some(path) = &a.trace {
+        write_file(path, r.trace.as_bytes())?;
+        println!("  trace: {}", path.display());
+    }
+    let mut ok = r.ok();
+    if let Some(d) = det {
+        println!(
+            "  determinism: {} (trace {} vs {}; pcap {} vs {} bytes, {})",
+            if d.ok() { "same seed, same trace and pcap bytes" } else { "DIFFERS" },
+            d.hashes.0,
+            d.hashes.1,
+            d.pcap_sizes.0,
+            d.pcap_sizes.1,
+            if d.same_pcap { "identical" } else { "different" }
+        );
+        ok &= d.ok();
+    }
+    if !ok {
+        println!("replay: {}", r.replay_line());
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn bar(len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.enable_steady_tick(Duration::from_millis(250));
+    pb
+}
+
+fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
+    let s = match find(&a.scenario).and_then(|s| check_profile(&a.profile).map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let total = a.seeds.end - a.seeds.start;
+    let pb = bar(total);
+    pb.set_message(format!("{} on {}", s.name, a.profile));
+    let res = sweep::sweep(&s, a.seeds.clone(), &a.profile, jobs, a.sabotage, &|d| pb.set_position(d))?;
+    pb.finish_and_clear();
+    for f in &res.failures {
+        println!("FAIL seed {}: {}", f.seed, f.failure_summary());
+        println!("  replay: {}", f.replay_line());
+    }
+    let failing: Vec<String> = res.failures.iter().map(|f| f.seed.to_string()).collect();
+    println!(
+        "sweep {} --profile {} seeds {}..{}: {} runs, {} passed, {} failed{}",
+        s.name,
+        a.profile,
+        a.seeds.start,
+        a.seeds.end,
+        res.runs,
+        res.runs - res.failures.len() as u64,
+        res.failures.len(),
+        if failing.is_empty() {
+            String::new()
+        } else {
+            format!(" (seeds: {})", failing.join(" "))
+        }
+    );
+    Ok(ExitCode::from(if res.failures.is_empty() { EXIT_OK } else { EXIT_FAILURE }))
+}
+
+fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
+    let all = scenarios::all();
+    let mut plan = Vec::new();
+    for s in &all {
+        for p in s.profiles {
+            for seed in 0..a.seeds.unwrap_or(s.default_seeds) {
+                plan.push((*s, p.to_string(), seed));
+            }
+        }
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let pb = bar(plan.len() as u64);
+    let mut reports = Vec::new();
+    for (s, p, seed) in plan {
+        pb.set_message(format!("{} {} seed {}", s.name, p, seed));
+        let cfg = RunConfig {
+            seed,
+            profile: p.clone(),
+            capture: true,
+            sabotage: false,
+        };
+        let mut r = run_once(&s, &cfg)?;
+        if let Some(pcap) = r.pcap.take() {
+            let name = format!("{}-{}-{}.pcapng", s.name, p, seed);
+            write_file(&a.out.join(&name), &pcap)?;
+        }
+        if !r.ok() {
+            pb.println(format!("FAIL {} — {}", r.replay_line(), r.failure_summary()));
+        }
+        reports.push(r);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let md = report::summary_markdown(&reports, "tunnelbed scenario suite");
+    let path = a.out.join("summary.md");
+    write_file(&path, md.as_bytes())?;
+    let failed = reports.iter().filter(|r| !r.ok()).count();
+    println!(
+        "sim all: {} runs, {} passed, {} failed; report {} (pcaps beside it)",
+        reports.len(),
+        reports.len() - failed,
+        failed,
+        path.display()
+    );
+    for r in reports.iter().filter(|r| !r.ok()) {
+        println!("  replay: {}", r.replay_line());
+    }
+    Ok(ExitCode::from(if failed == 0 { EXIT_OK } else { EXIT_FAILURE }))
+}
