@@ -260,6 +260,8 @@ pub struct RunReport {
     pub sim_time: Duration,
     /// A scenario error (setup failed or a host returned an error).
     pub error: Option<String>,
+    /// The run was asked to break an invariant on purpose.
+    pub sabotage: bool,
 }
 
 impl RunReport {
@@ -271,8 +273,11 @@ impl RunReport {
     /// The one command line that replays this run exactly.
     pub fn replay_line(&self) -> String {
         format!(
-            "tunnelbed sim run {} --seed {} --profile {}",
-            self.scenario, self.seed, self.profile
+            "tunnelbed sim run {} --seed {} --profile {}{}",
+            self.scenario,
+            self.seed,
+            self.profile,
+            if self.sabotage { " --sabotage" } else { "" }
         )
     }
 
@@ -306,6 +311,7 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig) -> anyhow::Result<RunReport> {
         pcap: ctx.world.capture.as_ref().map(|c| c.to_bytes()),
         sim_time: ctx.elapsed,
         error,
+        sabotage: cfg.sabotage,
     })
 }
 

@@ -59,6 +59,7 @@ pub fn sweep(
                         pcap: None,
                         sim_time: Default::default(),
                         error: Some(e.to_string()),
+                        sabotage,
                     },
                 };
                 if !report.ok() {

@@ -44,7 +44,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub check_determinism: bool,
     /// Deliberately break an invariant on some seeds (to see failures reported).
-    #[arg(long, hide = true)]
+    #[arg(long)]
     pub sabotage: bool,
 }
 

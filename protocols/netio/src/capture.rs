@@ -1,9 +1,11 @@
 //! Packet capture into pcapng: one interface per host, LINKTYPE_RAW (IPv4/IPv6 packets),
 //! nanosecond timestamps from a fixed epoch, little endian.
 //!
-//! Datagrams are recorded as IP/UDP; TCP byte streams are recorded as synthesized TCP
-//! segments with consistent sequence and acknowledgement numbers (see [`TcpFlow`]), so
-//! Wireshark can follow them. All checksums are computed, so captures dissect cleanly.
+//! Datagrams are recorded as IP/UDP on both the sender's and the receiver's interface
+//! (so a lost datagram shows on one only). TCP byte streams are recorded as synthesized
+//! TCP segments with consistent sequence and acknowledgement numbers (see [`TcpFlow`]),
+//! each segment once, on the interface of the host that sent it, so Wireshark follows the
+//! stream without spurious retransmissions. All checksums are computed.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -208,7 +210,8 @@ impl CaptureIface {
         self.cap.write_packet(self.id, packet);
     }
 
-    /// Starts recording one TCP connection seen from this host.
+    /// Starts recording one TCP connection seen from this host. The connecting side
+    /// records the whole three-way handshake, so each packet appears exactly once.
     pub fn tcp_flow(&self, local: SocketAddr, peer: SocketAddr, we_connected: bool) -> TcpFlow {
         let flow = TcpFlow {
             iface: self.clone(),
@@ -219,23 +222,21 @@ impl CaptureIface {
             fin_out: false,
             fin_in: false,
         };
-        let (a, b) = if we_connected {
-            (local, peer)
-        } else {
-            (peer, local)
-        };
-        let isn_a = isn(a, b);
-        let isn_b = isn(b, a);
-        flow.segment(a, b, isn_a, None, Flags::SYN, &[]);
-        flow.segment(b, a, isn_b, Some(isn_a.wrapping_add(1)), Flags::SYN, &[]);
-        flow.segment(
-            a,
-            b,
-            isn_a.wrapping_add(1),
-            Some(isn_b.wrapping_add(1)),
-            Flags::NONE,
-            &[],
-        );
+        if we_connected {
+            let (a, b) = (local, peer);
+            let isn_a = isn(a, b);
+            let isn_b = isn(b, a);
+            flow.segment(a, b, isn_a, None, Flags::SYN, &[]);
+            flow.segment(b, a, isn_b, Some(isn_a.wrapping_add(1)), Flags::SYN, &[]);
+            flow.segment(
+                a,
+                b,
+                isn_a.wrapping_add(1),
+                Some(isn_b.wrapping_add(1)),
+                Flags::NONE,
+                &[],
+            );
+        }
         flow
     }
 }
@@ -322,29 +323,21 @@ impl TcpFlow {
         }
     }
 
-    /// Bytes this host read from the stream (recorded as segments from the peer, then our ACK).
+    /// Bytes this host read from the stream: recorded as our ACK (the data segments were
+    /// recorded by the sender's interface, so each segment appears once in the capture).
     pub fn received(&mut self, data: &[u8]) {
-        for chunk in data.chunks(SYNTH_MSS) {
-            self.segment(
-                self.peer,
-                self.local,
-                self.rcv_nxt,
-                Some(self.snd_nxt),
-                Flags::PSH,
-                chunk,
-            );
-            self.rcv_nxt = self.rcv_nxt.wrapping_add(chunk.len() as u32);
+        if data.is_empty() {
+            return;
         }
-        if !data.is_empty() {
-            self.segment(
-                self.local,
-                self.peer,
-                self.snd_nxt,
-                Some(self.rcv_nxt),
-                Flags::NONE,
-                &[],
-            );
-        }
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(data.len() as u32);
+        self.segment(
+            self.local,
+            self.peer,
+            self.snd_nxt,
+            Some(self.rcv_nxt),
+            Flags::NONE,
+            &[],
+        );
     }
 
     /// This host closed its sending side (FIN out).
@@ -364,20 +357,12 @@ impl TcpFlow {
         self.snd_nxt = self.snd_nxt.wrapping_add(1);
     }
 
-    /// This host read end-of-stream (FIN in, then our ACK).
+    /// This host read end-of-stream: recorded as our ACK of the peer's FIN.
     pub fn fin_in(&mut self) {
         if self.fin_in {
             return;
         }
         self.fin_in = true;
-        self.segment(
-            self.peer,
-            self.local,
-            self.rcv_nxt,
-            Some(self.snd_nxt),
-            Flags::FIN,
-            &[],
-        );
         self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
         self.segment(
             self.local,
