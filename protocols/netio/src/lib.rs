@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod captured;
 pub mod net;
+pub mod pcap_read;
 pub mod tokio_net;
 pub mod trace;
 

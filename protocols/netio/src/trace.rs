@@ -174,7 +174,13 @@ mod tests {
     fn rendering_is_stable() {
         let t = Trace::recording();
         t.transition(Duration::from_millis(5), "m[1]", "a", "b", "because");
-        t.transition(Duration::from_micros(7), String::from("m[2]"), "b", "c", "x");
+        t.transition(
+            Duration::from_micros(7),
+            String::from("m[2]"),
+            "b",
+            "c",
+            "x",
+        );
         assert_eq!(
             t.render(),
             "        5000us m[1] a -> b (because)\n           7us m[2] b -> c (x)\n"
