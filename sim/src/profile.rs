@@ -75,7 +75,11 @@ pub fn swarm(seed: u64) -> LinkParams {
     };
     LinkParams {
         latency: Duration::from_millis(r.gen_range(1..120)),
-        jitter: Duration::from_millis(if r.gen_bool(0.5) { r.gen_range(0..60) } else { 0 }),
+        jitter: Duration::from_millis(if r.gen_bool(0.5) {
+            r.gen_range(0..60)
+        } else {
+            0
+        }),
         loss,
         burst,
         duplicate: pick(&mut r, 0.05),

@@ -30,9 +30,8 @@ pub struct SimWorld {
 impl SimWorld {
     /// A world with the given link model; capture only when `capture` is true.
     pub fn new(link: LinkModel, capture: bool) -> Self {
-        let capture = capture.then(|| {
-            Capture::new(Arc::new(|| turmoil::sim_elapsed().unwrap_or_default()))
-        });
+        let capture =
+            capture.then(|| Capture::new(Arc::new(|| turmoil::sim_elapsed().unwrap_or_default())));
         Self {
             link,
             capture,

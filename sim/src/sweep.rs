@@ -63,7 +63,10 @@ pub fn sweep(
                     },
                 };
                 if !report.ok() {
-                    failures.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+                    failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(report);
                 }
                 let d = done.fetch_add(1, Ordering::SeqCst) + 1;
                 progress(d);

@@ -63,6 +63,10 @@ fn sabotage_is_detected() {
         )
         .unwrap();
         assert!(!r.ok(), "{name}: sabotage went unnoticed");
-        assert!(r.failure_summary().starts_with("integrity"), "{}", r.failure_summary());
+        assert!(
+            r.failure_summary().starts_with("integrity"),
+            "{}",
+            r.failure_summary()
+        );
     }
 }

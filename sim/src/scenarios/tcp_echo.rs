@@ -105,9 +105,21 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    trace.transition(now(), machine.clone(), "established", "close_wait", "recv FIN");
+                    trace.transition(
+                        now(),
+                        machine.clone(),
+                        "established",
+                        "close_wait",
+                        "recv FIN",
+                    );
                     let _ = s.shutdown().await;
-                    trace.transition(now(), machine, "close_wait", "closed", format!("echoed {total} B"));
+                    trace.transition(
+                        now(),
+                        machine,
+                        "close_wait",
+                        "closed",
+                        format!("echoed {total} B"),
+                    );
                     live.fetch_sub(1, Ordering::SeqCst);
                 });
             }

@@ -7,14 +7,14 @@ use std::time::Duration;
 use rand::Rng;
 use tunnelbed_netio::{Net, UdpSock};
 
-use crate::fault::FaultPlan;
+use crate::fault::{FaultAction, FaultPlan};
 use crate::scenario::{Ctx, Scenario};
 use crate::simnet::any;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
     name: "udp-echo",
-    about: "numbered UDP requests echoed back through the link model (harness)",
+    about: "numbered UDP requests echoed through the link model, a partition and a server crash (harness)",
     profiles: &["clean", "lossy", "hostile"],
     default_seeds: 3,
     run,
@@ -90,7 +90,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                         sock.send_to(&msg, server).await?;
                         let deadline = tokio::time::Instant::now() + timeout;
                         loop {
-                            let got = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await;
+                            let got =
+                                tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await;
                             match got {
                                 Err(_) => continue 'retry,
                                 Ok(r) => {
@@ -122,7 +123,19 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         Ok(())
     });
 
-    ctx.drive(&mut sim, &FaultPlan::new(), Duration::from_secs(300));
+    // On faulty profiles: a two-way partition, then a server crash and restart; the
+    // client's retries must carry every request through both.
+    let faults = if ctx.profile == "clean" {
+        FaultPlan::new()
+    } else {
+        let ms = Duration::from_millis;
+        FaultPlan::new()
+            .at(ms(200), FaultAction::Partition("client".into(), "server".into()))
+            .at(ms(500), FaultAction::Repair("client".into(), "server".into()))
+            .at(ms(700), FaultAction::Crash("server".into()))
+            .at(ms(1000), FaultAction::Bounce("server".into()))
+    };
+    ctx.drive(&mut sim, &faults, Duration::from_secs(300));
     ctx.check_flows(requests);
     let stats = ctx.world.link.stats();
     ctx.metric("datagrams", stats.sent);
