@@ -33,7 +33,8 @@ fn check_pcap_with_tshark(path: &Path) {
         .arg(path)
         .output()
         .expect("running .ci/check-pcaps");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "tshark check failed for {} (install tshark with `apt-get install -y tshark` if missing):\n{text}",
@@ -47,17 +48,38 @@ fn udp_echo_twice_gives_identical_pcaps_and_tshark_reads_them() {
     let a = d.join("a.pcapng");
     let b = d.join("b.pcapng");
     for p in [&a, &b] {
-        let (code, out) = run(bin().args(["sim", "run", "udp-echo", "--seed", "7", "--profile", "lossy", "--pcap"]).arg(p));
+        let (code, out) = run(bin()
+            .args([
+                "sim",
+                "run",
+                "udp-echo",
+                "--seed",
+                "7",
+                "--profile",
+                "lossy",
+                "--pcap",
+            ])
+            .arg(p));
         assert_eq!(code, 0, "{out}");
     }
     let (ba, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     assert!(ba.len() > 1000);
     assert_eq!(ba, bb, "same seed gave different pcap bytes");
     let (code, out) = run(bin().args([
-        "sim", "run", "udp-echo", "--seed", "7", "--profile", "lossy", "--check-determinism",
+        "sim",
+        "run",
+        "udp-echo",
+        "--seed",
+        "7",
+        "--profile",
+        "lossy",
+        "--check-determinism",
     ]));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("same seed, same trace and pcap bytes"), "{out}");
+    assert!(
+        out.contains("same seed, same trace and pcap bytes"),
+        "{out}"
+    );
     check_pcap_with_tshark(&a);
 }
 
@@ -65,7 +87,18 @@ fn udp_echo_twice_gives_identical_pcaps_and_tshark_reads_them() {
 fn tcp_echo_pcap_dissects_cleanly() {
     let d = tmpdir("tcp_echo_pcap");
     let p = d.join("t.pcapng");
-    let (code, out) = run(bin().args(["sim", "run", "tcp-echo", "--seed", "3", "--profile", "hostile", "--pcap"]).arg(&p));
+    let (code, out) = run(bin()
+        .args([
+            "sim",
+            "run",
+            "tcp-echo",
+            "--seed",
+            "3",
+            "--profile",
+            "hostile",
+            "--pcap",
+        ])
+        .arg(&p));
     assert_eq!(code, 0, "{out}");
     check_pcap_with_tshark(&p);
 }
@@ -73,12 +106,30 @@ fn tcp_echo_pcap_dissects_cleanly() {
 #[test]
 fn sweep_lists_failing_seeds_with_replay_lines() {
     let (code, out) = run(bin().args([
-        "sim", "sweep", "udp-echo", "--seeds", "0..12", "--profile", "swarm", "--sabotage",
+        "sim",
+        "sweep",
+        "udp-echo",
+        "--seeds",
+        "0..12",
+        "--profile",
+        "swarm",
+        "--sabotage",
     ]));
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("replay: tunnelbed sim run udp-echo --seed 0 --profile swarm --sabotage"), "{out}");
+    assert!(
+        out.contains("replay: tunnelbed sim run udp-echo --seed 0 --profile swarm --sabotage"),
+        "{out}"
+    );
     assert!(out.contains("failed (seeds: 0"), "{out}");
-    let (code, out) = run(bin().args(["sim", "sweep", "udp-echo", "--seeds", "0..24", "--profile", "swarm"]));
+    let (code, out) = run(bin().args([
+        "sim",
+        "sweep",
+        "udp-echo",
+        "--seeds",
+        "0..24",
+        "--profile",
+        "swarm",
+    ]));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("24 runs, 24 passed, 0 failed"), "{out}");
 }
@@ -101,5 +152,8 @@ fn usage_errors_exit_2() {
 fn failing_run_prints_replay_line_and_exits_1() {
     let (code, out) = run(bin().args(["sim", "run", "udp-echo", "--seed", "4", "--sabotage"]));
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("replay: tunnelbed sim run udp-echo --seed 4 --profile clean --sabotage"), "{out}");
+    assert!(
+        out.contains("replay: tunnelbed sim run udp-echo --seed 4 --profile clean --sabotage"),
+        "{out}"
+    );
 }

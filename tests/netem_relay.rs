@@ -9,7 +9,15 @@ use std::time::Duration;
 /// Starts `tunnelbed netem` in front of `forward` and returns it with its listen address.
 fn start_netem(forward: &str, extra: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
-        .args(["netem", "--listen", "127.0.0.1:0", "--forward", forward, "--duration", "60"])
+        .args([
+            "netem",
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+            forward,
+            "--duration",
+            "60",
+        ])
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
@@ -42,7 +50,8 @@ fn echo_server() -> String {
 /// Sends `n` numbered datagrams through the relay and counts the distinct ones echoed.
 fn round_trip(relay: &str, n: u32) -> u32 {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     // Read on another thread while sending, so the socket buffer never overflows.
     let reader = c.try_clone().unwrap();
     let counter = std::thread::spawn(move || {
@@ -66,7 +75,8 @@ fn round_trip(relay: &str, n: u32) -> u32 {
 
 #[test]
 fn clean_relay_passes_everything() {
-    let (mut child, relay) = start_netem(&echo_server(), &["--profile", "clean", "--latency-ms", "1"]);
+    let (mut child, relay) =
+        start_netem(&echo_server(), &["--profile", "clean", "--latency-ms", "1"]);
     let got = round_trip(&relay, 500);
     child.kill().ok();
     assert_eq!(got, 500);
@@ -74,7 +84,10 @@ fn clean_relay_passes_everything() {
 
 #[test]
 fn ten_percent_loss_each_way_loses_about_nineteen_percent() {
-    let (mut child, relay) = start_netem(&echo_server(), &["--loss", "10", "--seed", "3", "--latency-ms", "1"]);
+    let (mut child, relay) = start_netem(
+        &echo_server(),
+        &["--loss", "10", "--seed", "3", "--latency-ms", "1"],
+    );
     let n = 2000;
     let got = round_trip(&relay, n);
     child.kill().ok();

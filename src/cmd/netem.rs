@@ -55,7 +55,11 @@ const UP_DST: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 255, 0, 2));
 
 pub fn run(a: NetemArgs) -> anyhow::Result<ExitCode> {
     let Some(mut params) = profile::params(&a.profile, a.seed) else {
-        eprintln!("error: unknown profile {:?}; known: {}", a.profile, profile::ALL.join(", "));
+        eprintln!(
+            "error: unknown profile {:?}; known: {}",
+            a.profile,
+            profile::ALL.join(", ")
+        );
         return Ok(ExitCode::from(EXIT_USAGE));
     };
     if let Some(l) = a.loss {
@@ -88,7 +92,11 @@ struct Relay {
 impl Relay {
     fn send(&self, sock: Arc<UdpSocket>, to: SocketAddr, up: bool, data: &[u8]) {
         let now = self.start.elapsed();
-        let (s, d) = if up { (UP_SRC, UP_DST) } else { (UP_DST, UP_SRC) };
+        let (s, d) = if up {
+            (UP_SRC, UP_DST)
+        } else {
+            (UP_DST, UP_SRC)
+        };
         for dl in self.model.transmit(now, s, d, data) {
             let delay = self.latency + dl.extra_delay;
             let sock = sock.clone();
@@ -125,7 +133,11 @@ async fn relay(a: NetemArgs, params: tunnelbed_sim::link::LinkParams) -> anyhow:
     });
     // One upstream socket per client address, so replies find their way back.
     let clients: Arc<Mutex<BTreeMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
-    let bind_any = if a.forward.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let bind_any = if a.forward.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
     let main = async {
         let mut buf = vec![0u8; 65_536];
         loop {

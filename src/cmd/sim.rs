@@ -106,7 +106,12 @@ pub fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SimCmd::List => {
             for s in scenarios::all() {
-                println!("{:<22} {}  [profiles: {}]", s.name, s.about, s.profiles.join(", "));
+                println!(
+                    "{:<22} {}  [profiles: {}]",
+                    s.name,
+                    s.about,
+                    s.profiles.join(", ")
+                );
             }
             println!("\nprofiles: {}", profile::ALL.join(", "));
             Ok(ExitCode::from(EXIT_OK))
@@ -126,7 +131,10 @@ fn print_report(r: &RunReport) {
         if r.ok() { "PASS" } else { "FAIL" },
         r.sim_time.as_secs_f64()
     );
-    println!("  link: {}", profile::describe(&profile::params(&r.profile, r.seed).unwrap_or_default()));
+    println!(
+        "  link: {}",
+        profile::describe(&profile::params(&r.profile, r.seed).unwrap_or_default())
+    );
     println!(
         "  datagrams: sent {} delivered {} dropped {} (loss {} mtu {} queue {}) duplicated {} corrupted {} delayed {}",
         r.link.sent,
@@ -143,12 +151,21 @@ fn print_report(r: &RunReport) {
         println!("  error: {e}");
     }
     for c in &r.checks {
-        println!("  [{}] {}: {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+        println!(
+            "  [{}] {}: {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
     }
     for (k, v) in &r.metrics {
         println!("  {k}: {v}");
     }
-    println!("  trace hash: {} ({} transitions)", r.trace_hash, r.trace.lines().count());
+    println!(
+        "  trace hash: {} ({} transitions)",
+        r.trace_hash,
+        r.trace.lines().count()
+    );
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -195,12 +212,20 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = det {
         println!(
             "  determinism: {} (trace {} vs {}; pcap {} vs {} bytes, {})",
-            if d.ok() { "same seed, same trace and pcap bytes" } else { "DIFFERS" },
+            if d.ok() {
+                "same seed, same trace and pcap bytes"
+            } else {
+                "DIFFERS"
+            },
             d.hashes.0,
             d.hashes.1,
             d.pcap_sizes.0,
             d.pcap_sizes.1,
-            if d.same_pcap { "identical" } else { "different" }
+            if d.same_pcap {
+                "identical"
+            } else {
+                "different"
+            }
         );
         ok &= d.ok();
     }
@@ -214,8 +239,10 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
 fn bar(len: u64) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     pb.enable_steady_tick(Duration::from_millis(250));
     pb
@@ -229,13 +256,17 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let total = a.seeds.end - a.seeds.start;
     let pb = bar(total);
     pb.set_message(format!("{} on {}", s.name, a.profile));
-    let res = sweep::sweep(&s, a.seeds.clone(), &a.profile, jobs, a.sabotage, &|d| pb.set_position(d))?;
+    let res = sweep::sweep(&s, a.seeds.clone(), &a.profile, jobs, a.sabotage, &|d| {
+        pb.set_position(d)
+    })?;
     pb.finish_and_clear();
     for f in &res.failures {
         println!("FAIL seed {}: {}", f.seed, f.failure_summary());
@@ -257,7 +288,11 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
             format!(" (seeds: {})", failing.join(" "))
         }
     );
-    Ok(ExitCode::from(if res.failures.is_empty() { EXIT_OK } else { EXIT_FAILURE }))
+    Ok(ExitCode::from(if res.failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }))
 }
 
 fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
@@ -287,7 +322,11 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
             write_file(&a.out.join(&name), &pcap)?;
         }
         if !r.ok() {
-            pb.println(format!("FAIL {} — {}", r.replay_line(), r.failure_summary()));
+            pb.println(format!(
+                "FAIL {} — {}",
+                r.replay_line(),
+                r.failure_summary()
+            ));
         }
         reports.push(r);
         pb.inc(1);
@@ -307,5 +346,9 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
     for r in reports.iter().filter(|r| !r.ok()) {
         println!("  replay: {}", r.replay_line());
     }
-    Ok(ExitCode::from(if failed == 0 { EXIT_OK } else { EXIT_FAILURE }))
+    Ok(ExitCode::from(if failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }))
 }

@@ -200,7 +200,7 @@ fn read_pcapng(b: &[u8]) -> Result<Vec<CapturedPacket>, PcapReadError> {
         }
         let btype = rd_u32(btype, le);
         let len = rd_u32(&b[off + 4..], le) as usize;
-        if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
+        if len < 12 || !len.is_multiple_of(4) || len > MAX_BLOCK {
             return Err(PcapReadError::BadLength {
                 packet: number,
                 offset: off,

@@ -25,13 +25,16 @@ pub const SCENARIO: Scenario = Scenario {
 
 const PORT: u16 = 9000;
 
+/// One connection's data and its writes: (chunk size, pause before it).
+type StreamPlan = (Vec<u8>, Vec<(usize, Duration)>);
+
 fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let conns = 16usize;
-    let plans: Vec<(Vec<u8>, Vec<(usize, Duration)>)> = (0..conns)
+    let plans: Vec<StreamPlan> = (0..conns)
         .map(|_| {
             let n = ctx.rng.gen_range(0..=200_000usize);
             let data: Vec<u8> = (0..n).map(|_| ctx.rng.gen()).collect();
@@ -47,7 +50,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             (data, chunks)
         })
         .collect();
-    let sabotage = ctx.sabotage && ctx.seed % 4 == 0;
+    let sabotage = ctx.sabotaged();
 
     let faults = if ctx.profile == "clean" {
         FaultPlan::new()

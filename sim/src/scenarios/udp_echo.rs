@@ -38,7 +38,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         .collect();
     // Generous per-attempt timeout: two base latencies, the jitter, and queueing slack.
     let timeout = ctx.params.latency * 2 + ctx.params.jitter * 2 + Duration::from_millis(100);
-    let sabotage = ctx.sabotage && ctx.seed % 4 == 0;
+    let sabotage = ctx.sabotaged();
 
     let mut sim = ctx.builder(Duration::from_secs(600)).build();
     let world = ctx.world.clone();
@@ -130,8 +130,14 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     } else {
         let ms = Duration::from_millis;
         FaultPlan::new()
-            .at(ms(200), FaultAction::Partition("client".into(), "server".into()))
-            .at(ms(500), FaultAction::Repair("client".into(), "server".into()))
+            .at(
+                ms(200),
+                FaultAction::Partition("client".into(), "server".into()),
+            )
+            .at(
+                ms(500),
+                FaultAction::Repair("client".into(), "server".into()),
+            )
             .at(ms(700), FaultAction::Crash("server".into()))
             .at(ms(1000), FaultAction::Bounce("server".into()))
     };
