@@ -1,0 +1,80 @@
+//! Carriers: the ordered byte streams proxy protocols run over — `tcp://`, `tls://`
+//! (rustls), `ws://` and `wss://` (tokio-tungstenite, one binary message per write).
+//! Each is set up over a TCP stream from any `Net`, so the same code runs for real and
+//! in simulation, and each is handed back as one boxed byte stream.
+
+pub mod tls;
+pub mod url;
+pub mod ws;
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tunnelbed_netio::{Net, TcpConn};
+
+pub use crate::url::{CarrierKind, CarrierUrl};
+
+/// Any ordered, reliable byte stream a protocol session can run over.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
+
+/// A carrier stream of whatever kind.
+pub type BoxStream = Box<dyn ByteStream>;
+
+/// Client side: opens a carrier to `url` over `net`.
+pub async fn connect<N: Net>(
+    net: &N,
+    url: &CarrierUrl,
+    tls: &tls::ClientTls,
+) -> io::Result<BoxStream> {
+    let addrs = net.resolve(&url.host, url.port).await?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match net.connect_tcp(a).await {
+            Ok(tcp) => return wrap_client(tcp, url, tls).await,
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn wrap_client<S: TcpConn>(
+    tcp: S,
+    url: &CarrierUrl,
+    tls: &tls::ClientTls,
+) -> io::Result<BoxStream> {
+    Ok(match url.kind {
+        CarrierKind::Tcp => Box::new(tcp),
+        CarrierKind::Tls => Box::new(tls.connect(&url.host, tcp).await?),
+        CarrierKind::Ws => Box::new(ws::client(tcp, url).await?),
+        CarrierKind::Wss => {
+            let t = tls.connect(&url.host, tcp).await?;
+            Box::new(ws::client(t, url).await?)
+        }
+    })
+}
+
+/// Server side: finishes the carrier handshake on an accepted TCP stream.
+pub async fn accept<S: TcpConn>(
+    tcp: S,
+    kind: CarrierKind,
+    tls: Option<&tls::ServerTls>,
+) -> io::Result<BoxStream> {
+    let need_tls = || {
+        tls.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "tls:// and wss:// listeners need a certificate",
+            )
+        })
+    };
+    Ok(match kind {
+        CarrierKind::Tcp => Box::new(tcp),
+        CarrierKind::Tls => Box::new(need_tls()?.accept(tcp).await?),
+        CarrierKind::Ws => Box::new(ws::server(tcp).await?),
+        CarrierKind::Wss => {
+            let t = need_tls()?.accept(tcp).await?;
+            Box::new(ws::server(t).await?)
+        }
+    })
+}
