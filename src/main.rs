@@ -1,11 +1,10 @@
 //! `tunnelbed`: run protocol scenarios on the simulated network, and the same protocol
 //! code on real sockets against real peers.
 
-mod cmd;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use tunnelbed::cmd;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();

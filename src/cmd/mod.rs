@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod http_source;
 mod netem;
 mod sim;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Sim(sim::SimCmd),
     /// A real UDP relay that applies a link profile (loss, jitter, ...) between two peers.
     Netem(netem::NetemArgs),
+    /// A fast HTTP/1.1 server of deterministic bulk data (`GET /bytes/N`) for downloads.
+    HttpSource(http_source::HttpSourceArgs),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -58,5 +61,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sim(c) => sim::run(c),
         Command::Netem(a) => netem::run(a),
+        Command::HttpSource(a) => http_source::run(a),
     }
 }

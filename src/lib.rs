@@ -1,0 +1,4 @@
+//! The `tunnelbed` binary's library half: the command implementations, shared with the
+//! end-to-end tests under `tests/`.
+
+pub mod cmd;
