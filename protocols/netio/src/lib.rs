@@ -4,6 +4,7 @@
 //! Protocol cores never touch sockets; their drivers take an `N: Net`, so the same
 //! code runs on real sockets and inside the simulator.
 
+pub mod arq;
 pub mod capture;
 pub mod captured;
 pub mod net;
