@@ -2,3 +2,4 @@
 //! end-to-end tests under `tests/`.
 
 pub mod cmd;
+pub mod replay;

@@ -28,7 +28,9 @@ fn python() -> PathBuf {
 type Knobs = [u32; 7];
 
 fn draw_knobs(r: &mut ChaCha8Rng) -> Knobs {
-    let mtu = *[60u32, 200, 576, 1400, 1250].get(r.gen_range(0..5)).unwrap();
+    let mtu = *[60u32, 200, 576, 1400, 1250]
+        .get(r.gen_range(0..5))
+        .unwrap();
     let nodelay = r.gen_range(0..2);
     let interval = *[10u32, 20, 40, 100].get(r.gen_range(0..4)).unwrap();
     let resend = r.gen_range(0..3);
@@ -76,14 +78,18 @@ impl Runner {
     fn drain(&mut self, side: usize) -> usize {
         let mut n = 0;
         while let Some(d) = self.sides[side].poll_transmit() {
-            self.transcript.push(format!("out {side} {}", hex::encode(&d)));
+            self.transcript
+                .push(format!("out {side} {}", hex::encode(&d)));
             self.emitted[side].push(d);
             n += 1;
         }
         n
     }
     fn update(&mut self, side: usize, t: u64) {
-        self.ops.push(format!(r#"{{"op":"update","side":{side},"ts":{}}}"#, t as u32));
+        self.ops.push(format!(
+            r#"{{"op":"update","side":{side},"ts":{}}}"#,
+            t as u32
+        ));
         self.sides[side].update(Duration::from_millis(t));
         self.drain(side);
     }
@@ -102,7 +108,9 @@ impl Runner {
         self.drain(side);
     }
     fn deliver(&mut self, from: usize, index: usize) {
-        self.ops.push(format!(r#"{{"op":"deliver","from":{from},"index":{index}}}"#));
+        self.ops.push(format!(
+            r#"{{"op":"deliver","from":{from},"index":{index}}}"#
+        ));
         let d = self.emitted[from][index].clone();
         self.feed(1 - from, &d);
     }
@@ -116,7 +124,8 @@ impl Runner {
     fn recv(&mut self, side: usize) {
         self.ops.push(format!(r#"{{"op":"recv","side":{side}}}"#));
         while let Some(m) = self.sides[side].recv_bytes() {
-            self.transcript.push(format!("msg {side} {}", hex::encode(&m)));
+            self.transcript
+                .push(format!("msg {side} {}", hex::encode(&m)));
         }
     }
 }
@@ -210,7 +219,13 @@ fn generate(id: u64, seed: u64) -> Script {
                 }
                 let copies = if r.gen_bool(dup) { 2 } else { 1 };
                 for _ in 0..copies {
-                    let at = t + latency + if jitter > 0 { r.gen_range(0..jitter) } else { 0 };
+                    let at = t
+                        + latency
+                        + if jitter > 0 {
+                            r.gen_range(0..jitter)
+                        } else {
+                            0
+                        };
                     tie += 1;
                     wire.insert((at, tie), (from, idx));
                 }
@@ -235,8 +250,14 @@ fn kcp_matches_reference_ikcp() {
          (python3 -m venv .venv && .venv/bin/pip install kcp==0.1.6), or set TUNNELBED_PYTHON",
         py.display()
     );
-    let n: u64 = std::env::var("KCP_DIFF_SCRIPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let base: u64 = std::env::var("KCP_DIFF_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0xC0FFEE);
+    let n: u64 = std::env::var("KCP_DIFF_SCRIPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let base: u64 = std::env::var("KCP_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0xC0FFEE);
     let mut child = Command::new(&py)
         .arg(&script)
         .stdin(Stdio::piped())
@@ -248,7 +269,12 @@ fn kcp_matches_reference_ikcp() {
     let scripts: Vec<Script> = (0..n).map(|i| generate(i, base.wrapping_add(i))).collect();
     let total_datagrams: usize = scripts
         .iter()
-        .map(|s| s.transcript.iter().filter(|l| l.starts_with("out ")).count())
+        .map(|s| {
+            s.transcript
+                .iter()
+                .filter(|l| l.starts_with("out "))
+                .count()
+        })
         .sum();
     let writer = std::thread::spawn({
         let ops: Vec<String> = scripts.iter().flat_map(|s| s.ops.iter().cloned()).collect();
@@ -278,5 +304,8 @@ fn kcp_matches_reference_ikcp() {
     let status = child.wait().unwrap();
     assert!(status.success());
     eprintln!("{n} scripts, {total_datagrams} datagrams byte-identical to ikcp");
-    assert!(total_datagrams > n as usize * 5, "scripts exchanged too little traffic");
+    assert!(
+        total_datagrams > n as usize * 5,
+        "scripts exchanged too little traffic"
+    );
 }

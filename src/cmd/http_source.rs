@@ -81,7 +81,10 @@ async fn serve(mut s: tokio::net::TcpStream, max: u64) -> std::io::Result<()> {
         }
         req.extend_from_slice(&buf[..n]);
         if req.len() > 16 * 1024 {
-            s.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n").await?;
+            s.write_all(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
             return Ok(());
         }
     }

@@ -303,7 +303,11 @@ impl Kcp {
         for i in 0..count {
             let size = data.len().min(mss);
             self.snd_queue.push_back(SndSeg {
-                frg: if self.stream { 0 } else { (count - i - 1) as u8 },
+                frg: if self.stream {
+                    0
+                } else {
+                    (count - i - 1) as u8
+                },
                 ts: 0,
                 sn: 0,
                 resendts: 0,
@@ -390,7 +394,8 @@ impl Kcp {
                 self.rx_srtt = 1;
             }
         }
-        let rto = (self.rx_srtt as u32).wrapping_add(self.interval.max(self.rx_rttval.wrapping_mul(4) as u32));
+        let rto = (self.rx_srtt as u32)
+            .wrapping_add(self.interval.max(self.rx_rttval.wrapping_mul(4) as u32));
         self.rx_rto = (self.rx_minrto as u32).max(rto).min(RTO_MAX) as i32;
     }
 
@@ -526,16 +531,16 @@ impl Kcp {
                         Some(m) => m,
                     });
                 }
-                CMD_PUSH => {
-                    if diff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
-                        self.acklist.push((h.sn, h.ts));
-                        if diff(h.sn, self.rcv_nxt) >= 0 {
-                            self.parse_data(h.sn, h.frg, body);
-                        }
+                CMD_PUSH if diff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 => {
+                    self.acklist.push((h.sn, h.ts));
+                    if diff(h.sn, self.rcv_nxt) >= 0 {
+                        self.parse_data(h.sn, h.frg, body);
                     }
                 }
                 CMD_WASK => self.probe |= ASK_TELL,
-                _ => {} // WINS: the window was taken from the header above
+                // WINS: the window was taken from the header above. A PUSH beyond the
+                // receive window is dropped unacknowledged, as ikcp does.
+                _ => {}
             }
             data = &data[OVERHEAD + h.len as usize..];
         }
@@ -642,7 +647,13 @@ impl Kcp {
                 self.probe |= ASK_SEND;
                 if self.trace.is_enabled() {
                     let cause = format!("window probe sent, next in {}ms", self.probe_wait);
-                    self.trace.transition(self.now, self.id.clone(), "window-closed", "window-closed", cause);
+                    self.trace.transition(
+                        self.now,
+                        self.id.clone(),
+                        "window-closed",
+                        "window-closed",
+                        cause,
+                    );
                 }
             }
         } else {
@@ -651,11 +662,31 @@ impl Kcp {
         }
         if self.probe & ASK_SEND != 0 {
             self.make_room(OVERHEAD);
-            wire::encode_header(&mut self.buffer, self.conv, CMD_WASK, 0, wnd, ts, sn, una, 0);
+            wire::encode_header(
+                &mut self.buffer,
+                self.conv,
+                CMD_WASK,
+                0,
+                wnd,
+                ts,
+                sn,
+                una,
+                0,
+            );
         }
         if self.probe & ASK_TELL != 0 {
             self.make_room(OVERHEAD);
-            wire::encode_header(&mut self.buffer, self.conv, CMD_WINS, 0, wnd, ts, sn, una, 0);
+            wire::encode_header(
+                &mut self.buffer,
+                self.conv,
+                CMD_WINS,
+                0,
+                wnd,
+                ts,
+                sn,
+                una,
+                0,
+            );
         }
         self.probe = 0;
 
@@ -708,14 +739,20 @@ impl Kcp {
                     if self.nodelay == 0 {
                         s.rto = s.rto.wrapping_add(s.rto.max(self.rx_rto as u32));
                     } else {
-                        let step: i32 = if self.nodelay < 2 { s.rto as i32 } else { self.rx_rto };
+                        let step: i32 = if self.nodelay < 2 {
+                            s.rto as i32
+                        } else {
+                            self.rx_rto
+                        };
                         s.rto = (s.rto as i32).wrapping_add(step / 2) as u32;
                     }
                     s.resendts = current.wrapping_add(s.rto);
                     lost = true;
                     self.stats.timeout_retransmits += 1;
                     lost_detail.get_or_insert((s.sn, s.xmit, s.rto));
-                } else if s.fastack >= resent && (s.xmit as i32 <= self.fastlimit || self.fastlimit <= 0) {
+                } else if s.fastack >= resent
+                    && (s.xmit as i32 <= self.fastlimit || self.fastlimit <= 0)
+                {
                     needsend = true;
                     s.xmit = s.xmit.wrapping_add(1);
                     s.fastack = 0;
@@ -817,11 +854,20 @@ impl Kcp {
             self.reported_window_closed = closed;
             if self.trace.is_enabled() {
                 let (from, to, cause) = if closed {
-                    ("window-open", "window-closed", "remote window 0".to_string())
+                    (
+                        "window-open",
+                        "window-closed",
+                        "remote window 0".to_string(),
+                    )
                 } else {
-                    ("window-closed", "window-open", format!("remote window {}", self.rmt_wnd))
+                    (
+                        "window-closed",
+                        "window-open",
+                        format!("remote window {}", self.rmt_wnd),
+                    )
                 };
-                self.trace.transition(self.now, self.id.clone(), from, to, cause);
+                self.trace
+                    .transition(self.now, self.id.clone(), from, to, cause);
             }
         }
     }
@@ -833,11 +879,18 @@ impl Kcp {
         dead: Option<(u32, u32)>,
     ) {
         if !self.trace.is_enabled() {
-            self.reported_recovering = lost.is_some() || (self.reported_recovering && !self.snd_buf.iter().all(|s| s.xmit <= 1));
+            self.reported_recovering = lost.is_some()
+                || (self.reported_recovering && !self.snd_buf.iter().all(|s| s.xmit <= 1));
             return;
         }
         if let Some(sn) = fast {
-            self.trace.transition(self.now, self.id.clone(), "sending", "sending", format!("fast retransmit sn={sn}"));
+            self.trace.transition(
+                self.now,
+                self.id.clone(),
+                "sending",
+                "sending",
+                format!("fast retransmit sn={sn}"),
+            );
         }
         if let Some((sn, xmit, rto)) = lost {
             if !self.reported_recovering {
@@ -866,7 +919,11 @@ impl Kcp {
                 self.trace.transition(
                     self.now,
                     self.id.clone(),
-                    if self.reported_recovering { "rto-backoff" } else { "sending" },
+                    if self.reported_recovering {
+                        "rto-backoff"
+                    } else {
+                        "sending"
+                    },
                     "dead",
                     format!("sn={sn} sent {xmit} times (dead_link {})", self.dead_link),
                 );

@@ -92,7 +92,10 @@ impl Segment {
         }
         let remaining = b.len() - OVERHEAD;
         if h.len as usize > remaining || (h.len as i32) < 0 {
-            return Err(InputError::BadLength { len: h.len, remaining });
+            return Err(InputError::BadLength {
+                len: h.len,
+                remaining,
+            });
         }
         if !(CMD_PUSH..=CMD_WINS).contains(&h.cmd) {
             return Err(InputError::UnknownCommand(h.cmd));
@@ -261,9 +264,7 @@ mod tests {
         s.encode(&mut b);
         assert_eq!(
             &b[..],
-            &[
-                4, 3, 2, 1, 81, 2, 6, 5, 7, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, b'h', b'i'
-            ]
+            &[4, 3, 2, 1, 81, 2, 6, 5, 7, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']
         );
     }
 
@@ -274,7 +275,10 @@ mod tests {
         encode_header(&mut b, 5, CMD_ACK, 0, 0, 0, 0, 0, 10);
         assert_eq!(
             Segment::decode(&b, Some(5)),
-            Err(InputError::BadLength { len: 10, remaining: 0 })
+            Err(InputError::BadLength {
+                len: 10,
+                remaining: 0
+            })
         );
         assert_eq!(
             Segment::decode(&b, Some(6)),
@@ -282,6 +286,9 @@ mod tests {
         );
         let mut b = BytesMut::new();
         encode_header(&mut b, 5, 99, 0, 0, 0, 0, 0, 0);
-        assert_eq!(Segment::decode(&b, None), Err(InputError::UnknownCommand(99)));
+        assert_eq!(
+            Segment::decode(&b, None),
+            Err(InputError::UnknownCommand(99))
+        );
     }
 }

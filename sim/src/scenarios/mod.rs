@@ -2,12 +2,19 @@
 
 use crate::scenario::Scenario;
 
+pub mod kcp_bulk;
+pub mod kcp_rpc;
 pub mod tcp_echo;
 pub mod udp_echo;
 
 /// Every registered scenario.
 pub fn all() -> Vec<Scenario> {
-    vec![udp_echo::SCENARIO, tcp_echo::SCENARIO]
+    vec![
+        udp_echo::SCENARIO,
+        tcp_echo::SCENARIO,
+        kcp_bulk::SCENARIO,
+        kcp_rpc::SCENARIO,
+    ]
 }
 
 /// The scenario called `name`.
