@@ -1,5 +1,6 @@
 //! The `tunnelbed` binary's library half: the command implementations, shared with the
 //! end-to-end tests under `tests/`.
 
+pub mod bench;
 pub mod cmd;
 pub mod replay;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 pub mod http_source;
+mod kcp;
 mod netem;
 mod sim;
 
@@ -38,6 +40,12 @@ pub enum Command {
     Netem(netem::NetemArgs),
     /// A fast HTTP/1.1 server of deterministic bulk data (`GET /bytes/N`) for downloads.
     HttpSource(http_source::HttpSourceArgs),
+    /// KCP on real UDP: an echo server and a bulk sender, for interop with reference peers.
+    #[command(subcommand)]
+    Kcp(kcp::KcpCmd),
+    /// Side-by-side benchmarks of our implementations against reference implementations.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -62,5 +70,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(c) => sim::run(c),
         Command::Netem(a) => netem::run(a),
         Command::HttpSource(a) => http_source::run(a),
+        Command::Kcp(c) => kcp::run(c),
+        Command::Bench(c) => bench::run(c),
     }
 }

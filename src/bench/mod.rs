@@ -1,0 +1,1 @@
+//! Benchmark machinery shared by `tunnelbed bench` subcommands.
