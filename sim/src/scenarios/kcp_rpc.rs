@@ -134,6 +134,13 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         if end != SessionEnd::Finished {
             return Err(format!("client session ended: {end}").into());
         }
+        world.trace.transition(
+            turmoil::sim_elapsed().unwrap_or_default(),
+            "kcp-rpc",
+            "exchanging",
+            "done",
+            format!("{} exchanges answered, session drained", requests.len()),
+        );
         Ok(())
     });
 
