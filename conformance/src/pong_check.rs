@@ -1,1 +1,0 @@
-//! pong conformance checker cases (seed 001 and the notes), each with a stable ID.
