@@ -86,6 +86,26 @@ pub struct KcpStats {
     pub input_errors: u64,
 }
 
+/// How many entries each internal queue holds, so tests and fuzzing can check that
+/// memory stays bounded whatever the peer sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KcpQueues {
+    /// Segments accepted by `send` and not yet in flight.
+    pub snd_queue: usize,
+    /// Bytes in those segments.
+    pub snd_queue_bytes: usize,
+    /// Segments in flight (sent, not acknowledged).
+    pub snd_buf: usize,
+    /// Segments in order, waiting for the application to read.
+    pub rcv_queue: usize,
+    /// Segments received out of order.
+    pub rcv_buf: usize,
+    /// Acknowledgements waiting for the next flush.
+    pub acklist: usize,
+    /// Datagrams waiting for `poll_transmit`.
+    pub out: usize,
+}
+
 /// One KCP session.
 pub struct Kcp {
     conv: u32,
@@ -269,27 +289,46 @@ impl Kcp {
         self.snd_wnd
     }
 
+    /// Receive window in segments (at least 128, as ikcp); bounds the receive buffers.
+    pub fn rcv_wnd(&self) -> u32 {
+        self.rcv_wnd
+    }
+
+    /// Queue lengths, for memory-bound checks in tests and fuzzing.
+    pub fn queues(&self) -> KcpQueues {
+        KcpQueues {
+            snd_queue: self.snd_queue.len(),
+            snd_queue_bytes: self.snd_queue.iter().map(|s| s.data.len()).sum(),
+            snd_buf: self.snd_buf.len(),
+            rcv_queue: self.rcv_queue.len(),
+            rcv_buf: self.rcv_buf.len(),
+            acklist: self.acklist.len(),
+            out: self.out.len(),
+        }
+    }
+
     /// Queues application data (ikcp_send). In message mode a message is split into
     /// fragments; in stream mode data is appended to the last queued segment first.
+    ///
+    /// All or nothing: a refused send queues none of `data`, so the caller can retry it
+    /// whole. (ikcp may have appended part of it to the last segment in stream mode before
+    /// failing; the fuzzer found that this made a failed send deliver bytes twice.)
     pub fn send(&mut self, mut data: &[u8]) -> Result<(), SendError> {
         let mss = self.mss as usize;
-        if self.stream {
-            if let Some(last) = self.snd_queue.back_mut() {
-                if last.data.len() < mss {
-                    let extend = data.len().min(mss - last.data.len());
-                    last.data.extend_from_slice(&data[..extend]);
-                    last.frg = 0;
-                    data = &data[extend..];
-                }
+        // Stream mode first tops up the last queued segment.
+        let fill = match self.snd_queue.back() {
+            Some(last) if self.stream && last.data.len() < mss => {
+                data.len().min(mss - last.data.len())
             }
-            if data.is_empty() {
-                return Ok(());
-            }
-        }
-        let count = if data.len() <= mss {
+            _ => 0,
+        };
+        let rest = data.len() - fill;
+        let count = if self.stream && rest == 0 {
+            0
+        } else if rest <= mss {
             1
         } else {
-            data.len().div_ceil(mss)
+            rest.div_ceil(mss)
         };
         if count >= WND_RCV as usize {
             return Err(SendError::TooLarge {
@@ -299,6 +338,15 @@ impl Kcp {
         }
         if self.snd_queue.len() + count > self.max_send_queue {
             return Err(SendError::QueueFull(self.snd_queue.len()));
+        }
+        if fill > 0 {
+            let last = self
+                .snd_queue
+                .back_mut()
+                .expect("fill implies a last segment");
+            last.data.extend_from_slice(&data[..fill]);
+            last.frg = 0;
+            data = &data[fill..];
         }
         for i in 0..count {
             let size = data.len().min(mss);
@@ -410,17 +458,10 @@ impl Kcp {
         if diff(sn, self.snd_una) < 0 || diff(sn, self.snd_nxt) >= 0 {
             return;
         }
-        let mut i = 0;
-        while i < self.snd_buf.len() {
-            let s = self.snd_buf[i].sn;
-            if sn == s {
-                self.snd_buf.remove(i);
-                break;
-            }
-            if diff(sn, s) < 0 {
-                break;
-            }
-            i += 1;
+        // ikcp scans from the front; snd_buf is sorted by sn and spans less than 2^31
+        // (at most a 16-bit remote window), so a binary search finds the same segment.
+        if let Ok(i) = self.snd_buf.binary_search_by(|s| diff(s.sn, sn).cmp(&0)) {
+            self.snd_buf.remove(i);
         }
     }
 
@@ -451,21 +492,10 @@ impl Kcp {
         if diff(sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) >= 0 || diff(sn, self.rcv_nxt) < 0 {
             return;
         }
-        // Find the insertion point from the back; ignore repeats.
-        let mut pos = self.rcv_buf.len();
-        let mut repeat = false;
-        while pos > 0 {
-            let s = self.rcv_buf[pos - 1].sn;
-            if s == sn {
-                repeat = true;
-                break;
-            }
-            if diff(sn, s) > 0 {
-                break;
-            }
-            pos -= 1;
-        }
-        if !repeat {
+        // Find the insertion point; ignore repeats. ikcp scans from the back; rcv_buf is
+        // sorted by sn and lies within [rcv_nxt, rcv_nxt + rcv_wnd), less than 2^31 wide,
+        // so a binary search finds the same place.
+        if let Err(pos) = self.rcv_buf.binary_search_by(|s| diff(s.sn, sn).cmp(&0)) {
             self.rcv_buf.insert(
                 pos,
                 RcvSeg {
@@ -578,7 +608,9 @@ impl Kcp {
 
     fn output(&mut self) {
         if !self.buffer.is_empty() {
-            let d = self.buffer.split().to_vec();
+            // Copy out and keep the buffer (split() would share and reallocate it).
+            let d = self.buffer.to_vec();
+            self.buffer.clear();
             self.stats.datagrams_out += 1;
             self.out.push_back(d);
         }
@@ -623,13 +655,16 @@ impl Kcp {
         let una = self.rcv_nxt;
         // ikcp reuses one header for acks and probes: the probes carry the last ack's sn/ts.
         let (mut sn, mut ts) = (0u32, 0u32);
-        let acks = std::mem::take(&mut self.acklist);
-        for (asn, ats) in acks {
+        let mut acks = std::mem::take(&mut self.acklist);
+        for &(asn, ats) in &acks {
             self.make_room(OVERHEAD);
             sn = asn;
             ts = ats;
             wire::encode_header(&mut self.buffer, self.conv, CMD_ACK, 0, wnd, ts, sn, una, 0);
         }
+        // Hand the (now empty) list back so its capacity is reused.
+        acks.clear();
+        self.acklist = acks;
 
         if self.rmt_wnd == 0 {
             if self.probe_wait == 0 {
@@ -805,11 +840,22 @@ impl Kcp {
         self.report_flush(lost_detail, fast_detail, dead_detail);
     }
 
-    /// When `update` must run next (ikcp_check), as a time on the caller's clock.
+    /// When `update` must run next, as a time on the caller's clock.
+    ///
+    /// This is not ikcp_check: `check` answers "now" as soon as a retransmission is due,
+    /// yet `update` only flushes at the next flush tick, so a driver that trusted it would
+    /// wake again and again at the same instant (in virtual time, forever). The next flush
+    /// tick is the earliest moment `update` can change anything.
     pub fn poll_timeout(&self, now: Duration) -> Duration {
+        if !self.updated {
+            return now;
+        }
         let current = millis(now);
-        let next = self.check(current);
-        now + Duration::from_millis(diff(next, current).max(0) as u64)
+        let until_flush = diff(self.ts_flush, current);
+        if !(-10000..10000).contains(&until_flush) {
+            return now; // update resynchronises a clock that jumped
+        }
+        now + Duration::from_millis(until_flush.max(0) as u64)
     }
 
     /// ikcp_check on the 32-bit millisecond clock.
@@ -893,16 +939,21 @@ impl Kcp {
             );
         }
         if let Some((sn, xmit, rto)) = lost {
-            if !self.reported_recovering {
-                self.reported_recovering = true;
-                self.trace.transition(
-                    self.now,
-                    self.id.clone(),
-                    "sending",
-                    "rto-backoff",
-                    format!("timeout sn={sn} xmit={xmit} rto={rto}ms"),
-                );
-            }
+            // Every timeout is reported, so the trace shows the backoff growing; the
+            // first one enters `rto-backoff`, later ones stay in it.
+            let from = if self.reported_recovering {
+                "rto-backoff"
+            } else {
+                "sending"
+            };
+            self.reported_recovering = true;
+            self.trace.transition(
+                self.now,
+                self.id.clone(),
+                from,
+                "rto-backoff",
+                format!("timeout sn={sn} xmit={xmit} rto={rto}ms"),
+            );
         } else if self.reported_recovering && self.snd_buf.iter().all(|s| s.xmit <= 1) {
             self.reported_recovering = false;
             self.trace.transition(
