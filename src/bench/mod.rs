@@ -1,1 +1,8 @@
-//! Benchmark machinery shared by `tunnelbed bench` subcommands.
+//! Benchmark machinery shared by `tunnelbed bench` subcommands: a virtual-time loop over
+//! the simulator's link model ([`link_loop`]), the adapters that put our KCP and crate
+//! `kcp` behind one interface ([`kcp_port`]), and the KCP comparison itself
+//! ([`kcp_bench`]).
+
+pub mod kcp_bench;
+pub mod kcp_port;
+pub mod link_loop;

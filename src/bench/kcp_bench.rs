@@ -1,0 +1,480 @@
+//! The KCP benchmark: our [`tunnelbed_kcp::Kcp`] against crate `kcp` (a Rust port of the
+//! reference ikcp) over the same simulated links, with the same knobs, seeds and payload,
+//! alternating which runs first; medians over repetitions and ratios ours/reference.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tunnelbed_sim::link::LinkParams;
+use tunnelbed_sim::profile;
+
+use super::kcp_port::{Knobs, OursArq, PortArq};
+use super::link_loop::{median, percentile, transfer, Arq, Transfer, Workload};
+
+/// Link profiles the benchmark knows, in the default order.
+pub const PROFILES: &[&str] = &["clean", "loss1", "loss10", "reorder", "lossy", "hostile"];
+
+/// The link parameters of a benchmark profile: the simulator's named profiles plus two
+/// pure i.i.d. loss links (`loss1`, `loss10`: 20 ms one way, 1% / 10% loss, nothing else),
+/// so loss recovery is measured without jitter, caps or duplication in the way, and
+/// `reorder` (20 ms plus up to 20 ms jitter, no loss), where every retransmission is
+/// spurious.
+pub fn link_profile(name: &str) -> Option<LinkParams> {
+    let iid = |loss: f64| LinkParams {
+        latency: Duration::from_millis(20),
+        loss,
+        ..LinkParams::default()
+    };
+    match name {
+        "loss1" => Some(iid(0.01)),
+        "loss10" => Some(iid(0.10)),
+        "reorder" => Some(LinkParams {
+            jitter: Duration::from_millis(20),
+            ..iid(0.0)
+        }),
+        "swarm" => None,
+        n => profile::params(n, 0),
+    }
+}
+
+/// The two implementations compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    /// tunnelbed's KCP (protocols/kcp).
+    Ours,
+    /// Crate `kcp` 0.6, the Rust port of ikcp.
+    Reference,
+}
+
+impl Impl {
+    /// Name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Impl::Ours => "tunnelbed-kcp (ours)",
+            Impl::Reference => "crate kcp 0.6 (ref)",
+        }
+    }
+}
+
+/// Everything one benchmark invocation runs.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Knobs applied to both implementations.
+    pub knobs: Knobs,
+    /// Profiles by name, with their parameters.
+    pub profiles: Vec<(String, LinkParams)>,
+    /// Bytes per transfer.
+    pub bytes: usize,
+    /// Message (or write) size.
+    pub msg_size: usize,
+    /// Repetitions per profile and implementation (repetition r uses seed `seed + r`).
+    pub reps: u32,
+    /// First link seed.
+    pub seed: u64,
+    /// Virtual-time limit per transfer.
+    pub limit: Duration,
+}
+
+impl Plan {
+    /// Checks the plan before running anything, so mistakes fail fast with a clear message.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let k = &self.knobs;
+        anyhow::ensure!(self.reps >= 1, "--reps must be at least 1");
+        anyhow::ensure!(self.bytes >= 1, "--bytes must be at least 1");
+        anyhow::ensure!(self.msg_size >= 1, "--size must be at least 1");
+        anyhow::ensure!(k.mtu >= 50, "--mtu must be at least 50 (ikcp's minimum)");
+        anyhow::ensure!(k.snd_wnd >= 1, "--snd-wnd must be at least 1");
+        anyhow::ensure!(
+            (10..=5000).contains(&k.interval),
+            "--interval must be within 10..=5000 ms (ikcp clamps it; crate kcp too)"
+        );
+        if !k.stream {
+            let frags = self.msg_size.div_ceil(k.mtu - 24);
+            anyhow::ensure!(
+                frags < 128,
+                "--size {} needs {frags} fragments at mtu {}; message mode allows at most 127",
+                self.msg_size,
+                k.mtu
+            );
+        }
+        for (name, p) in &self.profiles {
+            anyhow::ensure!(
+                k.mtu <= p.mtu,
+                "--mtu {} is larger than profile {name}'s link MTU {}: every full datagram would be dropped",
+                k.mtu,
+                p.mtu
+            );
+        }
+        Ok(())
+    }
+
+    /// Number of timed transfers (for a progress bar).
+    pub fn runs(&self) -> u64 {
+        self.profiles.len() as u64 * self.reps as u64 * 2
+    }
+}
+
+/// One timed transfer.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Profile name.
+    pub profile: String,
+    /// Repetition index.
+    pub rep: u32,
+    /// Link seed.
+    pub seed: u64,
+    /// Implementation.
+    pub imp: Impl,
+    /// What happened.
+    pub t: Transfer,
+}
+
+/// A deterministic, incompressible payload (splitmix64), the same for every run.
+pub fn payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        v.extend_from_slice(&z.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+const CONV: u32 = 0x7462_6b63;
+
+fn one(imp: Impl, k: &Knobs, p: &LinkParams, seed: u64, w: &Workload) -> anyhow::Result<Transfer> {
+    let t = match imp {
+        Impl::Ours => {
+            let (mut a, mut b) = (OursArq::new(CONV, k), OursArq::new(CONV, k));
+            transfer(&mut a as &mut dyn Arq, &mut b, p, seed, w)
+        }
+        Impl::Reference => {
+            let (mut a, mut b) = (PortArq::new(CONV, k)?, PortArq::new(CONV, k)?);
+            transfer(&mut a as &mut dyn Arq, &mut b, p, seed, w)
+        }
+    };
+    Ok(t)
+}
+
+/// Runs the plan: a short untimed warm-up of each implementation, then for every profile
+/// and repetition both implementations on the same seed, alternating which goes first.
+/// `progress` is told before each run what is about to run.
+pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Run>> {
+    plan.validate()?;
+    let k = plan.knobs;
+    let data = payload(plan.bytes);
+    let mut w = Workload {
+        payload: data,
+        msg_size: plan.msg_size,
+        message_mode: !k.stream,
+        app_window: k.snd_wnd as usize,
+        limit: plan.limit,
+    };
+    if let Some((_, p)) = plan.profiles.first() {
+        let warm = Workload {
+            payload: w.payload[..w.payload.len().min(1 << 20)].to_vec(),
+            ..w.clone()
+        };
+        progress("warm-up");
+        for imp in [Impl::Ours, Impl::Reference] {
+            one(imp, &k, p, plan.seed, &warm)?;
+        }
+    }
+    let mut runs = Vec::new();
+    for (name, p) in &plan.profiles {
+        for rep in 0..plan.reps {
+            let seed = plan.seed + rep as u64;
+            let order = if rep % 2 == 0 {
+                [Impl::Ours, Impl::Reference]
+            } else {
+                [Impl::Reference, Impl::Ours]
+            };
+            for imp in order {
+                progress(&format!("{name} rep {} {}", rep + 1, imp.label()));
+                let t = one(imp, &k, p, seed, &w)?;
+                runs.push(Run {
+                    profile: name.clone(),
+                    rep,
+                    seed,
+                    imp,
+                    t,
+                });
+            }
+        }
+    }
+    w.payload = Vec::new();
+    Ok(runs)
+}
+
+/// Medians over the repetitions of one implementation on one profile.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Goodput, MB/s (10^6 bytes) of virtual time.
+    pub goodput_mbs: f64,
+    /// Median message latency, ms.
+    pub p50_ms: f64,
+    /// 99th-percentile message latency, ms.
+    pub p99_ms: f64,
+    /// Time inside the implementation (both ends) per MB delivered, ms.
+    pub cpu_ms_per_mb: f64,
+    /// Thread CPU of the whole run (harness included) per MB delivered, ms.
+    pub run_cpu_ms_per_mb: Option<f64>,
+    /// Datagrams the sender emitted per MB delivered.
+    pub datagrams_per_mb: f64,
+    /// Data segments sent again per MB delivered.
+    pub retransmits_per_mb: f64,
+    /// Runs that delivered everything intact.
+    pub intact: u32,
+    /// Runs.
+    pub runs: u32,
+}
+
+fn per_mb(d: Duration, bytes: u64) -> f64 {
+    if bytes == 0 {
+        f64::NAN
+    } else {
+        d.as_secs_f64() * 1e3 / (bytes as f64 / 1e6)
+    }
+}
+
+/// Summarises the runs of `imp` on `profile`.
+pub fn summarize(runs: &[Run], profile: &str, imp: Impl) -> Summary {
+    let rs: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.profile == profile && r.imp == imp)
+        .collect();
+    let m = |f: &dyn Fn(&Run) -> f64| median(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let run_cpu: Vec<f64> = rs
+        .iter()
+        .filter_map(|r| r.t.run_cpu.map(|c| per_mb(c, r.t.bytes)))
+        .collect();
+    Summary {
+        goodput_mbs: m(&|r| r.t.goodput() / 1e6),
+        p50_ms: m(&|r| percentile(&r.t.latencies_us, 50.0) as f64 / 1e3),
+        p99_ms: m(&|r| percentile(&r.t.latencies_us, 99.0) as f64 / 1e3),
+        cpu_ms_per_mb: m(&|r| per_mb(r.t.impl_cpu(), r.t.bytes)),
+        run_cpu_ms_per_mb: (run_cpu.len() == rs.len() && !rs.is_empty()).then(|| median(&run_cpu)),
+        datagrams_per_mb: m(&|r| r.t.datagrams_ab as f64 / (r.t.bytes.max(1) as f64 / 1e6)),
+        retransmits_per_mb: m(&|r| r.t.retransmits as f64 / (r.t.bytes.max(1) as f64 / 1e6)),
+        intact: rs.iter().filter(|r| r.t.intact).count() as u32,
+        runs: rs.len() as u32,
+    }
+}
+
+/// Ours divided by reference, for one metric.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// The results table (Markdown): per profile one row per implementation and a row of
+/// ratios ours/reference.
+pub fn table(plan: &Plan, runs: &[Run]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        "| profile | implementation | goodput (MB/s) | p50 latency (ms) | p99 latency (ms) | CPU in KCP (ms/MB) | run CPU (ms/MB) | datagrams sent/MB | retransmits/MB | intact |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for (name, _) in &plan.profiles {
+        let o = summarize(runs, name, Impl::Ours);
+        let r = summarize(runs, name, Impl::Reference);
+        for (imp, x) in [(Impl::Ours, &o), (Impl::Reference, &r)] {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {:.0} | {:.0} | {}/{} |",
+                imp.label(),
+                x.goodput_mbs,
+                x.p50_ms,
+                x.p99_ms,
+                x.cpu_ms_per_mb,
+                opt(x.run_cpu_ms_per_mb, 2),
+                x.datagrams_per_mb,
+                x.retransmits_per_mb,
+                x.intact,
+                x.runs
+            );
+        }
+        let run_cpu = match (o.run_cpu_ms_per_mb, r.run_cpu_ms_per_mb) {
+            (Some(a), Some(b)) => ratio(a, b),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | **ours/ref** | **{}** | {} | {} | **{}** | {} | {} | {} | |",
+            ratio(o.goodput_mbs, r.goodput_mbs),
+            ratio(o.p50_ms, r.p50_ms),
+            ratio(o.p99_ms, r.p99_ms),
+            ratio(o.cpu_ms_per_mb, r.cpu_ms_per_mb),
+            run_cpu,
+            ratio(o.datagrams_per_mb, r.datagrams_per_mb),
+            ratio(o.retransmits_per_mb, r.retransmits_per_mb),
+        );
+    }
+    s
+}
+
+/// Every run, for readers who want the spread behind the medians (Markdown).
+pub fn detail(runs: &[Run]) -> String {
+    let mut s = String::from(
+        "| profile | rep | seed | implementation | goodput (MB/s) | p50 (ms) | p99 (ms) | CPU in KCP (ms/MB) | run CPU (ms/MB) | datagrams | retransmits | lost on link | result |\n\
+         |---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in runs {
+        let t = &r.t;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} |",
+            r.profile,
+            r.rep + 1,
+            r.seed,
+            r.imp.label(),
+            t.goodput() / 1e6,
+            percentile(&t.latencies_us, 50.0) as f64 / 1e3,
+            percentile(&t.latencies_us, 99.0) as f64 / 1e3,
+            per_mb(t.impl_cpu(), t.bytes),
+            opt(t.run_cpu.map(|c| per_mb(c, t.bytes)), 2),
+            t.datagrams_ab + t.datagrams_ba,
+            t.retransmits,
+            t.link.dropped() + t.link.corrupted,
+            if t.intact {
+                "intact".to_string()
+            } else {
+                format!(
+                    "NOT INTACT: {}",
+                    t.problem.as_deref().unwrap_or("unknown problem")
+                )
+            }
+        );
+    }
+    s
+}
+
+/// Transfers that were not intact, one line each (empty when all were).
+pub fn failures(runs: &[Run]) -> Vec<String> {
+    runs.iter()
+        .filter(|r| !r.t.intact)
+        .map(|r| {
+            format!(
+                "{} on {} (rep {}, seed {}): {}",
+                r.imp.label(),
+                r.profile,
+                r.rep + 1,
+                r.seed,
+                r.t.problem.as_deref().unwrap_or("not intact")
+            )
+        })
+        .collect()
+}
+
+/// The issue's acceptance checks, as sentences: goodput at 10% loss at least the
+/// reference's, and CPU per MB no worse, per profile.
+pub fn verdicts(plan: &Plan, runs: &[Run]) -> Vec<String> {
+    let mut v = Vec::new();
+    for (name, _) in &plan.profiles {
+        let o = summarize(runs, name, Impl::Ours);
+        let r = summarize(runs, name, Impl::Reference);
+        let g = o.goodput_mbs / r.goodput_mbs;
+        let c = o.cpu_ms_per_mb / r.cpu_ms_per_mb;
+        let pct = |x: f64| format!("{:+.1}%", (x - 1.0) * 100.0);
+        v.push(format!(
+            "{name}: goodput ours/ref {g:.3} ({} {}), CPU per MB ours/ref {c:.3} ({} {})",
+            pct(g),
+            if g > 1.0005 {
+                "ours higher"
+            } else if g >= 0.9995 {
+                "equal within 0.05%"
+            } else {
+                "OURS LOWER"
+            },
+            pct(c),
+            if c < 0.9995 {
+                "ours lower"
+            } else if c <= 1.0005 {
+                "equal within 0.05%"
+            } else {
+                "OURS HIGHER"
+            }
+        ));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn knobs(stream: bool) -> Knobs {
+        Knobs {
+            nodelay: true,
+            interval: 10,
+            resend: 2,
+            nc: true,
+            snd_wnd: 128,
+            rcv_wnd: 128,
+            mtu: 1250,
+            stream,
+        }
+    }
+
+    /// Both implementations deliver intact on a lossy link, in both modes, and on a
+    /// clean link with no jitter they behave identically (same datagram count).
+    #[test]
+    fn both_deliver_intact() {
+        for stream in [false, true] {
+            let plan = Plan {
+                knobs: knobs(stream),
+                profiles: ["clean", "loss10", "hostile"]
+                    .iter()
+                    .map(|n| (n.to_string(), link_profile(n).unwrap()))
+                    .collect(),
+                bytes: 200_000,
+                msg_size: 3000,
+                reps: 1,
+                seed: 5,
+                limit: Duration::from_secs(120),
+            };
+            let runs = run(&plan, &mut |_| {}).unwrap();
+            assert_eq!(runs.len(), 6);
+            assert!(failures(&runs).is_empty(), "{:?}", failures(&runs));
+            let clean: Vec<_> = runs.iter().filter(|r| r.profile == "clean").collect();
+            assert_eq!(clean[0].t.datagrams_ab, clean[1].t.datagrams_ab);
+            assert!(table(&plan, &runs).contains("ours/ref"));
+        }
+    }
+
+    #[test]
+    fn validation_catches_mtu_and_fragments() {
+        let mut plan = Plan {
+            knobs: knobs(false),
+            profiles: vec![("hostile".into(), link_profile("hostile").unwrap())],
+            bytes: 1000,
+            msg_size: 1000,
+            reps: 1,
+            seed: 0,
+            limit: Duration::from_secs(1),
+        };
+        assert!(plan.validate().is_ok());
+        plan.knobs.mtu = 1450;
+        assert!(plan.validate().unwrap_err().to_string().contains("MTU"));
+        plan.knobs.mtu = 1250;
+        plan.msg_size = 1226 * 128;
+        assert!(plan
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fragments"));
+    }
+}
