@@ -35,7 +35,8 @@ impl SimWorld {
         Self {
             link,
             capture,
-            trace: Trace::recording(),
+            // One timeline for every machine: simulated time, not each driver's origin.
+            trace: Trace::with_clock(Arc::new(|| turmoil::sim_elapsed().unwrap_or_default())),
             hosts: Arc::new(Mutex::new(BTreeSet::new())),
         }
     }

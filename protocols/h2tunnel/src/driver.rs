@@ -189,8 +189,28 @@ pub struct Running {
     pub opener: Opener,
     /// Server role: streams the client opened, as they arrive.
     pub accepted: mpsc::Receiver<TunnelStream>,
+    /// The tunnel's state as it changes (`ready` after the handshake).
+    pub state: watch::Receiver<TunnelState>,
     /// Resolves when the tunnel ends.
     pub done: JoinHandle<TunnelEnd>,
+}
+
+impl Running {
+    /// Waits for the handshake: Ok once the tunnel is ready, Err with the state it ended
+    /// in when it failed or closed first.
+    pub async fn ready(&mut self) -> Result<(), TunnelState> {
+        loop {
+            let s = *self.state.borrow_and_update();
+            match s {
+                TunnelState::Ready => return Ok(()),
+                TunnelState::Failed | TunnelState::Closed => return Err(s),
+                TunnelState::Init | TunnelState::HandshakeSent => {}
+            }
+            if self.state.changed().await.is_err() {
+                return Err(TunnelState::Closed);
+            }
+        }
+    }
 }
 
 enum Cmd {
@@ -216,10 +236,12 @@ where
     let (open_tx, open_rx) = mpsc::channel(64);
     let (acc_tx, accepted) = mpsc::channel(256);
     let machine = Tunnel::new(role, cfg.tunnel.clone(), trace, id);
-    let done = tokio::spawn(run(carrier, machine, cfg, open_rx, acc_tx));
+    let (state_tx, state) = watch::channel(TunnelState::Init);
+    let done = tokio::spawn(run(carrier, machine, cfg, open_rx, acc_tx, state_tx));
     Running {
         opener: Opener { tx: open_tx },
         accepted,
+        state,
         done,
     }
 }
@@ -230,6 +252,7 @@ async fn run<C>(
     cfg: DriverConfig,
     mut open_rx: mpsc::Receiver<OpenReply>,
     acc_tx: mpsc::Sender<TunnelStream>,
+    state_tx: watch::Sender<TunnelState>,
 ) -> TunnelEnd
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
@@ -253,6 +276,7 @@ where
     let mut unsent: Option<Bytes> = None;
     let mut end: Option<TunnelEnd> = None;
     let mut carrier_eof = false;
+    let mut openers_gone = false;
     let mut buf = vec![0u8; 16 * 1024];
     m.start(now());
     loop {
@@ -304,6 +328,11 @@ where
             }
         }
         feed_streams(&mut m, &mut streams);
+        state_tx.send_if_modified(|s| {
+            let changed = *s != m.state();
+            *s = m.state();
+            changed
+        });
         if m.state() == TunnelState::Closed && unsent.is_none() {
             break;
         }
@@ -317,7 +346,8 @@ where
         }
         let can_read = !carrier_eof && m.buffered_input() < cfg.max_buffered;
         let can_cmd = unsent.is_none() && m.pending_output() < cfg.tunnel.max_output / 2;
-        let can_open = m.state() == TunnelState::Ready || m.state() == TunnelState::HandshakeSent;
+        let can_open = !openers_gone
+            && (m.state() == TunnelState::Ready || m.state() == TunnelState::HandshakeSent);
         let timeout = m.poll_timeout().map(|t| origin + t);
         tokio::select! {
             biased;
@@ -343,16 +373,14 @@ where
                     apply(&mut m, &mut streams, c);
                 }
             }
-            r = open_rx.recv(), if can_open => {
-                if let Some(reply) = r {
-                    if m.state() == TunnelState::Ready {
-                        let r = open_stream(&mut m, &mut streams, &cfg, &chans);
-                        let _ = reply.send(r);
-                    } else {
-                        waiting_opens.push(reply);
-                    }
+            r = open_rx.recv(), if can_open => match r {
+                None => openers_gone = true,
+                Some(reply) if m.state() == TunnelState::Ready => {
+                    let r = open_stream(&mut m, &mut streams, &cfg, &chans);
+                    let _ = reply.send(r);
                 }
-            }
+                Some(reply) => waiting_opens.push(reply),
+            },
             _ = sleep_until(timeout) => m.handle_timeout(now()),
         }
     }
@@ -371,6 +399,7 @@ where
     }
     drop(out_tx);
     let _ = tokio::time::timeout(cfg.tunnel.close_delay, writer).await;
+    state_tx.send_replace(TunnelState::Closed);
     why
 }
 

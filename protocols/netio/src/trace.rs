@@ -64,10 +64,18 @@ impl fmt::Display for Transition {
 ///
 /// Machines hold a clone and call [`Trace::record`]; a disabled trace drops records so
 /// the real-network binary pays nothing unless asked to keep them.
+///
+/// With a clock ([`Trace::with_clock`]) every record is stamped with that clock instead of
+/// the machine's own `now`: drivers count time from their own origin, so a simulation
+/// stamps all machines with simulated time to put them on one timeline.
 #[derive(Clone, Default)]
 pub struct Trace {
     inner: Option<Arc<Mutex<Vec<Transition>>>>,
+    clock: Option<Clock>,
 }
+
+/// A shared time source for stamping records.
+pub type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 impl fmt::Debug for Trace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,12 +91,24 @@ impl Trace {
     pub fn recording() -> Self {
         Self {
             inner: Some(Arc::new(Mutex::new(Vec::new()))),
+            clock: None,
+        }
+    }
+
+    /// A trace that keeps every record, stamped with `clock`.
+    pub fn with_clock(clock: Clock) -> Self {
+        Self {
+            inner: Some(Arc::new(Mutex::new(Vec::new()))),
+            clock: Some(clock),
         }
     }
 
     /// A trace that drops every record (the default).
     pub fn disabled() -> Self {
-        Self { inner: None }
+        Self {
+            inner: None,
+            clock: None,
+        }
     }
 
     /// Whether records are kept; lets callers skip building costly cause strings.
@@ -97,7 +117,10 @@ impl Trace {
     }
 
     /// Appends one record (also logged at trace level through `tracing`).
-    pub fn record(&self, t: Transition) {
+    pub fn record(&self, mut t: Transition) {
+        if let Some(clock) = &self.clock {
+            t.at = clock();
+        }
         tracing::trace!(target: "tunnelbed::transition", "{t}");
         if let Some(inner) = &self.inner {
             inner.lock().unwrap_or_else(|e| e.into_inner()).push(t);

@@ -2,6 +2,9 @@
 
 use crate::scenario::Scenario;
 
+pub mod h2t_common;
+pub mod h2tunnel_partition;
+pub mod h2tunnel_streams;
 pub mod kcp_bulk;
 pub mod kcp_rpc;
 pub mod tcp_echo;
@@ -14,6 +17,8 @@ pub fn all() -> Vec<Scenario> {
         tcp_echo::SCENARIO,
         kcp_bulk::SCENARIO,
         kcp_rpc::SCENARIO,
+        h2tunnel_streams::SCENARIO,
+        h2tunnel_partition::SCENARIO,
     ]
 }
 
