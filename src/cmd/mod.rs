@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod h2tunnel;
 pub mod http_source;
 mod kcp;
 mod netem;
+mod replay;
 mod sim;
 
 /// Every check passed.
@@ -46,6 +48,11 @@ pub enum Command {
     /// Side-by-side benchmarks of our implementations against reference implementations.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// vproxy's KCP tunnel on real sockets: client (TCP in, tunnel out) and server roles.
+    #[command(subcommand)]
+    H2tunnel(h2tunnel::H2tunnelCmd),
+    /// Decode a capture: reassemble KCP sessions and TCP flows, print tunnel frames per stream.
+    Replay(replay::ReplayArgs),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -72,5 +79,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::HttpSource(a) => http_source::run(a),
         Command::Kcp(c) => kcp::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::H2tunnel(c) => h2tunnel::run(c),
+        Command::Replay(a) => replay::run(a),
     }
 }
