@@ -2,3 +2,6 @@
 //! checkers that play them against any implementation. Today it holds the KCP
 //! differential test against the reference ikcp (`tests/kcp_vs_ikcp.rs`, peer scripts in
 //! `peers/`); the h2tunnel and pong case lists come with their issues.
+
+/// vproxy HTTP/2-framed tunnel cases (seed 000 and the notes), one stable ID per rule.
+pub mod h2tunnel_cases;

@@ -4,6 +4,7 @@
 //! [`driver`] that runs it over any carrier and hands out streams.
 
 pub mod driver;
+pub mod fuzzing;
 pub mod stream;
 pub mod tunnel;
 pub mod wire;

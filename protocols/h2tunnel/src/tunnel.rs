@@ -193,6 +193,7 @@ pub struct Tunnel {
     last_read: Duration,
     ka: Keepalive,
     now: Duration,
+    started: bool,
 }
 
 impl fmt::Debug for Tunnel {
@@ -228,12 +229,20 @@ impl Tunnel {
                 ..Keepalive::default()
             },
             now: Duration::ZERO,
+            started: false,
         }
     }
 
     /// Starts the machine at `now` (carrier connected): the client sends its handshake;
     /// both arm the handshake timer.
+    ///
+    /// Only the first call does anything: a second one must not re-arm the handshake
+    /// timer of a tunnel that is already ready (it would fail it 5 s later).
     pub fn start(&mut self, now: Duration) {
+        if self.started {
+            return;
+        }
+        self.started = true;
         self.now = now;
         self.last_read = now;
         self.handshake_deadline = Some(now + self.cfg.handshake_timeout);
@@ -638,9 +647,10 @@ impl Tunnel {
                 .encode(&mut self.out, false);
             }
         }
-        let cause = if linger0 {
+        let sent = state != StreamState::Dead && self.state == TunnelState::Ready;
+        let cause = if sent && linger0 {
             "close with linger 0: RST sent"
-        } else if state.may_send() && state != StreamState::Dead {
+        } else if sent && state.may_send() {
             "close: FIN sent"
         } else {
             "close"
@@ -675,6 +685,9 @@ impl Tunnel {
     }
 
     fn peer_shutdown(&mut self, reason: String, how: &str) {
+        // Closed without answering: what was queued (data for streams that are now dead,
+        // a handshake reply) is dropped, so a closed tunnel emits nothing at all.
+        self.out.clear();
         self.set_state(TunnelState::Closed, format!("{how}: {reason}"));
         self.kill_all(ResetCause::TunnelEnded(format!("peer shut down: {reason}")));
         self.handshake_deadline = None;

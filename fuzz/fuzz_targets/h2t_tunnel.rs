@@ -1,0 +1,8 @@
+//! cargo-fuzz target `h2t_tunnel`: the body lives in the protocol crate so that a stable
+//! `cargo test` replays `corpora/h2t_tunnel/`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    tunnelbed_h2tunnel::fuzzing::fuzz_tunnel(data);
+});
