@@ -47,34 +47,42 @@ pub struct Flows {
 /// The most bytes reassembled per TCP direction (replay is for inspection, not bulk).
 pub const MAX_STREAM_BYTES: usize = 256 * 1024 * 1024;
 
-/// For captures with one interface per host, the address every packet on an interface
-/// shares: that host's own address.
-fn interface_addresses(pkts: &[(CapturedPacket, Transport)]) -> BTreeMap<u32, IpAddr> {
-    let mut seen: BTreeMap<u32, BTreeMap<IpAddr, usize>> = BTreeMap::new();
-    let mut totals: BTreeMap<u32, usize> = BTreeMap::new();
+/// For captures with one interface per host (as the simulator writes them), a datagram
+/// shows on its sender's interface and, if delivered, later on its receiver's. A datagram
+/// seen on two interfaces therefore names its sender's interface: the earlier one. The
+/// map says, per source address, which interface its copies are the sender's (majority
+/// vote); empty for single-interface captures.
+fn sender_interfaces(pkts: &[(CapturedPacket, Transport)]) -> BTreeMap<IpAddr, u32> {
+    use std::hash::{Hash, Hasher};
+    // (src, dst, payload hash) -> first (interface, time), and whether another interface saw it.
+    let mut first: BTreeMap<(SocketAddr, SocketAddr, u64), (u32, Duration, bool)> = BTreeMap::new();
     for (p, t) in pkts {
-        let (s, d) = match t {
-            Transport::Udp { src, dst, .. } | Transport::Tcp { src, dst, .. } => {
-                (src.ip(), dst.ip())
-            }
-            Transport::Other => continue,
+        let Transport::Udp { src, dst, payload } = t else {
+            continue;
         };
-        *totals.entry(p.iface).or_default() += 1;
-        let m = seen.entry(p.iface).or_default();
-        *m.entry(s).or_default() += 1;
-        if d != s {
-            *m.entry(d).or_default() += 1;
+        let mut h = std::hash::DefaultHasher::new();
+        payload.hash(&mut h);
+        let e = first
+            .entry((*src, *dst, h.finish()))
+            .or_insert((p.iface, p.ts, false));
+        if e.0 != p.iface {
+            e.2 = true;
+            if p.ts < e.1 {
+                e.0 = p.iface;
+                e.1 = p.ts;
+            }
         }
     }
-    let mut out = BTreeMap::new();
-    for (iface, counts) in seen {
-        let total = totals[&iface];
-        let mut all: Vec<_> = counts.into_iter().filter(|(_, c)| *c == total).collect();
-        if all.len() == 1 {
-            out.insert(iface, all.remove(0).0);
+    let mut votes: BTreeMap<IpAddr, BTreeMap<u32, usize>> = BTreeMap::new();
+    for ((src, _, _), (iface, _, both)) in first {
+        if both {
+            *votes.entry(src.ip()).or_default().entry(iface).or_default() += 1;
         }
     }
-    out
+    votes
+        .into_iter()
+        .filter_map(|(ip, v)| v.into_iter().max_by_key(|(_, n)| *n).map(|(i, _)| (ip, i)))
+        .collect()
 }
 
 /// Reads a capture and reassembles its flows. Errors name the packet.
@@ -85,10 +93,9 @@ pub fn reassemble(bytes: &[u8]) -> Result<Flows, String> {
         let t = decode_transport(&p).map_err(|e| format!("packet {}: malformed: {e}", p.number))?;
         decoded.push((p, t));
     }
-    let own = interface_addresses(&decoded);
-    // With several interfaces, a datagram shows on its sender's and its receiver's:
-    // keep the receiver's copy (what was delivered).
-    let multi = own.len() > 1;
+    // With one interface per host, keep the receiver's copy of each datagram (what was
+    // delivered); a datagram lost on the way shows only on its sender's interface.
+    let sender = sender_interfaces(&decoded);
     let mut flows = Flows {
         packets: decoded.len(),
         ..Flows::default()
@@ -96,7 +103,9 @@ pub fn reassemble(bytes: &[u8]) -> Result<Flows, String> {
     for (p, t) in decoded {
         match t {
             Transport::Udp { src, dst, payload } => {
-                if multi && own.get(&p.iface).is_some_and(|ip| *ip != dst.ip()) {
+                let from_sender = sender.get(&src.ip()) == Some(&p.iface);
+                let receiver_known = sender.get(&dst.ip()).is_some_and(|i| *i != p.iface);
+                if from_sender && receiver_known {
                     continue;
                 }
                 flows
@@ -122,14 +131,14 @@ pub fn reassemble(bytes: &[u8]) -> Result<Flows, String> {
                 }
                 let isn = *f.isn.get_or_insert(seq.wrapping_sub(1));
                 let off = seq.wrapping_sub(isn).wrapping_sub(1) as usize;
-                if !payload.is_empty() {
+                if !payload.is_empty() && off + payload.len() <= MAX_STREAM_BYTES {
                     if off > f.bytes.len() {
                         // A gap: the capture missed a segment. Keep offsets honest.
                         f.gaps += (off - f.bytes.len()) as u64;
                         f.bytes.resize(off, 0);
                     }
                     let end = off + payload.len();
-                    if end > f.bytes.len() && end <= MAX_STREAM_BYTES {
+                    if end > f.bytes.len() {
                         let new_from = f.bytes.len() - off.min(f.bytes.len());
                         let start = f.bytes.len();
                         f.bytes.extend_from_slice(&payload[new_from..]);
