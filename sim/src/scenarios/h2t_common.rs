@@ -46,7 +46,10 @@ where
     let mut srv = ArqServer::bind(
         &net,
         any(port),
-        move |peer, _| {
+        move |peer, first: &[u8]| {
+            if !starts_session(first) {
+                return None;
+            }
             Some(Kcp::new(
                 CONV,
                 &KcpConfig::fast4(),
@@ -83,6 +86,17 @@ where
         });
     }
     Ok(())
+}
+
+/// Whether a datagram from an unknown address can start a session: it must carry the
+/// session's first data segment (PUSH, sn 0). Late retransmissions and acknowledgements
+/// from a session the server already ended would otherwise start a fresh one that waits
+/// for a handshake that never comes.
+pub fn starts_session(first: &[u8]) -> bool {
+    tunnelbed_kcp::wire::Segment::decode_all(first).is_ok_and(|segs| {
+        segs.iter()
+            .any(|s| s.conv == CONV && s.cmd == tunnelbed_kcp::wire::CMD_PUSH && s.sn == 0)
+    })
 }
 
 /// A client tunnel over a new KCP session (vproxy's `clientFast4`) to `server`.
