@@ -16,8 +16,10 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
-fn capture(profile: &str) -> PathBuf {
-    let p = tmp(&format!("h2s-{profile}.pcapng"));
+/// Captures `h2tunnel-streams` seed 2 on `profile` into a file of this test's own (tests
+/// run in parallel).
+fn capture(profile: &str, test: &str) -> PathBuf {
+    let p = tmp(&format!("h2s-{profile}-{test}.pcapng"));
     let out = bin()
         .args([
             "sim",
@@ -53,7 +55,7 @@ fn replay(p: &Path) -> (i32, String, String) {
 fn streams_decoded_from_a_capture_do_not_depend_on_the_link() {
     let mut per_profile = Vec::new();
     for profile in ["clean", "hostile"] {
-        let (code, out, err) = replay(&capture(profile));
+        let (code, out, err) = replay(&capture(profile, "link"));
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("-> handshake (SETTINGS)"), "{out}");
         assert!(out.contains("<- handshake (SETTINGS)"), "{out}");
@@ -93,7 +95,7 @@ fn streams_decoded_from_a_capture_do_not_depend_on_the_link() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let good = std::fs::read(capture("clean")).unwrap();
+    let good = std::fs::read(capture("clean", "bad")).unwrap();
     let cut = tmp("cut.pcapng");
     std::fs::write(&cut, &good[..5000]).unwrap();
     let (code, _, err) = replay(&cut);
