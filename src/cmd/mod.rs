@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod h2tunnel;
 pub mod http_source;
-mod kcp;
+pub mod kcp;
 mod netem;
 mod replay;
 mod sim;
