@@ -197,6 +197,17 @@ pub fn encode_header(
     out.put_u32_le(len);
 }
 
+/// Whether a datagram from an unknown address can start a session with conversation
+/// `conv`: it carries the session's first data segment (PUSH, sn 0). A server that keeps
+/// one session per address (as vproxy does) uses this so that late retransmissions and
+/// acknowledgements of a session it already ended do not start a new one.
+pub fn starts_session(datagram: &[u8], conv: u32) -> bool {
+    Segment::decode_all(datagram).is_ok_and(|segs| {
+        segs.iter()
+            .any(|s| s.conv == conv && s.cmd == CMD_PUSH && s.sn == 0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

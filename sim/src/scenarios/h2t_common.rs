@@ -88,15 +88,10 @@ where
     Ok(())
 }
 
-/// Whether a datagram from an unknown address can start a session: it must carry the
-/// session's first data segment (PUSH, sn 0). Late retransmissions and acknowledgements
-/// from a session the server already ended would otherwise start a fresh one that waits
-/// for a handshake that never comes.
+/// Whether a datagram from an unknown address can start a session (see
+/// [`tunnelbed_kcp::wire::starts_session`]).
 pub fn starts_session(first: &[u8]) -> bool {
-    tunnelbed_kcp::wire::Segment::decode_all(first).is_ok_and(|segs| {
-        segs.iter()
-            .any(|s| s.conv == CONV && s.cmd == tunnelbed_kcp::wire::CMD_PUSH && s.sn == 0)
-    })
+    tunnelbed_kcp::wire::starts_session(first, CONV)
 }
 
 /// A client tunnel over a new KCP session (vproxy's `clientFast4`) to `server`.
