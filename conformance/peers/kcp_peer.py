@@ -1,12 +1,25 @@
 #!/usr/bin/env python3
 """Reference KCP peer on real UDP, built on PyPI `kcp` 0.1.6 (the reference ikcp C code).
 
-Modes (message mode: the binding has no stream mode):
-  echo --listen HOST:PORT [--conv N]    echo every message back, one KCP per remote address
+Modes (message mode only: the binding has no stream mode):
+  echo --listen HOST:PORT [--conv N] [--lifetime S]
+       echo every message back, one KCP per remote address
   send --to HOST:PORT --bytes N [--conv N] [--msg 4096] [--timeout S]
-       send N bytes of deterministic data as messages, read the echo, print one line:
-       `bytes=N seconds=S goodput_mbps=G sha256=HEX` (SHA-256 of what came back)
+       send N bytes of the bulk pattern as messages, read the echo, print one line:
+       `bytes=N seconds=S goodput_mbps=G sha256=HEX` (SHA-256 of what came back);
+       exit 1 if the echo differs from what was sent or the timeout passes
 The echo mode prints `listening HOST:PORT` on stdout once bound.
+
+Knobs (both modes): mtu 1400, nodelay 1, interval 10, resend 2, no congestion window,
+windows 256/256 -- tunnelbed's `--profile reference-peer`.
+
+A stream-mode sender (tunnelbed's vproxy profiles) works against this peer: its segments
+all carry frg=0, so ikcp here takes each segment as one message and echoes it as one;
+the byte order is kept, message boundaries mean nothing to a byte-counting sender.
+
+The bulk pattern is SHA-256 in counter mode: SHA-256(k as 8 little-endian bytes) for
+k = 0, 1, 2, ..., concatenated (the same bytes `tunnelbed kcp send` sends). It does not
+repeat, so a reordered or duplicated message always changes the digest.
 """
 import argparse
 import hashlib
@@ -20,15 +33,45 @@ try:
 except ImportError:
     sys.exit("kcp_peer: Python package `kcp` missing; run `bash .ci/setup` (pip install kcp==0.1.6)")
 
+# Datagrams read per loop turn before the KCP sessions are serviced.
+DRAIN = 256
+SOCK_BUF = 4 << 20
+
 
 def now_ms(t0):
     return int((time.monotonic() - t0) * 1000) & 0xFFFFFFFF
 
 
+def pattern(off, n):
+    """n bytes of the bulk pattern from stream offset off."""
+    first = off // 32
+    last = (off + n + 31) // 32
+    blob = b"".join(hashlib.sha256(k.to_bytes(8, "little")).digest() for k in range(first, last))
+    skip = off - first * 32
+    return blob[skip:skip + n]
+
+
+def make_sock():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
+        except OSError:
+            pass
+    return sock
+
+
 def make_kcp(conv, sock, addr):
     k = KCP(conv, max_transmission=1400, no_delay=True, update_interval=10, resend_count=2,
             no_congestion_control=True, send_window_size=256, receive_window_size=256)
-    k.include_outbound_handler(lambda _k, data: sock.sendto(data, addr))
+
+    def out(_k, data):
+        try:
+            sock.sendto(data, addr)
+        except OSError as e:  # e.g. ECONNREFUSED from an earlier ICMP error: KCP retransmits
+            print("kcp_peer: sendto %s: %s" % (addr, e), file=sys.stderr)
+
+    k.include_outbound_handler(out)
     return k
 
 
@@ -37,17 +80,32 @@ def parse_addr(s):
     return host.strip("[]"), int(port)
 
 
+def drain(sock, timeout):
+    """Waits up to timeout for a datagram, then returns every datagram already queued."""
+    got = []
+    r, _, _ = select.select([sock], [], [], timeout)
+    if not r:
+        return got
+    while len(got) < DRAIN:
+        try:
+            got.append(sock.recvfrom(65536, socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as e:
+            print("kcp_peer: recvfrom: %s" % e, file=sys.stderr)
+            break
+    return got
+
+
 def echo(args):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = make_sock()
     sock.bind(parse_addr(args.listen))
     print("listening %s:%d" % sock.getsockname(), flush=True)
     t0 = time.monotonic()
     peers = {}
     deadline = time.monotonic() + args.lifetime
     while time.monotonic() < deadline:
-        r, _, _ = select.select([sock], [], [], 0.005)
-        if r:
-            data, addr = sock.recvfrom(65536)
+        for data, addr in drain(sock, 0.005):
             k = peers.get(addr)
             if k is None:
                 if len(peers) >= 64:
@@ -68,14 +126,14 @@ def echo(args):
 
 
 def send(args):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = make_sock()
     addr = parse_addr(args.to)
     k = make_kcp(args.conv, sock, addr)
-    data = bytes((i * 131 + 7) & 0xFF for i in range(min(args.bytes, 1 << 20)))
     t0 = time.monotonic()
     sent = 0
     got = 0
     h = hashlib.sha256()
+    first_bad = None
     deadline = time.monotonic() + args.timeout
     while got < args.bytes:
         if time.monotonic() > deadline:
@@ -83,13 +141,9 @@ def send(args):
         # Keep a bounded amount in flight.
         while sent < args.bytes and sent - got < 512 * 1024:
             n = min(args.msg, args.bytes - sent)
-            off = sent % len(data)
-            chunk = (data[off:] + data)[:n]
-            k.enqueue(chunk)
+            k.enqueue(pattern(sent, n))
             sent += n
-        r, _, _ = select.select([sock], [], [], 0.005)
-        if r:
-            d, _ = sock.recvfrom(65536)
+        for d, _ in drain(sock, 0.005):
             try:
                 k.receive(d)
             except Exception as e:
@@ -98,11 +152,19 @@ def send(args):
             m = k.get_received()
             if not m:
                 break
+            m = bytes(m)
             h.update(m)
+            if first_bad is None and m != pattern(got, len(m)):
+                want = pattern(got, len(m))
+                first_bad = got + next(i for i in range(len(m)) if i >= len(want) or m[i] != want[i])
             got += len(m)
         k.update(now_ms(t0))
     secs = time.monotonic() - t0
     print("bytes=%d seconds=%.3f goodput_mbps=%.2f sha256=%s" % (got, secs, got * 8 / secs / 1e6, h.hexdigest()), flush=True)
+    if first_bad is not None:
+        sys.exit("kcp_peer: the echo differs from what was sent, first at byte offset %d" % first_bad)
+    if got != args.bytes:
+        sys.exit("kcp_peer: %d bytes echoed, %d sent" % (got, args.bytes))
 
 
 def main():

@@ -1,180 +1,285 @@
-//! `tunnelbed kcp`: KCP on real UDP sockets, an echo server and a bulk sender, so our
-//! KCP can be checked against the reference ikcp (and any other KCP peer) on a real
-//! network, also through `tunnelbed netem` under loss.
+//! `tunnelbed kcp`: KCP on real UDP sockets (echo server and bulk sender), for interop
+//! with reference peers.
 //!
-//! Both use the same deterministic payload as the reference peer script
-//! (`conformance/peers/kcp_peer.py`): byte `p` of the stream is `((p mod L) * 131 + 7) mod
-//! 256` with `L = min(bytes, 1 MiB)`, so a SHA-256 printed by either sender can be checked
-//! against [`expected_sha256`].
+//! Both roles run our sans-IO [`Kcp`] through the generic ARQ driver of
+//! `tunnelbed-netio` over [`TokioNet`], so what runs here is the code the simulator tests.
+//! The bulk data is SHA-256 in counter mode ([`pattern_fill`]): not periodic, so a lost,
+//! duplicated or reordered segment always changes the digest, and any offset can be
+//! recomputed on its own (the sender checks every echoed byte as it arrives). The reference
+//! peer `conformance/peers/kcp_peer.py` sends the same bytes.
 
-use std::net::SocketAddr;
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tunnelbed_kcp::{Kcp, KcpConfig};
 use tunnelbed_netio::arq::{self, ArqOptions, ArqServer, SessionEnd};
 use tunnelbed_netio::{TokioNet, Trace};
 
-use super::{EXIT_FAILURE, EXIT_USAGE};
+use super::{EXIT_FAILURE, EXIT_OK};
+
+/// Text shared by both roles' `--profile` help, so the choice is documented once.
+const PROFILE_HELP: &str = "KCP knob preset. reference-peer (the default): the knobs of the \
+reference peer conformance/peers/kcp_peer.py — mtu 1400, nodelay 1, interval 10, resend 2, \
+no congestion window, windows 256/256, MESSAGE mode (the Python binding has no stream mode). \
+default: the reference ikcp defaults (mtu 1400, windows 32/128, interval 100, congestion \
+window on), MESSAGE mode. fast1, fast2, fast3, fast4, clientFast3, clientFast4, normal: \
+vproxy's tunnel presets (mtu 1250, nc on), STREAM mode as vproxy runs them. Stream and \
+message mode interoperate both ways: a stream-mode sender's segments all carry frg=0, which \
+a message-mode receiver takes as one message each, and a stream-mode receiver reassembles \
+fragmented messages.";
 
 /// KCP roles on real sockets.
 #[derive(Subcommand, Debug)]
 pub enum KcpCmd {
-    /// Echo every byte back, one KCP session per remote address (as vproxy keeps one per
-    /// address). Prints `listening ADDR` on stdout once bound.
+    /// Echo server: one KCP session per remote address; every byte received goes back.
+    ///
+    /// Prints `listening ADDR` on stdout once bound (with port 0, ADDR has the real port).
+    /// Bytes come back in order; message boundaries are not kept (the echo is a byte
+    /// stream), which a byte-counting sender cannot tell. A session ends when its peer has
+    /// been silent for --idle-timeout or the link is declared dead.
     Echo(EchoArgs),
-    /// Send N bytes, read the echo back, print bytes, seconds, goodput and the SHA-256 of
-    /// what came back; exit 1 if it differs from what was sent.
+    /// Bulk sender: sends N bytes to an echo server over KCP and checks what comes back.
+    ///
+    /// Prints one line `bytes=N seconds=S goodput_mbps=G goodput_MBps=G sha256=HEX`: N
+    /// bytes each way, S from the first byte written to the last byte echoed, goodput as N
+    /// over S (megabits and megabytes per second), and the SHA-256 of what came back. Exit
+    /// 0 when the echo equals what was sent, 1 when it differs, the peer stops answering,
+    /// the link is declared dead or --timeout passes, 2 for a usage error.
     Send(SendArgs),
 }
 
-/// Knobs shared by both roles.
-#[derive(Args, Debug, Clone)]
-pub struct KcpKnobs {
-    /// Conversation id; both ends must agree (vproxy uses 0, the reference peer script 1).
-    #[arg(long, default_value_t = 0)]
+/// Arguments of `kcp echo`.
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    /// Address to bind, e.g. 127.0.0.1:4000 (port 0 picks a free one).
+    #[arg(long, value_parser = parse_addr)]
+    pub listen: SocketAddr,
+    /// Conversation id; both ends must agree (kcp_peer.py uses 1). Datagrams from a new
+    /// peer that do not start with it are refused.
+    #[arg(long, default_value_t = 1)]
     pub conv: u32,
-    /// Knob preset: `reference-peer` (the knobs of conformance/peers/kcp_peer.py: mtu 1400,
-    /// nodelay, interval 10, resend 2, no congestion window, windows 256), `default` (ikcp's
-    /// defaults), or vproxy's `fast1`..`fast4`, `clientFast3`, `clientFast4`, `normal`.
-    #[arg(long, default_value = "reference-peer")]
+    /// KCP knob preset: reference-peer (default; message mode), default (ikcp's; message
+    /// mode), or vproxy's fast1..fast4, clientFast3, clientFast4, normal (stream mode).
+    #[arg(long, default_value = "reference-peer", value_parser = parse_profile, long_help = PROFILE_HELP)]
     pub profile: String,
-    /// Stream mode (sends coalesce, segments carry no message boundaries; vproxy's) or
-    /// message mode (each write is one message of at most 127 fragments). Either
-    /// interoperates with a message-mode peer: stream-mode segments arrive as one-segment
-    /// messages.
-    #[arg(long, value_enum, default_value_t = Mode::Stream)]
-    pub mode: Mode,
+    /// Override the profile's mode (stream or message).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// End a session after this many seconds without a datagram from its peer.
+    #[arg(long, default_value = "30", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long, value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Most sessions at once; datagrams from further peers are dropped.
+    #[arg(long, default_value_t = 1024)]
+    pub max_sessions: usize,
 }
 
-/// KCP's two delivery modes.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+/// Arguments of `kcp send`.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The echo server, e.g. 127.0.0.1:4000 (a host name is resolved once).
+    #[arg(long, value_parser = parse_addr)]
+    pub to: SocketAddr,
+    /// Bytes to send: a number, optionally with k/M/G (x1000) or KiB/MiB/GiB (x1024).
+    #[arg(long, value_parser = parse_size)]
+    pub bytes: u64,
+    /// Conversation id; both ends must agree (kcp_peer.py uses 1).
+    #[arg(long, default_value_t = 1)]
+    pub conv: u32,
+    /// KCP knob preset: reference-peer (default; message mode), default (ikcp's; message
+    /// mode), or vproxy's fast1..fast4, clientFast3, clientFast4, normal (stream mode).
+    #[arg(long, default_value = "reference-peer", value_parser = parse_profile, long_help = PROFILE_HELP)]
+    pub profile: String,
+    /// Override the profile's mode (stream or message).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Give up (exit 1) when the whole echo has not come back after this many seconds.
+    #[arg(long, default_value = "120", value_parser = parse_secs)]
+    pub timeout: Duration,
+    /// Give up (exit 1) when the peer has sent nothing for this many seconds (no echo
+    /// server, or the link died).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+}
+
+/// KCP framing mode, to override a profile's choice.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// No message boundaries.
+    /// No message boundaries; writes coalesce into full segments, every frg is 0.
     Stream,
-    /// Message boundaries kept.
+    /// Every write is a message, split into fragments counted down by frg.
     Message,
 }
 
-/// `kcp echo` arguments.
-#[derive(Args, Debug)]
-pub struct EchoArgs {
-    /// UDP address to listen on (port 0 picks one; the bound address is printed).
-    #[arg(long)]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub knobs: KcpKnobs,
-    /// End a session after this many seconds without a datagram from its peer.
-    #[arg(long, default_value_t = 30)]
-    pub idle_secs: u64,
+/// The profile names `--profile` accepts: ours first, then the crate's presets.
+fn profile_names() -> Vec<&'static str> {
+    let mut v = vec![REFERENCE_PEER];
+    v.extend_from_slice(KcpConfig::PRESETS);
+    v
 }
 
-/// `kcp send` arguments.
-#[derive(Args, Debug)]
-pub struct SendArgs {
-    /// The echo server's UDP address.
-    #[arg(long)]
-    pub to: SocketAddr,
-    /// How many bytes to send (and expect back).
-    #[arg(long)]
-    pub bytes: u64,
-    #[command(flatten)]
-    pub knobs: KcpKnobs,
-    /// Give up after this many seconds (exit 1).
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
-}
+/// Our preset matching `conformance/peers/kcp_peer.py` knob for knob.
+const REFERENCE_PEER: &str = "reference-peer";
 
-/// The knobs of `conformance/peers/kcp_peer.py`, so both ends match by default.
-fn reference_peer() -> KcpConfig {
-    KcpConfig {
-        mtu: 1400,
-        snd_wnd: 256,
-        rcv_wnd: 256,
-        nodelay: 1,
-        interval: 10,
-        resend: 2,
-        nc: true,
-        ..KcpConfig::default()
-    }
-}
-
-fn config(k: &KcpKnobs) -> Result<KcpConfig, String> {
-    let mut c = match k.profile.as_str() {
-        "reference-peer" => reference_peer(),
-        other => KcpConfig::preset(other).ok_or_else(|| {
-            format!(
-                "unknown KCP profile {other:?} (known: reference-peer, {})",
-                KcpConfig::PRESETS.join(", ")
-            )
-        })?,
-    };
-    c.stream = k.mode == Mode::Stream;
-    Ok(c)
-}
-
-/// The payload both senders use: `len` bytes of the documented pattern.
-pub fn payload(len: u64) -> impl Iterator<Item = u8> {
-    let l = len.clamp(1, 1 << 20);
-    (0..len).map(move |p| (((p % l) * 131 + 7) & 0xff) as u8)
-}
-
-/// SHA-256 (hex) of [`payload`]`(len)`: what a correct echo of a send of `len` hashes to.
-pub fn expected_sha256(len: u64) -> String {
-    let mut h = Sha256::new();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    for b in payload(len) {
-        buf.push(b);
-        if buf.len() == buf.capacity() {
-            h.update(&buf);
-            buf.clear();
+/// The knobs for a profile name (already validated by [`parse_profile`]), with the mode
+/// override applied.
+fn config(profile: &str, mode: Option<Mode>) -> KcpConfig {
+    let mut cfg = if profile == REFERENCE_PEER {
+        KcpConfig {
+            mtu: 1400,
+            snd_wnd: 256,
+            rcv_wnd: 256,
+            nodelay: 1,
+            interval: 10,
+            resend: 2,
+            nc: true,
+            stream: false,
+            ..KcpConfig::default()
         }
+    } else {
+        KcpConfig::preset(profile).expect("profile validated by the parser")
+    };
+    if let Some(m) = mode {
+        cfg.stream = m == Mode::Stream;
     }
-    h.update(&buf);
-    hex::encode(h.finalize())
+    cfg
+}
+
+fn parse_profile(s: &str) -> Result<String, String> {
+    if s == REFERENCE_PEER || KcpConfig::preset(s).is_some() {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown profile; known: {}",
+            profile_names().join(", ")
+        ))
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err("expected HOST:PORT, e.g. 127.0.0.1:4000".into());
+    }
+    match s.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{s} resolves to no address")),
+        Err(e) => Err(format!("expected HOST:PORT, e.g. 127.0.0.1:4000 ({e})")),
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| "expected a number of seconds, e.g. 30 or 0.5".to_string())?;
+    if !v.is_finite() || v <= 0.0 || v > 1e9 {
+        return Err("expected a positive number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a byte count, e.g. 4000000, 20M or 4MiB".to_string())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "kB" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        u => return Err(format!("unknown unit {u:?}; use k, M, G, KiB, MiB or GiB")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| "byte count too large".to_string())?;
+    if v == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(v)
+}
+
+/// Fills `buf` with the bulk pattern from stream offset `offset`: the concatenation of
+/// SHA-256(k as 8 little-endian bytes) for k = 0, 1, 2, ... Public because it is the
+/// documented payload other tools must reproduce (`kcp_peer.py` does, with `hashlib`).
+pub fn pattern_fill(offset: u64, buf: &mut [u8]) {
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let at = offset + pos as u64;
+        let block: [u8; 32] = Sha256::digest((at / 32).to_le_bytes()).into();
+        let skip = (at % 32) as usize;
+        let n = (32 - skip).min(buf.len() - pos);
+        buf[pos..pos + n].copy_from_slice(&block[skip..skip + n]);
+        pos += n;
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
 }
 
 /// Runs a `kcp` subcommand.
 pub fn run(cmd: KcpCmd) -> anyhow::Result<ExitCode> {
-    let knobs = match &cmd {
-        KcpCmd::Echo(a) => &a.knobs,
-        KcpCmd::Send(a) => &a.knobs,
-    };
-    let cfg = match config(knobs) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
-    };
-    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     match cmd {
-        KcpCmd::Echo(a) => rt.block_on(echo(a, cfg)),
-        KcpCmd::Send(a) => rt.block_on(send(a, cfg)),
+        KcpCmd::Echo(a) => runtime()?.block_on(echo(a)),
+        KcpCmd::Send(a) => runtime()?.block_on(send(a)),
     }
 }
 
-async fn echo(a: EchoArgs, cfg: KcpConfig) -> anyhow::Result<ExitCode> {
-    let net = TokioNet;
-    let conv = a.knobs.conv;
+async fn echo(a: EchoArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config(&a.profile, a.mode);
+    let conv = a.conv;
     let opts = ArqOptions {
-        idle_timeout: Duration::from_secs(a.idle_secs.max(1)),
+        idle_timeout: a.idle_timeout,
+        max_sessions: a.max_sessions,
         ..ArqOptions::default()
     };
+    let refused = AtomicU64::new(0);
+    let make_cfg = cfg.clone();
     let mut srv = ArqServer::bind(
-        &net,
+        &TokioNet,
         a.listen,
-        move |peer, _| {
+        move |peer, first: &[u8]| {
+            // Only a datagram carrying our conversation starts a session, so stray or
+            // misconfigured senders do not each cost a session.
+            let theirs = first
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            if theirs != Some(conv) {
+                let n = refused.fetch_add(1, Ordering::Relaxed);
+                if n < 10 {
+                    tracing::warn!(
+                        "kcp echo: refusing {peer}: first datagram has conv {theirs:?}, expected {conv}"
+                    );
+                }
+                return None;
+            }
             tracing::info!("kcp echo: new session from {peer}");
             Some(Kcp::new(
                 conv,
-                &cfg,
+                &make_cfg,
                 Trace::disabled(),
-                format!("kcp[{peer}]"),
+                format!("kcp[echo<-{peer}]"),
             ))
         },
         opts,
@@ -182,111 +287,233 @@ async fn echo(a: EchoArgs, cfg: KcpConfig) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("binding {}", a.listen))?;
     println!("listening {}", srv.local_addr());
-    while let Some((s, peer)) = srv.accept().await {
-        tokio::spawn(async move {
-            let (mut rd, mut wr) = tokio::io::split(s);
-            match tokio::io::copy(&mut rd, &mut wr).await {
-                Ok(n) => {
-                    let _ = wr.shutdown().await;
-                    tracing::info!("kcp echo: {peer}: {n} bytes echoed");
-                }
-                Err(e) => tracing::warn!("kcp echo: {peer}: {e}"),
+    std::io::stdout().flush().ok();
+    tracing::info!(
+        "kcp echo: {} conv {} profile {} ({} mode)",
+        srv.local_addr(),
+        conv,
+        a.profile,
+        if cfg.stream { "stream" } else { "message" }
+    );
+    let stop = async {
+        match a.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
             }
-        });
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            acc = srv.accept() => {
+                let Some((stream, peer)) = acc else {
+                    anyhow::bail!("the server socket failed (see the log)");
+                };
+                tokio::spawn(async move {
+                    let (rd, mut wr) = tokio::io::split(stream);
+                    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+                    match tokio::io::copy_buf(&mut rd, &mut wr).await {
+                        Ok(n) => tracing::info!("kcp echo: session {peer} ended after {n} bytes"),
+                        Err(e) => tracing::info!("kcp echo: session {peer} ended: {e}"),
+                    }
+                });
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(EXIT_OK))
 }
 
-async fn send(a: SendArgs, cfg: KcpConfig) -> anyhow::Result<ExitCode> {
-    let net = TokioNet;
+/// How a send ended when it did not complete.
+fn fail(msg: String) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {msg}");
+    Ok(ExitCode::from(EXIT_FAILURE))
+}
+
+async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config(&a.profile, a.mode);
+    let total = a.bytes;
     let bind: SocketAddr = if a.to.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
         "[::]:0".parse()?
     };
-    let kcp = Kcp::new(a.knobs.conv, &cfg, Trace::disabled(), "kcp[send]");
     let opts = ArqOptions {
-        idle_timeout: Duration::from_secs(a.timeout.max(1)),
+        idle_timeout: a.idle_timeout,
         ..ArqOptions::default()
     };
-    let (s, session) = arq::connect(&net, bind, a.to, kcp, opts)
+    let kcp = Kcp::new(a.conv, &cfg, Trace::disabled(), "kcp[send]");
+    let (stream, mut session) = arq::connect(&TokioNet, bind, a.to, kcp, opts)
         .await
-        .with_context(|| format!("connecting to {}", a.to))?;
-    let (mut rd, mut wr) = tokio::io::split(s);
-    let total = a.bytes;
-    let start = std::time::Instant::now();
-    let writer = async move {
-        let mut it = payload(total);
-        let mut buf = Vec::with_capacity(16 * 1024);
-        loop {
-            buf.clear();
-            buf.extend(it.by_ref().take(16 * 1024));
-            if buf.is_empty() {
-                break;
-            }
-            wr.write_all(&buf).await?;
-        }
-        Ok::<_, std::io::Error>(wr)
-    };
-    let reader = async {
-        let mut h = Sha256::new();
-        let mut got = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        while got < total {
-            let n = rd.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            got += n as u64;
-        }
-        Ok::<_, std::io::Error>((got, hex::encode(h.finalize())))
-    };
-    let both = async { tokio::try_join!(writer, reader) };
-    let outcome = tokio::time::timeout(Duration::from_secs(a.timeout), both).await;
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let (wr, (got, sha)) = match outcome {
-        Err(_) => {
-            eprintln!("error: timed out after {}s", a.timeout);
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Ok(Err(e)) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Ok(Ok(x)) => x,
-    };
-    println!(
-        "bytes={got} seconds={secs:.3} goodput_mbps={:.2} sha256={sha}",
-        got as f64 * 8.0 / secs / 1e6
+        .with_context(|| format!("opening a UDP socket towards {}", a.to))?;
+    tracing::info!(
+        "kcp send: {} bytes to {} conv {} profile {} ({} mode)",
+        total,
+        a.to,
+        a.conv,
+        a.profile,
+        if cfg.stream { "stream" } else { "message" }
     );
-    let want = expected_sha256(total);
-    if got != total || sha != want {
-        let end = if session.is_finished() {
-            match session.await {
-                Ok(e) => format!(" (session ended: {e})"),
-                Err(_) => String::new(),
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let start = tokio::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut off = 0u64;
+        while off < total {
+            let n = (total - off).min(buf.len() as u64) as usize;
+            pattern_fill(off, &mut buf[..n]);
+            if wr.write_all(&buf[..n]).await.is_err() {
+                return None;
             }
-        } else {
-            String::new()
+            off += n as u64;
+        }
+        // Hand our half back still open: shutting it down would let the driver end the
+        // session once everything is acknowledged, before the echo is back.
+        Some(wr)
+    });
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bytes}/{total_bytes} echoed {wide_bar} {bytes_per_sec} eta {eta}",
+        ) {
+            b.set_style(style);
+        }
+        b
+    });
+
+    let mut hash = Sha256::new();
+    let mut got = 0u64;
+    let mut mismatch: Option<u64> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let deadline = start + a.timeout;
+    let outcome: Result<(), String> = loop {
+        if got >= total {
+            break Ok(());
+        }
+        let cap = (total - got).min(buf.len() as u64) as usize;
+        let n = match tokio::time::timeout_at(deadline, rd.read(&mut buf[..cap])).await {
+            Err(_) => {
+                break Err(format!(
+                    "timed out after {:.1} s with {got} of {total} bytes echoed (raise --timeout?)",
+                    a.timeout.as_secs_f64()
+                ))
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                // The driver dropped its end: the session is over; say why.
+                let why = match tokio::time::timeout(Duration::from_secs(2), &mut session).await
+                {
+                    Ok(Ok(SessionEnd::Idle)) => format!(
+                        "no datagram from {} for {:.1} s (is a KCP echo server listening there, with conv {}?)",
+                        a.to,
+                        a.idle_timeout.as_secs_f64(),
+                        a.conv
+                    ),
+                    Ok(Ok(SessionEnd::DeadLink)) => format!(
+                        "dead link: a segment was sent {} times without being acknowledged",
+                        cfg.dead_link
+                    ),
+                    Ok(Ok(end)) => format!("session ended: {end}"),
+                    Ok(Err(e)) => format!("session task failed: {e}"),
+                    Err(_) => "session ended for an unknown reason".to_string(),
+                };
+                break Err(format!("{why}; {got} of {total} bytes echoed"));
+            }
+            Ok(Ok(n)) => n,
         };
-        eprintln!(
-            "error: echo differs: {got} of {total} bytes came back, sha256 {sha}, sent {want}{end}"
-        );
-        return Ok(ExitCode::from(EXIT_FAILURE));
-    }
-    // Let the last acknowledgements go out before the socket closes.
-    let mut wr = wr;
-    let _ = wr.shutdown().await;
-    drop(wr);
-    drop(rd);
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        if let Ok(end) = session.await {
-            if end != SessionEnd::Finished {
-                tracing::info!("kcp send: session ended: {end}");
+        hash.update(&buf[..n]);
+        if mismatch.is_none() {
+            pattern_fill(got, &mut want[..n]);
+            if let Some(i) = (0..n).find(|&i| buf[i] != want[i]) {
+                mismatch = Some(got + i as u64);
             }
         }
-    })
+        got += n as u64;
+        if let Some(b) = &bar {
+            b.set_position(got);
+        }
+    };
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if let Err(msg) = outcome {
+        writer.abort();
+        session.abort();
+        return fail(msg);
+    }
+    // Anything beyond what we sent means the echo duplicated something.
+    let mut extra = 0usize;
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), rd.read(&mut buf)).await {
+        extra = n;
+    }
+    // Acknowledge the last echoed segments before the socket closes (acks go out on the
+    // next flush tick), then let the session finish once our data is all acknowledged, so
+    // the peer is not left retransmitting into a closed port. Bounded; not timed.
+    tokio::time::sleep(Duration::from_millis(
+        2 * u64::from(cfg.interval.max(10)) + 10,
+    ))
     .await;
-    Ok(ExitCode::SUCCESS)
+    if let Ok(Ok(Some(mut wr))) = tokio::time::timeout(Duration::from_secs(1), writer).await {
+        let _ = wr.shutdown().await;
+        match tokio::time::timeout(Duration::from_secs(1), &mut session).await {
+            Ok(Ok(end)) => tracing::info!("kcp send: session ended: {end}"),
+            _ => tracing::info!("kcp send: session still draining; closing anyway"),
+        }
+    }
+    session.abort();
+    let digest = hex::encode(hash.finalize());
+    println!(
+        "bytes={} seconds={:.3} goodput_mbps={:.2} goodput_MBps={:.2} sha256={}",
+        got,
+        secs,
+        got as f64 * 8.0 / secs / 1e6,
+        got as f64 / secs / 1e6,
+        digest
+    );
+    std::io::stdout().flush().ok();
+    if let Some(at) = mismatch {
+        return fail(format!(
+            "the echo differs from what was sent, first at byte offset {at}"
+        ));
+    }
+    if extra > 0 {
+        return fail(format!(
+            "the echo returned at least {extra} bytes more than the {total} sent"
+        ));
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_is_counter_mode_sha256_at_any_offset() {
+        let mut whole = vec![0u8; 200];
+        pattern_fill(0, &mut whole);
+        let first: [u8; 32] = Sha256::digest(0u64.to_le_bytes()).into();
+        assert_eq!(&whole[..32], &first);
+        let mut part = vec![0u8; 77];
+        pattern_fill(45, &mut part);
+        assert_eq!(&part[..], &whole[45..122]);
+    }
+
+    #[test]
+    fn sizes_and_profiles_parse() {
+        assert_eq!(parse_size("20M"), Ok(20_000_000));
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_profile("fast3").is_ok());
+        assert!(parse_profile("fast9").is_err());
+        assert!(!config(REFERENCE_PEER, None).stream);
+        assert!(config("fast4", None).stream);
+        assert!(!config("fast4", Some(Mode::Message)).stream);
+        assert!(parse_addr("nonsense").is_err());
+    }
 }
