@@ -49,4 +49,7 @@ impl DatagramArq for Kcp {
     fn is_dead(&self) -> bool {
         Kcp::is_dead(self)
     }
+    fn flush_now(&mut self) {
+        Kcp::flush(self)
+    }
 }

@@ -43,6 +43,10 @@ pub trait DatagramArq: Send + 'static {
     fn all_acked(&self) -> bool;
     /// Whether the peer stopped answering (dead link).
     fn is_dead(&self) -> bool;
+    /// Sends what can go now without waiting for the next timer tick (ikcp_flush).
+    /// The driver calls it right after queuing application data, so a small write goes
+    /// out at once instead of up to one interval later (as kcp-go does on write).
+    fn flush_now(&mut self) {}
 }
 
 /// Driver settings.
@@ -163,6 +167,7 @@ async fn session<M: DatagramArq, U: UdpSock>(
                     if let Err(e) = m.send(&buf[..n]) {
                         tracing::warn!("arq {peer}: send refused: {e}");
                     }
+                    m.flush_now();
                 }
             },
             _ = tokio::time::sleep_until(wake) => {}
