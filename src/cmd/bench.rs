@@ -20,6 +20,34 @@ pub enum BenchCmd {
     /// Our KCP against crate `kcp` (a Rust port of ikcp) over the same simulated links:
     /// goodput, delivery latency and CPU per MB, with ratios ours/reference.
     Kcp(KcpBenchArgs),
+    /// Our h2tunnel client/server against Debian's kcptun (crypto, FEC and compression
+    /// off) on loopback UDP, clean and through `tunnelbed netem` loss: throughput and
+    /// small-request latency, side by side in one run. Needs `kcptun-client` and
+    /// `kcptun-server` (`apt-get install -y kcptun`).
+    H2tunnel(H2tunnelBenchArgs),
+}
+
+/// `bench h2tunnel` arguments.
+#[derive(Args, Debug)]
+pub struct H2tunnelBenchArgs {
+    /// Loss percentages to run (0 runs without a relay).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,10")]
+    pub losses: Vec<f64>,
+    /// Bytes per bulk download.
+    #[arg(long, default_value_t = 50 * 1024 * 1024)]
+    pub bytes: u64,
+    /// Downloads per stack and loss rate (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Small requests per stack and loss rate for p50/p99 latency.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Give up on one download after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Also write the Markdown report here.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// KCP transfer mode, applied to both implementations.
@@ -116,6 +144,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Kcp(a) => run_kcp(a),
+        BenchCmd::H2tunnel(a) => run_h2tunnel(a),
     }
 }
 
@@ -362,6 +391,63 @@ fn report(
     s.push_str("\n## Every run\n\n");
     s.push_str(&kcp_bench::detail(runs));
     s
+}
+
+fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::bench::h2tunnel_bench::{self, Plan};
+    for bin in ["kcptun-client", "kcptun-server"] {
+        if std::process::Command::new(bin)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_err()
+        {
+            eprintln!("error: {bin} not found; install it with `apt-get install -y kcptun`");
+            return Ok(ExitCode::from(crate::cmd::EXIT_FAILURE));
+        }
+    }
+    if a.losses.iter().any(|l| !(0.0..100.0).contains(l)) || a.reps == 0 || a.bytes == 0 {
+        eprintln!("error: losses must be in 0..100, --reps and --bytes at least 1");
+        return Ok(ExitCode::from(crate::cmd::EXIT_USAGE));
+    }
+    let plan = Plan {
+        losses: a.losses.clone(),
+        bytes: a.bytes,
+        reps: a.reps,
+        requests: a.requests,
+        timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+    };
+    let results = h2tunnel_bench::run(&plan, |step| eprintln!("bench h2tunnel: {step}"))?;
+    let command = format!(
+        "tunnelbed bench h2tunnel --losses {} --bytes {} --reps {} --requests {}",
+        a.losses
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        a.bytes,
+        a.reps,
+        a.requests
+    );
+    let report = h2tunnel_bench::render(&plan, &results, &command);
+    print!("{report}");
+    if let Some(p) = &a.out {
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(p, &report)?;
+    }
+    let failures: usize = results
+        .iter()
+        .flat_map(|(_, f)| f.iter())
+        .map(|f| f.failures)
+        .sum();
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::cmd::EXIT_FAILURE)
+    })
 }
 
 #[cfg(test)]
