@@ -4,8 +4,10 @@
 //! SOCKS5 mode with `curl --socks5-hostname`. Every body is checked by SHA-256 against
 //! http-source's documented pattern. Each test starts its own processes and kills them.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tunnelbed::cmd::http_source::expected_sha256;
@@ -23,28 +25,51 @@ impl Drop for Guard {
 /// Starts `tunnelbed ARGS`; returns it and the address its banner names (`listening ADDR`
 /// on stdout, or `netem: ADDR -> ...` on stderr).
 fn start(args: &[&str]) -> (Guard, String) {
+    let (g, addr, _) = start_with(args, None);
+    (g, addr)
+}
+
+/// [`start`], with the process's log (stderr) written to `log` when given. For `netem`
+/// the rest of its stderr (the counters it prints on SIGINT) is handed back instead.
+fn start_with(
+    args: &[&str],
+    log: Option<&PathBuf>,
+) -> (Guard, String, Option<BufReader<ChildStderr>>) {
     let netem = args[0] == "netem";
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelbed"));
     cmd.args(args);
     if netem {
         cmd.stderr(Stdio::piped()).stdout(Stdio::null());
     } else {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.stdout(Stdio::piped());
+        match log {
+            Some(p) => cmd.stderr(std::fs::File::create(p).expect("creating a log file")),
+            None => cmd.stderr(Stdio::null()),
+        };
     }
     let mut child = cmd.spawn().expect("starting tunnelbed");
     let mut line = String::new();
-    let pipe: Box<dyn std::io::Read> = if netem {
-        Box::new(child.stderr.take().unwrap())
+    let mut rest = None;
+    if netem {
+        let mut r = BufReader::new(child.stderr.take().unwrap());
+        r.read_line(&mut line).unwrap();
+        rest = Some(r);
     } else {
-        Box::new(child.stdout.take().unwrap())
-    };
-    BufReader::new(pipe).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+    }
     let addr = line
         .split_whitespace()
         .nth(1)
         .unwrap_or_else(|| panic!("no address in banner {line:?} of {args:?}"))
         .to_string();
-    (Guard(child), addr)
+    (Guard(child), addr, rest)
+}
+
+/// A log file name for this test process.
+fn log_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("h2tunnel_real-{}-{name}.log", std::process::id()))
 }
 
 fn curl(args: &[&str]) -> Output {
@@ -67,12 +92,57 @@ fn download(client: &str, n: u64) {
     assert_eq!(sha256_hex(&o.stdout), expected_sha256(n));
 }
 
+/// Sends `GET /bytes/n` on a raw connection to the client, half-closes it (TCP FIN,
+/// which must cross the tunnel as a stream FIN and reach http-source as a FIN, not end
+/// the stream), then reads the whole response and checks the body.
+fn half_closed_request(client: &str, n: u64) {
+    let mut c = TcpStream::connect(client).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(c, "GET /bytes/{n} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut resp = Vec::new();
+    c.read_to_end(&mut resp)
+        .expect("reading the response after our half-close");
+    let head_end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response header in {} bytes", resp.len()))
+        + 4;
+    let head = String::from_utf8_lossy(&resp[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = &resp[head_end..];
+    assert_eq!(body.len() as u64, n, "short body after a half-close");
+    assert_eq!(sha256_hex(body), expected_sha256(n));
+}
+
+/// Stops netem with SIGINT and returns its counters (datagrams sent, dropped).
+fn netem_counters(relay: (Guard, BufReader<ChildStderr>)) -> (u64, u64) {
+    let (g, mut err) = relay;
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe {
+        libc::kill(g.0.id() as libc::pid_t, libc::SIGINT);
+    }
+    let mut text = String::new();
+    let _ = err.read_to_string(&mut text);
+    // "netem: sent S delivered D dropped X duplicated U corrupted C"
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("netem: sent "))
+        .unwrap_or_else(|| panic!("no counters from netem: {text:?}"));
+    let field = |name: &str| -> u64 {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let i = w.iter().position(|x| *x == name).unwrap();
+        w[i + 1].parse().unwrap()
+    };
+    (field("sent"), field("dropped"))
+}
+
 /// http-source, a server forwarding to it on `carrier` (`udp` or `tcp`), and a client.
 struct Chain {
     _origin: Guard,
     _server: Guard,
     _client: Guard,
-    _relay: Option<Guard>,
+    relay: Option<(Guard, BufReader<ChildStderr>)>,
     client: String,
 }
 
@@ -90,20 +160,22 @@ fn chain(carrier: &str, loss: Option<&str>) -> Chain {
     let (relay, target) = match loss {
         None => (None, srv),
         Some(pct) => {
-            let (g, a) = start(&[
-                "netem",
-                "--listen",
-                "127.0.0.1:0",
-                "--forward",
-                &srv,
-                "--loss",
-                pct,
-                "--seed",
-                "5",
-                "--duration",
-                "300",
-            ]);
-            (Some(g), a)
+            // No --duration: netem prints its counters when it gets SIGINT.
+            let (g, a, rest) = start_with(
+                &[
+                    "netem",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--forward",
+                    &srv,
+                    "--loss",
+                    pct,
+                    "--seed",
+                    "5",
+                ],
+                None,
+            );
+            (Some((g, rest.unwrap())), a)
         }
     };
     let server_url = format!("{carrier}://{target}");
@@ -119,7 +191,7 @@ fn chain(carrier: &str, loss: Option<&str>) -> Chain {
         _origin: origin,
         _server: server,
         _client: client_g,
-        _relay: relay,
+        relay,
         client,
     }
 }
@@ -138,18 +210,101 @@ fn fifty_megabytes_over_kcp_and_one_hundred_parallel_downloads() {
     for h in handles {
         h.join().expect("a parallel download failed");
     }
+    half_closed_request(&c.client, 1 << 20);
 }
 
 #[test]
 fn fifty_megabytes_over_a_tcp_carrier() {
     let c = chain("tcp", None);
     download(&c.client, 50 * 1024 * 1024);
+    half_closed_request(&c.client, 1 << 20);
 }
 
 #[test]
 fn fifty_megabytes_through_ten_percent_loss() {
-    let c = chain("udp", Some("10"));
+    let mut c = chain("udp", Some("10"));
     download(&c.client, 50 * 1024 * 1024);
+    // The datagrams really crossed netem, and about 10% of them were dropped. (The
+    // pattern gzips about 2:1 in DATA frames, so 50 MB is ~21 000 data datagrams.)
+    let (sent, dropped) = netem_counters(c.relay.take().unwrap());
+    assert!(sent > 15_000, "only {sent} datagrams crossed netem");
+    let rate = dropped as f64 / sent as f64;
+    assert!(
+        (0.08..0.12).contains(&rate),
+        "netem dropped {dropped} of {sent} ({rate:.3})"
+    );
+}
+
+#[test]
+fn a_refused_forward_resets_that_stream_only() {
+    // A port with nothing listening (for now).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let log = log_path("refused-server");
+    let (_server, srv, _) = start_with(
+        &[
+            "-v",
+            "h2tunnel",
+            "server",
+            "--listen",
+            "udp://127.0.0.1:0",
+            "--forward",
+            &target,
+        ],
+        Some(&log),
+    );
+    let (_client, client) = start(&[
+        "h2tunnel",
+        "client",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--server",
+        &format!("udp://{srv}"),
+    ]);
+    // The stream is reset, so curl sees a TCP reset (exit 56), not an empty reply (52).
+    let o = curl(&[&format!("http://{client}/bytes/1000")]);
+    assert_eq!(o.status.code(), Some(56), "curl: {o:?}");
+    // The target comes up; the same tunnel carries the next stream.
+    let (_origin, _) = start(&["http-source", "--listen", &target]);
+    download(&client, 1 << 20);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(text.contains("resetting the stream"), "{text}");
+    assert_eq!(
+        text.matches("new KCP session").count(),
+        1,
+        "the tunnel did not survive a refused stream: {text}"
+    );
+}
+
+#[test]
+fn without_a_tunnel_connections_are_refused_after_the_wait() {
+    // A UDP port held by the test that never answers: the handshake cannot complete.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = format!("udp://{}", silent.local_addr().unwrap());
+    let (_client, client) = start(&[
+        "h2tunnel",
+        "client",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--server",
+        &server,
+        "--wait-secs",
+        "2",
+    ]);
+    let t = Instant::now();
+    let o = curl(&[&format!("http://{client}/bytes/1000")]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(56), "expected a reset: {o:?}");
+    assert!(o.stdout.is_empty());
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "refused after {took:?}, expected after the 2 s wait"
+    );
 }
 
 #[test]

@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -190,6 +189,8 @@ async fn server(a: ServerArgs, listen: Carrier, kcp: KcpConfig) -> anyhow::Resul
             while let Some((carrier, peer)) = srv.accept().await {
                 serve_tunnel(carrier, peer, target);
             }
+            // The receive task only stops when the UDP socket fails.
+            anyhow::bail!("udp {addr}: the socket stopped receiving");
         }
         Carrier::Tcp(addr) => {
             let lsn = TcpListener::bind(addr)
@@ -197,13 +198,14 @@ async fn server(a: ServerArgs, listen: Carrier, kcp: KcpConfig) -> anyhow::Resul
                 .with_context(|| format!("binding tcp {addr}"))?;
             println!("listening {}", lsn.local_addr()?);
             loop {
-                let (s, peer) = lsn.accept().await?;
+                let Some((s, peer)) = accept(&lsn, "h2tunnel server").await else {
+                    continue;
+                };
                 let _ = s.set_nodelay(true);
                 serve_tunnel(s, peer, target);
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// One server-side tunnel over `carrier`.
@@ -275,28 +277,38 @@ async fn serve_stream(mut s: TunnelStream, target: Target) {
                     }
                 }
             };
-            let Some(addr) = addrs.first().copied() else {
-                let _ = handshake::reply(&mut s, Reply::HostUnreachable, &handshake::unspecified())
-                    .await;
+            // Every resolved address in turn (a name such as `localhost` may resolve to
+            // ::1 first while the target listens on 127.0.0.1 only); the reply names the
+            // last failure.
+            let mut failure = Reply::HostUnreachable;
+            let mut connected = None;
+            for addr in addrs {
+                match dial(addr).await {
+                    Ok(Ok(t)) => {
+                        connected = Some(t);
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!("stream {sid}: SOCKS5 CONNECT {addr}: {e}");
+                        failure = match e.kind() {
+                            std::io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
+                            _ => Reply::HostUnreachable,
+                        };
+                    }
+                    Err(_) => {
+                        tracing::info!("stream {sid}: SOCKS5 CONNECT {addr}: timed out");
+                        failure = Reply::TtlExpired;
+                    }
+                }
+            }
+            let Some(mut tcp) = connected else {
+                let _ = handshake::reply(&mut s, failure, &handshake::unspecified()).await;
                 return;
             };
-            let mut tcp = match dial(addr).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    let code = match e.kind() {
-                        std::io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
-                        _ => Reply::HostUnreachable,
-                    };
-                    let _ = handshake::reply(&mut s, code, &handshake::unspecified()).await;
-                    return;
-                }
-                Err(_) => {
-                    let _ = handshake::reply(&mut s, Reply::TtlExpired, &handshake::unspecified())
-                        .await;
-                    return;
-                }
+            let bound = match tcp.local_addr() {
+                Ok(a) => Addr::Ip(a),
+                Err(_) => handshake::unspecified(),
             };
-            let bound = Addr::Ip(tcp.local_addr().unwrap_or(addr));
             if handshake::reply(&mut s, Reply::Succeeded, &bound)
                 .await
                 .is_err()
@@ -354,6 +366,20 @@ async fn splice(tcp: TcpStream, s: TunnelStream) {
     }
 }
 
+/// Accepts one connection. An accept error (a connection aborted before it was taken,
+/// or out of file descriptors) is logged and `None` returned after a short pause, so one
+/// bad moment does not end a long-running listener.
+async fn accept(lsn: &TcpListener, who: &str) -> Option<(TcpStream, SocketAddr)> {
+    match lsn.accept().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("{who}: accept: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
 /// Makes dropping `tcp` send RST instead of FIN (SO_LINGER 0). A zero linger does not
 /// block on close, which is what tokio's deprecation warns about.
 #[allow(deprecated)]
@@ -375,10 +401,11 @@ async fn client(
     tokio::spawn(keep_tunnel(server, kcp, conv, tx));
     println!("listening {}", lsn.local_addr()?);
     let wait = Duration::from_secs(a.wait_secs.max(1));
-    let current = Arc::new(current);
     loop {
-        let (tcp, peer) = lsn.accept().await?;
-        let mut current = (*current).clone();
+        let Some((tcp, peer)) = accept(&lsn, "h2tunnel client").await else {
+            continue;
+        };
+        let mut current = current.clone();
         tokio::spawn(async move {
             // The watch guard must not live across an await: clone inside a block.
             let opener: Option<Opener> = {
