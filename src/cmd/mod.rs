@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod check;
 mod h2tunnel;
 pub mod http_source;
 pub mod kcp;
 mod netem;
+mod pong;
 mod replay;
 mod sim;
 
@@ -53,6 +55,12 @@ pub enum Command {
     H2tunnel(h2tunnel::H2tunnelCmd),
     /// Decode a capture: reassemble KCP sessions and TCP flows, print tunnel frames per stream.
     Replay(replay::ReplayArgs),
+    /// The pong multiplexed proxy on real sockets: `local` (SOCKS5 in) and `remote` roles.
+    #[command(subcommand)]
+    Pong(pong::PongCmd),
+    /// Conformance checkers that play spec-clause cases against any implementation.
+    #[command(subcommand)]
+    Check(check::CheckCmd),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -81,5 +89,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(c) => bench::run(c),
         Command::H2tunnel(c) => h2tunnel::run(c),
         Command::Replay(a) => replay::run(a),
+        Command::Pong(c) => pong::run(c),
+        Command::Check(c) => check::run(c),
     }
 }
