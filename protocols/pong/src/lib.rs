@@ -2,9 +2,10 @@
 //! session machines for both ends ([`Local`], [`Remote`]) with their streams
 //! ([`stream`]), and the fuzz bodies ([`fuzzing`]) that a stable `cargo test` replays.
 //!
-//! The async driver (carrier sockets, dialing, the SOCKS5 front) is built on top of these
-//! machines and lives elsewhere; nothing here does I/O or reads a clock.
+//! [`driver`] runs a machine over any carrier byte stream with tokio; the machines
+//! themselves do no I/O and read no clock.
 
+pub mod driver;
 pub mod fuzzing;
 pub mod session;
 pub mod stream;

@@ -895,7 +895,7 @@ impl Core {
     fn send(&mut self, now: Duration, sid: u32, data: &[u8]) -> Result<usize, StreamError> {
         self.now = now;
         self.sendable(sid, StreamKind::Tcp)?;
-        let room = self.cfg.max_output - self.out.len();
+        let room = self.cfg.max_output.saturating_sub(self.out.len());
         let n = data.len().min(room);
         for chunk in data[..n].chunks(MAX_PAYLOAD) {
             // Chunks are at most MAX_PAYLOAD: encoding cannot fail.

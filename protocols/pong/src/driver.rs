@@ -1,0 +1,1086 @@
+//! The async driver: runs one pong session ([`Local`] or [`Remote`]) over any ordered
+//! byte stream (a TCP, TLS or WebSocket carrier) and hands each stream to the
+//! application: a [`PongStream`] (`AsyncRead + AsyncWrite`) for connect streams, a
+//! [`PongDatagrams`] for relay streams.
+//!
+//! Tasks, so that nothing deadlocks on a full buffer:
+//! - the connection task owns the machine: it reads the carrier, takes application
+//!   commands and moves received bytes towards the streams;
+//! - a carrier writer task writes what the machine emits, so the connection task keeps
+//!   reading while the carrier is slow (two ends writing bulk at each other would
+//!   otherwise wait on each other forever);
+//! - per connect stream, a pump from the application (its writes become data frames, its
+//!   end of input a finish) and a pump to the application.
+//!
+//! Backpressure: received bytes wait in the machine's per-stream buffer
+//! ([`SessionConfig::stream_rx_cap`]); when one is full the machine holds its input and
+//! this task stops reading the carrier until the application reads that stream. pong has
+//! no flow control, so a slow reader stalls its whole connection (as in pong-go) instead
+//! of losing data. A stream the peer resets, or that dies with its connection, fails reads
+//! and writes with `ConnectionReset` (the rst code and description in the message), never
+//! a silent end of file. Time is `tokio::time`, virtual inside the simulator.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tunnelbed_netio::Trace;
+
+use crate::session::{
+    Blocked, ConnState, DialError, Event, Local, ProtocolError, Remote, SessionConfig,
+    StreamError,
+};
+use crate::stream::{Recv, ResetCause, StreamKind};
+use crate::wire::{Address, RstCode, RstInfo, MAX_PAYLOAD};
+
+/// Driver settings on top of the machine's.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// The machine's caps.
+    pub session: SessionConfig,
+    /// Bytes buffered in each [`PongStream`] each way (between the pumps and the app).
+    pub stream_buffer: usize,
+    /// Datagrams queued towards the application of each relay stream.
+    pub datagram_queue: usize,
+    /// How long the writer may take to flush what is queued when the connection ends.
+    pub close_delay: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            session: SessionConfig::default(),
+            stream_buffer: 64 * 1024,
+            datagram_queue: 64,
+            close_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How a stream ended, as its handles see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StreamEnd {
+    /// The peer sent close: read what is left; writes fail with `BrokenPipe`.
+    Closed,
+    /// rst either way, or the connection died.
+    Reset(ResetCause),
+}
+
+fn end_error(sid: u32, e: &StreamEnd, writing: bool) -> Option<io::Error> {
+    match e {
+        StreamEnd::Reset(c) => Some(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            format!("pong stream {sid}: {c}"),
+        )),
+        StreamEnd::Closed if writing => Some(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            format!("pong stream {sid}: closed by peer"),
+        )),
+        StreamEnd::Closed => None,
+    }
+}
+
+/// One connect (TCP) stream, as the application uses it.
+///
+/// Shutting down its write half sends finish (a half close: the peer may go on sending).
+/// Dropping it after reading to the end closes gracefully; dropping it with input unread
+/// is an abort (rst). [`PongStream::reset`] aborts with a chosen code.
+pub struct PongStream {
+    sid: u32,
+    io: DuplexStream,
+    end: watch::Receiver<Option<StreamEnd>>,
+    cmds: mpsc::UnboundedSender<Ctl>,
+}
+
+impl std::fmt::Debug for PongStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PongStream").field("sid", &self.sid).finish()
+    }
+}
+
+impl PongStream {
+    /// The stream id on the wire.
+    pub fn id(&self) -> u32 {
+        self.sid
+    }
+
+    /// Aborts the stream: rst with `info` to the peer; unsent and unread bytes are dropped.
+    pub fn reset(self, info: RstInfo) {
+        let _ = self.cmds.send(Ctl::Reset(self.sid, info));
+    }
+
+    fn error(&self, writing: bool) -> Option<io::Error> {
+        self.end
+            .borrow()
+            .as_ref()
+            .and_then(|e| end_error(self.sid, e, writing))
+    }
+}
+
+impl AsyncRead for PongStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            // End of input after a reset is the reset, not a clean end.
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                match this.error(false) {
+                    Some(e) => Poll::Ready(Err(e)),
+                    None => Poll::Ready(Ok(())),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for PongStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.error(true) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// One relay (UDP) stream: each `send` is one datagram (one data frame), each `recv` one
+/// datagram back. Dropping it closes the stream.
+pub struct PongDatagrams {
+    sid: u32,
+    rx: mpsc::Receiver<Bytes>,
+    end: watch::Receiver<Option<StreamEnd>>,
+    cmds: mpsc::Sender<Cmd>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+}
+
+impl std::fmt::Debug for PongDatagrams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PongDatagrams")
+            .field("sid", &self.sid)
+            .finish()
+    }
+}
+
+impl PongDatagrams {
+    /// The stream id on the wire.
+    pub fn id(&self) -> u32 {
+        self.sid
+    }
+
+    /// Sends one datagram (at most 65 500 bytes); waits while the connection's output is
+    /// full.
+    pub async fn send(&self, datagram: Bytes) -> io::Result<()> {
+        if datagram.len() > MAX_PAYLOAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "datagram of {} bytes exceeds {MAX_PAYLOAD}",
+                    datagram.len()
+                ),
+            ));
+        }
+        if let Some(e) = self
+            .end
+            .borrow()
+            .as_ref()
+            .and_then(|e| end_error(self.sid, e, true))
+        {
+            return Err(e);
+        }
+        self.cmds
+            .send(Cmd::Datagram(self.sid, datagram))
+            .await
+            .map_err(|_| gone())
+    }
+
+    /// The next datagram; `Ok(None)` once the peer closed the stream, an error when it
+    /// was reset or the connection died.
+    pub async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        match self.rx.recv().await {
+            Some(b) => Ok(Some(b)),
+            None => match self
+                .end
+                .borrow()
+                .as_ref()
+                .and_then(|e| end_error(self.sid, e, false))
+            {
+                Some(e) => Err(e),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Aborts the stream with rst `info`.
+    pub fn reset(self, info: RstInfo) {
+        let _ = self.ctl.send(Ctl::Reset(self.sid, info));
+    }
+}
+
+impl Drop for PongDatagrams {
+    fn drop(&mut self) {
+        // Through the data queue, so datagrams sent before the drop still go out.
+        match self.cmds.try_send(Cmd::Release(self.sid)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(c)) => {
+                let tx = self.cmds.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(c).await;
+                });
+            }
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "pong connection is closed")
+}
+
+/// How a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnEnd {
+    /// The carrier ended or failed (this includes a remote rejecting our client id).
+    CarrierLost(String),
+    /// The peer broke the framing.
+    Protocol(ProtocolError),
+    /// We shut it down (idle, too old, rejected client, process exit).
+    Shutdown(String),
+}
+
+impl std::fmt::Display for ConnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnEnd::CarrierLost(r) => write!(f, "carrier lost: {r}"),
+            ConnEnd::Protocol(e) => write!(f, "protocol error: {e}"),
+            ConnEnd::Shutdown(r) => write!(f, "shut down: {r}"),
+        }
+    }
+}
+
+/// A stream the application can use: which kind depends on how it was opened.
+#[derive(Debug)]
+pub enum Opened {
+    /// A connect stream.
+    Tcp(PongStream),
+    /// A relay stream.
+    Udp(PongDatagrams),
+}
+
+/// Remote side: a stream the local opened. Dial `addr`, then call [`Incoming::dialed`];
+/// only after a successful dial may the stream be written.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Stream id.
+    pub stream_id: u32,
+    /// Destination.
+    pub addr: Address,
+    /// The stream (its kind tells connect from relay).
+    pub stream: Opened,
+    dial: DialReply,
+}
+
+#[derive(Debug)]
+struct DialReply {
+    sid: u32,
+    ctl: mpsc::UnboundedSender<Ctl>,
+}
+
+impl Incoming {
+    /// Reports the dial's outcome: on error, the local gets rst with the mapped code and
+    /// the stream handle here fails.
+    pub fn dialed(&self, r: Result<(), DialError>) {
+        let _ = self.dial.ctl.send(Ctl::Dialed(self.dial.sid, r));
+    }
+}
+
+/// Counters the pool reads without asking the connection task.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    live: AtomicUsize,
+    opened: AtomicUsize,
+}
+
+impl ConnStats {
+    /// Streams the application still holds.
+    pub fn live_streams(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Streams opened or accepted so far.
+    pub fn opened_streams(&self) -> usize {
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+type OpenReply = oneshot::Sender<Result<Opened, StreamError>>;
+
+/// A running connection: open streams on it (local side), take the ones the peer opens
+/// (remote side), and learn when it ends.
+#[derive(Debug)]
+pub struct PongConn {
+    opens: mpsc::Sender<(StreamKind, Address, OpenReply)>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    /// Remote side: streams the local opened, in order.
+    pub incoming: mpsc::Receiver<Incoming>,
+    /// Remote side: the client id from the connection header (answer with
+    /// [`PongConn::approve`]).
+    pub hello: Option<oneshot::Receiver<[u8; 16]>>,
+    /// Live and total stream counts.
+    pub stats: Arc<ConnStats>,
+    /// The connection's state as it changes.
+    pub state: watch::Receiver<ConnState>,
+    /// Resolves when the connection ends.
+    pub done: JoinHandle<ConnEnd>,
+}
+
+impl PongConn {
+    /// Local side: opens a connect stream to `addr` (data may be written at once).
+    pub async fn open_connect(&self, addr: Address) -> io::Result<PongStream> {
+        match self.open(StreamKind::Tcp, addr).await? {
+            Opened::Tcp(s) => Ok(s),
+            Opened::Udp(_) => unreachable!("a connect open yields a connect stream"),
+        }
+    }
+
+    /// Local side: opens a relay stream to `addr` (one datagram per data frame).
+    pub async fn open_relay(&self, addr: Address) -> io::Result<PongDatagrams> {
+        match self.open(StreamKind::Udp, addr).await? {
+            Opened::Udp(s) => Ok(s),
+            Opened::Tcp(_) => unreachable!("a relay open yields a relay stream"),
+        }
+    }
+
+    async fn open(&self, kind: StreamKind, addr: Address) -> io::Result<Opened> {
+        let (tx, rx) = oneshot::channel();
+        self.opens.send((kind, addr, tx)).await.map_err(|_| gone())?;
+        match rx.await.map_err(|_| gone())? {
+            Ok(s) => Ok(s),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+
+    /// Remote side: accept (`true`) or reject the client id; a rejected connection closes
+    /// without a byte written.
+    pub fn approve(&self, ok: bool) {
+        let _ = self.ctl.send(Ctl::Approve(ok));
+    }
+
+    /// Ends the connection now; live streams fail with `ConnectionReset`.
+    pub fn shutdown(&self, reason: &str) {
+        let _ = self.ctl.send(Ctl::Shutdown(reason.to_string()));
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.state.borrow() == ConnState::Closed || self.done.is_finished()
+    }
+}
+
+/// Starts the local end over `carrier`; the connection header goes out at once.
+pub fn spawn_local<C>(
+    carrier: C,
+    client_id: [u8; 16],
+    cfg: DriverConfig,
+    trace: Trace,
+    id: String,
+) -> PongConn
+where
+    C: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let m = Local::new(cfg.session.clone(), client_id, trace, id);
+    start(carrier, Machine::Local(m), cfg).0
+}
+
+/// Starts the remote end over `carrier`: the client id arrives on `hello`, streams on
+/// `incoming`.
+pub fn spawn_remote<C>(carrier: C, cfg: DriverConfig, trace: Trace, id: String) -> PongConn
+where
+    C: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let m = Remote::new(cfg.session.clone(), trace, id);
+    let (mut conn, hello) = start(carrier, Machine::Remote(m), cfg);
+    conn.hello = Some(hello);
+    conn
+}
+
+fn start<C>(carrier: C, m: Machine, cfg: DriverConfig) -> (PongConn, oneshot::Receiver<[u8; 16]>)
+where
+    C: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (open_tx, open_rx) = mpsc::channel(64);
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (inc_tx, incoming) = mpsc::channel(1024);
+    let (hello_tx, hello_rx) = oneshot::channel();
+    let (state_tx, state) = watch::channel(m.state());
+    let stats = Arc::new(ConnStats::default());
+    let task = Task {
+        m,
+        cfg,
+        streams: BTreeMap::new(),
+        stats: stats.clone(),
+        ctl: ctl_tx.clone(),
+        cmd: None,
+        wake: Arc::new(Notify::new()),
+        end: None,
+        hello: Some(hello_tx),
+        incoming: inc_tx,
+    };
+    let done = tokio::spawn(task.run(carrier, open_rx, ctl_rx, state_tx));
+    let conn = PongConn {
+        opens: open_tx,
+        ctl: ctl_tx,
+        incoming,
+        hello: None,
+        stats,
+        state,
+        done,
+    };
+    (conn, hello_rx)
+}
+
+/// Either side's machine, behind the calls the driver needs.
+enum Machine {
+    Local(Local),
+    Remote(Remote),
+}
+
+macro_rules! both {
+    ($self:ident, $m:ident => $e:expr) => {
+        match $self {
+            Machine::Local($m) => $e,
+            Machine::Remote($m) => $e,
+        }
+    };
+}
+
+impl Machine {
+    fn handle_input(&mut self, now: Duration, d: &[u8]) -> usize {
+        both!(self, m => m.handle_input(now, d))
+    }
+    fn handle_carrier_closed(&mut self, now: Duration) {
+        both!(self, m => m.handle_carrier_closed(now))
+    }
+    fn shutdown(&mut self, now: Duration, r: &str) {
+        both!(self, m => m.shutdown(now, r))
+    }
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        both!(self, m => m.poll_transmit())
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        both!(self, m => m.poll_event())
+    }
+    fn send(&mut self, now: Duration, sid: u32, d: &[u8]) -> Result<usize, StreamError> {
+        both!(self, m => m.send(now, sid, d))
+    }
+    fn send_datagram(&mut self, now: Duration, sid: u32, d: &[u8]) -> Result<(), StreamError> {
+        both!(self, m => m.send_datagram(now, sid, d))
+    }
+    fn recv(&mut self, now: Duration, sid: u32) -> Result<Recv, StreamError> {
+        both!(self, m => m.recv(now, sid))
+    }
+    fn finish(&mut self, now: Duration, sid: u32) -> Result<(), StreamError> {
+        both!(self, m => m.finish(now, sid))
+    }
+    fn close(&mut self, now: Duration, sid: u32) -> Result<(), StreamError> {
+        both!(self, m => m.close(now, sid))
+    }
+    fn reset(&mut self, now: Duration, sid: u32, i: RstInfo) -> Result<(), StreamError> {
+        both!(self, m => m.reset(now, sid, i))
+    }
+    fn state(&self) -> ConnState {
+        both!(self, m => m.state())
+    }
+    fn input_blocked(&self) -> Option<Blocked> {
+        both!(self, m => m.input_blocked())
+    }
+    fn pending_output(&self) -> usize {
+        both!(self, m => m.pending_output())
+    }
+    fn is_live(&self, sid: u32) -> bool {
+        both!(self, m => m.stream_state(sid).is_some_and(|s| !s.is_terminal()))
+    }
+}
+
+/// Application data and ends, through a bounded queue (this is what backpressures
+/// writers).
+/// Ends of writing travel here too, so they stay behind the data written before them.
+enum Cmd {
+    Data(u32, Bytes),
+    Datagram(u32, Bytes),
+    /// The application finished writing (finish).
+    Finish(u32),
+    /// A relay handle was dropped.
+    Release(u32),
+}
+
+/// Control messages, at most a few per stream, so an unbounded queue stays bounded.
+enum Ctl {
+    /// The application stopped reading (`gone`: it dropped the stream with input left).
+    WriterDone(u32, bool),
+    Reset(u32, RstInfo),
+    Dialed(u32, Result<(), DialError>),
+    Approve(bool),
+    Shutdown(String),
+}
+
+struct DrvStream {
+    kind: StreamKind,
+    to_app: Option<mpsc::Sender<Bytes>>,
+    end: watch::Sender<Option<StreamEnd>>,
+    reader_done: bool,
+    writer_done: bool,
+}
+
+struct Task {
+    m: Machine,
+    cfg: DriverConfig,
+    streams: BTreeMap<u32, DrvStream>,
+    stats: Arc<ConnStats>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    /// A command the machine could not take yet (output full).
+    cmd: Option<Cmd>,
+    wake: Arc<Notify>,
+    end: Option<ConnEnd>,
+    hello: Option<oneshot::Sender<[u8; 16]>>,
+    incoming: mpsc::Sender<Incoming>,
+}
+
+impl Task {
+    async fn run<C>(
+        mut self,
+        carrier: C,
+        mut opens: mpsc::Receiver<(StreamKind, Address, OpenReply)>,
+        mut ctl: mpsc::UnboundedReceiver<Ctl>,
+        state_tx: watch::Sender<ConnState>,
+    ) -> ConnEnd
+    where
+        C: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut rd, wr) = tokio::io::split(carrier);
+        let origin = Instant::now();
+        let now = move || origin.elapsed();
+        let (out_tx, out_rx) = mpsc::channel::<Bytes>(8);
+        let writer = tokio::spawn(carrier_writer(wr, out_rx, self.wake.clone()));
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<Cmd>(64);
+        let mut unsent: Option<Bytes> = None;
+        let mut pending = BytesMut::new();
+        let mut carrier_eof = false;
+        let mut opens_gone = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Feed held input, emit, route events, feed streams; repeat while it helps.
+            loop {
+                if !pending.is_empty() || self.m.input_blocked().is_some() {
+                    let n = self.m.handle_input(now(), &pending);
+                    pending.advance(n);
+                }
+                if unsent.is_none() {
+                    unsent = self.m.poll_transmit();
+                }
+                while let Some(b) = unsent.take() {
+                    match out_tx.try_send(b) {
+                        Ok(()) => unsent = self.m.poll_transmit(),
+                        Err(mpsc::error::TrySendError::Full(b)) => unsent = Some(b),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.end.get_or_insert(ConnEnd::CarrierLost(
+                                "carrier write failed".into(),
+                            ));
+                        }
+                    }
+                    if unsent.is_some() {
+                        break;
+                    }
+                }
+                let mut progressed = self.route_events(&cmd_tx, now());
+                progressed |= self.feed_streams(now());
+                if let Some(c) = self.cmd.take() {
+                    self.apply(c, now());
+                    progressed |= self.cmd.is_none();
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            state_tx.send_if_modified(|s| {
+                let changed = *s != self.m.state();
+                *s = self.m.state();
+                changed
+            });
+            if self.m.state() == ConnState::Closed {
+                break;
+            }
+            if let Some(ConnEnd::CarrierLost(r)) = &self.end {
+                let r = r.clone();
+                self.m.shutdown(now(), &r);
+                break;
+            }
+            let can_read = !carrier_eof && pending.is_empty() && self.m.input_blocked().is_none();
+            let out_room = unsent.is_none()
+                && self.cmd.is_none()
+                && self.m.pending_output() < self.cfg.session.max_output / 2;
+            let can_open = !opens_gone && matches!(self.m, Machine::Local(_));
+            tokio::select! {
+                biased;
+                c = ctl.recv() => {
+                    if let Some(c) = c {
+                        self.control(c, now());
+                    }
+                }
+                r = rd.read(&mut buf), if can_read => match r {
+                    Ok(0) => {
+                        carrier_eof = true;
+                        self.m.handle_carrier_closed(now());
+                    }
+                    Ok(n) => {
+                        let used = self.m.handle_input(now(), &buf[..n]);
+                        if used < n {
+                            pending.extend_from_slice(&buf[used..n]);
+                        }
+                    }
+                    Err(e) => {
+                        carrier_eof = true;
+                        self.end.get_or_insert(ConnEnd::CarrierLost(e.to_string()));
+                        self.m.handle_carrier_closed(now());
+                    }
+                },
+                _ = self.wake.notified() => {}
+                c = cmd_rx.recv(), if out_room => {
+                    if let Some(c) = c {
+                        self.apply(c, now());
+                    }
+                }
+                r = opens.recv(), if can_open && out_room => match r {
+                    None => opens_gone = true,
+                    Some((kind, addr, reply)) => {
+                        let r = self.open(kind, &addr, &cmd_tx, now());
+                        let _ = reply.send(r);
+                    }
+                },
+            }
+        }
+        // Drain events so the end reason is known, then tell every stream.
+        self.route_events(&cmd_tx, now());
+        let why = self
+            .end
+            .clone()
+            .unwrap_or(ConnEnd::CarrierLost("closed".into()));
+        for s in self.streams.values_mut() {
+            if s.end.borrow().is_none() {
+                let _ = s
+                    .end
+                    .send(Some(StreamEnd::Reset(ResetCause::Connection(why.to_string()))));
+            }
+            s.to_app = None;
+        }
+        self.stats.live.store(0, Ordering::Relaxed);
+        if let Some(b) = unsent {
+            let _ = out_tx.try_send(b);
+        }
+        while let Some(b) = self.m.poll_transmit() {
+            if out_tx.try_send(b).is_err() {
+                break;
+            }
+        }
+        drop(out_tx);
+        let _ = tokio::time::timeout(self.cfg.close_delay, writer).await;
+        state_tx.send_replace(ConnState::Closed);
+        why
+    }
+
+    /// Acts on the machine's events; says whether anything happened.
+    fn route_events(&mut self, cmd_tx: &mpsc::Sender<Cmd>, now: Duration) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.m.poll_event() {
+            any = true;
+            match ev {
+                Event::ClientHello { client_id } => match self.hello.take() {
+                    Some(tx) => {
+                        if tx.send(client_id).is_err() {
+                            self.reject(now);
+                        }
+                    }
+                    None => self.reject(now),
+                },
+                Event::Dial {
+                    stream_id,
+                    kind,
+                    addr,
+                } => {
+                    let stream = self.attach(stream_id, kind, cmd_tx);
+                    let inc = Incoming {
+                        stream_id,
+                        addr,
+                        stream,
+                        dial: DialReply {
+                            sid: stream_id,
+                            ctl: self.ctl.clone(),
+                        },
+                    };
+                    if self.incoming.try_send(inc).is_err() {
+                        // Nobody takes streams (or the backlog is full): refuse it.
+                        if let Machine::Remote(r) = &mut self.m {
+                            let _ = r.dial_failed(
+                                now,
+                                stream_id,
+                                &DialError::Other("remote is not accepting streams".into()),
+                            );
+                        }
+                        self.signal(stream_id, StreamEnd::Reset(ResetCause::Connection(
+                            "not accepted".into(),
+                        )));
+                        self.forget(stream_id);
+                    }
+                }
+                Event::Readable(_) => {}
+                Event::Closed(sid) => self.signal(sid, StreamEnd::Closed),
+                Event::Reset { stream_id, cause } => {
+                    self.signal(stream_id, StreamEnd::Reset(cause));
+                }
+                Event::ConnectionClosed { error } => {
+                    if let Some(e) = error {
+                        tracing::warn!("pong connection closed: protocol error: {e}");
+                        self.end.get_or_insert(ConnEnd::Protocol(e));
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    fn reject(&mut self, now: Duration) {
+        if let Machine::Remote(r) = &mut self.m {
+            let _ = r.reject_client(now);
+        }
+        self.end
+            .get_or_insert(ConnEnd::Shutdown("client id not allowed".into()));
+    }
+
+    fn signal(&mut self, sid: u32, e: StreamEnd) {
+        if let Some(s) = self.streams.get_mut(&sid) {
+            s.end.send_if_modified(|cur| {
+                if cur.is_none() {
+                    *cur = Some(e);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    fn forget(&mut self, sid: u32) {
+        if self.streams.remove(&sid).is_some() {
+            self.stats.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn open(
+        &mut self,
+        kind: StreamKind,
+        addr: &Address,
+        cmd_tx: &mpsc::Sender<Cmd>,
+        now: Duration,
+    ) -> Result<Opened, StreamError> {
+        let Machine::Local(l) = &mut self.m else {
+            return Err(StreamError::Connection(self.m.state()));
+        };
+        let sid = match kind {
+            StreamKind::Tcp => l.open_connect(now, addr)?,
+            StreamKind::Udp => l.open_relay(now, addr)?,
+        };
+        Ok(self.attach(sid, kind, cmd_tx))
+    }
+
+    /// Creates the application's handle for stream `sid` (and, for connect streams, the
+    /// two pumps behind it).
+    fn attach(&mut self, sid: u32, kind: StreamKind, cmd_tx: &mpsc::Sender<Cmd>) -> Opened {
+        let (end_tx, end_rx) = watch::channel(None);
+        self.stats.live.fetch_add(1, Ordering::Relaxed);
+        self.stats.opened.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            StreamKind::Udp => {
+                let (to_app, rx) = mpsc::channel(self.cfg.datagram_queue.max(1));
+                self.streams.insert(
+                    sid,
+                    DrvStream {
+                        kind,
+                        to_app: Some(to_app),
+                        end: end_tx,
+                        reader_done: false,
+                        writer_done: false,
+                    },
+                );
+                Opened::Udp(PongDatagrams {
+                    sid,
+                    rx,
+                    end: end_rx,
+                    cmds: cmd_tx.clone(),
+                    ctl: self.ctl.clone(),
+                })
+            }
+            StreamKind::Tcp => {
+                let (app, mine) = tokio::io::duplex(self.cfg.stream_buffer);
+                let (to_app, from_conn) = mpsc::channel::<Bytes>(4);
+                let (mut mine_rd, mut mine_wr) = tokio::io::split(mine);
+                // Application -> connection.
+                let tx = cmd_tx.clone();
+                let mut end = end_rx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = ended(&mut end) => break,
+                            r = mine_rd.read(&mut buf) => match r {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    let b = Bytes::copy_from_slice(&buf[..n]);
+                                    if tx.send(Cmd::Data(sid, b)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            },
+                        }
+                    }
+                    let _ = tx.send(Cmd::Finish(sid)).await;
+                });
+                // Connection -> application.
+                let ctl = self.ctl.clone();
+                let wake = self.wake.clone();
+                tokio::spawn(async move {
+                    let mut from_conn = from_conn;
+                    let mut gone = false;
+                    while let Some(b) = from_conn.recv().await {
+                        wake.notify_one();
+                        if mine_wr.write_all(&b).await.is_err() {
+                            gone = true;
+                            break;
+                        }
+                    }
+                    if !gone {
+                        let _ = mine_wr.shutdown().await;
+                    }
+                    let _ = ctl.send(Ctl::WriterDone(sid, gone));
+                });
+                self.streams.insert(
+                    sid,
+                    DrvStream {
+                        kind,
+                        to_app: Some(to_app),
+                        end: end_tx,
+                        reader_done: false,
+                        writer_done: false,
+                    },
+                );
+                Opened::Tcp(PongStream {
+                    sid,
+                    io: app,
+                    end: end_rx,
+                    cmds: self.ctl.clone(),
+                })
+            }
+        }
+    }
+
+    fn apply(&mut self, c: Cmd, now: Duration) {
+        match c {
+            Cmd::Data(sid, mut b) => {
+                while !b.is_empty() {
+                    match self.m.send(now, sid, &b) {
+                        Ok(0) => {
+                            // Output full: hold the rest until it drains.
+                            self.cmd = Some(Cmd::Data(sid, b));
+                            return;
+                        }
+                        Ok(n) => b.advance(n),
+                        // The stream ended; its handle learns why through `end`.
+                        Err(e) => {
+                            tracing::debug!("pong stream {sid}: dropped write: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+            Cmd::Datagram(sid, b) => match self.m.send_datagram(now, sid, &b) {
+                Ok(()) => {}
+                Err(StreamError::OutputFull) => self.cmd = Some(Cmd::Datagram(sid, b)),
+                Err(e) => tracing::debug!("pong stream {sid}: dropped datagram: {e}"),
+            },
+            Cmd::Finish(sid) => {
+                if let Some(s) = self.streams.get_mut(&sid) {
+                    s.reader_done = true;
+                    if self.m.is_live(sid) {
+                        let _ = self.m.finish(now, sid);
+                    }
+                }
+                self.retire(sid, now);
+            }
+            Cmd::Release(sid) => {
+                if let Some(s) = self.streams.get_mut(&sid) {
+                    s.reader_done = true;
+                    s.writer_done = true;
+                }
+                self.retire(sid, now);
+            }
+        }
+    }
+
+    fn control(&mut self, c: Ctl, now: Duration) {
+        match c {
+            Ctl::WriterDone(sid, gone) => {
+                if let Some(s) = self.streams.get_mut(&sid) {
+                    s.writer_done = true;
+                    if gone && self.m.is_live(sid) {
+                        // Dropped with input unread: abort.
+                        let _ = self.m.reset(
+                            now,
+                            sid,
+                            RstInfo::with_description(
+                                RstCode::ConnTimeout,
+                                "application closed the stream",
+                            ),
+                        );
+                        s.reader_done = true;
+                    }
+                }
+                self.retire(sid, now);
+            }
+            Ctl::Reset(sid, info) => {
+                if self.m.is_live(sid) {
+                    let _ = self.m.reset(now, sid, info.clone());
+                }
+                self.signal(sid, StreamEnd::Reset(ResetCause::Sent(info)));
+                self.forget(sid);
+            }
+            Ctl::Dialed(sid, r) => {
+                if let Machine::Remote(m) = &mut self.m {
+                    match r {
+                        Ok(()) => {
+                            let _ = m.dial_succeeded(now, sid);
+                        }
+                        Err(e) => {
+                            let info = e.rst();
+                            let _ = m.dial_failed(now, sid, &e);
+                            self.signal(sid, StreamEnd::Reset(ResetCause::Sent(info)));
+                            self.forget(sid);
+                        }
+                    }
+                }
+            }
+            Ctl::Approve(ok) => {
+                if let Machine::Remote(m) = &mut self.m {
+                    if ok {
+                        let _ = m.accept_client(now);
+                    } else {
+                        self.reject(now);
+                    }
+                }
+            }
+            Ctl::Shutdown(reason) => {
+                self.end.get_or_insert(ConnEnd::Shutdown(reason.clone()));
+                self.m.shutdown(now, &reason);
+            }
+        }
+    }
+
+    /// Forgets a stream whose application side is done both ways (closing it if the
+    /// machine still has it live: the peer finished, we finished, nothing more to say).
+    fn retire(&mut self, sid: u32, now: Duration) {
+        let Some(s) = self.streams.get(&sid) else {
+            return;
+        };
+        if s.reader_done && s.writer_done {
+            if self.m.is_live(sid) {
+                let _ = self.m.close(now, sid);
+            }
+            self.forget(sid);
+        }
+    }
+
+    /// Moves received data and ends of input from the machine to the streams; says
+    /// whether anything moved.
+    fn feed_streams(&mut self, now: Duration) -> bool {
+        let mut any = false;
+        let mut ended = Vec::new();
+        for (sid, s) in self.streams.iter_mut() {
+            let Some(tx) = &s.to_app else { continue };
+            while let Ok(permit) = tx.try_reserve() {
+                match self.m.recv(now, *sid) {
+                    Ok(Recv::Data(b)) => {
+                        any = true;
+                        permit.send(b);
+                    }
+                    Ok(Recv::Pending) => break,
+                    Ok(Recv::Eof) | Err(_) => {
+                        ended.push(*sid);
+                        break;
+                    }
+                }
+            }
+        }
+        for sid in ended {
+            if let Some(s) = self.streams.get_mut(&sid) {
+                s.to_app = None;
+                any = true;
+                if s.kind == StreamKind::Udp {
+                    s.writer_done = true;
+                }
+            }
+        }
+        any
+    }
+}
+
+/// Resolves once the stream has ended by reset (or its connection side is gone).
+async fn ended(rx: &mut watch::Receiver<Option<StreamEnd>>) {
+    loop {
+        if matches!(*rx.borrow_and_update(), Some(StreamEnd::Reset(_))) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn carrier_writer<W: AsyncWrite>(
+    mut wr: tokio::io::WriteHalf<W>,
+    mut rx: mpsc::Receiver<Bytes>,
+    wake: Arc<Notify>,
+) {
+    while let Some(b) = rx.recv().await {
+        wake.notify_one();
+        if wr.write_all(&b).await.is_err() {
+            return;
+        }
+        if rx.is_empty() && wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
