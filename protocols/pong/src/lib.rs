@@ -7,6 +7,7 @@
 
 pub mod driver;
 pub mod fuzzing;
+pub mod remote;
 pub mod session;
 pub mod stream;
 pub mod wire;

@@ -1,0 +1,299 @@
+//! The remote role over any [`Net`]: accepts carriers, checks the client id against the
+//! allow list (unknown ids are closed without a byte written), dials each stream's
+//! destination (TCP for connect, UDP for relay) and relays.
+//!
+//! Relay streams (tunnelbed's definition): each data frame is one UDP datagram to the
+//! stream's address, and each datagram that comes back from that address is one data
+//! frame; datagrams from other sources are dropped (the socket is per stream).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnelbed_carrier::tls::ServerTls;
+use tunnelbed_carrier::{BoxStream, CarrierKind};
+use tunnelbed_netio::{Net, TcpListen, Trace, UdpSock};
+
+use crate::driver::{spawn_remote, ConnEnd, DriverConfig, Incoming, Opened, PongDatagrams, PongStream};
+use crate::session::DialError;
+use crate::wire::{Address, RstCode, RstInfo};
+
+/// Settings of a remote.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// Driver and session caps.
+    pub driver: DriverConfig,
+    /// Client ids allowed to use this remote.
+    pub allowed: Vec<[u8; 16]>,
+    /// How long a dial may take before the stream is answered with rst 10.
+    pub dial_timeout: Duration,
+    /// How long the connection header may take before the carrier is dropped.
+    pub header_timeout: Duration,
+    /// A relay stream with no datagram either way for this long is closed.
+    pub udp_idle: Duration,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            driver: DriverConfig::default(),
+            allowed: Vec::new(),
+            dial_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            udp_idle: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Accepts carriers on `listener` until it fails; each runs in its own task. `tls` is
+/// needed for `tls://` and `wss://`. Trace ids are `{name}/c{n}`.
+pub async fn serve<N: Net>(
+    net: N,
+    listener: N::Listener,
+    kind: CarrierKind,
+    tls: Option<Arc<ServerTls>>,
+    cfg: Arc<RemoteConfig>,
+    trace: Trace,
+    name: String,
+) -> io::Result<()> {
+    let next = AtomicU64::new(0);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // One failed accept (e.g. out of descriptors) must not end the server.
+                tracing::warn!("pong remote: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let (net, tls, cfg, trace) = (net.clone(), tls.clone(), cfg.clone(), trace.clone());
+        let id = format!("{name}/c{n}");
+        tokio::spawn(async move {
+            let carrier = match tokio::time::timeout(
+                cfg.header_timeout,
+                tunnelbed_carrier::accept(tcp, kind, tls.as_deref()),
+            )
+            .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::info!("pong remote {id}: carrier handshake from {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("pong remote {id}: carrier handshake from {peer} timed out");
+                    return;
+                }
+            };
+            let end = handle_carrier(net, carrier, cfg, trace, id.clone()).await;
+            tracing::info!("pong remote {id} ({peer}): {end}");
+        });
+    }
+}
+
+/// Runs one carrier connection to its end.
+pub async fn handle_carrier<N: Net>(
+    net: N,
+    carrier: BoxStream,
+    cfg: Arc<RemoteConfig>,
+    trace: Trace,
+    id: String,
+) -> ConnEnd {
+    let mut conn = spawn_remote(carrier, cfg.driver.clone(), trace, id.clone());
+    let hello = conn.hello.take().expect("a remote connection has a hello");
+    match tokio::time::timeout(cfg.header_timeout, hello).await {
+        Ok(Ok(client_id)) => {
+            let ok = cfg.allowed.contains(&client_id);
+            if !ok {
+                tracing::warn!(
+                    "pong remote {id}: client id {} not allowed; closing without a reply",
+                    hex(&client_id)
+                );
+            }
+            conn.approve(ok);
+        }
+        Ok(Err(_)) => {} // the connection ended before a header
+        Err(_) => conn.shutdown("no connection header in time"),
+    }
+    loop {
+        tokio::select! {
+            inc = conn.incoming.recv() => match inc {
+                Some(inc) => {
+                    tokio::spawn(dial_and_relay(net.clone(), inc, cfg.clone()));
+                }
+                None => break,
+            },
+            _ = conn.state.changed() => {
+                if conn.is_closed() {
+                    break;
+                }
+            }
+        }
+    }
+    match conn.done.await {
+        Ok(end) => end,
+        Err(e) => ConnEnd::Shutdown(format!("connection task failed: {e}")),
+    }
+}
+
+fn hex(b: &[u8; 16]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn resolve<N: Net>(net: &N, addr: &Address) -> Result<Vec<SocketAddr>, DialError> {
+    match addr {
+        Address::Ip(a) => Ok(vec![*a]),
+        Address::Domain(host, port) => match net.resolve(host, *port).await {
+            Ok(v) if !v.is_empty() => Ok(v),
+            _ => Err(DialError::HostUnreachable),
+        },
+    }
+}
+
+async fn dial_tcp<N: Net>(net: &N, addr: &Address, timeout: Duration) -> Result<N::Stream, DialError> {
+    let work = async {
+        let mut last = DialError::HostUnreachable;
+        for a in resolve(net, addr).await? {
+            match net.connect_tcp(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = DialError::from_io(&e),
+            }
+        }
+        Err(last)
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(DialError::Timeout))
+}
+
+async fn dial_and_relay<N: Net>(net: N, inc: Incoming, cfg: Arc<RemoteConfig>) {
+    let sid = inc.stream_id;
+    let addr = inc.addr.clone();
+    match &inc.stream {
+        Opened::Tcp(_) => match dial_tcp(&net, &addr, cfg.dial_timeout).await {
+            Err(e) => {
+                tracing::debug!("pong remote: stream {sid} to {addr}: dial failed: {e:?}");
+                inc.dialed(Err(e));
+            }
+            Ok(target) => {
+                inc.dialed(Ok(()));
+                let Opened::Tcp(s) = inc.stream else { unreachable!() };
+                relay_tcp(s, target).await;
+            }
+        },
+        Opened::Udp(_) => {
+            let target = match resolve(&net, &addr).await {
+                Ok(v) => v[0],
+                Err(e) => {
+                    inc.dialed(Err(e));
+                    return;
+                }
+            };
+            let bind: SocketAddr = if target.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            match net.bind_udp(bind).await {
+                Err(e) => inc.dialed(Err(DialError::from_io(&e))),
+                Ok(sock) => {
+                    inc.dialed(Ok(()));
+                    let Opened::Udp(d) = inc.stream else { unreachable!() };
+                    relay_udp(d, sock, target, cfg.udp_idle).await;
+                }
+            }
+        }
+    }
+}
+
+/// Copies both ways with half closes: the local's finish becomes a TCP FIN to the
+/// target, the target's FIN our finish. A target that resets is reported with rst 11.
+async fn relay_tcp<S>(stream: PongStream, target: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let (mut prd, mut pwr) = tokio::io::split(stream);
+    let (mut trd, mut twr) = tokio::io::split(target);
+    let (abort_tx, abort_rx) = tokio::sync::oneshot::channel::<()>();
+    let up = async {
+        match tokio::io::copy(&mut prd, &mut twr).await {
+            Ok(_) => {
+                let _ = twr.shutdown().await;
+            }
+            // The local reset the stream (or the connection died): stop both ways.
+            Err(_) => {
+                let _ = abort_tx.send(());
+            }
+        }
+    };
+    let down = async {
+        let copy = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match trd.read(&mut buf).await {
+                    Ok(0) => {
+                        let _ = pwr.shutdown().await;
+                        return None;
+                    }
+                    Ok(n) => {
+                        if pwr.write_all(&buf[..n]).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Err(e) => return Some(e),
+                }
+            }
+        };
+        tokio::select! {
+            Ok(()) = abort_rx => None,
+            e = copy => e,
+        }
+    };
+    let ((), target_error) = tokio::join!(up, down);
+    let stream = prd.unsplit(pwr);
+    if let Some(e) = target_error {
+        stream.reset(RstInfo::with_description(RstCode::DstReset, e.to_string()));
+    }
+}
+
+async fn relay_udp<U: UdpSock>(
+    mut d: PongDatagrams,
+    sock: U,
+    target: SocketAddr,
+    idle: Duration,
+) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        tokio::select! {
+            r = d.recv() => match r {
+                Ok(Some(b)) => {
+                    if let Err(e) = sock.send_to(&b, target).await {
+                        tracing::debug!("pong remote: udp to {target}: {e}");
+                    }
+                }
+                _ => return,
+            },
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) if from == target => {
+                    if d.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("pong remote: udp from {target}: {e}");
+                }
+            },
+            _ = tokio::time::sleep(idle) => {
+                tracing::debug!("pong remote: relay stream {} idle; closing", d.id());
+                return;
+            }
+        }
+    }
+}
