@@ -36,8 +36,7 @@ use tokio::time::Instant;
 use tunnelbed_netio::Trace;
 
 use crate::session::{
-    Blocked, ConnState, DialError, Event, Local, ProtocolError, Remote, SessionConfig,
-    StreamError,
+    Blocked, ConnState, DialError, Event, Local, ProtocolError, Remote, SessionConfig, StreamError,
 };
 use crate::stream::{Recv, ResetCause, StreamKind};
 use crate::wire::{Address, RstCode, RstInfo, MAX_PAYLOAD};
@@ -103,7 +102,9 @@ pub struct PongStream {
 
 impl std::fmt::Debug for PongStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PongStream").field("sid", &self.sid).finish()
+        f.debug_struct("PongStream")
+            .field("sid", &self.sid)
+            .finish()
     }
 }
 
@@ -199,10 +200,7 @@ impl PongDatagrams {
         if datagram.len() > MAX_PAYLOAD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "datagram of {} bytes exceeds {MAX_PAYLOAD}",
-                    datagram.len()
-                ),
+                format!("datagram of {} bytes exceeds {MAX_PAYLOAD}", datagram.len()),
             ));
         }
         if let Some(e) = self
@@ -377,7 +375,10 @@ impl PongConn {
 
     async fn open(&self, kind: StreamKind, addr: Address) -> io::Result<Opened> {
         let (tx, rx) = oneshot::channel();
-        self.opens.send((kind, addr, tx)).await.map_err(|_| gone())?;
+        self.opens
+            .send((kind, addr, tx))
+            .await
+            .map_err(|_| gone())?;
         match rx.await.map_err(|_| gone())? {
             Ok(s) => Ok(s),
             Err(e) => Err(io::Error::other(e.to_string())),
@@ -607,9 +608,8 @@ impl Task {
                         Ok(()) => unsent = self.m.poll_transmit(),
                         Err(mpsc::error::TrySendError::Full(b)) => unsent = Some(b),
                         Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.end.get_or_insert(ConnEnd::CarrierLost(
-                                "carrier write failed".into(),
-                            ));
+                            self.end
+                                .get_or_insert(ConnEnd::CarrierLost("carrier write failed".into()));
                         }
                     }
                     if unsent.is_some() {
@@ -691,9 +691,9 @@ impl Task {
             .unwrap_or(ConnEnd::CarrierLost("closed".into()));
         for s in self.streams.values_mut() {
             if s.end.borrow().is_none() {
-                let _ = s
-                    .end
-                    .send(Some(StreamEnd::Reset(ResetCause::Connection(why.to_string()))));
+                let _ = s.end.send(Some(StreamEnd::Reset(ResetCause::Connection(
+                    why.to_string(),
+                ))));
             }
             s.to_app = None;
         }
@@ -750,9 +750,10 @@ impl Task {
                                 &DialError::Other("remote is not accepting streams".into()),
                             );
                         }
-                        self.signal(stream_id, StreamEnd::Reset(ResetCause::Connection(
-                            "not accepted".into(),
-                        )));
+                        self.signal(
+                            stream_id,
+                            StreamEnd::Reset(ResetCause::Connection("not accepted".into())),
+                        );
                         self.forget(stream_id);
                     }
                 }

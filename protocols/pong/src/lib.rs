@@ -7,6 +7,8 @@
 
 pub mod driver;
 pub mod fuzzing;
+pub mod local;
+pub mod pool;
 pub mod remote;
 pub mod session;
 pub mod stream;

@@ -18,7 +18,9 @@ use tunnelbed_carrier::tls::ServerTls;
 use tunnelbed_carrier::{BoxStream, CarrierKind};
 use tunnelbed_netio::{Net, TcpListen, Trace, UdpSock};
 
-use crate::driver::{spawn_remote, ConnEnd, DriverConfig, Incoming, Opened, PongDatagrams, PongStream};
+use crate::driver::{
+    spawn_remote, ConnEnd, DriverConfig, Incoming, Opened, PongDatagrams, PongStream,
+};
 use crate::session::DialError;
 use crate::wire::{Address, RstCode, RstInfo};
 
@@ -156,7 +158,11 @@ async fn resolve<N: Net>(net: &N, addr: &Address) -> Result<Vec<SocketAddr>, Dia
     }
 }
 
-async fn dial_tcp<N: Net>(net: &N, addr: &Address, timeout: Duration) -> Result<N::Stream, DialError> {
+async fn dial_tcp<N: Net>(
+    net: &N,
+    addr: &Address,
+    timeout: Duration,
+) -> Result<N::Stream, DialError> {
     let work = async {
         let mut last = DialError::HostUnreachable;
         for a in resolve(net, addr).await? {
@@ -183,7 +189,9 @@ async fn dial_and_relay<N: Net>(net: N, inc: Incoming, cfg: Arc<RemoteConfig>) {
             }
             Ok(target) => {
                 inc.dialed(Ok(()));
-                let Opened::Tcp(s) = inc.stream else { unreachable!() };
+                let Opened::Tcp(s) = inc.stream else {
+                    unreachable!()
+                };
                 relay_tcp(s, target).await;
             }
         },
@@ -204,7 +212,9 @@ async fn dial_and_relay<N: Net>(net: N, inc: Incoming, cfg: Arc<RemoteConfig>) {
                 Err(e) => inc.dialed(Err(DialError::from_io(&e))),
                 Ok(sock) => {
                     inc.dialed(Ok(()));
-                    let Opened::Udp(d) = inc.stream else { unreachable!() };
+                    let Opened::Udp(d) = inc.stream else {
+                        unreachable!()
+                    };
                     relay_udp(d, sock, target, cfg.udp_idle).await;
                 }
             }
@@ -262,12 +272,7 @@ where
     }
 }
 
-async fn relay_udp<U: UdpSock>(
-    mut d: PongDatagrams,
-    sock: U,
-    target: SocketAddr,
-    idle: Duration,
-) {
+async fn relay_udp<U: UdpSock>(mut d: PongDatagrams, sock: U, target: SocketAddr, idle: Duration) {
     let mut buf = vec![0u8; 65_535];
     loop {
         tokio::select! {

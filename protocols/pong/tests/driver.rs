@@ -146,7 +146,13 @@ async fn relay_datagrams_round_trip() {
 async fn rejected_client_id_closes_the_connection() {
     let (a, b) = tokio::io::duplex(16 * 1024);
     let cfg = DriverConfig::default();
-    let local = spawn_local(a, *b"ffffffffffffffff", cfg.clone(), Trace::disabled(), "l".into());
+    let local = spawn_local(
+        a,
+        *b"ffffffffffffffff",
+        cfg.clone(),
+        Trace::disabled(),
+        "l".into(),
+    );
     let mut remote = spawn_remote(b, cfg, Trace::disabled(), "r".into());
     let hello = remote.hello.take().unwrap();
     let id = hello.await.unwrap();

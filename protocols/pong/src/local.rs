@@ -1,0 +1,228 @@
+//! The local role's SOCKS5 front (no authentication) over any [`Net`]: CONNECT becomes
+//! a connect stream, UDP ASSOCIATE a set of relay streams (one per destination), all
+//! carried by the [`Pool`].
+//!
+//! CONNECT is answered with success as soon as the stream is open on a carrier, before
+//! the remote has dialed (pong's "0 open time", as pong-go); a failed dial then resets
+//! the application's connection. If no carrier can be opened, the answer is SOCKS5
+//! "general failure".
+//!
+//! UDP ASSOCIATE: the front binds a UDP socket on the address the client reached it at
+//! and replies with it. Datagrams from the client (the first sender, or the address
+//! given in the request when it is not unspecified) with FRAG 0 are sent on the relay
+//! stream for their destination; answers come back with that destination in the SOCKS5
+//! UDP header. The association ends when its TCP connection closes. Fragmented
+//! datagrams (FRAG != 0) are dropped, as RFC 1928 allows.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tunnelbed_netio::{Net, TcpConn, TcpListen, UdpSock};
+use tunnelbed_socks5::handshake::{self, unspecified};
+use tunnelbed_socks5::{Addr, Command, Reply, UdpHeader};
+
+use crate::pool::Pool;
+use crate::wire::Address;
+
+/// Most relay streams one UDP association may open (one per destination).
+pub const MAX_UDP_DESTINATIONS: usize = 256;
+
+fn to_pong(a: &Addr) -> Address {
+    match a {
+        Addr::Ip(s) => Address::Ip(*s),
+        Addr::Domain(h, p) => Address::Domain(h.clone(), *p),
+    }
+}
+
+fn to_socks(a: &Address) -> Addr {
+    match a {
+        Address::Ip(s) => Addr::Ip(*s),
+        Address::Domain(h, p) => Addr::Domain(h.clone(), *p),
+    }
+}
+
+/// Serves SOCKS5 clients on `listener` until it fails.
+pub async fn serve_socks<N: Net>(
+    net: N,
+    listener: N::Listener,
+    pool: Arc<Pool<N>>,
+) -> io::Result<()> {
+    loop {
+        let (s, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("pong local: SOCKS5 accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (net, pool) = (net.clone(), pool.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle_client(net, s, pool).await {
+                tracing::debug!("pong local: SOCKS5 client {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// Serves one SOCKS5 client connection.
+pub async fn handle_client<N: Net>(net: N, mut s: N::Stream, pool: Arc<Pool<N>>) -> io::Result<()> {
+    let req = handshake::accept(&mut s).await?;
+    match req.command {
+        Command::Connect => {
+            let stream = match pool.open_connect(to_pong(&req.addr)).await {
+                Ok(st) => st,
+                Err(e) => {
+                    let _ = handshake::reply(&mut s, Reply::GeneralFailure, &unspecified()).await;
+                    return Err(e);
+                }
+            };
+            handshake::reply(&mut s, Reply::Succeeded, &unspecified()).await?;
+            relay(s, stream, req.early_data).await
+        }
+        Command::UdpAssociate => udp_associate(net, s, pool, req.addr).await,
+        _ => {
+            handshake::reply(&mut s, Reply::CommandNotSupported, &unspecified()).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Copies both ways with half closes; a reset stream closes the application's socket.
+async fn relay<S: TcpConn>(
+    app: S,
+    stream: crate::driver::PongStream,
+    early: Vec<u8>,
+) -> io::Result<()> {
+    let (mut ard, mut awr) = tokio::io::split(app);
+    let (mut prd, mut pwr) = tokio::io::split(stream);
+    let up = async {
+        if !early.is_empty() {
+            pwr.write_all(&early).await?;
+        }
+        tokio::io::copy(&mut ard, &mut pwr).await?;
+        pwr.shutdown().await
+    };
+    let down = async {
+        tokio::io::copy(&mut prd, &mut awr).await?;
+        awr.shutdown().await
+    };
+    // Either direction failing (a reset) ends both: dropping the socket tells the app.
+    tokio::try_join!(up, down).map(|_| ())
+}
+
+async fn udp_associate<N: Net>(
+    net: N,
+    mut ctl: N::Stream,
+    pool: Arc<Pool<N>>,
+    from: Addr,
+) -> io::Result<()> {
+    let local_ip = ctl.local_addr()?.ip();
+    let sock = match net.bind_udp(SocketAddr::new(local_ip, 0)).await {
+        Ok(u) => Arc::new(u),
+        Err(e) => {
+            let _ = handshake::reply(&mut ctl, Reply::GeneralFailure, &unspecified()).await;
+            return Err(e);
+        }
+    };
+    let bound = sock.local_addr()?;
+    handshake::reply(&mut ctl, Reply::Succeeded, &Addr::Ip(bound)).await?;
+    // The client is whoever the request named, or the first sender.
+    let mut client: Option<SocketAddr> = match from {
+        Addr::Ip(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
+        _ => None,
+    };
+    let (back_tx, mut back_rx) = mpsc::channel::<(Address, Bytes)>(256);
+    let mut senders: BTreeMap<Address, mpsc::Sender<Bytes>> = BTreeMap::new();
+    let mut buf = vec![0u8; 65_535];
+    let mut ctl_buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            r = ctl.read(&mut ctl_buf) => match r {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => {} // nothing is expected on the control connection
+            },
+            r = sock.recv_from(&mut buf) => {
+                let (n, src) = r?;
+                if *client.get_or_insert(src) != src {
+                    continue; // not our client
+                }
+                let Ok(Some((h, payload))) = UdpHeader::decode(&buf[..n]) else {
+                    tracing::debug!("pong local: dropped a malformed or fragmented SOCKS5 datagram");
+                    continue;
+                };
+                let dest = to_pong(&h.addr);
+                if !senders.contains_key(&dest) {
+                    if senders.len() >= MAX_UDP_DESTINATIONS {
+                        tracing::warn!("pong local: UDP association over {MAX_UDP_DESTINATIONS} destinations; dropping");
+                        continue;
+                    }
+                    let d = match pool.open_relay(dest.clone()).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!("pong local: relay stream to {dest}: {e}");
+                            continue;
+                        }
+                    };
+                    let (tx, rx) = mpsc::channel::<Bytes>(256);
+                    tokio::spawn(pump_relay(d, rx, dest.clone(), back_tx.clone()));
+                    senders.insert(dest.clone(), tx);
+                }
+                let tx = &senders[&dest];
+                if tx.try_send(Bytes::copy_from_slice(payload)).is_err() {
+                    tracing::debug!("pong local: relay stream to {dest} is busy or gone; datagram dropped");
+                    if tx.is_closed() {
+                        senders.remove(&dest);
+                    }
+                }
+            }
+            Some((dest, b)) = back_rx.recv() => {
+                let Some(c) = client else { continue };
+                let mut out = BytesMut::with_capacity(b.len() + 32);
+                let h = UdpHeader { addr: to_socks(&dest) };
+                if h.encode(&b, &mut out).is_ok() {
+                    let _ = sock.send_to(&out, c).await;
+                }
+            }
+        }
+    }
+}
+
+/// One relay stream: datagrams from the client go out, answers come back tagged with
+/// their destination.
+async fn pump_relay(
+    mut d: crate::driver::PongDatagrams,
+    mut rx: mpsc::Receiver<Bytes>,
+    dest: Address,
+    back: mpsc::Sender<(Address, Bytes)>,
+) {
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(b) => {
+                    if d.send(b).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            r = d.recv() => match r {
+                Ok(Some(b)) => {
+                    if back.send((dest.clone(), b)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!("pong local: relay stream to {dest}: {e}");
+                    return;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The whole local path on real loopback sockets: SOCKS5 client -> local front -> pool
+//! -> tcp carrier -> remote -> target, for CONNECT and UDP ASSOCIATE, and the remote's
+//! silence towards an unknown client id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tunnelbed_carrier::tls::ClientTls;
+use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_netio::{Net, TokioNet, Trace};
+use tunnelbed_pong::local::serve_socks;
+use tunnelbed_pong::pool::{Pool, PoolConfig};
+use tunnelbed_pong::remote::{serve, RemoteConfig};
+use tunnelbed_socks5::handshake;
+use tunnelbed_socks5::{Addr, UdpHeader};
+
+const ID: [u8; 16] = *b"pong-test-client";
+
+async fn start_remote() -> std::net::SocketAddr {
+    let net = TokioNet;
+    let l = net.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = tunnelbed_netio::TcpListen::local_addr(&l).unwrap();
+    let cfg = RemoteConfig {
+        allowed: vec![ID],
+        ..RemoteConfig::default()
+    };
+    tokio::spawn(serve(
+        net,
+        l,
+        CarrierKind::Tcp,
+        None,
+        Arc::new(cfg),
+        Trace::disabled(),
+        "remote".into(),
+    ));
+    addr
+}
+
+async fn start_local(remote: std::net::SocketAddr) -> std::net::SocketAddr {
+    let net = TokioNet;
+    let url: CarrierUrl = format!("tcp://{remote}").parse().unwrap();
+    let pool = Arc::new(Pool::new(
+        net.clone(),
+        PoolConfig::new(url, ID),
+        Arc::new(ClientTls::insecure()),
+        Trace::disabled(),
+        "local".into(),
+    ));
+    let l = net.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = tunnelbed_netio::TcpListen::local_addr(&l).unwrap();
+    tokio::spawn(serve_socks(net, l, pool));
+    addr
+}
+
+#[tokio::test]
+async fn socks_connect_and_udp_associate_through_local_and_remote() {
+    // Targets: a TCP server that answers after the client's FIN, a UDP echo.
+    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taddr = tl.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = tl.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                s.write_all(&got).await.unwrap();
+                s.write_all(b"--after-finish").await.unwrap();
+            });
+        }
+    });
+    let u = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let uaddr = u.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut b = vec![0u8; 65_535];
+        while let Ok((n, from)) = u.recv_from(&mut b).await {
+            let _ = u.send_to(&b[..n], from).await;
+        }
+    });
+    let remote = start_remote().await;
+    let socks = start_local(remote).await;
+
+    // CONNECT, 50 parallel, each half-closing and reading the answer.
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(socks).await.unwrap();
+            let (code, _) = handshake::connect(&mut c, &Addr::Ip(taddr)).await.unwrap();
+            assert_eq!(code, 0);
+            let data: Vec<u8> = (0..100_000u32).map(|x| (x ^ i) as u8).collect();
+            c.write_all(&data).await.unwrap();
+            c.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).await.unwrap();
+            let mut want = data;
+            want.extend_from_slice(b"--after-finish");
+            assert!(got == want, "stream {i}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // UDP ASSOCIATE: datagrams to the echo come back intact with its address.
+    let mut ctl = TcpStream::connect(socks).await.unwrap();
+    let (code, bound) = handshake::udp_associate(&mut ctl, &handshake::unspecified())
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let Addr::Ip(bound) = bound else { panic!("bound {bound:?}") };
+    let cu = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for size in [1usize, 100, 1400, 8000] {
+        let payload: Vec<u8> = (0..size).map(|x| x as u8).collect();
+        let mut out = BytesMut::new();
+        UdpHeader {
+            addr: Addr::Ip(uaddr),
+        }
+        .encode(&payload, &mut out)
+        .unwrap();
+        cu.send_to(&out, bound).await.unwrap();
+        let mut b = vec![0u8; 65_535];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), cu.recv_from(&mut b))
+            .await
+            .expect("udp answer")
+            .unwrap();
+        let (h, got) = UdpHeader::decode(&b[..n]).unwrap().unwrap();
+        assert_eq!(h.addr, Addr::Ip(uaddr));
+        assert_eq!(got, &payload[..]);
+    }
+}
+
+#[tokio::test]
+async fn unknown_client_id_is_closed_with_nothing_written() {
+    let remote = start_remote().await;
+    let mut c = TcpStream::connect(remote).await.unwrap();
+    let mut hello = vec![0u8];
+    hello.extend_from_slice(b"not-the-right-id");
+    // A connect frame too: it must not be answered either.
+    hello.extend_from_slice(&[0, 14, 0, 0, 0, 1, 1, 1, 127, 0, 0, 1, 0, 9]);
+    c.write_all(&hello).await.unwrap();
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+        .await
+        .expect("remote must close");
+    assert!(r.is_ok() || got.is_empty());
+    assert!(got.is_empty(), "remote wrote {got:?}");
+}
