@@ -43,7 +43,7 @@ async fn start_local(remote: std::net::SocketAddr) -> std::net::SocketAddr {
     let net = TokioNet;
     let url: CarrierUrl = format!("tcp://{remote}").parse().unwrap();
     let pool = Arc::new(Pool::new(
-        net.clone(),
+        net,
         PoolConfig::new(url, ID),
         Arc::new(ClientTls::insecure()),
         Trace::disabled(),
