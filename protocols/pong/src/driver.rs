@@ -25,14 +25,15 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::PollSender;
 use tunnelbed_netio::Trace;
 
 use crate::session::{
@@ -46,7 +47,8 @@ use crate::wire::{Address, RstCode, RstInfo, MAX_PAYLOAD};
 pub struct DriverConfig {
     /// The machine's caps.
     pub session: SessionConfig,
-    /// Bytes buffered in each [`PongStream`] each way (between the pumps and the app).
+    /// Received bytes queued between the connection task and each [`PongStream`] (in
+    /// chunks of about 16 KiB), on top of the machine's per-stream buffer.
     pub stream_buffer: usize,
     /// Datagrams queued towards the application of each relay stream.
     pub datagram_queue: usize,
@@ -91,13 +93,22 @@ fn end_error(sid: u32, e: &StreamEnd, writing: bool) -> Option<io::Error> {
 /// One connect (TCP) stream, as the application uses it.
 ///
 /// Shutting down its write half sends finish (a half close: the peer may go on sending).
-/// Dropping it after reading to the end closes gracefully; dropping it with input unread
-/// is an abort (rst). [`PongStream::reset`] aborts with a chosen code.
+/// Dropping it without a shutdown sends finish too; dropping it with input unread is an
+/// abort (rst, as a TCP socket closed with unread data). [`PongStream::reset`] aborts with
+/// a chosen code. Reads and writes go straight to the connection task through bounded
+/// queues (no copy tasks in between).
 pub struct PongStream {
     sid: u32,
-    io: DuplexStream,
+    rx: mpsc::Receiver<Bytes>,
+    /// Part of a received chunk the application has not read yet.
+    leftover: Bytes,
+    eof: bool,
+    tx: PollSender<Cmd>,
+    shut: bool,
     end: watch::Receiver<Option<StreamEnd>>,
-    cmds: mpsc::UnboundedSender<Ctl>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    wake: Arc<Notify>,
+    released: bool,
 }
 
 impl std::fmt::Debug for PongStream {
@@ -108,6 +119,9 @@ impl std::fmt::Debug for PongStream {
     }
 }
 
+/// Most bytes one write turns into one data frame.
+const WRITE_CHUNK: usize = 32 * 1024;
+
 impl PongStream {
     /// The stream id on the wire.
     pub fn id(&self) -> u32 {
@@ -115,8 +129,9 @@ impl PongStream {
     }
 
     /// Aborts the stream: rst with `info` to the peer; unsent and unread bytes are dropped.
-    pub fn reset(self, info: RstInfo) {
-        let _ = self.cmds.send(Ctl::Reset(self.sid, info));
+    pub fn reset(mut self, info: RstInfo) {
+        self.released = true;
+        let _ = self.ctl.send(Ctl::Reset(self.sid, info));
     }
 
     fn error(&self, writing: bool) -> Option<io::Error> {
@@ -134,16 +149,29 @@ impl AsyncRead for PongStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            // End of input after a reset is the reset, not a clean end.
-            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
-                match this.error(false) {
-                    Some(e) => Poll::Ready(Err(e)),
-                    None => Poll::Ready(Ok(())),
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if this.leftover.is_empty() && !this.eof {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(b)) => {
+                    // Room in the queue: the connection task may feed more.
+                    this.wake.notify_one();
+                    this.leftover = b;
                 }
+                Poll::Ready(None) => this.eof = true,
+                Poll::Pending => return Poll::Pending,
             }
-            other => other,
+        }
+        if !this.leftover.is_empty() {
+            let n = this.leftover.len().min(buf.remaining());
+            buf.put_slice(&this.leftover.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        // End of input after a reset is the reset, not a clean end.
+        match this.error(false) {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Poll::Ready(Ok(())),
         }
     }
 }
@@ -158,15 +186,76 @@ impl AsyncWrite for PongStream {
         if let Some(e) = this.error(true) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.io).poll_write(cx, data)
+        if this.shut {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("pong stream {}: write after shutdown", this.sid),
+            )));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if ready!(this.tx.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(this.error(true).unwrap_or_else(gone)));
+        }
+        let n = data.len().min(WRITE_CHUNK);
+        let item = Cmd::Data(this.sid, Bytes::copy_from_slice(&data[..n]));
+        if this.tx.send_item(item).is_err() {
+            return Poll::Ready(Err(gone()));
+        }
+        Poll::Ready(Ok(n))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.shut {
+            return Poll::Ready(Ok(()));
+        }
+        if this.error(true).is_some() {
+            this.shut = true;
+            return Poll::Ready(Ok(()));
+        }
+        if ready!(this.tx.poll_reserve(cx)).is_err() {
+            this.shut = true;
+            return Poll::Ready(Ok(()));
+        }
+        let _ = this.tx.send_item(Cmd::Finish(this.sid));
+        this.shut = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for PongStream {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if !self.shut {
+            if let Some(tx) = self.tx.get_ref() {
+                send_in_order(tx, Cmd::Finish(self.sid));
+            }
+        }
+        let unread = !self.eof && (!self.leftover.is_empty() || !self.rx.is_closed());
+        let _ = self.ctl.send(Ctl::Dropped(self.sid, unread));
+    }
+}
+
+/// Queues `c` behind what is already queued, from a context that cannot wait (Drop).
+fn send_in_order(tx: &mpsc::Sender<Cmd>, c: Cmd) {
+    match tx.try_send(c) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(c)) => {
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                let tx = tx.clone();
+                h.spawn(async move {
+                    let _ = tx.send(c).await;
+                });
+            }
+        }
     }
 }
 
@@ -178,6 +267,8 @@ pub struct PongDatagrams {
     end: watch::Receiver<Option<StreamEnd>>,
     cmds: mpsc::Sender<Cmd>,
     ctl: mpsc::UnboundedSender<Ctl>,
+    wake: Arc<Notify>,
+    released: bool,
 }
 
 impl std::fmt::Debug for PongDatagrams {
@@ -221,7 +312,10 @@ impl PongDatagrams {
     /// was reset or the connection died.
     pub async fn recv(&mut self) -> io::Result<Option<Bytes>> {
         match self.rx.recv().await {
-            Some(b) => Ok(Some(b)),
+            Some(b) => {
+                self.wake.notify_one();
+                Ok(Some(b))
+            }
             None => match self
                 .end
                 .borrow()
@@ -235,7 +329,8 @@ impl PongDatagrams {
     }
 
     /// Aborts the stream with rst `info`.
-    pub fn reset(self, info: RstInfo) {
+    pub fn reset(mut self, info: RstInfo) {
+        self.released = true;
         let _ = self.ctl.send(Ctl::Reset(self.sid, info));
     }
 }
@@ -243,14 +338,8 @@ impl PongDatagrams {
 impl Drop for PongDatagrams {
     fn drop(&mut self) {
         // Through the data queue, so datagrams sent before the drop still go out.
-        match self.cmds.try_send(Cmd::Release(self.sid)) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(c)) => {
-                let tx = self.cmds.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(c).await;
-                });
-            }
+        if !self.released {
+            send_in_order(&self.cmds, Cmd::Release(self.sid));
         }
     }
 }
@@ -541,8 +630,8 @@ enum Cmd {
 
 /// Control messages, at most a few per stream, so an unbounded queue stays bounded.
 enum Ctl {
-    /// The application stopped reading (`gone`: it dropped the stream with input left).
-    WriterDone(u32, bool),
+    /// The application dropped a connect stream (`true`: with input unread).
+    Dropped(u32, bool),
     Reset(u32, RstInfo),
     Dialed(u32, Result<(), DialError>),
     Approve(bool),
@@ -842,52 +931,13 @@ impl Task {
                     end: end_rx,
                     cmds: cmd_tx.clone(),
                     ctl: self.ctl.clone(),
+                    wake: self.wake.clone(),
+                    released: false,
                 })
             }
             StreamKind::Tcp => {
-                let (app, mine) = tokio::io::duplex(self.cfg.stream_buffer);
-                let (to_app, from_conn) = mpsc::channel::<Bytes>(4);
-                let (mut mine_rd, mut mine_wr) = tokio::io::split(mine);
-                // Application -> connection.
-                let tx = cmd_tx.clone();
-                let mut end = end_rx.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = ended(&mut end) => break,
-                            r = mine_rd.read(&mut buf) => match r {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    let b = Bytes::copy_from_slice(&buf[..n]);
-                                    if tx.send(Cmd::Data(sid, b)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            },
-                        }
-                    }
-                    let _ = tx.send(Cmd::Finish(sid)).await;
-                });
-                // Connection -> application.
-                let ctl = self.ctl.clone();
-                let wake = self.wake.clone();
-                tokio::spawn(async move {
-                    let mut from_conn = from_conn;
-                    let mut gone = false;
-                    while let Some(b) = from_conn.recv().await {
-                        wake.notify_one();
-                        if mine_wr.write_all(&b).await.is_err() {
-                            gone = true;
-                            break;
-                        }
-                    }
-                    if !gone {
-                        let _ = mine_wr.shutdown().await;
-                    }
-                    let _ = ctl.send(Ctl::WriterDone(sid, gone));
-                });
+                let (to_app, rx) =
+                    mpsc::channel::<Bytes>((self.cfg.stream_buffer / (16 * 1024)).max(2));
                 self.streams.insert(
                     sid,
                     DrvStream {
@@ -900,9 +950,15 @@ impl Task {
                 );
                 Opened::Tcp(PongStream {
                     sid,
-                    io: app,
+                    rx,
+                    leftover: Bytes::new(),
+                    eof: false,
+                    tx: PollSender::new(cmd_tx.clone()),
+                    shut: false,
                     end: end_rx,
-                    cmds: self.ctl.clone(),
+                    ctl: self.ctl.clone(),
+                    wake: self.wake.clone(),
+                    released: false,
                 })
             }
         }
@@ -953,10 +1009,10 @@ impl Task {
 
     fn control(&mut self, c: Ctl, now: Duration) {
         match c {
-            Ctl::WriterDone(sid, gone) => {
+            Ctl::Dropped(sid, unread) => {
                 if let Some(s) = self.streams.get_mut(&sid) {
                     s.writer_done = true;
-                    if gone && self.m.is_live(sid) {
+                    if unread && self.m.is_live(sid) {
                         // Dropped with input unread: abort.
                         let _ = self.m.reset(
                             now,
@@ -1054,18 +1110,6 @@ impl Task {
             }
         }
         any
-    }
-}
-
-/// Resolves once the stream has ended by reset (or its connection side is gone).
-async fn ended(rx: &mut watch::Receiver<Option<StreamEnd>>) {
-    loop {
-        if matches!(*rx.borrow_and_update(), Some(StreamEnd::Reset(_))) {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
     }
 }
 
