@@ -21,7 +21,10 @@ const ID: [u8; 16] = *b"pong-test-client";
 
 async fn start_remote() -> std::net::SocketAddr {
     let net = TokioNet;
-    let l = net.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = net
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = tunnelbed_netio::TcpListen::local_addr(&l).unwrap();
     let cfg = RemoteConfig {
         allowed: vec![ID],
@@ -49,7 +52,10 @@ async fn start_local(remote: std::net::SocketAddr) -> std::net::SocketAddr {
         Trace::disabled(),
         "local".into(),
     ));
-    let l = net.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = net
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = tunnelbed_netio::TcpListen::local_addr(&l).unwrap();
     tokio::spawn(serve_socks(net, l, pool));
     addr
@@ -108,7 +114,9 @@ async fn socks_connect_and_udp_associate_through_local_and_remote() {
         .await
         .unwrap();
     assert_eq!(code, 0);
-    let Addr::Ip(bound) = bound else { panic!("bound {bound:?}") };
+    let Addr::Ip(bound) = bound else {
+        panic!("bound {bound:?}")
+    };
     let cu = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for size in [1usize, 100, 1400, 8000] {
         let payload: Vec<u8> = (0..size).map(|x| x as u8).collect();
@@ -145,4 +153,54 @@ async fn unknown_client_id_is_closed_with_nothing_written() {
         .expect("remote must close");
     assert!(r.is_ok() || got.is_empty());
     assert!(got.is_empty(), "remote wrote {got:?}");
+}
+
+/// The pool spreads streams over carriers by the per-connection limit and closes idle
+/// carriers.
+#[tokio::test]
+async fn pool_respects_stream_limit_and_idle_close() {
+    let remote = start_remote().await;
+    let url: CarrierUrl = format!("tcp://{remote}").parse().unwrap();
+    let mut cfg = PoolConfig::new(url, ID);
+    cfg.max_streams_per_conn = 3;
+    cfg.idle_close = Duration::from_millis(100);
+    let pool = Pool::new(
+        TokioNet,
+        cfg,
+        Arc::new(ClientTls::insecure()),
+        Trace::disabled(),
+        "local".into(),
+    );
+    // A target that holds connections open.
+    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taddr = tl.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = tl.accept().await {
+            held.push(s);
+        }
+    });
+    let mut streams = Vec::new();
+    for _ in 0..7 {
+        let a = tunnelbed_pong::Address::Ip(taddr);
+        streams.push(pool.open_connect(a).await.unwrap());
+    }
+    let st = pool.stats().await;
+    assert_eq!(
+        (st.carriers_opened, st.connections, st.live_streams),
+        (3, 3, 7)
+    );
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pool.stats().await.live_streams, 0);
+    pool.maintain().await; // marks idle
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    pool.maintain().await; // closes
+    assert_eq!(pool.stats().await.connections, 0);
+    // A new stream dials a new carrier.
+    let _s = pool
+        .open_connect(tunnelbed_pong::Address::Ip(taddr))
+        .await
+        .unwrap();
+    assert_eq!(pool.stats().await.carriers_opened, 4);
 }
