@@ -1,9 +1,10 @@
 //! `tunnelbed replay`: read a capture, reassemble KCP sessions and TCP flows, decode the
-//! h2tunnel frames inside, and print a timeline per stream.
+//! h2tunnel and pong frames inside, and print a timeline per stream.
 
 pub mod flows;
 pub mod h2t;
 pub mod kcp;
+pub mod pong;
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -132,6 +133,21 @@ pub fn render(capture: &[u8]) -> Result<String, String> {
             "\nh2tunnel over {name} (-> is the client's direction; times from the first packet)"
         );
         s.push_str(&h2t::timeline(dirs, trailing, base));
+    }
+    // pong connections: the local's direction starts with the connection header.
+    for ((src, dst), f) in &flows.tcp {
+        if !pong::is_pong(&f.bytes) {
+            continue;
+        }
+        let back = flows.tcp.get(&(*dst, *src));
+        let (b, bm) = back
+            .map(|b| (&b.bytes[..], &b.marks[..]))
+            .unwrap_or((&[], &[]));
+        let _ = writeln!(
+            s,
+            "\npong over tcp {src} -> {dst} (-> is the local's direction; times from the first packet)"
+        );
+        s.push_str(&pong::timeline((&f.bytes, &f.marks), (b, bm), base));
     }
     Ok(s)
 }
