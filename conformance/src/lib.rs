@@ -5,3 +5,6 @@
 
 /// vproxy HTTP/2-framed tunnel cases (seed 000 and the notes), one stable ID per rule.
 pub mod h2tunnel_cases;
+
+/// `tunnelbed check pong`: the conformance checker for any pong remote (seed 001).
+pub mod pong_check;

@@ -25,6 +25,65 @@ pub enum BenchCmd {
     /// small-request latency, side by side in one run. Needs `kcptun-client` and
     /// `kcptun-server` (`apt-get install -y kcptun`).
     H2tunnel(H2tunnelBenchArgs),
+    /// Our pong local and remote on loopback against direct TCP, in one run: bulk
+    /// throughput through SOCKS5 -> local -> carrier -> remote (ratio to direct TCP, per
+    /// carrier), p50/p99 of small request/response exchanges at many concurrent streams,
+    /// and RSS with thousands of idle streams. Local and remote run as child processes.
+    Pong(PongBenchArgs),
+}
+
+/// Carriers `bench pong` can run over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PongCarrier {
+    /// Plain TCP.
+    Tcp,
+    /// TLS (rustls) over TCP.
+    Tls,
+    /// WebSocket over TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl PongCarrier {
+    fn kind(self) -> tunnelbed_carrier::CarrierKind {
+        use tunnelbed_carrier::CarrierKind as K;
+        match self {
+            PongCarrier::Tcp => K::Tcp,
+            PongCarrier::Tls => K::Tls,
+            PongCarrier::Ws => K::Ws,
+            PongCarrier::Wss => K::Wss,
+        }
+    }
+}
+
+/// `bench pong` arguments.
+#[derive(Args, Debug)]
+pub struct PongBenchArgs {
+    /// Also write the Markdown report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// MiB per bulk download.
+    #[arg(long, default_value_t = 256)]
+    pub size: u64,
+    /// Timed downloads per stack (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
+    /// Carriers to run pong over (repeat the flag or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp,tls,ws")]
+    pub carrier: Vec<PongCarrier>,
+    /// Idle streams for the memory figures (0 skips them).
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_streams: usize,
+    /// Concurrent streams for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    pub streams: usize,
+    /// Timed request/response round trips per latency stream.
+    #[arg(long, default_value_t = 50)]
+    pub exchanges: usize,
+    /// Internal: run one process of the benchmark's path (remote, local, relay, hold).
+    #[arg(long, hide = true)]
+    pub child: Option<String>,
 }
 
 /// `bench h2tunnel` arguments.
@@ -145,6 +204,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Kcp(a) => run_kcp(a),
         BenchCmd::H2tunnel(a) => run_h2tunnel(a),
+        BenchCmd::Pong(a) => run_pong(a),
     }
 }
 
@@ -448,6 +508,66 @@ fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(crate::cmd::EXIT_FAILURE)
     })
+}
+
+fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::bench::pong_bench::{self, Plan};
+    if let Some(spec) = &a.child {
+        pong_bench::child_main(spec)?;
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    let mut carriers: Vec<PongCarrier> = Vec::new();
+    for c in &a.carrier {
+        if !carriers.contains(c) {
+            carriers.push(*c);
+        }
+    }
+    if a.size == 0 || a.size > 4096 || a.reps == 0 || a.streams == 0 || carriers.is_empty() {
+        eprintln!(
+            "error: --size must be 1..=4096 MiB, --reps and --streams at least 1, --carrier not empty"
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let plan = Plan {
+        size: (a.size as usize) << 20,
+        reps: a.reps,
+        carriers: carriers.iter().map(|c| c.kind()).collect(),
+        streams: a.streams,
+        exchanges: a.exchanges,
+        idle_streams: a.idle_streams,
+    };
+    let results = pong_bench::run(&plan, |step| eprintln!("bench pong: {step}"))?;
+    let names: Vec<&str> = plan
+        .carriers
+        .iter()
+        .map(|&k| pong_bench::scheme(k))
+        .collect();
+    let mut command = format!(
+        "tunnelbed bench pong --size {} --reps {} --carrier {} --idle-streams {} --streams {} --exchanges {}",
+        a.size,
+        a.reps,
+        names.join(","),
+        a.idle_streams,
+        a.streams,
+        a.exchanges
+    );
+    if let Some(p) = &a.out {
+        command.push_str(&format!(" --out {}", p.display()));
+    }
+    let report = pong_bench::render(&plan, &results, &command, &today());
+    print!("{report}");
+    if let Some(p) = &a.out {
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::write(p, &report).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("bench pong: wrote {}", p.display());
+    }
+    Ok(ExitCode::from(if results.failures() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }))
 }
 
 #[cfg(test)]

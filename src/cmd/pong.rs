@@ -1,12 +1,436 @@
-//! Placeholder until the `pong` commands land.
+//! `tunnelbed pong`: the pong multiplexed proxy (seed 001) on real sockets.
+//!
+//! `pong remote` accepts carriers (`tcp://`, `tls://`, `ws://`, `wss://`), checks each
+//! connection's client id against the allow list (an unknown id is closed with nothing
+//! written back) and dials the destination of every stream (TCP for connect streams,
+//! UDP for relay streams). `pong local` is a SOCKS5 server (no authentication; CONNECT
+//! and UDP ASSOCIATE) that carries each request as a pong stream over a pool of carrier
+//! connections to one remote (a new carrier when every open one has its maximum of live
+//! streams or is too old; idle carriers close; a dead carrier is replaced by the next
+//! request).
+//!
+//! Both print one banner line on stderr once bound (`pong remote listening on URL`,
+//! `pong local: SOCKS5 on ADDR`, with the real port when 0 was asked for), log through
+//! `tracing`, and exit 0 on Ctrl-C or SIGTERM.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tunnelbed_carrier::tls::{ClientTls, ServerTls};
+use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_netio::{Net, TcpListen, TokioNet, Trace};
+use tunnelbed_pong::local::serve_socks;
+use tunnelbed_pong::pool::{Pool, PoolConfig};
+use tunnelbed_pong::remote::{serve, RemoteConfig};
 
+use super::{EXIT_OK, EXIT_USAGE};
+
+/// pong roles on real sockets.
 #[derive(Subcommand, Debug)]
-pub enum PongCmd {}
+pub enum PongCmd {
+    /// The remote: accepts carriers from locals whose client id is allowed and dials
+    /// each stream's destination. Prints `pong remote listening on URL` on stderr once
+    /// bound.
+    Remote(RemoteArgs),
+    /// The local: a SOCKS5 server (CONNECT, UDP ASSOCIATE; no authentication) whose
+    /// requests travel as pong streams to one remote. Prints `pong local: SOCKS5 on ADDR`
+    /// on stderr once bound.
+    Local(LocalArgs),
+}
 
+/// `pong remote` arguments.
+#[derive(Args, Debug)]
+pub struct RemoteArgs {
+    /// Carrier to listen on: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH] or
+    /// wss://HOST:PORT[/PATH] (port 0 picks a free one; WebSocket accepts any path).
+    #[arg(long, value_name = "URL")]
+    pub listen: String,
+    /// A client id allowed to connect, as a UUID (8-4-4-4-12 hex digits). Repeat for
+    /// several.
+    #[arg(long = "client-id", value_name = "UUID", required = true)]
+    pub client_ids: Vec<String>,
+    /// Certificate chain (PEM) for tls:// and wss://.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        conflicts_with = "self_signed_cert_out"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// For tls:// and wss:// without --cert: make a self-signed certificate for the
+    /// listen host (and localhost, 127.0.0.1, ::1) and write it as PEM to FILE, for
+    /// locals to trust with --ca FILE.
+    #[arg(long, value_name = "FILE")]
+    pub self_signed_cert_out: Option<PathBuf>,
+    /// How long dialing a stream's destination may take before the stream is answered
+    /// with rst 10 (dial timeout), in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub dial_timeout: f64,
+}
+
+/// `pong local` arguments.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// Where SOCKS5 clients connect, e.g. 127.0.0.1:1080 (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub socks: SocketAddr,
+    /// The remote: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH] or
+    /// wss://HOST:PORT[/PATH].
+    #[arg(long, value_name = "URL")]
+    pub remote: String,
+    /// Our client id, as a UUID (8-4-4-4-12 hex digits).
+    #[arg(long = "client-id", value_name = "UUID")]
+    pub client_id: String,
+    /// Trust the certificate(s) in this PEM file for tls:// and wss:// (a CA, or the
+    /// remote's self-signed certificate).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate from the remote (tests against throwaway remotes only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Live streams one carrier takes before another carrier is opened (pong-go: 30).
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub max_streams_per_conn: usize,
+    /// A carrier with no live stream for this long is closed, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub idle_close: f64,
+    /// A carrier this old takes no new streams (it closes after its last one), in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
+    pub max_age: f64,
+}
+
+/// Parses a UUID in its canonical text form (`8-4-4-4-12` hex digits, either case)
+/// into its 16 bytes in network order (RFC 9562), as pong's connection header carries
+/// them.
+pub fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
+    let bad =
+        || format!("client id {s:?}: expected a UUID such as 123e4567-e89b-12d3-a456-426614174000");
+    let groups: Vec<&str> = s.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    if lens != [8, 4, 4, 4, 12] {
+        return Err(bad());
+    }
+    let hex: String = groups.concat();
+    // Only ASCII hex digits (from_str_radix alone would take a leading '+', and slicing
+    // needs single-byte characters).
+    if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn parse_url(s: &str, what: &str) -> Result<CarrierUrl, String> {
+    s.parse::<CarrierUrl>().map_err(|e| format!("{what} {e}"))
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{what} {v}: expected seconds >= 0"))
+}
+
+fn usage(e: String) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {e}");
+    Ok(ExitCode::from(EXIT_USAGE))
+}
+
+fn needs_tls(kind: CarrierKind) -> bool {
+    matches!(kind, CarrierKind::Tls | CarrierKind::Wss)
+}
+
+/// Runs a `pong` subcommand.
 pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
-    match c {}
+    match c {
+        PongCmd::Remote(a) => {
+            let listen = match parse_url(&a.listen, "--listen") {
+                Ok(u) => u,
+                Err(e) => return usage(e),
+            };
+            let mut allowed = Vec::new();
+            for s in &a.client_ids {
+                match parse_uuid(s) {
+                    Ok(id) => allowed.push(id),
+                    Err(e) => return usage(e),
+                }
+            }
+            let dial_timeout = match secs(a.dial_timeout, "--dial-timeout") {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => return usage("--dial-timeout must be more than 0".into()),
+                Err(e) => return usage(e),
+            };
+            let has_cert = a.cert.is_some() || a.self_signed_cert_out.is_some();
+            if needs_tls(listen.kind) && !has_cert {
+                return usage(format!(
+                    "--listen {listen}: a TLS carrier needs --cert FILE --key FILE or \
+                     --self-signed-cert-out FILE"
+                ));
+            }
+            if !needs_tls(listen.kind) && has_cert {
+                return usage(format!(
+                    "--listen {listen}: certificates are only for tls:// and wss://"
+                ));
+            }
+            let cfg = RemoteConfig {
+                allowed,
+                dial_timeout,
+                ..RemoteConfig::default()
+            };
+            runtime()?.block_on(remote(a, listen, cfg))
+        }
+        PongCmd::Local(a) => {
+            let url = match parse_url(&a.remote, "--remote") {
+                Ok(u) => u,
+                Err(e) => return usage(e),
+            };
+            let client_id = match parse_uuid(&a.client_id) {
+                Ok(id) => id,
+                Err(e) => return usage(e),
+            };
+            if a.max_streams_per_conn == 0 {
+                return usage("--max-streams-per-conn must be at least 1".into());
+            }
+            let (idle_close, max_age) = match (
+                secs(a.idle_close, "--idle-close"),
+                secs(a.max_age, "--max-age"),
+            ) {
+                (Ok(i), Ok(m)) => (i, m),
+                (Err(e), _) | (_, Err(e)) => return usage(e),
+            };
+            if needs_tls(url.kind) && a.ca.is_none() && !a.insecure {
+                return usage(format!(
+                    "--remote {url}: a TLS carrier needs --ca FILE (the remote's certificate \
+                     or its CA) or --insecure"
+                ));
+            }
+            let tls = match &a.ca {
+                Some(p) => ClientTls::trusting_pem_file(p)
+                    .with_context(|| format!("reading --ca {}", p.display()))?,
+                // Without TLS the client settings are never used.
+                None => ClientTls::insecure(),
+            };
+            let mut cfg = PoolConfig::new(url, client_id);
+            cfg.max_streams_per_conn = a.max_streams_per_conn;
+            cfg.idle_close = idle_close;
+            cfg.max_age = max_age;
+            runtime()?.block_on(local(a.socks, cfg, Arc::new(tls)))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the tokio runtime")
+}
+
+/// Resolves to the first address of `host:port`.
+async fn listen_addr(url: &CarrierUrl) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .with_context(|| format!("resolving {}", url.host))?
+        .next()
+        .with_context(|| format!("{}: no address", url.host))
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The certificate names of a self-signed certificate for `host`.
+fn cert_names(host: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let unspecified = host
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_unspecified())
+        .unwrap_or(false);
+    if !unspecified {
+        names.push(host.to_string());
+    }
+    for n in ["localhost", "127.0.0.1", "::1"] {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    }
+    names
+}
+
+fn server_tls(a: &RemoteArgs, listen: &CarrierUrl) -> anyhow::Result<Option<Arc<ServerTls>>> {
+    if let (Some(cert), Some(key)) = (&a.cert, &a.key) {
+        let t = ServerTls::from_pem_files(cert, key).with_context(|| {
+            format!(
+                "loading the certificate {} and key {}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        return Ok(Some(Arc::new(t)));
+    }
+    if let Some(out) = &a.self_signed_cert_out {
+        let names = cert_names(&listen.host);
+        let t = ServerTls::self_signed(&names).context("making a self-signed certificate")?;
+        write_pem(out, &t.cert_pem())?;
+        tracing::info!(
+            "pong remote: self-signed certificate for {} written to {}",
+            names.join(", "),
+            out.display()
+        );
+        return Ok(Some(Arc::new(t)));
+    }
+    Ok(None)
+}
+
+/// Writes `pem` to `path` completely before anyone is told to read it (a temporary file
+/// renamed into place).
+fn write_pem(path: &Path, pem: &str) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, pem).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow::Result<ExitCode> {
+    let tls = server_tls(&a, &listen)?;
+    let addr = listen_addr(&listen).await?;
+    let net = TokioNet;
+    let lsn = net
+        .listen_tcp(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = TcpListen::local_addr(&lsn)?;
+    let mut shown = listen.clone();
+    shown.port = bound.port();
+    tracing::info!(
+        "pong remote: {} client id(s) allowed, dial timeout {:?}",
+        cfg.allowed.len(),
+        cfg.dial_timeout
+    );
+    eprintln!("pong remote listening on {shown}");
+    let server = serve(
+        net,
+        lsn,
+        listen.kind,
+        tls,
+        Arc::new(cfg),
+        Trace::disabled(),
+        "remote".into(),
+    );
+    tokio::select! {
+        r = server => {
+            r.with_context(|| format!("serving {shown}"))?;
+            anyhow::bail!("{shown}: the listener stopped");
+        }
+        _ = stop_signal() => {
+            tracing::info!("pong remote: stopping");
+            Ok(ExitCode::from(EXIT_OK))
+        }
+    }
+}
+
+async fn local(
+    socks: SocketAddr,
+    cfg: PoolConfig,
+    tls: Arc<ClientTls>,
+) -> anyhow::Result<ExitCode> {
+    let net = TokioNet;
+    let lsn = net
+        .listen_tcp(socks)
+        .await
+        .with_context(|| format!("binding {socks}"))?;
+    let bound = TcpListen::local_addr(&lsn)?;
+    tracing::info!(
+        "pong local: remote {}, at most {} streams per carrier, idle close {:?}, max age {:?}",
+        cfg.remote,
+        cfg.max_streams_per_conn,
+        cfg.idle_close,
+        cfg.max_age
+    );
+    let pool = Arc::new(Pool::new(net, cfg, tls, Trace::disabled(), "local".into()));
+    let maintenance = tokio::spawn(pool.clone().run_maintenance());
+    eprintln!("pong local: SOCKS5 on {bound}");
+    let result = tokio::select! {
+        r = serve_socks(net, lsn, pool.clone()) => {
+            match r {
+                Ok(()) => Err(anyhow::anyhow!("SOCKS5 on {bound}: the listener stopped")),
+                Err(e) => Err(anyhow::Error::new(e).context(format!("SOCKS5 on {bound}"))),
+            }
+        }
+        _ = stop_signal() => {
+            tracing::info!("pong local: stopping");
+            Ok(ExitCode::from(EXIT_OK))
+        }
+    };
+    maintenance.abort();
+    pool.shutdown().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_in_canonical_form_only() {
+        assert_eq!(
+            parse_uuid("00112233-4455-6677-8899-AaBbCcDdEeFf").unwrap(),
+            [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ]
+        );
+        for bad in [
+            "",
+            "00112233445566778899aabbccddeeff",
+            "00112233-4455-6677-8899-aabbccddeef",
+            "00112233-4455-6677-8899-aabbccddeeffa",
+            "0011223g-4455-6677-8899-aabbccddeeff",
+            "+0112233-4455-6677-8899-aabbccddeeff",
+            "{00112233-4455-6677-8899-aabbccddeeff}",
+            "0011-2233-4455-6677-8899aabbccddeeff",
+            "00112233-4455-6677-8899-aabbccddeeé",
+        ] {
+            assert!(parse_uuid(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn self_signed_names() {
+        assert_eq!(
+            cert_names("0.0.0.0"),
+            ["localhost", "127.0.0.1", "::1"].map(String::from)
+        );
+        assert_eq!(
+            cert_names("pong.test"),
+            ["pong.test", "localhost", "127.0.0.1", "::1"].map(String::from)
+        );
+        assert_eq!(cert_names("127.0.0.1").len(), 3);
+    }
 }

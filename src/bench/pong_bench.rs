@@ -1,0 +1,1291 @@
+//! `tunnelbed bench pong`: our pong local and remote on loopback against direct TCP, in
+//! one run, side by side.
+//!
+//! Layout: the bench process holds the applications (a bulk source, an echo target and
+//! the clients, on blocking threads and a tokio runtime of its own). Everything on the
+//! proxy path runs in child processes of this same binary (`bench pong --child ...`,
+//! hidden): one `remote` (pong remote, tokio multi-thread runtime) and one `local` (SOCKS5
+//! front and carrier pool, its own tokio multi-thread runtime) per carrier, as `pong
+//! remote` and `pong local` would run. A reference path, two plain TCP relays in a chain
+//! (two child processes copying with tokio, no framing), has the same number of
+//! processes, sockets and hops as pong and shows what relaying alone costs here.
+//!
+//! - Throughput: bulk downloads of one pseudo-random payload (ChaCha8, incompressible)
+//!   from a loopback TCP source, directly, through the relay chain and through each
+//!   carrier, the stacks rotating their order repetition by repetition. The receiver
+//!   reads into a pre-touched buffer; the SHA-256 of what arrived is checked against the
+//!   payload's after the clock stops, so a broken transfer never counts.
+//! - Latency: `streams` concurrent streams, each doing `exchanges` 100-byte request /
+//!   100-byte answer round trips (closed loop, all streams at once) to an echo target.
+//! - Memory: fresh children per carrier; RSS (`VmRSS` of the local and the remote) before
+//!   and after `idle_streams` streams are opened to an idle target (a child that accepts
+//!   and holds connections) and left idle.
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnelbed_carrier::tls::{ClientTls, ServerTls};
+use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_netio::{Net, TcpListen, TokioNet, Trace};
+use tunnelbed_pong::driver::DriverConfig;
+use tunnelbed_pong::local::serve_socks;
+use tunnelbed_pong::pool::{Pool, PoolConfig};
+use tunnelbed_pong::remote::{serve, RemoteConfig};
+
+/// The client id the bench's local and remote share.
+pub const CLIENT_ID: [u8; 16] = *b"tunnelbed-bench!";
+
+/// Bytes of each latency request and answer.
+pub const MSG: usize = 100;
+
+/// Buffer size of each direction of the reference relay.
+pub const RELAY_BUF: usize = 64 * 1024;
+
+/// The must-show target: pong throughput at least this share of direct TCP.
+pub const TARGET_RATIO: f64 = 0.8;
+
+/// What a run measures.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Bytes per bulk download.
+    pub size: usize,
+    /// Timed downloads per stack (plus one untimed warm-up each).
+    pub reps: usize,
+    /// Carriers to run pong over.
+    pub carriers: Vec<CarrierKind>,
+    /// Concurrent streams for the latency figures.
+    pub streams: usize,
+    /// Timed round trips per latency stream.
+    pub exchanges: usize,
+    /// Idle streams for the memory figures (0 skips the memory phase).
+    pub idle_streams: usize,
+}
+
+/// `tcp`, `tls`, `ws` or `wss`.
+pub fn scheme(k: CarrierKind) -> &'static str {
+    match k {
+        CarrierKind::Tcp => "tcp",
+        CarrierKind::Tls => "tls",
+        CarrierKind::Ws => "ws",
+        CarrierKind::Wss => "wss",
+    }
+}
+
+fn parse_scheme(s: &str) -> anyhow::Result<CarrierKind> {
+    Ok(match s {
+        "tcp" => CarrierKind::Tcp,
+        "tls" => CarrierKind::Tls,
+        "ws" => CarrierKind::Ws,
+        "wss" => CarrierKind::Wss,
+        _ => bail!("unknown carrier {s:?}"),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes.
+
+/// A child of this binary: killed when dropped; it also exits when its stdin closes.
+struct Proc {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    _stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tunnelbed bench pong --child SPEC`; returns it and the address its
+/// `listening ADDR` banner names.
+fn spawn_child(spec: &str) -> anyhow::Result<(Proc, SocketAddr)> {
+    let me = std::env::current_exe().context("finding the tunnelbed binary")?;
+    let mut child = Command::new(me)
+        .args(["bench", "pong", "--child", spec])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting child {spec}"))?;
+    let stdin = child.stdin.take();
+    let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
+    let mut p = Proc {
+        child,
+        _stdin: stdin,
+        _stdout: None,
+    };
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    p._stdout = Some(out);
+    let addr = line
+        .strip_prefix("listening ")
+        .and_then(|a| a.trim().parse().ok())
+        .with_context(|| format!("child {spec}: no address in its banner {line:?}"))?;
+    Ok((p, addr))
+}
+
+/// Runs a child role until its stdin closes. `spec`: `remote:SCHEME`, `local:URL`,
+/// `relay:ADDR` or `hold`.
+pub fn child_main(spec: &str) -> anyhow::Result<()> {
+    raise_nofile();
+    // The parent going away (or closing our stdin) ends us.
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = io::stdin().read_to_end(&mut sink);
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let net = TokioNet;
+        let (role, arg) = spec.split_once(':').unwrap_or((spec, ""));
+        // pong's own listeners come from `Net` as `pong local`/`pong remote` get them
+        // (tokio's default backlog); the bench's infrastructure gets a deep backlog so
+        // that bursts of connects never wait for a SYN retransmit there.
+        let listener = if matches!(role, "remote" | "local") {
+            net.listen_tcp(([127, 0, 0, 1], 0).into()).await?
+        } else {
+            listen_deep()?
+        };
+        let addr = TcpListen::local_addr(&listener)?;
+        let banner = || -> io::Result<()> {
+            let mut o = io::stdout().lock();
+            writeln!(o, "listening {addr}")?;
+            o.flush()
+        };
+        match role {
+            "remote" => {
+                let kind = parse_scheme(arg)?;
+                let tls = match kind {
+                    CarrierKind::Tls | CarrierKind::Wss => {
+                        Some(Arc::new(ServerTls::self_signed(&[
+                            "localhost".into(),
+                            "127.0.0.1".into(),
+                        ])?))
+                    }
+                    _ => None,
+                };
+                let cfg = RemoteConfig {
+                    allowed: vec![CLIENT_ID],
+                    ..RemoteConfig::default()
+                };
+                banner()?;
+                serve(
+                    net,
+                    listener,
+                    kind,
+                    tls,
+                    Arc::new(cfg),
+                    Trace::disabled(),
+                    "remote".into(),
+                )
+                .await?;
+            }
+            "local" => {
+                let url: CarrierUrl = arg.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                let pool = Arc::new(Pool::new(
+                    net,
+                    PoolConfig::new(url, CLIENT_ID),
+                    Arc::new(ClientTls::insecure()),
+                    Trace::disabled(),
+                    "local".into(),
+                ));
+                tokio::spawn(pool.clone().run_maintenance());
+                banner()?;
+                serve_socks(net, listener, pool).await?;
+            }
+            "relay" => {
+                let to: SocketAddr = arg.parse()?;
+                banner()?;
+                loop {
+                    let (mut a, _) = listener.accept().await?;
+                    tokio::spawn(async move {
+                        if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
+                            let _ = b.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional_with_sizes(
+                                &mut a, &mut b, RELAY_BUF, RELAY_BUF,
+                            )
+                            .await;
+                        }
+                    });
+                }
+            }
+            "hold" => {
+                banner()?;
+                let mut held = Vec::new();
+                loop {
+                    let (s, _) = listener.accept().await?;
+                    held.push(s);
+                }
+            }
+            _ => bail!("unknown child role {spec:?}"),
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Process facts.
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns (soft, hard) after.
+pub fn raise_nofile() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return (0, 0);
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r = want;
+            }
+        }
+    }
+    (r.rlim_cur, r.rlim_max)
+}
+
+/// `VmRSS` of a process in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no VmRSS for {pid}"))
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// User plus system CPU seconds of another process (`/proc/PID/stat`, clock ticks).
+fn proc_cpu(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = s.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3; utime 14, stime 15.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// User plus system CPU seconds of this process (`getrusage(RUSAGE_SELF)`).
+fn self_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// The three load averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Paths.
+
+/// How a client reaches a target.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    /// Where to connect (`None`: the target itself).
+    via: Option<SocketAddr>,
+    /// Whether `via` is a SOCKS5 server to ask for the target.
+    socks: bool,
+}
+
+impl Route {
+    const DIRECT: Route = Route {
+        via: None,
+        socks: false,
+    };
+
+    fn connect_blocking(&self, target: SocketAddr) -> io::Result<TcpStream> {
+        let mut s = TcpStream::connect(self.via.unwrap_or(target))?;
+        s.set_nodelay(true)?;
+        if self.socks {
+            s.write_all(&[5, 1, 0])?;
+            let mut m = [0u8; 2];
+            s.read_exact(&mut m)?;
+            s.write_all(&socks_request(target)?)?;
+            let mut r = [0u8; 10];
+            s.read_exact(&mut r)?;
+            if m != [5, 0] || r[..2] != [5, 0] || r[3] != 1 {
+                return Err(io::Error::other(format!("SOCKS5 refused: {m:?} {r:?}")));
+            }
+        }
+        Ok(s)
+    }
+
+    async fn connect(&self, target: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let mut s = tokio::net::TcpStream::connect(self.via.unwrap_or(target)).await?;
+        s.set_nodelay(true)?;
+        if self.socks {
+            let (code, _) =
+                tunnelbed_socks5::handshake::connect(&mut s, &tunnelbed_socks5::Addr::Ip(target))
+                    .await?;
+            if code != 0 {
+                return Err(io::Error::other(format!("SOCKS5 reply {code}")));
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn socks_request(target: SocketAddr) -> io::Result<Vec<u8>> {
+    let SocketAddr::V4(t) = target else {
+        return Err(io::Error::other("IPv4 targets only"));
+    };
+    let mut v = vec![5, 1, 0, 1];
+    v.extend_from_slice(&t.ip().octets());
+    v.extend_from_slice(&t.port().to_be_bytes());
+    Ok(v)
+}
+
+/// What sits between client and target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackKind {
+    /// Client connects to the target.
+    Direct,
+    /// Two plain TCP relays in a chain (reference).
+    Relay,
+    /// SOCKS5 -> pong local -> carrier -> pong remote.
+    Pong(CarrierKind),
+}
+
+impl StackKind {
+    /// Its name in the tables.
+    pub fn name(self) -> String {
+        match self {
+            StackKind::Direct => "direct TCP".into(),
+            StackKind::Relay => "reference: TCP relay x2".into(),
+            StackKind::Pong(k) => format!("pong over {}", scheme(k)),
+        }
+    }
+}
+
+/// A running stack: its processes and how to reach the bulk source and the echo target.
+struct Stack {
+    kind: StackKind,
+    bulk: Route,
+    echo: Route,
+    procs: Vec<Proc>,
+}
+
+impl Stack {
+    fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(Proc::pid).collect()
+    }
+
+    fn cpu(&self) -> f64 {
+        self.pids().into_iter().map(proc_cpu).sum()
+    }
+}
+
+/// Starts a pong remote and local for `kind`; returns them and the SOCKS5 address.
+fn start_pong(kind: CarrierKind) -> anyhow::Result<(Vec<Proc>, SocketAddr)> {
+    let (remote, raddr) = spawn_child(&format!("remote:{}", scheme(kind)))?;
+    let (local, socks) = spawn_child(&format!("local:{}://{raddr}", scheme(kind)))?;
+    Ok((vec![remote, local], socks))
+}
+
+fn start_relay_chain(target: SocketAddr) -> anyhow::Result<(Vec<Proc>, SocketAddr)> {
+    let (b, baddr) = spawn_child(&format!("relay:{target}"))?;
+    let (a, aaddr) = spawn_child(&format!("relay:{baddr}"))?;
+    Ok((vec![a, b], aaddr))
+}
+
+fn start_stack(kind: StackKind, source: SocketAddr, echo: SocketAddr) -> anyhow::Result<Stack> {
+    Ok(match kind {
+        StackKind::Direct => Stack {
+            kind,
+            bulk: Route::DIRECT,
+            echo: Route::DIRECT,
+            procs: Vec::new(),
+        },
+        StackKind::Relay => {
+            let (mut p1, a1) = start_relay_chain(source)?;
+            let (p2, a2) = start_relay_chain(echo)?;
+            p1.extend(p2);
+            Stack {
+                kind,
+                bulk: Route {
+                    via: Some(a1),
+                    socks: false,
+                },
+                echo: Route {
+                    via: Some(a2),
+                    socks: false,
+                },
+                procs: p1,
+            }
+        }
+        StackKind::Pong(k) => {
+            let (procs, socks) = start_pong(k)?;
+            let r = Route {
+                via: Some(socks),
+                socks: true,
+            };
+            Stack {
+                kind,
+                bulk: r,
+                echo: r,
+                procs,
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Applications.
+
+/// The bulk payload: `size` bytes of ChaCha8 output (incompressible, fixed seed).
+pub fn payload(size: usize) -> Vec<u8> {
+    let mut v = vec![0u8; size];
+    rand_chacha::ChaCha8Rng::seed_from_u64(0x706f_6e67).fill_bytes(&mut v);
+    v
+}
+
+/// A TCP source that writes the whole payload to every connection, then half-closes.
+fn start_source(data: Arc<Vec<u8>>) -> io::Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let data = data.clone();
+            std::thread::spawn(move || {
+                if s.write_all(&data).is_ok() {
+                    let _ = s.shutdown(Shutdown::Write);
+                    // Wait for the client's close so ours is not an abort.
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut b = [0u8; 64];
+                    let _ = s.read(&mut b);
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Backlog of the bench's own listeners (echo target, idle target, reference relays).
+pub const BACKLOG: u32 = 4096;
+
+/// A loopback listener with a [`BACKLOG`]-deep accept queue.
+fn listen_deep() -> io::Result<tokio::net::TcpListener> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(([127, 0, 0, 1], 0).into())?;
+    s.listen(BACKLOG)
+}
+
+/// An echo target: every `MSG`-byte request is answered with `MSG` bytes (each XOR 0xA5).
+async fn start_echo() -> io::Result<SocketAddr> {
+    let l = listen_deep()?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut b = [0u8; MSG];
+                while s.read_exact(&mut b).await.is_ok() {
+                    for x in b.iter_mut() {
+                        *x ^= 0xA5;
+                    }
+                    if s.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// One download into `buf`; returns the elapsed time (connect to end of file) and bytes.
+fn download(
+    route: Route,
+    target: SocketAddr,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> anyhow::Result<(Duration, usize)> {
+    let t0 = Instant::now();
+    let mut s = route.connect_blocking(target)?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut off = 0;
+    loop {
+        if off == buf.len() {
+            let mut extra = [0u8; 1];
+            if s.read(&mut extra)? != 0 {
+                bail!("more than {} bytes", buf.len());
+            }
+            break;
+        }
+        let n = s.read(&mut buf[off..])?;
+        if n == 0 {
+            break;
+        }
+        off += n;
+        if t0.elapsed() > timeout {
+            bail!("timed out after {off} bytes");
+        }
+    }
+    Ok((t0.elapsed(), off))
+}
+
+// ---------------------------------------------------------------------------------------
+// Results.
+
+/// Bulk figures of one stack.
+#[derive(Clone, Debug)]
+pub struct Bulk {
+    /// Which stack.
+    pub kind: StackKind,
+    /// MB/s (10^6 bytes) of each timed repetition, in order (0 for a failed one).
+    pub mbps: Vec<f64>,
+    /// Failed or corrupted downloads, with what went wrong.
+    pub failures: Vec<String>,
+    /// CPU seconds of this process (source and client) over the timed downloads.
+    pub app_cpu: f64,
+    /// CPU seconds of the path's processes (pong local+remote, or the relays).
+    pub path_cpu: f64,
+    /// Verified bytes over the timed downloads.
+    pub bytes: u64,
+}
+
+/// Latency figures of one stack.
+#[derive(Clone, Debug)]
+pub struct Latency {
+    /// Which stack.
+    pub kind: StackKind,
+    /// Round-trip times, ms, sorted.
+    pub rtt_ms: Vec<f64>,
+    /// Per stream: connect (+ SOCKS5) plus the first exchange, ms, sorted.
+    pub open_ms: Vec<f64>,
+    /// Streams that failed or exchanges answered wrongly.
+    pub failures: usize,
+    /// Wall time of the timed exchanges.
+    pub wall: Duration,
+}
+
+/// Memory figures of one carrier.
+#[derive(Clone, Debug)]
+pub struct Memory {
+    /// Which carrier.
+    pub carrier: CarrierKind,
+    /// Idle streams asked for.
+    pub asked: usize,
+    /// Streams that came up end to end (the idle target accepted them).
+    pub opened: usize,
+    /// RSS KiB of the local before, with the streams open, and after closing them.
+    pub local_kib: [u64; 3],
+    /// The same for the remote.
+    pub remote_kib: [u64; 3],
+    /// File descriptors of the local and the remote with the streams open, minus before.
+    pub fds: [usize; 2],
+    /// Opening took this long.
+    pub open_time: Duration,
+    /// Anything that went wrong.
+    pub note: Option<String>,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug)]
+pub struct Results {
+    /// Bulk figures, direct first.
+    pub bulk: Vec<Bulk>,
+    /// Latency figures, direct first.
+    pub latency: Vec<Latency>,
+    /// Memory figures per carrier.
+    pub memory: Vec<Memory>,
+    /// Soft and hard `RLIMIT_NOFILE` after raising.
+    pub nofile: (u64, u64),
+    /// Load average when the run started and ended.
+    pub load: (String, String),
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Hex SHA-256 of the payload.
+    pub payload_sha: String,
+}
+
+impl Results {
+    /// Failures of any kind (corrupt downloads, failed exchanges, missing streams).
+    pub fn failures(&self) -> usize {
+        self.bulk.iter().map(|b| b.failures.len()).sum::<usize>()
+            + self.latency.iter().map(|l| l.failures).sum::<usize>()
+            + self.memory.iter().filter(|m| m.opened < m.asked).count()
+    }
+}
+
+/// Median of a slice (lower middle for even lengths are averaged).
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile of sorted data.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------------------
+// The run.
+
+/// Runs the plan; `progress` gets a line per step.
+pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Results> {
+    let started = Instant::now();
+    let load0 = loadavg();
+    let nofile = raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench-app")
+        .build()?;
+
+    progress(&format!("generating {} bytes of payload", plan.size));
+    let data = Arc::new(payload(plan.size));
+    let want: [u8; 32] = Sha256::digest(&data[..]).into();
+    let source = start_source(data.clone())?;
+    let echo = rt.block_on(start_echo())?;
+
+    let mut kinds = vec![StackKind::Direct, StackKind::Relay];
+    kinds.extend(plan.carriers.iter().map(|&k| StackKind::Pong(k)));
+    let mut stacks = Vec::new();
+    for &k in &kinds {
+        progress(&format!("starting {}", k.name()));
+        stacks.push(start_stack(k, source, echo)?);
+    }
+
+    // Throughput.
+    let mut buf = vec![1u8; plan.size];
+    let timeout = Duration::from_secs(60 + (plan.size as u64 >> 20));
+    let mut bulk: Vec<Bulk> = kinds
+        .iter()
+        .map(|&kind| Bulk {
+            kind,
+            mbps: Vec::new(),
+            failures: Vec::new(),
+            app_cpu: 0.0,
+            path_cpu: 0.0,
+            bytes: 0,
+        })
+        .collect();
+    for (i, st) in stacks.iter().enumerate() {
+        progress(&format!("warm-up download via {}", st.kind.name()));
+        match download(st.bulk, source, &mut buf, timeout) {
+            Ok((_, n)) if n == plan.size && Sha256::digest(&buf[..n])[..] == want => {}
+            Ok((_, n)) => bulk[i]
+                .failures
+                .push(format!("warm-up: {n} bytes or wrong SHA-256")),
+            Err(e) => bulk[i].failures.push(format!("warm-up: {e:#}")),
+        }
+    }
+    for rep in 0..plan.reps {
+        for j in 0..stacks.len() {
+            let i = (j + rep) % stacks.len();
+            let st = &stacks[i];
+            progress(&format!(
+                "rep {}/{}: download via {}",
+                rep + 1,
+                plan.reps,
+                st.kind.name()
+            ));
+            let (c0, p0) = (self_cpu(), st.cpu());
+            let r = download(st.bulk, source, &mut buf, timeout);
+            let (c1, p1) = (self_cpu(), st.cpu());
+            let b = &mut bulk[i];
+            match r {
+                Ok((t, n)) => {
+                    let ok = n == plan.size && Sha256::digest(&buf[..n])[..] == want;
+                    if ok {
+                        b.mbps.push(n as f64 / t.as_secs_f64() / 1e6);
+                        b.app_cpu += c1 - c0;
+                        b.path_cpu += p1 - p0;
+                        b.bytes += n as u64;
+                    } else {
+                        b.mbps.push(0.0);
+                        b.failures.push(format!(
+                            "rep {}: {n} of {} bytes or wrong SHA-256",
+                            rep + 1,
+                            plan.size
+                        ));
+                    }
+                }
+                Err(e) => {
+                    b.mbps.push(0.0);
+                    b.failures.push(format!("rep {}: {e:#}", rep + 1));
+                }
+            }
+        }
+    }
+    drop(buf);
+
+    // Latency.
+    let mut latency = Vec::new();
+    for st in &stacks {
+        progress(&format!(
+            "latency: {} streams x {} exchanges via {}",
+            plan.streams,
+            plan.exchanges,
+            st.kind.name()
+        ));
+        latency.push(rt.block_on(measure_latency(
+            st.kind,
+            st.echo,
+            echo,
+            plan.streams,
+            plan.exchanges,
+        )));
+    }
+    drop(stacks);
+
+    // Memory.
+    let mut memory = Vec::new();
+    if plan.idle_streams > 0 {
+        for &k in &plan.carriers {
+            progress(&format!(
+                "memory: {} idle streams over {}",
+                plan.idle_streams,
+                scheme(k)
+            ));
+            memory.push(rt.block_on(measure_memory(k, plan.idle_streams, nofile.0))?);
+        }
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(Results {
+        bulk,
+        latency,
+        memory,
+        nofile,
+        load: (load0, loadavg()),
+        elapsed: started.elapsed(),
+        payload_sha: hex::encode(want),
+    })
+}
+
+async fn exchange(s: &mut tokio::net::TcpStream, stream: usize, k: usize) -> io::Result<()> {
+    let mut req = [0u8; MSG];
+    req[..4].copy_from_slice(&(stream as u32).to_le_bytes());
+    req[4..8].copy_from_slice(&(k as u32).to_le_bytes());
+    for (i, x) in req.iter_mut().enumerate().skip(8) {
+        *x = (i + stream + k) as u8;
+    }
+    s.write_all(&req).await?;
+    let mut ans = [0u8; MSG];
+    s.read_exact(&mut ans).await?;
+    if ans.iter().zip(req.iter()).any(|(a, r)| *a != r ^ 0xA5) {
+        return Err(io::Error::other("wrong answer"));
+    }
+    Ok(())
+}
+
+async fn measure_latency(
+    kind: StackKind,
+    route: Route,
+    echo: SocketAddr,
+    streams: usize,
+    exchanges: usize,
+) -> Latency {
+    let barrier = Arc::new(tokio::sync::Barrier::new(streams + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..streams {
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let opened = tokio::time::timeout(Duration::from_secs(30), async {
+                let mut s = route.connect(echo).await?;
+                exchange(&mut s, i, 0).await?;
+                io::Result::Ok(s)
+            })
+            .await;
+            let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+            barrier.wait().await;
+            let mut s = match opened {
+                Ok(Ok(s)) => s,
+                _ => return Err(()),
+            };
+            let mut rtts = Vec::with_capacity(exchanges);
+            for k in 1..=exchanges {
+                let t = Instant::now();
+                match tokio::time::timeout(Duration::from_secs(30), exchange(&mut s, i, k)).await {
+                    Ok(Ok(())) => rtts.push(t.elapsed().as_secs_f64() * 1e3),
+                    _ => return Err(()),
+                }
+            }
+            Ok((open_ms, rtts))
+        });
+    }
+    barrier.wait().await;
+    let t0 = Instant::now();
+    let mut out = Latency {
+        kind,
+        rtt_ms: Vec::new(),
+        open_ms: Vec::new(),
+        failures: 0,
+        wall: Duration::ZERO,
+    };
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok((o, rtts))) => {
+                out.open_ms.push(o);
+                out.rtt_ms.extend(rtts);
+            }
+            _ => out.failures += 1,
+        }
+    }
+    out.wall = t0.elapsed();
+    out.rtt_ms.sort_by(|a, b| a.total_cmp(b));
+    out.open_ms.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+/// How long to let the processes settle before reading RSS, and after closing the idle
+/// streams: 1 s and 2 s at 10 000 streams, less for small runs (tests).
+pub fn settle_times(n: usize) -> (Duration, Duration) {
+    let ms = |x: usize, lo: u64, hi: u64| Duration::from_millis((x as u64).clamp(lo, hi));
+    (ms(n / 10, 100, 1000), ms(n / 5, 200, 2000))
+}
+
+async fn measure_memory(kind: CarrierKind, n: usize, nofile: u64) -> anyhow::Result<Memory> {
+    let (hold, target) = spawn_child("hold")?;
+    let (procs, socks) = start_pong(kind)?;
+    let (remote, local) = (procs[0].pid(), procs[1].pid());
+    let route = Route {
+        via: Some(socks),
+        socks: true,
+    };
+    let mut note = None;
+    // Each of the four processes holds one descriptor per stream (plus carriers).
+    let room = (nofile as usize).saturating_sub(n / 30 + 200);
+    let n_try = if n > room {
+        note = Some(format!(
+            "RLIMIT_NOFILE {nofile} leaves room for {room} streams per process; opened {room} of {n}"
+        ));
+        room
+    } else {
+        n
+    };
+    // Warm up: one stream end to end, so the runtimes, TLS and the first carrier exist.
+    {
+        let mut s = route.connect(target).await?;
+        s.write_all(b"x").await?;
+        s.shutdown().await?;
+    }
+    let (settle, after_close) = settle_times(n);
+    tokio::time::sleep(settle).await;
+    let hold_fds0 = fd_count(hold.pid());
+    let fds0 = [fd_count(local), fd_count(remote)];
+    let before = [rss_kib(local)?, rss_kib(remote)?];
+
+    let t0 = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n_try {
+        let sem = sem.clone();
+        tasks.spawn(async move {
+            let _p = sem.acquire_owned().await.ok()?;
+            tokio::time::timeout(Duration::from_secs(30), route.connect(target))
+                .await
+                .ok()?
+                .ok()
+        });
+    }
+    let mut held = Vec::with_capacity(n_try);
+    let mut failed = 0usize;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Some(s)) => held.push(s),
+            _ => failed += 1,
+        }
+    }
+    // Wait until the remote has dialed every stream (the idle target holds them).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut opened;
+    loop {
+        opened = fd_count(hold.pid()).saturating_sub(hold_fds0);
+        if opened >= held.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let open_time = t0.elapsed();
+    tokio::time::sleep(settle).await;
+    let during = [rss_kib(local)?, rss_kib(remote)?];
+    let fds = [
+        fd_count(local).saturating_sub(fds0[0]),
+        fd_count(remote).saturating_sub(fds0[1]),
+    ];
+    if failed > 0 {
+        let m = format!("{failed} SOCKS5 opens failed");
+        note = Some(match note {
+            Some(n) => format!("{n}; {m}"),
+            None => m,
+        });
+    }
+    drop(held);
+    tokio::time::sleep(after_close).await;
+    let after = [rss_kib(local)?, rss_kib(remote)?];
+    drop(procs);
+    drop(hold);
+    Ok(Memory {
+        carrier: kind,
+        asked: n,
+        opened: opened.min(n_try),
+        local_kib: [before[0], during[0], after[0]],
+        remote_kib: [before[1], during[1], after[1]],
+        fds,
+        open_time,
+        note,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The report.
+
+/// Machine facts: CPU model, cores, kernel, build.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!(
+        "{cpu}, nproc {cores}, Linux {kernel}, {} build",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// The verdict line of each pong carrier against the 80% target.
+pub fn verdicts(r: &Results) -> Vec<String> {
+    let direct = median(&r.bulk[0].mbps);
+    r.bulk
+        .iter()
+        .filter(|b| matches!(b.kind, StackKind::Pong(_)))
+        .map(|b| {
+            let ratio = if direct > 0.0 {
+                median(&b.mbps) / direct
+            } else {
+                0.0
+            };
+            format!(
+                "{}: {:.0}% of direct TCP ({}: target {:.0}%)",
+                b.kind.name(),
+                ratio * 100.0,
+                if ratio >= TARGET_RATIO && b.failures.is_empty() {
+                    "MET"
+                } else {
+                    "NOT MET"
+                },
+                TARGET_RATIO * 100.0
+            )
+        })
+        .collect()
+}
+
+/// The Markdown report.
+pub fn render(plan: &Plan, r: &Results, command: &str, date: &str) -> String {
+    let mut s = String::new();
+    let d = DriverConfig::default();
+    let pool = PoolConfig::new("tcp://127.0.0.1:1".parse().expect("a valid URL"), CLIENT_ID);
+    let _ = writeln!(
+        s,
+        "# pong benchmark: local + remote on loopback vs direct TCP\n"
+    );
+    let _ = writeln!(
+        s,
+        "- command: `{command}` (`tunnelbed` is `cargo run --release --`)"
+    );
+    let _ = writeln!(s, "- date: {date} (UTC)");
+    let _ = writeln!(s, "- machine: {}", machine());
+    let _ = writeln!(
+        s,
+        "- load average (1, 5, 15 min) at start: {}; at end: {} (the machine was shared; the run itself keeps up to 2 cores busy)",
+        r.load.0, r.load.1
+    );
+    let _ = writeln!(
+        s,
+        "- RLIMIT_NOFILE after raising soft to hard: soft {}, hard {} (each process holds about one descriptor per idle stream)",
+        r.nofile.0, r.nofile.1
+    );
+    let _ = writeln!(
+        s,
+        "- processes: this one runs the applications (bulk source and download client on blocking threads; echo target and latency/idle clients on a 2-worker tokio runtime); pong remote and pong local run as two child processes of the same binary (`bench pong --child remote:SCHEME` / `--child local:URL`), each a tokio multi-thread runtime with one worker per core, over real loopback sockets; the reference relays are two more children (`--child relay:ADDR`, `tokio::io::copy_bidirectional_with_sizes` with {} KiB buffers, `TCP_NODELAY`); the bench's own listeners (echo target, idle target, relays) have a {}-deep accept queue, pong's local and remote listen through `TokioNet::listen_tcp` as the `pong` commands do (tokio's default backlog)",
+        RELAY_BUF / 1024,
+        BACKLOG
+    );
+    let _ = writeln!(
+        s,
+        "- path through pong: client -> SOCKS5 CONNECT (no auth, IPv4 target) -> pong local -> carrier (`tcp://`, `tls://` rustls with a self-signed certificate, `ws://` one binary message per write) -> pong remote -> target; all sockets `TCP_NODELAY`"
+    );
+    let _ = writeln!(
+        s,
+        "- knobs (library defaults, as `pong local`/`pong remote` use them): pool {} live streams per carrier, idle close {} s, max age {} s; driver stream_buffer {} KiB per stream towards the application (16 KiB chunks), datagram_queue {}; session stream_rx_cap {} KiB, max_output {} KiB, max_streams {}, ended_memory {}; carrier read buffer 64 KiB, data frames of at most 32 KiB per application write, command queue 64, carrier writer queue 8; remote target read buffer 32 KiB; SOCKS front and remote upstream copies with `tokio::io::copy` (8 KiB buffer)",
+        pool.max_streams_per_conn,
+        pool.idle_close.as_secs(),
+        pool.max_age.as_secs(),
+        d.stream_buffer / 1024,
+        d.datagram_queue,
+        d.session.stream_rx_cap / 1024,
+        d.session.max_output / 1024,
+        d.session.max_streams,
+        d.session.ended_memory,
+    );
+    let _ = writeln!(
+        s,
+        "- throughput: {} timed downloads of {} bytes ({} MiB) per stack after one untimed warm-up each, the stacks rotating their order every repetition; payload ChaCha8 (seed 0x706f6e67), SHA-256 {}…, checked on every download after the clock stops; time is connect (and SOCKS5 handshake) to end of file; MB = 10^6 bytes",
+        plan.reps,
+        plan.size,
+        plan.size >> 20,
+        &r.payload_sha[..16]
+    );
+    let _ = writeln!(
+        s,
+        "- CPU: user+system seconds over the timed downloads per MB delivered; *app* is this process (source writing, client reading), *path* the proxy's processes (`/proc/PID/stat`, 10 ms ticks)"
+    );
+    let _ = writeln!(
+        s,
+        "- latency: {} streams open at once, each doing {} timed {}-byte request / {}-byte answer round trips back to back against an echo target (closed loop, all streams concurrently, {} samples per stack); *open* is connect + SOCKS5 + the first exchange per stream, all streams opening at once",
+        plan.streams,
+        plan.exchanges,
+        MSG,
+        MSG,
+        plan.streams * plan.exchanges
+    );
+    let _ = writeln!(
+        s,
+        "- memory: fresh local and remote per carrier; after one warm-up stream, {} streams are opened through SOCKS5 (64 at a time) to a child that accepts and holds connections, and left idle; VmRSS of the local and the remote before, with all streams open ({} ms after the last was dialed) and {} ms after closing them",
+        plan.idle_streams,
+        settle_times(plan.idle_streams).0.as_millis(),
+        settle_times(plan.idle_streams).1.as_millis()
+    );
+    let _ = writeln!(s, "- run took {:.1} s\n", r.elapsed.as_secs_f64());
+
+    let direct = median(&r.bulk[0].mbps);
+    let _ = writeln!(s, "## Throughput\n");
+    let _ = writeln!(
+        s,
+        "| stack | median MB/s | min-max MB/s | ratio to direct | per-rep ratios | CPU ms/MB app + path | failures | every rep (MB/s) |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
+    for b in &r.bulk {
+        let m = median(&b.mbps);
+        let (lo, hi) = spread(&b.mbps);
+        let ratio = if direct > 0.0 { m / direct } else { 0.0 };
+        let per: Vec<f64> = b
+            .mbps
+            .iter()
+            .zip(&r.bulk[0].mbps)
+            .filter(|(_, d)| **d > 0.0)
+            .map(|(x, d)| x / d)
+            .collect();
+        let (plo, phi) = spread(&per);
+        let mb = b.bytes as f64 / 1e6;
+        let cpu = if mb > 0.0 {
+            format!("{:.2} + {:.2}", b.app_cpu * 1e3 / mb, b.path_cpu * 1e3 / mb)
+        } else {
+            "-".into()
+        };
+        let all: Vec<String> = b.mbps.iter().map(|x| format!("{x:.0}")).collect();
+        let name = if matches!(b.kind, StackKind::Pong(_)) {
+            format!("**{}**", b.kind.name())
+        } else {
+            b.kind.name()
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {m:.0} | {lo:.0}-{hi:.0} | {:.2} | {plo:.2}-{phi:.2} | {cpu} | {} | {} |",
+            ratio,
+            b.failures.len(),
+            all.join(", ")
+        );
+    }
+    let _ = writeln!(s);
+    for v in verdicts(r) {
+        let _ = writeln!(s, "- {v}");
+    }
+    for b in &r.bulk {
+        for f in &b.failures {
+            let _ = writeln!(s, "- FAILED ({}): {f}", b.kind.name());
+        }
+    }
+    if r.bulk.iter().all(|b| b.failures.is_empty()) {
+        let n: usize = r.bulk.iter().map(|b| b.mbps.len() + 1).sum();
+        let _ = writeln!(
+            s,
+            "- integrity: all {n} downloads (warm-ups included) arrived whole with the payload's SHA-256"
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## Latency ({} concurrent streams, {MSG}-byte request/answer)\n",
+        plan.streams
+    );
+    let _ = writeln!(
+        s,
+        "| stack | RTT p50 (ms) | RTT p99 (ms) | RTT max (ms) | exchanges/s | open p50 (ms) | open p99 (ms) | failed streams |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for l in &r.latency {
+        let rate = l.rtt_ms.len() as f64 / l.wall.as_secs_f64().max(1e-9);
+        let name = if matches!(l.kind, StackKind::Pong(_)) {
+            format!("**{}**", l.kind.name())
+        } else {
+            l.kind.name()
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {} |",
+            percentile(&l.rtt_ms, 50.0),
+            percentile(&l.rtt_ms, 99.0),
+            l.rtt_ms.last().copied().unwrap_or(0.0),
+            rate,
+            percentile(&l.open_ms, 50.0),
+            percentile(&l.open_ms, 99.0),
+            l.failures
+        );
+    }
+
+    if !r.memory.is_empty() {
+        let _ = writeln!(s, "\n## Memory ({} idle streams)\n", plan.idle_streams);
+        let _ = writeln!(
+            s,
+            "| carrier | streams up | local RSS before / open / closed (MiB) | remote RSS before / open / closed (MiB) | growth, both (MiB) | per stream (bytes) | fds local / remote (+) | opening took (s) |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for m in &r.memory {
+            let mib = |k: u64| k as f64 / 1024.0;
+            let growth =
+                (m.local_kib[1] + m.remote_kib[1]).saturating_sub(m.local_kib[0] + m.remote_kib[0]);
+            let per = if m.opened > 0 {
+                growth as f64 * 1024.0 / m.opened as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} of {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:.0} | {} / {} | {:.1} |",
+                scheme(m.carrier),
+                m.opened,
+                m.asked,
+                mib(m.local_kib[0]),
+                mib(m.local_kib[1]),
+                mib(m.local_kib[2]),
+                mib(m.remote_kib[0]),
+                mib(m.remote_kib[1]),
+                mib(m.remote_kib[2]),
+                mib(growth),
+                per,
+                m.fds[0],
+                m.fds[1],
+                m.open_time.as_secs_f64()
+            );
+        }
+        for m in &r.memory {
+            if let Some(n) = &m.note {
+                let _ = writeln!(s, "\n- {}: {n}", scheme(m.carrier));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nDirect TCP keeps no user-space state per connection; kernel socket memory is outside RSS for every stack and not counted. fds (+) are the descriptors added with the streams open: one per stream plus the carriers ({} streams per carrier).",
+            pool.max_streams_per_conn
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_medians() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn socks_request_bytes() {
+        let r = socks_request("127.0.0.1:258".parse().unwrap()).unwrap();
+        assert_eq!(r, vec![5, 1, 0, 1, 127, 0, 0, 1, 1, 2]);
+    }
+}
