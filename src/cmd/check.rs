@@ -1,12 +1,207 @@
-//! Placeholder until the `check` commands land.
+//! `tunnelbed check`: conformance checkers that play spec-clause cases against a running
+//! implementation and print a table (PASS / FAIL / WARN / N/A per case).
+//!
+//! `check pong` plays every case of `tunnelbed_conformance::pong_check` against any pong
+//! remote; `check pong-go-mock` runs a remote with pong-go's known faults so that the
+//! checker can be seen to find them.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Subcommand;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tunnelbed_carrier::tls::ClientTls;
+use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_conformance::pong_check::{self, cases, faulty_remote, junit, CheckConfig};
 
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
+/// Checker commands.
 #[derive(Subcommand, Debug)]
-pub enum CheckCmd {}
+pub enum CheckCmd {
+    /// Play the pong cases (seed 001 clauses, stable ids such as PONG-RST-REPEAT-ID)
+    /// against a pong remote and print the table. Exit 0 when no case FAILs, 1 when one
+    /// does, 2 on a bad command line.
+    ///
+    /// The checker starts its own destinations (TCP echo and friends, a UDP echo, a
+    /// closed port) on --target-ip and asks the remote to dial them, so the remote must
+    /// be able to reach that address (by default 127.0.0.1: the remote runs on this
+    /// host). MUST cases FAIL on a violation; SHOULD cases only WARN unless --strict.
+    Pong(CheckPongArgs),
+    /// Run a pong remote with pong-go's known faults (small reads dropped, a finish
+    /// ending the whole stream, len < 7 taken, long connect payloads dropped, long rst
+    /// descriptions killing the connection) on plain TCP, to watch `check pong` find
+    /// them. Prints `pong-go mock listening on tcp://ADDR` once bound; runs until
+    /// Ctrl-C. A fixture for loopback only.
+    PongGoMock(PongGoMockArgs),
+}
 
+/// `check pong` arguments.
+#[derive(Args, Debug)]
+pub struct CheckPongArgs {
+    /// The remote under test: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH] or
+    /// wss://HOST:PORT[/PATH].
+    #[arg(long, value_name = "URL")]
+    pub remote: String,
+    /// A client id the remote allows, as a UUID (8-4-4-4-12 hex digits).
+    #[arg(long = "client-id", value_name = "UUID")]
+    pub client_id: String,
+    /// Also write the results as JUnit XML (one testcase per case) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// SHOULD cases count: a SHOULD violation is a FAIL instead of a WARN.
+    #[arg(long)]
+    pub strict: bool,
+    /// Run only these cases: an id, or a prefix ending before a dash (PONG-RST runs
+    /// every PONG-RST-* case). Repeat or separate with commas. Default: every case.
+    #[arg(long = "case", value_name = "ID", value_delimiter = ',')]
+    pub cases: Vec<String>,
+    /// List the cases (id, level, source, clause) and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// How long any single wait for the remote may take, in seconds; a silent remote
+    /// fails each case after a few of these.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub wait: f64,
+    /// Address the checker's destinations listen on and the remote is asked to dial.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub target_ip: IpAddr,
+    /// Trust the certificate(s) in this PEM file for tls:// and wss://.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate from the remote.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Width of the clause column in the table.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub clause_width: usize,
+}
+
+/// `check pong-go-mock` arguments.
+#[derive(Args, Debug)]
+pub struct PongGoMockArgs {
+    /// Where to listen (plain TCP carrier), e.g. 127.0.0.1:7000; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The one client id the mock accepts, as a UUID.
+    #[arg(long = "client-id", value_name = "UUID")]
+    pub client_id: String,
+}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {e}");
+    Ok(ExitCode::from(EXIT_USAGE))
+}
+
+/// Runs a `check` subcommand.
 pub fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
-    match c {}
+    match c {
+        CheckCmd::Pong(a) => check_pong(a),
+        CheckCmd::PongGoMock(a) => pong_go_mock(a),
+    }
+}
+
+fn list_cases() -> ExitCode {
+    let all = cases::all();
+    let idw = all.iter().map(|c| c.id.len()).max().unwrap_or(2);
+    println!("{:idw$}  {:6}  {:9}  CLAUSE", "ID", "LEVEL", "SOURCE");
+    for c in &all {
+        println!(
+            "{:idw$}  {:6}  {:9}  {}",
+            c.id,
+            c.level.name(),
+            c.source,
+            c.clause
+        );
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
+    if a.list {
+        return Ok(list_cases());
+    }
+    let remote: CarrierUrl = match a.remote.parse() {
+        Ok(u) => u,
+        Err(e) => return usage(format!("--remote {e}")),
+    };
+    let client_id = match pong_check::parse_uuid(&a.client_id) {
+        Ok(id) => id,
+        Err(e) => return usage(format!("--client-id {e}")),
+    };
+    let chosen = match pong_check::select(&a.cases) {
+        Ok(c) => c,
+        Err(e) => return usage(format!("--case: {e}")),
+    };
+    let wait = match Duration::try_from_secs_f64(a.wait) {
+        Ok(w) if !w.is_zero() && w <= Duration::from_secs(600) => w,
+        _ => return usage(format!("--wait {}: expected seconds in (0, 600]", a.wait)),
+    };
+    if a.clause_width < 10 {
+        return usage("--clause-width must be at least 10");
+    }
+    let tls_carrier = matches!(remote.kind, CarrierKind::Tls | CarrierKind::Wss);
+    if tls_carrier && a.ca.is_none() && !a.insecure {
+        return usage(format!(
+            "--remote {remote}: a TLS carrier needs --ca FILE (the remote's certificate or \
+             its CA) or --insecure"
+        ));
+    }
+    let tls = match &a.ca {
+        Some(p) => ClientTls::trusting_pem_file(p)
+            .with_context(|| format!("reading --ca {}", p.display()))?,
+        None => ClientTls::insecure(),
+    };
+    let mut cfg = CheckConfig::new(remote, tls, client_id);
+    cfg.strict = a.strict;
+    cfg.wait = wait;
+    cfg.target_ip = a.target_ip;
+    cfg.cases = chosen;
+    let total = cfg.cases.len();
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let mut done = 0usize;
+    let report = rt.block_on(pong_check::run_with(cfg, |c| {
+        done += 1;
+        eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
+    }));
+    print!("{}", report.table(a.clause_width));
+    if let Some(p) = &a.junit {
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::write(p, junit::to_junit(&report))
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("check pong: JUnit XML written to {}", p.display());
+    }
+    Ok(ExitCode::from(if report.passed() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }))
+}
+
+fn pong_go_mock(a: PongGoMockArgs) -> anyhow::Result<ExitCode> {
+    let client_id = match pong_check::parse_uuid(&a.client_id) {
+        Ok(id) => id,
+        Err(e) => return usage(format!("--client-id {e}")),
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let lsn = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        let bound = lsn.local_addr()?;
+        eprintln!("pong-go mock listening on tcp://{bound}");
+        eprintln!(
+            "expected FAILs from `tunnelbed check pong`: {}",
+            faulty_remote::EXPECTED_FAILS.join(", ")
+        );
+        tokio::select! {
+            _ = faulty_remote::serve(lsn, client_id) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(ExitCode::from(EXIT_OK))
+    })
 }

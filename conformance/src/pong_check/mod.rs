@@ -12,12 +12,15 @@
 //!   port).
 //! - [`runner`]: settings, case selection, running under time limits.
 //! - [`report`] and [`junit`]: the table and the JUnit XML.
+//! - [`faulty_remote`]: a remote with pong-go's known faults, to show the checker finds
+//!   them.
 //!
 //! The remote must reach the checker's targets: by default they listen on 127.0.0.1, so
 //! the remote runs on the same host (use [`CheckConfig::target_ip`] otherwise).
 
 pub mod cases;
 pub mod client;
+pub mod faulty_remote;
 pub mod junit;
 pub mod report;
 pub mod runner;

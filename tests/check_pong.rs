@@ -1,0 +1,226 @@
+//! `tunnelbed check pong` as a user runs it: against `tunnelbed pong remote` (every case
+//! passes, the table is printed, JUnit written, exit 0) and against `tunnelbed check
+//! pong-go-mock` (exactly pong-go's faults FAIL, exit 1), plus command-line errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ID: &str = "123e4567-e89b-12d3-a456-426614174000";
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tunnelbed ARGS` and waits for the stderr line starting with `banner`; returns
+/// the child and the banner's last word (the URL it listens on).
+fn start(args: &[&str], banner: &str) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning tunnelbed");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let want = banner.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && line.starts_with(&want) {
+                let url = line.split_whitespace().last().unwrap_or("").to_string();
+                let _ = tx.send(url);
+                sent = true;
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no {banner:?} line from tunnelbed {args:?}"));
+    (Running(child), url)
+}
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+        .args(["check", "pong"])
+        .args(args)
+        .output()
+        .expect("running tunnelbed check pong");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The RESULT column of the table row for `id`.
+fn result_of<'a>(table: &'a str, id: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no row for {id} in:\n{table}"))
+}
+
+fn case_ids() -> Vec<String> {
+    let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+        .args(["check", "pong", "--remote", "tcp://127.0.0.1:1"])
+        .args(["--client-id", ID, "--list"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(ids.len() >= 20, "{ids:?}");
+    assert!(ids.iter().all(|i| i.starts_with("PONG-")), "{ids:?}");
+    ids
+}
+
+#[test]
+fn our_remote_passes_every_case_strict_with_junit() {
+    let (_remote, url) = start(
+        &[
+            "pong",
+            "remote",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--client-id",
+            ID,
+        ],
+        "pong remote listening on",
+    );
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("check_pong");
+    let _ = std::fs::remove_dir_all(&dir);
+    let junit = dir.join("out/pong.xml");
+    let t0 = Instant::now();
+    let (code, table, err) = check(&[
+        "--remote",
+        &url,
+        "--client-id",
+        ID,
+        "--strict",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    println!("{table}\n({:?})", t0.elapsed());
+    assert_eq!(code, 0, "{table}\n{err}");
+    let ids = case_ids();
+    for id in &ids {
+        assert_eq!(result_of(&table, id), "PASS", "{table}");
+    }
+    assert!(
+        table.contains(&format!("{} PASS, 0 FAIL, 0 WARN, 0 N/A", ids.len())),
+        "{table}"
+    );
+    // Progress on stderr, one line per case.
+    assert_eq!(
+        err.matches(&format!("/{}] PONG-", ids.len())).count(),
+        ids.len()
+    );
+    let x = std::fs::read_to_string(&junit).expect("JUnit written");
+    assert_eq!(x.matches("<testcase ").count(), ids.len());
+    assert!(!x.contains("<failure"), "{x}");
+}
+
+#[test]
+fn the_pong_go_mock_fails_exactly_its_known_faults() {
+    let (_mock, url) = start(
+        &["check", "pong-go-mock", "--client-id", ID],
+        "pong-go mock listening on",
+    );
+    let (code, table, err) = check(&["--remote", &url, "--client-id", ID, "--wait", "2"]);
+    println!("{table}");
+    assert_eq!(
+        code, 1,
+        "a faulty remote must fail the check\n{table}\n{err}"
+    );
+    let fails: Vec<&str> = table
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("FAIL"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        fails,
+        tunnelbed_conformance::pong_check::faulty_remote::EXPECTED_FAILS,
+        "{table}"
+    );
+    // "small reads dropped" and "finish ends the whole stream", the two faults the issue
+    // names, are among them with a reason.
+    assert_eq!(result_of(&table, "PONG-DATA-SMALL-DOWN"), "FAIL");
+    assert_eq!(result_of(&table, "PONG-FINISH-HALF-CLOSE"), "FAIL");
+    assert_eq!(result_of(&table, "PONG-RST-DESC"), "WARN", "{table}");
+}
+
+#[test]
+fn bad_command_lines_exit_2_with_a_reason() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--remote", "udp://127.0.0.1:1", "--client-id", ID],
+            "--remote",
+        ),
+        (
+            &["--remote", "tcp://127.0.0.1:1", "--client-id", "nope"],
+            "UUID",
+        ),
+        (
+            &[
+                "--remote",
+                "tcp://127.0.0.1:1",
+                "--client-id",
+                ID,
+                "--case",
+                "NOPE",
+            ],
+            "PONG-HDR-ACCEPT",
+        ),
+        (
+            &["--remote", "tls://127.0.0.1:1", "--client-id", ID],
+            "--insecure",
+        ),
+        (
+            &[
+                "--remote",
+                "tcp://127.0.0.1:1",
+                "--client-id",
+                ID,
+                "--wait",
+                "0",
+            ],
+            "--wait",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, out, err) = check(args);
+        assert_eq!(code, 2, "{args:?}\n{out}\n{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn an_unreachable_remote_fails_fast() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t0 = Instant::now();
+    let (code, table, _) = check(&[
+        "--remote",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--client-id",
+        ID,
+    ]);
+    assert_eq!(code, 1, "{table}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert_eq!(result_of(&table, "PONG-HDR-ACCEPT"), "FAIL");
+}
