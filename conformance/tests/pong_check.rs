@@ -1,27 +1,22 @@
 //! `tunnelbed check pong` against three remotes:
 //!
-//! 1. a mock written here with the raw codec that has pong-go's known faults
+//! 1. a mock (`pong_check::faulty_remote`) with the raw codec that has pong-go's known faults
 //!    (`shared/protocols/pong.md`): the checker must FAIL exactly the cases for those
 //!    faults and pass the rest, which shows it can fail and says why;
 //! 2. remotes that never answer or cannot be reached: every case ends within its limit;
 //! 3. our own remote (`tunnelbed_pong::remote::serve`) over tcp, tls, ws and wss: every
 //!    case passes, SHOULD cases included (`strict`).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
 use tunnelbed_conformance::pong_check::{self, faulty_remote, junit, CheckConfig, Report, Status};
 use tunnelbed_netio::{Net, TokioNet, Trace};
 use tunnelbed_pong::remote::RemoteConfig;
-use tunnelbed_pong::wire::{encode_raw, frame_type as ft, Address, MAX_FRAME_LEN};
 
 const CLIENT_ID: [u8; 16] = [
     0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00,
