@@ -1,0 +1,1136 @@
+//! `tunnelbed pong` on real loopback sockets (127.0.0.1 and ::1 only), with `curl` and
+//! `tests/pong_udp.py` as the applications: `curl --socks5-hostname` -> `pong local` ->
+//! (tcp://, tls://, ws:// or wss:// carrier) -> `pong remote` -> `tunnelbed http-source`.
+//! Every body is checked by length and SHA-256 against http-source's documented pattern
+//! ([`tunnelbed::cmd::http_source::pattern_byte`]); the UDP client checks every echoed
+//! datagram byte for byte. Each test starts its own processes and kills them on every
+//! path out; a failure prints the tail of every child's log. A missing `curl` or
+//! `python3` fails the test with an install hint (it never skips).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tunnelbed::cmd::http_source::{expected_sha256, fill_pattern};
+
+/// The client id every remote allows.
+const ID: &str = "6f1c2a4e-93b7-4d21-8e5a-0c7d9f3b1a52";
+/// A well-formed id that no remote allows.
+const WRONG_ID: &str = "6f1c2a4e-93b7-4d21-8e5a-0c7d9f3b1a53";
+
+/// 100 MiB (100 * 2^20 bytes), the size of the bulk downloads.
+const BULK: u64 = 100 << 20;
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+
+/// Everything a child wrote (stdout and stderr, line by line, in arrival order), and a
+/// condition variable to wait for a line.
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// A `tunnelbed` child process, killed on every path out of a test.
+struct Proc {
+    name: String,
+    child: Child,
+    log: Log,
+}
+
+impl Proc {
+    /// Starts `tunnelbed -v ARGS` (logs at info level whatever RUST_LOG says, without
+    /// colours) and collects its output.
+    fn spawn(name: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+            .arg("-v")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting tunnelbed {args:?}: {e}"));
+        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        fn collect(r: impl Read + Send + 'static, log: Log) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    log.0.lock().unwrap().push(line);
+                    log.1.notify_all();
+                }
+            });
+        }
+        collect(child.stdout.take().unwrap(), log.clone());
+        collect(child.stderr.take().unwrap(), log.clone());
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// Starts a child and waits for its banner (a line containing `banner`); returns it
+    /// and the banner's last word (the address or URL it is bound to).
+    fn start(name: &str, args: &[&str], banner: &str) -> (Proc, String) {
+        let mut p = Proc::spawn(name, args);
+        let line = p.wait_for(banner, Duration::from_secs(20));
+        let addr = line.split_whitespace().last().unwrap().to_string();
+        (p, addr)
+    }
+
+    /// Waits for a line containing `pat` and returns it; panics with the log if the child
+    /// exits or `timeout` passes first.
+    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lines, cv) = &*self.log;
+        let mut g = lines.lock().unwrap();
+        loop {
+            if let Some(l) = g.iter().find(|l| l.contains(pat)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(g);
+                panic!(
+                    "{}: no line containing {pat:?} within {timeout:?}\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                drop(g);
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{}: exited ({st}) before printing {pat:?}\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            g = cv.wait_timeout(g, wait).unwrap().0;
+        }
+    }
+
+    fn count(&self, pat: &str) -> usize {
+        self.log
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(pat))
+            .count()
+    }
+
+    /// The last lines of the child's log, for failure messages.
+    fn tail(&self) -> String {
+        let g = self.log.0.lock().unwrap();
+        let from = g.len().saturating_sub(25);
+        let mut s = format!("--- last {} lines of {} ---\n", g.len() - from, self.name);
+        for l in &g[from..] {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A scratch directory for this test process and `name`.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("pong_real")
+        .join(format!("{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The origin, a remote on `scheme` and a local talking to it.
+struct Chain {
+    origin: Proc,
+    remote: Proc,
+    local: Proc,
+    /// http-source's `IP:PORT`.
+    http: String,
+    /// The local's SOCKS5 `IP:PORT`.
+    socks: String,
+    /// The remote's URL with its real port.
+    remote_url: String,
+    dir: PathBuf,
+}
+
+impl Chain {
+    /// Every child's log tail.
+    fn tails(&self) -> String {
+        format!(
+            "{}{}{}",
+            self.local.tail(),
+            self.remote.tail(),
+            self.origin.tail()
+        )
+    }
+}
+
+/// Starts `pong remote --listen LISTEN` allowing [`ID`] (with a self-signed
+/// certificate written into `dir` for tls:// and wss://); returns it and its URL.
+fn start_remote(listen: &str, dir: &Path) -> (Proc, String) {
+    let cert = dir.join("remote-cert.pem");
+    let cert = cert.to_str().unwrap();
+    let mut args = vec!["pong", "remote", "--listen", listen, "--client-id", ID];
+    if listen.starts_with("tls://") || listen.starts_with("wss://") {
+        args.extend(["--self-signed-cert-out", cert]);
+    }
+    Proc::start("pong remote", &args, "pong remote listening on ")
+}
+
+/// Starts `pong local` on `socks` for the remote at `url` (trusting the remote's
+/// certificate in `dir` for tls:// and wss://) with client id `id`.
+fn start_local(socks: &str, url: &str, id: &str, dir: &Path) -> (Proc, String) {
+    let cert = dir.join("remote-cert.pem");
+    let cert = cert.to_str().unwrap();
+    let mut args = vec![
+        "pong",
+        "local",
+        "--socks",
+        socks,
+        "--remote",
+        url,
+        "--client-id",
+        id,
+    ];
+    if url.starts_with("tls://") || url.starts_with("wss://") {
+        args.extend(["--ca", cert]);
+    }
+    Proc::start("pong local", &args, "pong local: SOCKS5 on ")
+}
+
+fn chain(scheme: &str, name: &str) -> Chain {
+    let dir = scratch(name);
+    let (origin, http) = Proc::start(
+        "http-source",
+        &["http-source", "--listen", "127.0.0.1:0"],
+        "listening ",
+    );
+    let (remote, remote_url) = start_remote(&format!("{scheme}://127.0.0.1:0"), &dir);
+    let (local, socks) = start_local("127.0.0.1:0", &remote_url, ID, &dir);
+    Chain {
+        origin,
+        remote,
+        local,
+        http,
+        socks,
+        remote_url,
+        dir,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Applications
+
+fn curl_command() -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "120"]);
+    c
+}
+
+fn curl_missing(e: std::io::Error) -> ! {
+    panic!(
+        "curl not runnable ({e}); install it with `apt-get install -y curl` (or `bash .ci/setup`)"
+    )
+}
+
+fn curl(args: &[&str]) -> Output {
+    curl_command()
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| curl_missing(e))
+}
+
+/// One download: curl's exit status, the body's length and SHA-256, curl's stderr.
+struct Fetch {
+    status: ExitStatus,
+    len: u64,
+    sha: String,
+    stderr: String,
+}
+
+impl Fetch {
+    /// Download speed in bytes/s as curl reports it (`-w %{speed_download}`).
+    fn speed(&self) -> f64 {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("speed="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Reads curl's body from `out` and hashes it as it arrives (100 MiB are never held in
+/// memory); `on_progress` sees the byte count after every read.
+fn hash_stream(mut out: impl Read, mut on_progress: impl FnMut(u64)) -> (u64, String) {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+                len += n as u64;
+                on_progress(len);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading curl's output: {e}"),
+        }
+    }
+    (len, hex::encode(h.finalize()))
+}
+
+/// `curl --socks5-hostname SOCKS http://HTTP/bytes/N` with `extra` arguments;
+/// `on_progress` sees the body's byte count as it grows.
+fn fetch_with(
+    socks: &str,
+    http: &str,
+    n: u64,
+    extra: &[&str],
+    on_progress: impl FnMut(u64),
+) -> Fetch {
+    let mut child = curl_command()
+        .args(["--socks5-hostname", socks])
+        .args(["-w", "%{stderr}speed=%{speed_download}\n"])
+        .args(extra)
+        .arg(format!("http://{http}/bytes/{n}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| curl_missing(e));
+    let mut err = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let (len, sha) = hash_stream(child.stdout.take().unwrap(), on_progress);
+    let status = child.wait().unwrap();
+    Fetch {
+        status,
+        len,
+        sha,
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+fn fetch(socks: &str, http: &str, n: u64) -> Fetch {
+    fetch_with(socks, http, n, &[], |_| {})
+}
+
+/// Fails unless `f` is a complete, intact `n`-byte body.
+fn assert_intact(f: &Fetch, n: u64, what: &str, tails: impl Fn() -> String) {
+    assert!(
+        f.status.success(),
+        "{what}: curl {} ({})\n{}",
+        f.status,
+        f.stderr.trim(),
+        tails()
+    );
+    assert_eq!(
+        f.len,
+        n,
+        "{what}: {} bytes, expected {n}\n{}",
+        f.len,
+        tails()
+    );
+    assert_eq!(
+        f.sha,
+        expected_sha(n),
+        "{what}: SHA-256 of the body differs from http-source's pattern\n{}",
+        tails()
+    );
+}
+
+/// SHA-256 (hex) of http-source's first `n` bytes, computed once per size.
+fn expected_sha(n: u64) -> String {
+    static CACHE: OnceLock<Mutex<BTreeMap<u64, Arc<OnceLock<String>>>>> = OnceLock::new();
+    let cell = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(n)
+        .or_default()
+        .clone();
+    cell.get_or_init(|| expected_sha256(n)).clone()
+}
+
+/// SHA-256 (hex) of http-source's first `n` bytes for every `n` in `sizes`, in one pass
+/// over the pattern (a hasher cloned at each size).
+fn expected_shas(sizes: &[u64]) -> BTreeMap<u64, String> {
+    let mut sorted = sizes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = BTreeMap::new();
+    let mut h = Sha256::new();
+    let mut off = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    for n in sorted {
+        while off < n {
+            let k = (n - off).min(buf.len() as u64) as usize;
+            fill_pattern(off, &mut buf[..k]);
+            h.update(&buf[..k]);
+            off += k as u64;
+        }
+        out.insert(n, hex::encode(h.clone().finalize()));
+    }
+    out
+}
+
+/// Runs tests/pong_udp.py through the SOCKS5 server at `socks` to the echo at `target`.
+fn pong_udp(socks: &str, target: &str, sizes: &[usize]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pong_udp.py");
+    Command::new("python3")
+        .arg(&script)
+        .arg(socks)
+        .arg(target)
+        .args(sizes.iter().map(|s| s.to_string()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "python3 not runnable ({e}); install it with `apt-get install -y python3` \
+                 (tests/pong_udp.py needs only the standard library)"
+            )
+        })
+}
+
+/// A UDP echo on `bind` (a thread); counts the datagrams it echoed. Stops when dropped.
+struct UdpEcho {
+    addr: SocketAddr,
+    echoed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpEcho {
+    fn start(bind: &str) -> UdpEcho {
+        let sock = UdpSocket::bind(bind).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let echoed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (echoed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_535];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if sock.send_to(&buf[..n], from).is_ok() {
+                        e.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        UdpEcho { addr, echoed, stop }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. 100 MiB over every carrier
+
+fn bulk_over(scheme: &str) {
+    let c = chain(scheme, &format!("bulk-{scheme}"));
+    let t = Instant::now();
+    let f = fetch(&c.socks, &c.http, BULK);
+    let took = t.elapsed();
+    assert_intact(&f, BULK, &format!("100 MiB over {scheme}://"), || c.tails());
+    eprintln!(
+        "pong over {scheme}://: 100 MiB in {:.2} s, curl speed {:.1} MB/s",
+        took.as_secs_f64(),
+        f.speed() / 1e6
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[test]
+fn hundred_mib_over_tcp() {
+    bulk_over("tcp");
+}
+
+#[test]
+fn hundred_mib_over_tls() {
+    bulk_over("tls");
+}
+
+#[test]
+fn hundred_mib_over_ws() {
+    bulk_over("ws");
+}
+
+#[test]
+fn hundred_mib_over_wss() {
+    bulk_over("wss");
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. 200 parallel downloads
+
+#[test]
+fn two_hundred_parallel_downloads() {
+    let c = chain("tcp", "parallel");
+    // Every size differs (1 MiB + 997 i), so a body that went to the wrong transfer
+    // shows in its length and hash, not only a corrupted one.
+    let sizes: Vec<u64> = (0..200u64).map(|i| (1 << 20) + 997 * i).collect();
+    let want = expected_shas(&sizes);
+    let mut cmd = curl_command();
+    cmd.args([
+        "--parallel",
+        "--parallel-max",
+        "200",
+        "--parallel-immediate",
+    ])
+    .args(["--socks5-hostname", &c.socks]);
+    for (i, n) in sizes.iter().enumerate() {
+        cmd.arg("-o")
+            .arg(c.dir.join(format!("body-{i}")))
+            .arg(format!("http://{}/bytes/{n}", c.http));
+    }
+    let t = Instant::now();
+    let o = cmd.output().unwrap_or_else(|e| curl_missing(e));
+    let took = t.elapsed();
+    assert!(
+        o.status.success(),
+        "curl --parallel: {} ({})\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr).trim(),
+        c.tails()
+    );
+    let mut bad = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let p = c.dir.join(format!("body-{i}"));
+        let body = std::fs::read(&p).unwrap_or_default();
+        let sha = hex::encode(Sha256::digest(&body));
+        if body.len() as u64 != *n || sha != want[n] {
+            bad.push(format!("#{i}: {} of {n} bytes, sha {sha}", body.len()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of 200 parallel downloads differ: {bad:?}\n{}",
+        bad.len(),
+        c.tails()
+    );
+    // The streams were live at once: the pool (at most 30 live streams per carrier)
+    // had to open more than one carrier.
+    let carriers = c.local.count(": carrier to ");
+    eprintln!(
+        "200 parallel downloads ({:.1} MB) in {:.2} s over {carriers} carriers",
+        sizes.iter().sum::<u64>() as f64 / 1e6,
+        took.as_secs_f64()
+    );
+    assert!(
+        carriers >= 2,
+        "200 parallel streams went over {carriers} carrier(s)\n{}",
+        c.tails()
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. UDP ASSOCIATE
+
+/// Datagram sizes sent through the association: 1 byte up to ~60 000 bytes (the largest
+/// is 65 000, which still fits a SOCKS5 UDP header in one IPv4 datagram).
+const UDP_SIZES: &[usize] = &[1, 2, 31, 100, 1400, 1473, 8192, 30_000, 60_000, 65_000];
+
+fn udp_through(scheme: &str, socks_bind: &str, echo_bind: &str) {
+    let dir = scratch(&format!("udp-{scheme}"));
+    let echo = UdpEcho::start(echo_bind);
+    let (remote, url) = start_remote(&format!("{scheme}://127.0.0.1:0"), &dir);
+    let (local, socks) = start_local(socks_bind, &url, ID, &dir);
+    let target = echo.addr.to_string();
+    let o = pong_udp(&socks, &target, UDP_SIZES);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "pong_udp.py via {socks} to {target} over {scheme}://: {}\n{stdout}{}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        local.tail(),
+        remote.tail()
+    );
+    for s in UDP_SIZES {
+        assert!(
+            stdout.lines().any(|l| l == format!("ok {s}")),
+            "no `ok {s}` in {stdout}"
+        );
+    }
+    // The datagrams really reached the echo (the tunnel did not answer by itself).
+    assert_eq!(
+        echo.echoed.load(Ordering::Relaxed),
+        UDP_SIZES.len() as u64,
+        "datagrams echoed by the target"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn udp_associate_echoes_datagrams_intact() {
+    udp_through("tcp", "127.0.0.1:0", "127.0.0.1:0");
+}
+
+#[test]
+fn udp_associate_over_ipv6_loopback_and_ws() {
+    udp_through("ws", "[::1]:0", "[::1]:0");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A wrong client id
+
+/// A pong connection header (`ver 0 | client id`) for `uuid`, then a connect frame for
+/// stream 1 to `target` and a data frame with `data` (protocols/pong/src/wire.rs).
+fn hello_and_connect(uuid: &str, target: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let hex: String = uuid.chars().filter(|c| *c != '-').collect();
+    let mut b = vec![0u8];
+    b.extend((0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()));
+    let SocketAddr::V4(v4) = target else {
+        panic!("an IPv4 target")
+    };
+    let mut addr = vec![1u8];
+    addr.extend(v4.ip().octets());
+    addr.extend(v4.port().to_be_bytes());
+    for (ty, payload) in [(0x01u8, &addr[..]), (0x00, data)] {
+        b.extend(((7 + payload.len()) as u16).to_be_bytes());
+        b.extend(1u32.to_be_bytes());
+        b.push(ty);
+        b.extend_from_slice(payload);
+    }
+    b
+}
+
+/// Sends `hello` on a fresh TCP connection to `remote`, then reads until EOF (or reset,
+/// or `wait`): returns what came back and how the read ended.
+fn send_and_read(remote: &str, hello: &[u8], wait: Duration) -> (Vec<u8>, String) {
+    let mut s = TcpStream::connect(remote).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(hello).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, "eof".into()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (got, "reset".into()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                let _ = s.shutdown(Shutdown::Both);
+                return (got, "timeout".into());
+            }
+            Err(e) => return (got, format!("error {e}")),
+        }
+    }
+}
+
+/// Whether `lsn` (non-blocking) has a connection waiting, polled for `wait`.
+fn was_dialed(lsn: &TcpListener, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        match lsn.accept() {
+            Ok(_) => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept on the target: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_wrong_client_id_is_closed_without_a_byte_and_never_dialed() {
+    let dir = scratch("wrong-id-raw");
+    let (remote, url) = start_remote("tcp://127.0.0.1:0", &dir);
+    let addr = url.strip_prefix("tcp://").unwrap().to_string();
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let taddr = target.local_addr().unwrap();
+
+    // The wrong id: the connection ends with nothing written back, and nothing dials.
+    let (got, end) = send_and_read(
+        &addr,
+        &hello_and_connect(WRONG_ID, taddr, b"hello"),
+        Duration::from_secs(15),
+    );
+    assert!(
+        got.is_empty() && (end == "eof" || end == "reset"),
+        "wrong id: {} bytes back, then {end} (expected 0 bytes, then EOF or reset)\n{}",
+        got.len(),
+        remote.tail()
+    );
+    assert!(
+        !was_dialed(&target, Duration::from_millis(500)),
+        "the remote dialed the target for a client id it does not allow\n{}",
+        remote.tail()
+    );
+    let mut remote = remote;
+    remote.wait_for("not allowed", Duration::from_secs(5));
+
+    // Control: the same bytes with the allowed id do dial the target (so the frames above
+    // were well formed and the check above could fail).
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(&hello_and_connect(ID, taddr, b"hello"))
+        .unwrap();
+    assert!(
+        was_dialed(&target, Duration::from_secs(10)),
+        "the allowed id did not dial the target\n{}",
+        remote.tail()
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_local_with_a_wrong_client_id_fails_and_the_remote_logs_it() {
+    let c = chain("tcp", "wrong-id-local");
+    let (mut bad_local, bad_socks) = start_local("127.0.0.1:0", &c.remote_url, WRONG_ID, &c.dir);
+    let o = curl(&[
+        "--socks5-hostname",
+        &bad_socks,
+        &format!("http://{}/bytes/1000", c.http),
+    ]);
+    assert!(
+        !o.status.success() && o.stdout.is_empty(),
+        "curl through a local with a wrong id: {} with {} bytes\n{}{}",
+        o.status,
+        o.stdout.len(),
+        bad_local.tail(),
+        c.tails()
+    );
+    let mut remote = c.remote;
+    remote.wait_for("not allowed", Duration::from_secs(5));
+    bad_local.kill();
+    // The right local, same remote, still works.
+    let f = fetch(&c.socks, &c.http, 1 << 20);
+    assert_intact(&f, 1 << 20, "through the allowed local", || {
+        c.local.tail() + &remote.tail()
+    });
+    eprintln!(
+        "wrong id: curl exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The remote restarts
+
+#[test]
+fn a_remote_killed_mid_download_fails_it_and_a_restarted_remote_serves_again() {
+    let mut c = chain("tcp", "restart");
+    // A rate-limited download, so the remote dies in the middle of it.
+    let killed_at = AtomicU64::new(0);
+    let remote = &mut c.remote;
+    let f = fetch_with(&c.socks, &c.http, BULK, &["--limit-rate", "20M"], |n| {
+        if n >= 4 << 20 && killed_at.load(Ordering::Relaxed) == 0 {
+            killed_at.store(n, Ordering::Relaxed);
+            remote.kill();
+        }
+    });
+    let killed_at = killed_at.load(Ordering::Relaxed);
+    assert!(killed_at > 0, "the download ended before 4 MiB");
+    assert!(
+        !f.status.success() && f.len < BULK,
+        "remote killed after {killed_at} bytes, yet curl reported {} with {} bytes ({})\n{}",
+        f.status,
+        f.len,
+        f.stderr.trim(),
+        c.tails()
+    );
+    // curl sees the connection end early (exit 18, "transfer closed with N bytes
+    // remaining": the local closes the application's socket with a FIN) and knows it from
+    // Content-Length; a reset would be exit 56. See
+    // finding_a_dead_stream_reaches_the_application_as_a_reset below.
+    eprintln!(
+        "remote killed after {killed_at} bytes: curl {} after {} bytes: {}",
+        f.status,
+        f.len,
+        f.stderr.lines().next().unwrap_or("")
+    );
+
+    // While the remote is down, a request fails, with no body.
+    let o = curl(&[
+        "--socks5-hostname",
+        &c.socks,
+        &format!("http://{}/bytes/1000", c.http),
+    ]);
+    assert!(
+        !o.status.success() && o.stdout.is_empty(),
+        "with the remote down: curl {} with {} bytes\n{}",
+        o.status,
+        o.stdout.len(),
+        c.tails()
+    );
+
+    // A new remote on the same port; the same local serves the next request.
+    let listen = c.remote_url.clone();
+    let (remote2, url2) = start_remote(&listen, &c.dir);
+    assert_eq!(url2, listen);
+    c.remote = remote2;
+    let n = 10 << 20;
+    let f = fetch(&c.socks, &c.http, n);
+    assert_intact(&f, n, "the first request after the restart", || c.tails());
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Usage errors
+
+#[test]
+fn bad_arguments_exit_2_with_a_clear_message() {
+    let dir = scratch("usage");
+    let cert = dir.join("c.pem");
+    std::fs::write(&cert, "").unwrap();
+    let cert = cert.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "pong",
+                "remote",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--client-id",
+                "not-a-uuid",
+            ],
+            "expected a UUID",
+        ),
+        (
+            &[
+                "pong",
+                "local",
+                "--socks",
+                "127.0.0.1:0",
+                "--remote",
+                "tcp://127.0.0.1:9",
+                "--client-id",
+                "6f1c2a4e93b74d218e5a0c7d9f3b1a52",
+            ],
+            "expected a UUID",
+        ),
+        (
+            &[
+                "pong",
+                "remote",
+                "--listen",
+                "tls://127.0.0.1:0",
+                "--client-id",
+                ID,
+            ],
+            "needs --cert FILE --key FILE or --self-signed-cert-out FILE",
+        ),
+        (
+            &[
+                "pong",
+                "remote",
+                "--listen",
+                "wss://127.0.0.1:0",
+                "--client-id",
+                ID,
+            ],
+            "needs --cert FILE --key FILE or --self-signed-cert-out FILE",
+        ),
+        (
+            &[
+                "pong",
+                "remote",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--client-id",
+                ID,
+                "--self-signed-cert-out",
+                cert,
+            ],
+            "certificates are only for tls:// and wss://",
+        ),
+        (
+            &[
+                "pong",
+                "remote",
+                "--listen",
+                "quic://127.0.0.1:0",
+                "--client-id",
+                ID,
+            ],
+            "--listen",
+        ),
+        (
+            &[
+                "pong",
+                "remote",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--client-id",
+                ID,
+                "--dial-timeout",
+                "0",
+            ],
+            "--dial-timeout must be more than 0",
+        ),
+        (
+            &[
+                "pong",
+                "remote",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--client-id",
+                ID,
+                "--cert",
+                cert,
+            ],
+            "--key",
+        ),
+        (
+            &["pong", "remote", "--listen", "tcp://127.0.0.1:0"],
+            "--client-id",
+        ),
+        (
+            &[
+                "pong",
+                "local",
+                "--socks",
+                "127.0.0.1:0",
+                "--remote",
+                "tls://127.0.0.1:9",
+                "--client-id",
+                ID,
+            ],
+            "needs --ca FILE",
+        ),
+        (
+            &[
+                "pong",
+                "local",
+                "--socks",
+                "127.0.0.1:0",
+                "--remote",
+                "tls://127.0.0.1:9",
+                "--client-id",
+                ID,
+                "--ca",
+                cert,
+                "--insecure",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "pong",
+                "local",
+                "--socks",
+                "127.0.0.1:0",
+                "--remote",
+                "udp://127.0.0.1:9",
+                "--client-id",
+                ID,
+            ],
+            "--remote",
+        ),
+        (
+            &[
+                "pong",
+                "local",
+                "--socks",
+                "127.0.0.1:0",
+                "--remote",
+                "tcp://127.0.0.1:9",
+                "--client-id",
+                ID,
+                "--max-streams-per-conn",
+                "0",
+            ],
+            "--max-streams-per-conn must be at least 1",
+        ),
+        (
+            &[
+                "pong",
+                "local",
+                "--socks",
+                "127.0.0.1:0",
+                "--remote",
+                "tcp://127.0.0.1:9",
+                "--client-id",
+                ID,
+                "--idle-close=-1",
+            ],
+            "--idle-close",
+        ),
+        (
+            &[
+                "pong",
+                "local",
+                "--socks",
+                "localhost:1080",
+                "--remote",
+                "tcp://127.0.0.1:9",
+                "--client-id",
+                ID,
+            ],
+            "--socks",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, want) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+            .args(*args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.code() != Some(2) || !err.contains(want) {
+            failures.push(format!(
+                "{args:?}: exit {:?}, stderr {:?} (expected exit 2 and {want:?})",
+                o.status.code(),
+                err.trim()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// Findings in protocols/pong, kept as failing reproductions (run with `--ignored`); take
+// the #[ignore] off when they are fixed.
+
+/// A raw SOCKS5 CONNECT (no authentication) to `target` through `socks`; the reply must
+/// be success (pong local answers before the remote has dialed).
+fn socks_connect(socks: &str, target: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(socks).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0], "method selection");
+    let SocketAddr::V4(v4) = target else {
+        panic!("an IPv4 target")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend(v4.ip().octets());
+    req.extend(v4.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut rep = [0u8; 10];
+    s.read_exact(&mut rep).unwrap();
+    assert_eq!(rep[..2], [5, 0], "CONNECT reply");
+    s
+}
+
+/// Reads until EOF, reset, or `wait`: what came, and how it ended.
+fn read_until_end(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, String) {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, "a clean EOF (FIN)".into()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (got, "reset".into()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (got, format!("nothing within {wait:?}"))
+            }
+            Err(e) => return (got, format!("error {e}")),
+        }
+    }
+}
+
+/// Closes `s` with RST (SO_LINGER 0).
+fn close_with_reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a correctly sized linger value.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER");
+    drop(s);
+}
+
+/// Finding: a stream that ends abnormally (rst from the remote) reaches the SOCKS5
+/// application as a clean end of stream. protocols/pong/src/local.rs says "a failed dial
+/// then resets the application's connection", but `relay` just drops the socket, which
+/// sends a FIN (a RST only if unread input happens to be there). An application without
+/// its own length framing takes the truncated stream for a complete one. Same for a
+/// carrier that dies mid-stream (curl exit 18 instead of 56 in the restart test).
+#[test]
+#[ignore = "finding: rst reaches the SOCKS5 application as a FIN"]
+fn finding_a_refused_dial_reaches_the_application_as_a_reset() {
+    let c = chain("tcp", "finding-refused");
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut s = socks_connect(&c.socks, refused);
+    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
+    assert!(
+        got.is_empty() && end == "reset",
+        "a refused dial: the application got {} bytes, then {end} (expected a reset)\n{}",
+        got.len(),
+        c.tails()
+    );
+}
+
+/// Finding: when the target resets a connection, the remote sends rst only after the
+/// local's direction has ended too. relay_tcp in protocols/pong/src/remote.rs joins the
+/// two copies (`tokio::join!(up, down)`) and resets the stream after both; a target error
+/// on the way down does not stop the way up (only the reverse is wired, `abort_tx`). An
+/// application that waits for the answer without half-closing (request/response over
+/// one connection) hangs forever instead of seeing the reset.
+#[test]
+#[ignore = "finding: a target reset is held until the application half-closes"]
+fn finding_a_target_reset_reaches_an_application_that_keeps_its_side_open() {
+    let c = chain("tcp", "finding-target-reset");
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taddr = target.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = target.accept() {
+            let _ = s.write_all(b"partial");
+            std::thread::sleep(Duration::from_millis(300));
+            close_with_reset(s);
+        }
+    });
+    let mut s = socks_connect(&c.socks, taddr);
+    let (got, end) = read_until_end(&mut s, Duration::from_secs(10));
+    assert!(
+        got == b"partial" && end == "reset",
+        "the target sent 7 bytes and reset: the application got {:?}, then {end} \
+         (expected a reset)\n{}",
+        String::from_utf8_lossy(&got),
+        c.tails()
+    );
+}
