@@ -22,6 +22,21 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 
+/// The payload of a `ConnectionReset` error whose RST segment the sending side's capture
+/// already recorded: a [`crate::CaptureNet`] stream that reads it records nothing more.
+/// The simulator marks the resets it models (an aborting stream records its own RST);
+/// on a real network the peer is not captured, so its RSTs are recorded when read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetRecorded;
+
+impl fmt::Display for ResetRecorded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection reset by peer")
+    }
+}
+
+impl std::error::Error for ResetRecorded {}
+
 /// Timestamps in captures are this far after 1970 plus the run's elapsed time, so the
 /// same run gives the same bytes (2026-01-01T00:00:00Z).
 pub const CAPTURE_EPOCH: Duration = Duration::from_secs(1_767_225_600);

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::capture::{CaptureIface, TcpFlow};
+use crate::capture::{CaptureIface, ResetRecorded, TcpFlow};
 use crate::net::{Net, TcpConn, TcpListen, UdpSock};
 
 /// A [`Net`] whose sockets record what crosses them.
@@ -73,7 +73,19 @@ impl<U: UdpSock> UdpSock for CapturedUdp<U> {
 /// A TCP stream that records synthesized segments for what is written and read.
 pub struct CapturedStream<S> {
     inner: S,
-    flow: Option<Mutex<TcpFlow>>,
+    flow: FlowRec,
+}
+
+/// The stream's [`TcpFlow`], when recording; dropping it records the FIN a socket sends
+/// when it is closed (unless the flow already ended, e.g. by an abort's RST).
+struct FlowRec(Option<Mutex<TcpFlow>>);
+
+impl Drop for FlowRec {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.as_mut() {
+            m.get_mut().unwrap_or_else(|e| e.into_inner()).fin_out();
+        }
+    }
 }
 
 impl<S: TcpConn> CapturedStream<S> {
@@ -86,21 +98,15 @@ impl<S: TcpConn> CapturedStream<S> {
             ))),
             None => None,
         };
-        Ok(Self { inner, flow })
+        Ok(Self {
+            inner,
+            flow: FlowRec(flow),
+        })
     }
 
     fn with_flow(&self, f: impl FnOnce(&mut TcpFlow)) {
-        if let Some(m) = &self.flow {
+        if let Some(m) = &self.flow.0 {
             f(&mut m.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-    }
-}
-
-impl<S> Drop for CapturedStream<S> {
-    fn drop(&mut self) {
-        // Dropping a socket closes it: record the FIN it sends.
-        if let Some(m) = self.flow.as_mut() {
-            m.get_mut().unwrap_or_else(|e| e.into_inner()).fin_out();
         }
     }
 }
@@ -120,7 +126,12 @@ impl<S: TcpConn> AsyncRead for CapturedStream<S> {
                 let eof = got.is_empty() && buf.remaining() > 0;
                 this.with_flow(|f| if eof { f.fin_in() } else { f.received(got) });
             }
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+            // A reset the peer's own capture recorded (the simulator marks the ones it
+            // models) is not recorded again: each segment appears once.
+            Poll::Ready(Err(e))
+                if e.kind() == io::ErrorKind::ConnectionReset
+                    && !e.get_ref().is_some_and(|r| r.is::<ResetRecorded>()) =>
+            {
                 this.with_flow(|f| f.reset(true));
             }
             _ => {}
@@ -161,6 +172,13 @@ impl<S: TcpConn> TcpConn for CapturedStream<S> {
     }
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.inner.peer_addr()
+    }
+    fn abort(self) {
+        // Our RST, on our interface; the flow is then over, so no FIN follows.
+        self.with_flow(|f| f.reset(false));
+        let CapturedStream { inner, flow } = self;
+        drop(flow);
+        inner.abort();
     }
 }
 

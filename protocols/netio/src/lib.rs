@@ -12,7 +12,7 @@ pub mod pcap_read;
 pub mod tokio_net;
 pub mod trace;
 
-pub use capture::{Capture, CaptureIface, Clock, TcpFlow};
+pub use capture::{Capture, CaptureIface, Clock, ResetRecorded, TcpFlow};
 pub use captured::CaptureNet;
 pub use net::{Net, TcpConn, TcpListen, UdpSock};
 pub use tokio_net::TokioNet;

@@ -40,6 +40,15 @@ pub trait TcpConn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
     /// The other end's address.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Aborts the connection: the peer learns of it as a reset (TCP RST), not as a clean
+    /// end of stream, and unsent bytes are dropped. What a proxy does to tell an
+    /// application that the far side of its connection failed.
+    ///
+    /// Every wrapper must forward this to the stream it wraps (dropping instead would
+    /// send a FIN, which the peer reads as a clean end).
+    fn abort(self)
+    where
+        Self: Sized;
 }
 
 /// The network a driver runs on: real (tokio) or simulated (turmoil + link model).

@@ -28,6 +28,14 @@ impl TcpConn for tokio::net::TcpStream {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::TcpStream::peer_addr(self)
     }
+    fn abort(self) {
+        // SO_LINGER of zero: closing sends RST and discards unsent data (closing never
+        // blocks with a zero linger).
+        if let Err(e) = self.set_zero_linger() {
+            tracing::debug!("abort: SO_LINGER 0 failed ({e}); closing with a FIN instead");
+        }
+        drop(self);
+    }
 }
 
 impl TcpListen for tokio::net::TcpListener {
