@@ -156,8 +156,16 @@ impl Ctx {
         self.check(
             "integrity",
             broken.is_empty() && results.len() == expect_flows,
-            if broken.is_empty() {
+            if broken.is_empty() && results.len() == expect_flows {
                 format!("{} flows, {} bytes, hashes match", results.len(), bytes)
+            } else if broken.is_empty() {
+                // Every flow that exists matches, but some never started (or extra ones
+                // did): say so rather than "hashes match" under a FAIL.
+                format!(
+                    "{} flows where {expect_flows} were expected ({} bytes; the flows there are match)",
+                    results.len(),
+                    bytes
+                )
             } else {
                 let r = broken[0];
                 format!(

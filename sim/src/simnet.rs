@@ -2,16 +2,19 @@
 //! [`LinkModel`] before turmoil carries them; TCP uses turmoil's streams (reliable, with
 //! latency, holds, partitions and crashes). Every socket can record into the run's capture.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tunnelbed_netio::{Capture, CaptureNet, Net, TcpConn, TcpListen, Trace, UdpSock};
+use tunnelbed_netio::{
+    Capture, CaptureNet, Net, ResetRecorded, TcpConn, TcpListen, Trace, UdpSock,
+};
 
 use crate::link::LinkModel;
 
@@ -25,6 +28,32 @@ pub struct SimWorld {
     /// The run's transition trace.
     pub trace: Trace,
     hosts: Arc<Mutex<BTreeSet<String>>>,
+    resets: Resets,
+}
+
+/// Reset marks for modelling TCP aborts (see [`SimStream`]): per live stream, keyed by
+/// its (local, peer) socket pair, a flag its peer sets when it aborts.
+///
+/// turmoil 0.7 has no public way to reset a stream (it sends a real RST only when a
+/// socket is dropped with unread input), so [`TcpConn::abort`] on a [`SimStream`] sets
+/// the peer's mark and then drops the turmoil stream, which sends a FIN. The peer reads
+/// whatever arrived before, then, where it would have read the end of stream, gets
+/// `ConnectionReset` (and keeps getting it). turmoil itself answers the peer's later
+/// writes with its own RST, since our socket is gone, so they fail as after a real RST.
+/// The mark is keyed by the socket pair; a newer stream with the same pair (turmoil may
+/// reuse a port once a reset removed the old socket) replaces it, and a stream removes its
+/// own mark when dropped, so a mark never outlives its stream. Everything here happens
+/// in the simulation's single thread, in simulation order: deterministic.
+#[derive(Clone, Default)]
+struct Resets(Arc<Mutex<ResetMarks>>);
+
+/// (local, peer) of a live stream -> its reset mark.
+type ResetMarks = BTreeMap<(SocketAddr, SocketAddr), Arc<AtomicBool>>;
+
+impl Resets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ResetMarks> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl SimWorld {
@@ -38,6 +67,7 @@ impl SimWorld {
             // One timeline for every machine: simulated time, not each driver's origin.
             trace: Trace::with_clock(Arc::new(|| turmoil::sim_elapsed().unwrap_or_default())),
             hosts: Arc::new(Mutex::new(BTreeSet::new())),
+            resets: Resets::default(),
         }
     }
 
@@ -134,8 +164,46 @@ impl UdpSock for SimUdp {
     }
 }
 
-/// A turmoil TCP stream (reliable; stalls under holds and partitions).
-pub struct SimStream(turmoil::net::TcpStream);
+/// A turmoil TCP stream (reliable; stalls under holds and partitions). Aborting it is
+/// modelled with a reset mark its peer reads as `ConnectionReset` (see [`SimWorld`]'s
+/// reset marks).
+pub struct SimStream {
+    inner: turmoil::net::TcpStream,
+    /// (local, peer).
+    pair: (SocketAddr, SocketAddr),
+    /// Set when the peer aborted.
+    reset: Arc<AtomicBool>,
+    resets: Resets,
+}
+
+impl SimStream {
+    fn new(inner: turmoil::net::TcpStream, resets: &Resets) -> io::Result<Self> {
+        let pair = (inner.local_addr()?, inner.peer_addr()?);
+        let reset = Arc::new(AtomicBool::new(false));
+        resets.lock().insert(pair, reset.clone());
+        Ok(Self {
+            inner,
+            pair,
+            reset,
+            resets: resets.clone(),
+        })
+    }
+
+    fn reset_error() -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionReset, ResetRecorded)
+    }
+}
+
+impl Drop for SimStream {
+    fn drop(&mut self) {
+        let mut m = self.resets.lock();
+        if m.get(&self.pair)
+            .is_some_and(|r| Arc::ptr_eq(r, &self.reset))
+        {
+            m.remove(&self.pair);
+        }
+    }
+}
 
 impl AsyncRead for SimStream {
     fn poll_read(
@@ -143,42 +211,88 @@ impl AsyncRead for SimStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let eof = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() == before;
+        if eof && buf.remaining() > 0 && this.reset.load(Ordering::SeqCst) {
+            // The FIN of an aborted peer: it was a reset.
+            return Poll::Ready(Err(Self::reset_error()));
+        }
+        r
     }
 }
 
 impl AsyncWrite for SimStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, b)
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, b)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
 impl TcpConn for SimStream {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.peer_addr()
+        self.inner.peer_addr()
+    }
+    fn abort(self) {
+        let (local, peer) = self.pair;
+        if let Some(r) = self.resets.lock().get(&(peer, local)) {
+            r.store(true, Ordering::SeqCst);
+        }
+        // Dropping sends the FIN the peer will read as the reset (or turmoil's own RST,
+        // when input is left unread).
+        drop(self);
     }
 }
 
 /// A turmoil TCP listener.
-pub struct SimListener(turmoil::net::TcpListener, Arc<str>);
+pub struct SimListener {
+    inner: turmoil::net::TcpListener,
+    host: Arc<str>,
+    resets: Resets,
+}
 
 impl TcpListen for SimListener {
     type Stream = SimStream;
     async fn accept(&self) -> io::Result<(SimStream, SocketAddr)> {
-        let (s, a) = self.0.accept().await?;
-        Ok((SimStream(s), a))
+        let (s, a) = self.inner.accept().await?;
+        Ok((SimStream::new(s, &self.resets)?, a))
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(resolve_local(self.0.local_addr()?, &self.1))
+        Ok(resolve_local(self.inner.local_addr()?, &self.host))
+    }
+}
+
+impl SimNet {
+    /// What to ask turmoil to bind for `addr`. turmoil binds only the unspecified or the
+    /// loopback address; a simulated host has exactly one other address, its own, so
+    /// binding that is binding the unspecified address (the port is then the host's,
+    /// as it would be on a one-interface machine). Any other address is not ours:
+    /// `AddrNotAvailable`, as the OS answers.
+    fn bind_addr(&self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let ip = addr.ip();
+        if ip.is_unspecified() || ip.is_loopback() {
+            return Ok(addr);
+        }
+        if ip == host_ip(&self.host) {
+            let any = match ip {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            return Ok(SocketAddr::new(any, addr.port()));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{ip} is not an address of host {}", self.host),
+        ))
     }
 }
 
@@ -188,7 +302,7 @@ impl Net for SimNet {
     type Listener = SimListener;
 
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<SimUdp> {
-        let sock = turmoil::net::UdpSocket::bind(addr).await?;
+        let sock = turmoil::net::UdpSocket::bind(self.bind_addr(addr)?).await?;
         let local = resolve_local(sock.local_addr()?, &self.host);
         Ok(SimUdp {
             sock: Arc::new(sock),
@@ -197,13 +311,15 @@ impl Net for SimNet {
         })
     }
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<SimStream> {
-        Ok(SimStream(turmoil::net::TcpStream::connect(addr).await?))
+        let s = turmoil::net::TcpStream::connect(addr).await?;
+        SimStream::new(s, &self.world.resets)
     }
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<SimListener> {
-        Ok(SimListener(
-            turmoil::net::TcpListener::bind(addr).await?,
-            self.host.clone(),
-        ))
+        Ok(SimListener {
+            inner: turmoil::net::TcpListener::bind(self.bind_addr(addr)?).await?,
+            host: self.host.clone(),
+            resets: self.world.resets.clone(),
+        })
     }
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         if let Ok(ip) = host.parse::<IpAddr>() {
