@@ -3,9 +3,11 @@
 //! carried by the [`Pool`].
 //!
 //! CONNECT is answered with success as soon as the stream is open on a carrier, before
-//! the remote has dialed (pong's "0 open time", as pong-go); a failed dial then resets
-//! the application's connection. If no carrier can be opened, the answer is SOCKS5
-//! "general failure".
+//! the remote has dialed (pong's "0 open time", as pong-go); a failed dial (the remote's
+//! rst) then resets the application's connection ([`TcpConn::abort`], a TCP RST), as
+//! does a target that resets or a carrier that dies: the application never mistakes a
+//! failure for a clean end. If no carrier can be opened, the answer is SOCKS5 "general
+//! failure".
 //!
 //! UDP ASSOCIATE: the front binds a UDP socket on the address the client reached it at
 //! and replies with it. Datagrams from the client (the first sender, or the address
@@ -20,14 +22,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tunnelbed_netio::{Net, TcpConn, TcpListen, UdpSock};
 use tunnelbed_socks5::handshake::{self, unspecified};
 use tunnelbed_socks5::{Addr, Command, Reply, UdpHeader};
 
 use crate::pool::Pool;
-use crate::wire::Address;
+use crate::wire::{Address, RstCode, RstInfo};
 
 /// Most relay streams one UDP association may open (one per destination).
 pub const MAX_UDP_DESTINATIONS: usize = 256;
@@ -93,7 +95,42 @@ pub async fn handle_client<N: Net>(net: N, mut s: N::Stream, pool: Arc<Pool<N>>)
     }
 }
 
-/// Copies both ways with half closes; a reset stream closes the application's socket.
+/// Which side of a relay failed first.
+enum Failed {
+    /// The application's connection (a read or write on it failed).
+    App(io::Error),
+    /// The pong stream: reset by the remote (a failed dial, a target that reset), closed
+    /// under us, or its connection died.
+    Pong(io::Error),
+}
+
+/// Copies `rd` to `wr` until `rd` ends; errors are tagged with the side they came from.
+async fn pump<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    read_failed: fn(io::Error) -> Failed,
+    write_failed: fn(io::Error) -> Failed,
+) -> Result<(), Failed>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = rd.read(&mut buf).await.map_err(read_failed)?;
+        if n == 0 {
+            return Ok(());
+        }
+        wr.write_all(&buf[..n]).await.map_err(write_failed)?;
+    }
+}
+
+/// Copies both ways with half closes (an end of input becomes finish one way and a FIN
+/// the other). A failure on one side is passed on as a failure, never as a clean end:
+/// when the pong stream fails (the remote's dial failed after we had already answered
+/// success, the target reset, the carrier died) the application's connection is aborted
+/// (TCP RST); when the application's connection fails (it reset) the pong stream is
+/// reset (rst 12).
 async fn relay<S: TcpConn>(
     app: S,
     stream: crate::driver::PongStream,
@@ -101,19 +138,34 @@ async fn relay<S: TcpConn>(
 ) -> io::Result<()> {
     let (mut ard, mut awr) = tokio::io::split(app);
     let (mut prd, mut pwr) = tokio::io::split(stream);
-    let up = async {
-        if !early.is_empty() {
-            pwr.write_all(&early).await?;
+    let r = {
+        let up = async {
+            if !early.is_empty() {
+                pwr.write_all(&early).await.map_err(Failed::Pong)?;
+            }
+            pump(&mut ard, &mut pwr, Failed::App, Failed::Pong).await?;
+            pwr.shutdown().await.map_err(Failed::Pong)
+        };
+        let down = async {
+            pump(&mut prd, &mut awr, Failed::Pong, Failed::App).await?;
+            awr.shutdown().await.map_err(Failed::App)
+        };
+        tokio::try_join!(up, down)
+    };
+    match r {
+        Ok(_) => Ok(()),
+        Err(Failed::Pong(e)) => {
+            ard.unsplit(awr).abort();
+            Err(e)
         }
-        tokio::io::copy(&mut ard, &mut pwr).await?;
-        pwr.shutdown().await
-    };
-    let down = async {
-        tokio::io::copy(&mut prd, &mut awr).await?;
-        awr.shutdown().await
-    };
-    // Either direction failing (a reset) ends both: dropping the socket tells the app.
-    tokio::try_join!(up, down).map(|_| ())
+        Err(Failed::App(e)) => {
+            prd.unsplit(pwr).reset(RstInfo::with_description(
+                RstCode::ConnTimeout,
+                format!("application connection failed: {e}"),
+            ));
+            Err(e)
+        }
+    }
 }
 
 async fn udp_associate<N: Net>(

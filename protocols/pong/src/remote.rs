@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnelbed_carrier::tls::ServerTls;
 use tunnelbed_carrier::{BoxStream, CarrierKind};
-use tunnelbed_netio::{Net, TcpListen, Trace, UdpSock};
+use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, UdpSock};
 
 use crate::driver::{
     spawn_remote, ConnEnd, DriverConfig, Incoming, Opened, PongDatagrams, PongStream,
@@ -222,53 +222,63 @@ async fn dial_and_relay<N: Net>(net: N, inc: Incoming, cfg: Arc<RemoteConfig>) {
     }
 }
 
+/// Which side of a relay failed first.
+enum Failed {
+    /// The pong stream: the local reset it, or the connection died.
+    Local,
+    /// The target's connection: it reset, or a read or write on it failed.
+    Target(io::Error),
+}
+
 /// Copies both ways with half closes: the local's finish becomes a TCP FIN to the
-/// target, the target's FIN our finish. A target that resets is reported with rst 11.
-async fn relay_tcp<S>(stream: PongStream, target: S)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
+/// target, the target's FIN our finish. Whichever side fails first ends both at once,
+/// even while the other direction is still open: a target that resets (or whose
+/// connection fails on a write) is reported to the local with rst 11, and a stream the
+/// local resets (or whose connection dies) aborts the target's connection (TCP RST).
+async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
     let (mut prd, mut pwr) = tokio::io::split(stream);
     let (mut trd, mut twr) = tokio::io::split(target);
-    let (abort_tx, abort_rx) = tokio::sync::oneshot::channel::<()>();
-    let up = async {
-        match tokio::io::copy(&mut prd, &mut twr).await {
-            Ok(_) => {
-                let _ = twr.shutdown().await;
+    let failed = {
+        let up = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match prd.read(&mut buf).await {
+                    Ok(0) => {
+                        return twr.shutdown().await.map_err(Failed::Target);
+                    }
+                    Ok(n) => twr.write_all(&buf[..n]).await.map_err(Failed::Target)?,
+                    Err(_) => return Err(Failed::Local),
+                }
             }
-            // The local reset the stream (or the connection died): stop both ways.
-            Err(_) => {
-                let _ = abort_tx.send(());
-            }
-        }
-    };
-    let down = async {
-        let copy = async {
+        };
+        let down = async {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match trd.read(&mut buf).await {
                     Ok(0) => {
+                        // A finish cannot fail; a stream already ended shows up above.
                         let _ = pwr.shutdown().await;
-                        return None;
+                        return Ok(());
                     }
                     Ok(n) => {
                         if pwr.write_all(&buf[..n]).await.is_err() {
-                            return None;
+                            return Err(Failed::Local);
                         }
                     }
-                    Err(e) => return Some(e),
+                    Err(e) => return Err(Failed::Target(e)),
                 }
             }
         };
-        tokio::select! {
-            Ok(()) = abort_rx => None,
-            e = copy => e,
-        }
+        tokio::try_join!(up, down).err()
     };
-    let ((), target_error) = tokio::join!(up, down);
     let stream = prd.unsplit(pwr);
-    if let Some(e) = target_error {
-        stream.reset(RstInfo::with_description(RstCode::DstReset, e.to_string()));
+    let target = trd.unsplit(twr);
+    match failed {
+        None => {}
+        Some(Failed::Target(e)) => {
+            stream.reset(RstInfo::with_description(RstCode::DstReset, e.to_string()));
+        }
+        Some(Failed::Local) => target.abort(),
     }
 }
 
