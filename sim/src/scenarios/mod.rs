@@ -7,6 +7,9 @@ pub mod h2tunnel_partition;
 pub mod h2tunnel_streams;
 pub mod kcp_bulk;
 pub mod kcp_rpc;
+pub mod pong_common;
+pub mod pong_remote_crash;
+pub mod pong_streams;
 pub mod tcp_echo;
 pub mod udp_echo;
 
@@ -19,6 +22,8 @@ pub fn all() -> Vec<Scenario> {
         kcp_rpc::SCENARIO,
         h2tunnel_streams::SCENARIO,
         h2tunnel_partition::SCENARIO,
+        pong_streams::SCENARIO,
+        pong_remote_crash::SCENARIO,
     ]
 }
 

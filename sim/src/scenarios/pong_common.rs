@@ -1,0 +1,840 @@
+//! What the pong scenarios share: the remote and local hosts (pong's own `serve`, `Pool`
+//! and SOCKS5 front), a target host whose behaviour each stream chooses in its first
+//! bytes, a SOCKS5 application client, socket gauges that prove nothing is left open,
+//! and a check of the transition trace for streams that never ended.
+//!
+//! Topology: `app` -> SOCKS5 -> `local` (front + pool) -> tcp carrier -> `remote` ->
+//! `target` (TCP on [`TARGET_PORT`], UDP echo on [`ECHO_PORT`]; nothing listens on
+//! [`CLOSED_PORT`]).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tunnelbed_carrier::tls::ClientTls;
+use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, Transition, UdpSock};
+use tunnelbed_pong::pool::{Pool, PoolConfig};
+use tunnelbed_pong::remote::RemoteConfig;
+use tunnelbed_socks5::handshake;
+use tunnelbed_socks5::{Addr, UdpHeader};
+
+use crate::ledger::FlowLedger;
+use crate::simnet::{any, SimWorld};
+
+/// The client id the local sends and the remote allows.
+pub const CLIENT_ID: [u8; 16] = *b"tunnelbed-sim-01";
+/// Where the remote listens for carriers.
+pub const REMOTE_PORT: u16 = 7000;
+/// Where the local's SOCKS5 front listens.
+pub const SOCKS_PORT: u16 = 1080;
+/// The target's TCP service.
+pub const TARGET_PORT: u16 = 8000;
+/// The target's UDP echo.
+pub const ECHO_PORT: u16 = 8001;
+/// A port nothing listens on (dials fail with "connection refused").
+pub const CLOSED_PORT: u16 = 8002;
+/// A name the simulation does not know (dials fail with "host unreachable").
+pub const UNKNOWN_HOST: &str = "nowhere.invalid";
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// Deterministic bytes for flow `tag` (both ends can make them).
+pub fn payload(seed: u64, tag: u64, len: usize) -> Vec<u8> {
+    let mut x = seed ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x2545_F491_4F6C_DD1D;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+// ---- socket gauges ------------------------------------------------------------------
+
+/// Live sockets of one host, counted by a [`Gauged`] net: each count goes up when the
+/// socket is made and down when it is dropped (a crash drops them too).
+#[derive(Clone, Default, Debug)]
+pub struct Gauges {
+    /// TCP connections accepted (carriers, at the remote).
+    pub accepted: Arc<AtomicI64>,
+    /// TCP connections dialed (targets, at the remote).
+    pub dialed: Arc<AtomicI64>,
+    /// UDP sockets bound (relay streams, at the remote).
+    pub udp: Arc<AtomicI64>,
+}
+
+impl Gauges {
+    /// (accepted, dialed, udp) now.
+    pub fn get(&self) -> (i64, i64, i64) {
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.dialed.load(Ordering::SeqCst),
+            self.udp.load(Ordering::SeqCst),
+        )
+    }
+}
+
+struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    fn new(g: &Arc<AtomicI64>) -> Self {
+        g.fetch_add(1, Ordering::SeqCst);
+        Self(g.clone())
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A [`Net`] that counts the sockets it hands out in [`Gauges`].
+#[derive(Clone)]
+pub struct Gauged<N> {
+    inner: N,
+    gauges: Gauges,
+}
+
+impl<N> Gauged<N> {
+    /// Wraps `inner`.
+    pub fn new(inner: N, gauges: Gauges) -> Self {
+        Self { inner, gauges }
+    }
+}
+
+/// A counted TCP stream.
+pub struct GaugedStream<S> {
+    inner: S,
+    _g: Gauge,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for GaugedStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for GaugedStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, b)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: TcpConn> TcpConn for GaugedStream<S> {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+    fn abort(self) {
+        self.inner.abort();
+    }
+}
+
+/// A listener whose accepted streams are counted.
+pub struct GaugedListener<L> {
+    inner: L,
+    gauge: Arc<AtomicI64>,
+}
+
+impl<L: TcpListen> TcpListen for GaugedListener<L> {
+    type Stream = GaugedStream<L::Stream>;
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (s, a) = self.inner.accept().await?;
+        Ok((
+            GaugedStream {
+                inner: s,
+                _g: Gauge::new(&self.gauge),
+            },
+            a,
+        ))
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A counted UDP socket.
+pub struct GaugedUdp<U> {
+    inner: U,
+    _g: Gauge,
+}
+
+impl<U: UdpSock> UdpSock for GaugedUdp<U> {
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        self.inner.send_to(buf, target).await
+    }
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.inner.recv_from(buf).await
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl<N: Net> Net for Gauged<N> {
+    type Udp = GaugedUdp<N::Udp>;
+    type Stream = GaugedStream<N::Stream>;
+    type Listener = GaugedListener<N::Listener>;
+
+    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Udp> {
+        let u = self.inner.bind_udp(addr).await?;
+        Ok(GaugedUdp {
+            inner: u,
+            _g: Gauge::new(&self.gauges.udp),
+        })
+    }
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Self::Stream> {
+        let s = self.inner.connect_tcp(addr).await?;
+        Ok(GaugedStream {
+            inner: s,
+            _g: Gauge::new(&self.gauges.dialed),
+        })
+    }
+    async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+        let l = self.inner.listen_tcp(addr).await?;
+        Ok(GaugedListener {
+            inner: l,
+            gauge: self.gauges.accepted.clone(),
+        })
+    }
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        self.inner.resolve(host, port).await
+    }
+}
+
+// ---- remote and local -----------------------------------------------------------------
+
+/// The remote's settings in the scenarios.
+pub fn remote_config() -> RemoteConfig {
+    RemoteConfig {
+        allowed: vec![CLIENT_ID],
+        dial_timeout: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(5),
+        udp_idle: Duration::from_secs(30),
+        ..RemoteConfig::default()
+    }
+}
+
+/// Runs pong's remote on host `host` (call inside the host closure), its sockets counted
+/// in `gauges`; trace ids are `{name}/c{n}`.
+pub async fn run_remote(
+    world: SimWorld,
+    host: &str,
+    name: String,
+    gauges: Gauges,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let net = Gauged::new(world.net(host), gauges);
+    let listener = net.listen_tcp(any(REMOTE_PORT)).await?;
+    tunnelbed_pong::remote::serve(
+        net,
+        listener,
+        CarrierKind::Tcp,
+        None,
+        Arc::new(remote_config()),
+        world.trace.clone(),
+        name,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where the local's pool is published for the checks (set when the local starts).
+pub type PoolSlot<N> = Arc<Mutex<Option<Arc<Pool<N>>>>>;
+
+/// The net the local host uses.
+pub type LocalNet = crate::simnet::HostNet;
+
+/// The local's pool settings: `max_streams` per carrier, idle carriers closed after `idle`.
+pub fn pool_config(max_streams: usize, idle: Duration) -> PoolConfig {
+    let url: CarrierUrl = format!("tcp://remote:{REMOTE_PORT}")
+        .parse()
+        .expect("a valid carrier url");
+    let mut cfg = PoolConfig::new(url, CLIENT_ID);
+    cfg.max_streams_per_conn = max_streams;
+    cfg.idle_close = idle;
+    cfg.connect_timeout = Duration::from_secs(3);
+    cfg
+}
+
+/// Runs pong's local on host `host`: the pool (with its maintenance) and the SOCKS5 front
+/// on [`SOCKS_PORT`]. The pool is published in `slot`.
+pub async fn run_local(
+    world: SimWorld,
+    host: &str,
+    cfg: PoolConfig,
+    slot: PoolSlot<LocalNet>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let net = world.net(host);
+    let pool = Arc::new(Pool::new(
+        net.clone(),
+        cfg,
+        Arc::new(ClientTls::insecure()),
+        world.trace.clone(),
+        "local".into(),
+    ));
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pool.clone());
+    tokio::spawn(pool.clone().run_maintenance());
+    let listener = net.listen_tcp(any(SOCKS_PORT)).await?;
+    tunnelbed_pong::local::serve_socks(net, listener, pool).await?;
+    Ok(())
+}
+
+/// The pool in `slot` (panics before the local started: scenarios start it first).
+pub fn pool_of<N: Net>(slot: &PoolSlot<N>) -> Option<Arc<Pool<N>>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+// ---- the target -----------------------------------------------------------------------
+
+/// What a stream asks of the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetMode {
+    /// Read the request, answer, finish (in the order of [`Order`]), after a think time
+    /// of the header's `pace_ms`.
+    Serve(Order),
+    /// Reset the connection right after the header (it leaves request bytes unread).
+    Reset,
+    /// Send the answer at once and read the request until it breaks off (the application
+    /// aborts).
+    Abortee,
+    /// Read the request, then send the answer in 2 KiB pieces every `pace_ms` (a long
+    /// download), and finish.
+    Trickle,
+}
+
+/// In which order the target reads the request and writes the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Read the whole request (to the application's finish), then answer and finish.
+    RequestFirst,
+    /// Answer and finish first (a half close towards the application), then read.
+    AnswerFirst,
+    /// Both at once.
+    Both,
+}
+
+impl TargetMode {
+    fn code(self) -> u8 {
+        match self {
+            TargetMode::Serve(Order::RequestFirst) => 0,
+            TargetMode::Serve(Order::AnswerFirst) => 1,
+            TargetMode::Serve(Order::Both) => 2,
+            TargetMode::Reset => 3,
+            TargetMode::Abortee => 4,
+            TargetMode::Trickle => 5,
+        }
+    }
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => TargetMode::Serve(Order::RequestFirst),
+            1 => TargetMode::Serve(Order::AnswerFirst),
+            2 => TargetMode::Serve(Order::Both),
+            3 => TargetMode::Reset,
+            4 => TargetMode::Abortee,
+            5 => TargetMode::Trickle,
+            _ => return None,
+        })
+    }
+}
+
+/// Bytes every stream starts with.
+pub const HEADER: usize = 16;
+
+/// The header a stream starts with: its tag, request and answer lengths, what the target
+/// does, whether the target reads slowly, and its pace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Names the stream's flows (`s{tag}-req`, `s{tag}-resp`).
+    pub tag: u32,
+    /// Request bytes after the header.
+    pub req: u32,
+    /// Answer bytes.
+    pub resp: u32,
+    /// Target behaviour.
+    pub mode: TargetMode,
+    /// The target reads in small pieces with pauses.
+    pub slow_target: bool,
+    /// The target keeps this stream's bytes out of the ledger (a stream expected to
+    /// fail, or whose outcome may go either way).
+    pub untracked: bool,
+    /// Think time before answering ([`TargetMode::Serve`]) or the pause between pieces
+    /// ([`TargetMode::Trickle`]), in milliseconds.
+    pub pace_ms: u16,
+}
+
+impl Header {
+    /// Wire form.
+    pub fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..4].copy_from_slice(&self.tag.to_be_bytes());
+        h[4..8].copy_from_slice(&self.req.to_be_bytes());
+        h[8..12].copy_from_slice(&self.resp.to_be_bytes());
+        h[12] = self.mode.code();
+        h[13] = u8::from(self.slow_target) | (u8::from(self.untracked) << 1);
+        h[14..].copy_from_slice(&self.pace_ms.to_be_bytes());
+        h
+    }
+
+    fn decode(h: &[u8; HEADER]) -> Option<Self> {
+        Some(Self {
+            tag: u32::from_be_bytes([h[0], h[1], h[2], h[3]]),
+            req: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+            resp: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+            mode: TargetMode::from_code(h[12])?,
+            slow_target: h[13] & 1 != 0,
+            untracked: h[13] & 2 != 0,
+            pace_ms: u16::from_be_bytes([h[14], h[15]]),
+        })
+    }
+}
+
+/// The request flow of stream `tag`.
+pub fn req_flow(tag: u32) -> String {
+    format!("s{tag:03}-req")
+}
+
+/// The answer flow of stream `tag`.
+pub fn resp_flow(tag: u32) -> String {
+    format!("s{tag:03}-resp")
+}
+
+/// Request bytes of stream `tag` (the header is not part of them).
+pub fn request_body(seed: u64, tag: u32, len: usize) -> Vec<u8> {
+    payload(seed, u64::from(tag), len)
+}
+
+/// Answer bytes of stream `tag`.
+pub fn answer_body(seed: u64, tag: u32, len: usize) -> Vec<u8> {
+    payload(seed, 1_000_000 + u64::from(tag), len)
+}
+
+/// How the target saw a stream's request end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSaw {
+    /// The whole request, then the application's finish.
+    Complete,
+    /// The application's finish before the whole request (`got` bytes).
+    Short(usize),
+    /// A read error after `got` bytes.
+    Error(usize, String),
+    /// The target reset the stream as asked.
+    ResetSent,
+}
+
+/// What the target saw, per stream tag.
+pub type TargetLog = Arc<Mutex<BTreeMap<u32, TargetSaw>>>;
+
+/// Reads up to `want` bytes to the end of input, in small pieces with pauses when `slow`.
+/// Returns the bytes and whether input ended cleanly (`Err` keeps what arrived).
+async fn read_all<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    slow: bool,
+    pause: Duration,
+) -> (Vec<u8>, io::Result<()>) {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; if slow { 2048 } else { 32 * 1024 }];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Err(e)),
+        }
+        if slow {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Runs the target on host `host`: TCP on [`TARGET_PORT`], UDP echo on [`ECHO_PORT`].
+/// Request bytes go to `ledger` (flow `s{tag}-req`, closed when complete); answers are
+/// recorded as sent before they are written.
+pub async fn run_target(
+    world: SimWorld,
+    host: &str,
+    seed: u64,
+    ledger: FlowLedger,
+    log: TargetLog,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let net = world.net(host);
+    let udp = net.bind_udp(any(ECHO_PORT)).await?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+            let _ = udp.send_to(&buf[..n], from).await;
+        }
+    });
+    let listener = net.listen_tcp(any(TARGET_PORT)).await?;
+    loop {
+        let (s, _) = listener.accept().await?;
+        let ledger = ledger.clone();
+        let log = log.clone();
+        tokio::spawn(async move {
+            serve_target(s, seed, ledger, log).await;
+        });
+    }
+}
+
+async fn serve_target<S: TcpConn>(mut s: S, seed: u64, ledger: FlowLedger, log: TargetLog) {
+    let mut h = [0u8; HEADER];
+    if s.read_exact(&mut h).await.is_err() {
+        return;
+    }
+    let Some(h) = Header::decode(&h) else {
+        return;
+    };
+    let record = |saw: TargetSaw| {
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h.tag, saw);
+    };
+    let pause = Duration::from_millis(3 + u64::from(h.tag % 7));
+    let pace = Duration::from_millis(u64::from(h.pace_ms));
+    let answer = || answer_body(seed, h.tag, h.resp as usize);
+    let judge = |got: &[u8], r: io::Result<()>| match r {
+        Ok(()) if got.len() == h.req as usize => TargetSaw::Complete,
+        Ok(()) => TargetSaw::Short(got.len()),
+        Err(e) => TargetSaw::Error(got.len(), e.to_string()),
+    };
+    match h.mode {
+        TargetMode::Reset => {
+            // The request's first bytes arrived with the header and are unread: dropping
+            // the socket resets it.
+            record(TargetSaw::ResetSent);
+            drop(s);
+        }
+        TargetMode::Abortee => {
+            let (mut rd, mut wr) = tokio::io::split(s);
+            let body = answer();
+            let send = async {
+                let _ = wr.write_all(&body).await;
+                let _ = wr.shutdown().await;
+            };
+            let recv = read_all(&mut rd, false, pause);
+            let ((), (got, r)) = tokio::join!(send, recv);
+            record(judge(&got, r));
+        }
+        TargetMode::Serve(_) | TargetMode::Trickle => {
+            let flow = req_flow(h.tag);
+            let (mut rd, mut wr) = tokio::io::split(s);
+            let trickle = h.mode == TargetMode::Trickle;
+            let send = async {
+                let body = answer();
+                if !h.untracked {
+                    ledger.sent(&resp_flow(h.tag), &body);
+                }
+                if trickle {
+                    for piece in body.chunks(2048) {
+                        if wr.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(pace).await;
+                    }
+                } else {
+                    if !pace.is_zero() {
+                        tokio::time::sleep(pace).await;
+                    }
+                    if wr.write_all(&body).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = wr.shutdown().await;
+            };
+            let recv = async {
+                let (got, r) = read_all(&mut rd, h.slow_target, pause).await;
+                let saw = judge(&got, r);
+                if !h.untracked {
+                    ledger.received(&flow, &got);
+                    if saw == TargetSaw::Complete {
+                        ledger.close(&flow);
+                    }
+                }
+                saw
+            };
+            let order = match h.mode {
+                TargetMode::Serve(o) => o,
+                _ => Order::RequestFirst,
+            };
+            let saw = match order {
+                Order::RequestFirst => {
+                    let saw = recv.await;
+                    send.await;
+                    saw
+                }
+                Order::AnswerFirst => {
+                    send.await;
+                    recv.await
+                }
+                Order::Both => tokio::join!(send, recv).1,
+            };
+            record(saw);
+        }
+    }
+}
+
+// ---- the application side -------------------------------------------------------------
+
+/// Opens a SOCKS5 CONNECT to `target` through the front at `front`.
+pub async fn socks_connect<N: Net>(
+    net: &N,
+    front: SocketAddr,
+    target: &Addr,
+) -> io::Result<N::Stream> {
+    let mut s = net.connect_tcp(front).await?;
+    let (code, _) = handshake::connect(&mut s, target).await?;
+    if code != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("SOCKS5 reply {code}"),
+        ));
+    }
+    Ok(s)
+}
+
+/// How a stream ended at the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppSaw {
+    /// Both directions ended cleanly; `got` answer bytes.
+    Clean(usize),
+    /// A read or write failed (what and after how many answer bytes).
+    Error(String),
+    /// The application aborted it (as planned).
+    Aborted,
+    /// Nothing ended it in time.
+    Hung,
+}
+
+/// A short name for what the application saw, for failure summaries.
+pub fn saw_kind(s: Option<&AppSaw>) -> &'static str {
+    match s {
+        None => "nothing",
+        Some(AppSaw::Clean(0)) => "clean end with no answer",
+        Some(AppSaw::Clean(_)) => "clean end",
+        Some(AppSaw::Error(_)) => "error",
+        Some(AppSaw::Aborted) => "aborted",
+        Some(AppSaw::Hung) => "hung",
+    }
+}
+
+/// Reads the answer (slowly, if asked) and writes `chunks` of `body` after `head`, then
+/// finishes (when `finish`). Returns the answer and how each direction ended.
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: S,
+    head: &[u8],
+    body: &[u8],
+    chunks: &[(usize, Duration)],
+    finish: bool,
+    slow_reader: Option<Duration>,
+) -> (Vec<u8>, io::Result<()>, io::Result<()>) {
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let send = async {
+        wr.write_all(head).await?;
+        let mut off = 0;
+        for &(n, pause) in chunks {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            wr.write_all(&body[off..off + n]).await?;
+            off += n;
+        }
+        if finish {
+            wr.shutdown().await?;
+        }
+        Ok(())
+    };
+    let recv = read_all(
+        &mut rd,
+        slow_reader.is_some(),
+        slow_reader.unwrap_or_default(),
+    );
+    let (sent, (got, r)) = tokio::join!(send, recv);
+    (got, sent, r)
+}
+
+/// Splits `len` bytes into writes: the first `first` bytes at once, the rest in random
+/// pieces with short pauses.
+pub fn write_plan(
+    rng: &mut impl rand::Rng,
+    len: usize,
+    max_pause_ms: u64,
+) -> Vec<(usize, Duration)> {
+    let mut out = Vec::new();
+    let mut left = len;
+    while left > 0 {
+        let c = rng.gen_range(1..=left.min(24 * 1024));
+        let pause = if max_pause_ms == 0 || rng.gen_bool(0.6) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(rng.gen_range(1..=max_pause_ms))
+        };
+        out.push((c, pause));
+        left -= c;
+    }
+    out
+}
+
+/// A stream opened on the pool directly (an application inside the local process): the
+/// header and `body` go out, then finish; the answer is read (slowly, if asked). Returns
+/// the answer and how each direction ended.
+pub async fn direct_exchange<N: Net>(
+    pool: &Pool<N>,
+    dest: tunnelbed_pong::Address,
+    head: &[u8],
+    body: &[u8],
+    slow_reader: Option<Duration>,
+) -> (Vec<u8>, io::Result<()>, io::Result<()>) {
+    match pool.open_connect(dest).await {
+        Ok(s) => {
+            exchange(
+                s,
+                head,
+                body,
+                &[(body.len(), Duration::ZERO)],
+                true,
+                slow_reader,
+            )
+            .await
+        }
+        Err(e) => {
+            let e2 = io::Error::new(e.kind(), e.to_string());
+            (Vec::new(), Err(e), Err(e2))
+        }
+    }
+}
+
+// ---- UDP ASSOCIATE --------------------------------------------------------------------
+
+/// One UDP association through the front: `datagrams` datagrams to the echo, each resent
+/// until its echo arrives (the link may lose datagrams). Returns per datagram whether an
+/// echo came back, and how many echoes differed from what was sent.
+pub async fn udp_exchange<N: Net>(
+    net: &N,
+    front: SocketAddr,
+    echo: Addr,
+    datagrams: &[Vec<u8>],
+    ledger: &FlowLedger,
+    flow_prefix: &str,
+    tries: u32,
+) -> io::Result<(Vec<bool>, usize)> {
+    let mut ctl = net.connect_tcp(front).await?;
+    let (code, bound) = handshake::udp_associate(&mut ctl, &handshake::unspecified()).await?;
+    if code != 0 {
+        return Err(io::Error::other(format!("UDP ASSOCIATE reply {code}")));
+    }
+    let Addr::Ip(bound) = bound else {
+        return Err(io::Error::other(format!("relay address {bound:?}")));
+    };
+    let relay = SocketAddr::new(front.ip(), bound.port());
+    let sock = net.bind_udp(any(0)).await?;
+    let mut answered = vec![false; datagrams.len()];
+    let mut corrupt = 0usize;
+    let mut buf = vec![0u8; 65_535];
+    for (k, d) in datagrams.iter().enumerate() {
+        let flow = format!("{flow_prefix}d{k}");
+        ledger.sent(&flow, d);
+        let mut out = BytesMut::new();
+        UdpHeader { addr: echo.clone() }
+            .encode(d, &mut out)
+            .map_err(io::Error::other)?;
+        'tries: for _ in 0..tries {
+            sock.send_to(&out, relay).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(400);
+            loop {
+                let r = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await;
+                let Ok(r) = r else { break };
+                let (n, _) = r?;
+                let Ok(Some((h, got))) = UdpHeader::decode(&buf[..n]) else {
+                    corrupt += 1;
+                    continue;
+                };
+                if h.addr != echo {
+                    corrupt += 1;
+                    continue;
+                }
+                // Echoes of earlier datagrams (resent or duplicated) may still arrive.
+                match datagrams.iter().position(|x| x[..] == *got) {
+                    Some(j) if j == k => {
+                        ledger.received(&flow, got);
+                        ledger.close(&flow);
+                        answered[k] = true;
+                        break 'tries;
+                    }
+                    Some(_) => {}
+                    None => corrupt += 1,
+                }
+            }
+        }
+    }
+    drop(ctl); // ends the association: its relay streams close
+    Ok((answered, corrupt))
+}
+
+/// A UDP datagram of `len` bytes for association `a`, datagram `k` (starts with its
+/// numbers so that every one is distinct).
+pub fn datagram(seed: u64, a: u32, k: u32, len: usize) -> Vec<u8> {
+    let mut d = payload(
+        seed,
+        5_000_000 + u64::from(a) * 1000 + u64::from(k),
+        len.max(8),
+    );
+    d[..4].copy_from_slice(&a.to_be_bytes());
+    d[4..8].copy_from_slice(&k.to_be_bytes());
+    d
+}
+
+// ---- checks ---------------------------------------------------------------------------
+
+/// Pong streams in the trace whose last state is not an end (closed or reset), for
+/// connection ids starting with one of `prefixes`; and connections (same filter) whose
+/// last state is not `closed`. Returns (streams, connections).
+pub fn unended(trace: &Trace, prefixes: &[&str]) -> (Vec<String>, Vec<String>) {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for t in trace.snapshot() {
+        let Transition { machine, to, .. } = t;
+        if prefixes.iter().any(|p| machine.starts_with(p)) {
+            last.insert(machine.into_owned(), to.into_owned());
+        }
+    }
+    let mut streams = Vec::new();
+    let mut conns = Vec::new();
+    for (m, state) in last {
+        let is_stream = m.rsplit('/').next().is_some_and(|s| s.starts_with('s'));
+        if is_stream {
+            if state != "closed" && state != "reset" {
+                streams.push(format!("{m} ({state})"));
+            }
+        } else if state != "closed" {
+            conns.push(format!("{m} ({state})"));
+        }
+    }
+    (streams, conns)
+}
+
+/// Records `what` at the current simulated time in `trace` under machine `machine`.
+pub fn note(trace: &Trace, machine: &str, from: &'static str, to: &'static str, why: String) {
+    trace.transition(now(), machine.to_string(), from, to, why);
+}

@@ -1,0 +1,675 @@
+//! `pong-remote-crash`: the remote host crashes in the middle of long transfers and
+//! restarts a few seconds later. Applications (SOCKS5 through the front, and streams
+//! opened on the pool inside the local process) with streams in flight must get an
+//! error, never a clean short end; requests during the outage fail or succeed intact;
+//! the local notices its carriers died, drops them from the pool, opens new ones after
+//! the restart, and every later request works.
+//!
+//! Invariants: integrity of every completed stream (hash per flow); in-flight streams
+//! fail loudly; requests during the outage never end short and clean; after the restart
+//! every request works on new carriers; the pool keeps no dead carrier (each old
+//! connection ended, and the pool's carriers are exactly the restarted remote's); no
+//! leak (pool, remote sockets, every pong stream and connection in the trace);
+//! liveness after the restart.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tunnelbed_netio::Net;
+use tunnelbed_socks5::Addr;
+
+use crate::fault::{FaultAction, FaultPlan};
+use crate::ledger::FlowLedger;
+use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::pong_common::{
+    self as pc, AppSaw, Gauges, Header, Order, PoolSlot, TargetLog, TargetMode,
+};
+
+/// Registry entry.
+pub const SCENARIO: Scenario = Scenario {
+    name: "pong-remote-crash",
+    about: "the pong remote crashes mid-transfer and restarts: in-flight streams error, the pool redials, later requests work",
+    profiles: &["clean", "lossy", "hostile"],
+    default_seeds: 2,
+    run,
+};
+
+const MAX_PER_CARRIER: usize = 8;
+const IDLE_CLOSE: Duration = Duration::from_secs(2);
+const PHASE_A: usize = 24;
+const PHASE_B: usize = 30;
+/// In flight at the crash: SOCKS5 downloads, SOCKS5 uploads, and downloads on the pool.
+const DOWNLOADS: usize = 5;
+const UPLOADS: usize = 5;
+const DIRECT: usize = 4;
+/// Requests made while the remote is down.
+const DURING: usize = 4;
+/// Long transfers: pieces of 2 KiB with this pause, far longer than the crash takes.
+const PIECES: usize = 150;
+const PIECE: usize = 2048;
+const PIECE_PAUSE: Duration = Duration::from_millis(50);
+const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// One short request-answer stream through the front (or on the pool, when `pool` is
+/// given); returns what the application saw, with the answer checked by the ledger.
+#[allow(clippy::too_many_arguments)]
+async fn short_stream<N: Net>(
+    net: &N,
+    front: SocketAddr,
+    target: SocketAddr,
+    seed: u64,
+    tag: u32,
+    req: usize,
+    resp: usize,
+    ledger: Option<&FlowLedger>,
+    spoil: bool,
+) -> (AppSaw, Vec<u8>) {
+    let h = Header {
+        tag,
+        req: req as u32,
+        resp: resp as u32,
+        mode: TargetMode::Serve(Order::RequestFirst),
+        slow_target: false,
+        untracked: ledger.is_none(),
+        pace_ms: 0,
+    };
+    let body = pc::request_body(seed, tag, req);
+    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
+        Ok(s) => s,
+        Err(e) => return (AppSaw::Error(format!("connect: {e}")), Vec::new()),
+    };
+    if let Some(l) = ledger {
+        l.sent(&pc::req_flow(tag), &body);
+    }
+    let chunks = [(req, Duration::ZERO)];
+    let (mut got, sent, recv) = pc::exchange(s, &h.encode(), &body, &chunks, true, None).await;
+    match (sent, recv) {
+        (Ok(()), Ok(())) => {
+            if spoil && !got.is_empty() {
+                got[0] ^= 1;
+            }
+            if let Some(l) = ledger {
+                let flow = pc::resp_flow(tag);
+                l.received(&flow, &got);
+                l.close(&flow);
+            }
+            (AppSaw::Clean(got.len()), got)
+        }
+        (s, r) => (
+            AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
+            got,
+        ),
+    }
+}
+
+/// A long transfer through the front: a trickled download (`upload` false: the request
+/// is the header alone, the target sends the answer piece by piece) or a trickled upload.
+async fn long_stream<N: Net>(
+    net: &N,
+    front: SocketAddr,
+    target: SocketAddr,
+    seed: u64,
+    tag: u32,
+    upload: bool,
+) -> AppSaw {
+    let total = PIECES * PIECE;
+    let h = Header {
+        tag,
+        req: if upload { total as u32 } else { 0 },
+        resp: if upload { 64 } else { total as u32 },
+        mode: if upload {
+            TargetMode::Serve(Order::RequestFirst)
+        } else {
+            TargetMode::Trickle
+        },
+        slow_target: false,
+        untracked: true,
+        pace_ms: PIECE_PAUSE.as_millis() as u16,
+    };
+    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
+        Ok(s) => s,
+        Err(e) => return AppSaw::Error(format!("connect: {e}")),
+    };
+    let (body, chunks) = if upload {
+        (
+            pc::request_body(seed, tag, total),
+            vec![(PIECE, PIECE_PAUSE); PIECES],
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let (got, sent, recv) = pc::exchange(s, &h.encode(), &body, &chunks, true, None).await;
+    match (sent, recv) {
+        (Ok(()), Ok(())) => AppSaw::Clean(got.len()),
+        (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    phase_a: Vec<(u32, AppSaw)>,
+    in_flight: Vec<(String, AppSaw)>,
+    during: Vec<(u32, AppSaw, bool)>,
+    phase_b: Vec<(u32, AppSaw)>,
+    /// Carriers opened before the crash, and the pool's numbers after phase B.
+    opened_before: u64,
+    after_b: Option<(usize, u64, i64)>,
+    pool_end: Option<(usize, usize)>,
+    remote_end: Option<(i64, i64, i64)>,
+    cleanup_took: Duration,
+    crash_seen: Option<Duration>,
+}
+
+/// What the in-process applications saw (direct streams on the pool).
+type DirectLog = Arc<Mutex<BTreeMap<String, AppSaw>>>;
+
+fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let seed = ctx.seed;
+    let crash_at = Duration::from_millis(3000 + ctx.rng.gen_range(0..1000));
+    let down = Duration::from_millis(ctx.rng.gen_range(1000..4000));
+    let bounce_at = crash_at + down;
+    let sizes_a: Vec<(usize, usize)> = (0..PHASE_A)
+        .map(|_| {
+            (
+                ctx.rng.gen_range(0..16 * 1024),
+                ctx.rng.gen_range(1..32 * 1024),
+            )
+        })
+        .collect();
+    let sizes_b: Vec<(usize, usize)> = (0..PHASE_B)
+        .map(|_| {
+            (
+                ctx.rng.gen_range(0..64 * 1024),
+                ctx.rng.gen_range(1..128 * 1024),
+            )
+        })
+        .collect();
+    let sabotage = ctx.sabotaged();
+
+    let gauges = Gauges::default();
+    let target_log: TargetLog = Arc::default();
+    let slot: PoolSlot<pc::LocalNet> = Arc::default();
+    let direct: DirectLog = Arc::default();
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let incarnation = Arc::new(AtomicU32::new(0));
+
+    let mut sim = ctx.builder(Duration::from_secs(600)).build();
+
+    let (world, g, inc) = (ctx.world.clone(), gauges.clone(), incarnation.clone());
+    sim.host("remote", move || {
+        let n = inc.fetch_add(1, Ordering::SeqCst);
+        pc::run_remote(world.clone(), "remote", format!("remote{n}"), g.clone())
+    });
+    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
+    sim.host("target", move || {
+        pc::run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
+    });
+    let (world, s, dlog, ledger) = (
+        ctx.world.clone(),
+        slot.clone(),
+        direct.clone(),
+        ctx.ledger.clone(),
+    );
+    sim.host("local", move || {
+        let apps = direct_apps(
+            s.clone(),
+            seed,
+            crash_at,
+            bounce_at,
+            dlog.clone(),
+            ledger.clone(),
+        );
+        let local = pc::run_local(
+            world.clone(),
+            "local",
+            pc::pool_config(MAX_PER_CARRIER, IDLE_CLOSE),
+            s.clone(),
+        );
+        async move {
+            tokio::spawn(apps);
+            local.await
+        }
+    });
+
+    let world = ctx.world.clone();
+    let ledger = ctx.ledger.clone();
+    let out = outcome.clone();
+    let g = gauges.clone();
+    let dlog = direct.clone();
+    sim.client("app", async move {
+        let net = world.net("app");
+        let front = net.resolve("local", pc::SOCKS_PORT).await?[0];
+        let target = net.resolve("target", pc::TARGET_PORT).await?[0];
+        let pool = {
+            while pc::pool_of(&slot).is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            pc::pool_of(&slot).ok_or("no pool")?
+        };
+        // Phase A: short streams before the crash, all must work.
+        let mut tasks = Vec::new();
+        for (i, (req, resp)) in sizes_a.into_iter().enumerate() {
+            let (net, ledger) = (net.clone(), ledger.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                let tag = i as u32;
+                let spoil = sabotage && i == 0;
+                let r = tokio::time::timeout(
+                    STREAM_TIMEOUT,
+                    short_stream(
+                        &net,
+                        front,
+                        target,
+                        seed,
+                        tag,
+                        req,
+                        resp,
+                        Some(&ledger),
+                        spoil,
+                    ),
+                )
+                .await;
+                (tag, r.map(|r| r.0).unwrap_or(AppSaw::Hung))
+            }));
+        }
+        for t in tasks {
+            let r = t.await?;
+            out.lock().unwrap().phase_a.push(r);
+        }
+        out.lock().unwrap().opened_before = pool.stats().await.carriers_opened;
+        // Long transfers in flight when the remote crashes.
+        let mut long = Vec::new();
+        for k in 0..DOWNLOADS + UPLOADS {
+            let net = net.clone();
+            long.push(tokio::spawn(async move {
+                let upload = k >= DOWNLOADS;
+                let tag = 1000 + k as u32;
+                let name = format!("{} s{tag}", if upload { "upload" } else { "download" });
+                let r = tokio::time::timeout(
+                    STREAM_TIMEOUT,
+                    long_stream(&net, front, target, seed, tag, upload),
+                )
+                .await
+                .unwrap_or(AppSaw::Hung);
+                (name, r)
+            }));
+        }
+        // Requests while the remote is down.
+        let mut during = Vec::new();
+        for k in 0..DURING {
+            let net = net.clone();
+            during.push(tokio::spawn(async move {
+                let at = crash_at + Duration::from_millis(500 + 300 * k as u64);
+                tokio::time::sleep(at.saturating_sub(now())).await;
+                let tag = 2000 + k as u32;
+                let (req, resp) = (3000 + 100 * k, 5000 + 100 * k);
+                let r = tokio::time::timeout(
+                    STREAM_TIMEOUT,
+                    short_stream(&net, front, target, seed, tag, req, resp, None, false),
+                )
+                .await;
+                match r {
+                    Ok((saw, got)) => {
+                        let intact = got == pc::answer_body(seed, tag, resp);
+                        (tag, saw, intact)
+                    }
+                    Err(_) => (tag, AppSaw::Hung, false),
+                }
+            }));
+        }
+        // When does the local notice? The pool's carriers from before are gone.
+        let crash_seen = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                tokio::time::sleep(crash_at.saturating_sub(now())).await;
+                loop {
+                    let st = pool.stats().await;
+                    if st.connections == 0 || now() > crash_at + STREAM_TIMEOUT {
+                        return now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        for t in long {
+            let r = t.await?;
+            out.lock().unwrap().in_flight.push(r);
+        }
+        for t in during {
+            let r = t.await?;
+            out.lock().unwrap().during.push(r);
+        }
+        out.lock().unwrap().crash_seen = Some(crash_seen.await?);
+        // Phase B: after the restart every request works.
+        tokio::time::sleep((bounce_at + Duration::from_millis(500)).saturating_sub(now())).await;
+        let mut tasks = Vec::new();
+        for (i, (req, resp)) in sizes_b.into_iter().enumerate() {
+            let (net, ledger) = (net.clone(), ledger.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                let tag = 3000 + i as u32;
+                let r = tokio::time::timeout(
+                    STREAM_TIMEOUT,
+                    short_stream(
+                        &net,
+                        front,
+                        target,
+                        seed,
+                        tag,
+                        req,
+                        resp,
+                        Some(&ledger),
+                        false,
+                    ),
+                )
+                .await;
+                (tag, r.map(|r| r.0).unwrap_or(AppSaw::Hung))
+            }));
+        }
+        for t in tasks {
+            let r = t.await?;
+            out.lock().unwrap().phase_b.push(r);
+        }
+        while dlog.lock().unwrap().len() < 2 * DIRECT {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        {
+            let st = pool.stats().await;
+            let remote_carriers = g.get().0;
+            out.lock().unwrap().after_b =
+                Some((st.connections, st.carriers_opened, remote_carriers));
+        }
+        // Cleanup: idle carriers close, the remote lets go of everything.
+        let since = now();
+        loop {
+            let st = pool.stats().await;
+            let remote = g.get();
+            let done = st.live_streams == 0 && st.connections == 0 && remote == (0, 0, 0);
+            if done || now() > since + 30 * IDLE_CLOSE {
+                let mut o = out.lock().unwrap();
+                o.pool_end = Some((st.live_streams, st.connections));
+                o.remote_end = Some(remote);
+                o.cleanup_took = now() - since;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    });
+
+    let faults = FaultPlan::new()
+        .at(crash_at, FaultAction::Crash("remote".into()))
+        .at(bounce_at, FaultAction::Bounce("remote".into()));
+    ctx.drive(&mut sim, &faults, Duration::from_secs(120));
+    drop(sim);
+
+    let o = outcome.lock().unwrap();
+    let d = direct.lock().unwrap().clone();
+    ctx.check_flows(2 * (PHASE_A + PHASE_B + DIRECT));
+
+    let not_clean = |v: &[(u32, AppSaw)]| -> Vec<String> {
+        v.iter()
+            .filter(|(_, s)| !matches!(s, AppSaw::Clean(_)))
+            .map(|(t, s)| format!("s{t}: {s:?}"))
+            .collect()
+    };
+    let bad_a = not_clean(&o.phase_a);
+    ctx.check(
+        "before-crash",
+        bad_a.is_empty() && o.phase_a.len() == PHASE_A,
+        format!(
+            "{}/{PHASE_A} streams before the crash ended cleanly {bad_a:?}",
+            o.phase_a.len() - bad_a.len()
+        ),
+    );
+
+    // In flight at the crash: every one fails loudly.
+    let mut silent = Vec::new();
+    let mut errors = 0;
+    let in_flight = o.in_flight.iter().cloned().chain(
+        d.iter()
+            .filter(|(k, _)| k.starts_with("direct"))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    let mut total = 0;
+    for (name, saw) in in_flight {
+        total += 1;
+        match saw {
+            AppSaw::Error(_) => errors += 1,
+            other => silent.push(format!("{name}: {}", pc::saw_kind(Some(&other)))),
+        }
+    }
+    ctx.check(
+        "in-flight-fail-loudly",
+        silent.is_empty() && total == DOWNLOADS + UPLOADS + DIRECT,
+        if silent.is_empty() {
+            format!("{errors}/{total} streams in flight at the crash reported an error")
+        } else {
+            format!(
+                "{} of {total} did not fail loudly: {}",
+                silent.len(),
+                silent.join("; ")
+            )
+        },
+    );
+    let bad_during: Vec<String> = o
+        .during
+        .iter()
+        .filter(|(_, saw, intact)| {
+            // Fine: it failed loudly, or it worked with the whole answer intact.
+            let ok =
+                matches!(saw, AppSaw::Error(_)) || (matches!(saw, AppSaw::Clean(_)) && *intact);
+            !ok
+        })
+        .map(|(t, saw, _)| format!("s{t}: {saw:?}"))
+        .collect();
+    ctx.check(
+        "during-outage",
+        bad_during.is_empty() && o.during.len() == DURING,
+        format!(
+            "{} requests during the outage: {} failed, {} worked intact {bad_during:?}",
+            o.during.len(),
+            o.during
+                .iter()
+                .filter(|x| matches!(x.1, AppSaw::Error(_)))
+                .count(),
+            o.during
+                .iter()
+                .filter(|x| matches!(x.1, AppSaw::Clean(_)) && x.2)
+                .count()
+        ),
+    );
+
+    // After the restart: every request works, on new carriers.
+    let mut bad_b = not_clean(&o.phase_b);
+    bad_b.extend(
+        d.iter()
+            .filter(|(k, s)| k.starts_with("after") && !matches!(s, AppSaw::Clean(_)))
+            .map(|(k, s)| format!("{k}: {s:?}")),
+    );
+    let (conns_b, opened_b, remote_b) = o.after_b.unwrap_or((usize::MAX, 0, -1));
+    ctx.check(
+        "recovered",
+        bad_b.is_empty() && o.phase_b.len() == PHASE_B && opened_b > o.opened_before,
+        format!(
+            "{}/{PHASE_B} streams and {DIRECT} pool streams after the restart {bad_b:?}; carriers opened {} before the crash, {opened_b} in all",
+            o.phase_b.len() - bad_b.len().min(o.phase_b.len()),
+            o.opened_before
+        ),
+    );
+    // The pool keeps no dead carrier: every connection from before the crash ended soon
+    // after it, and after phase B the pool holds exactly the carriers the restarted
+    // remote serves.
+    let mut late = Vec::new();
+    let mut old = 0;
+    let mut slowest = Duration::ZERO;
+    for (m, (born, closed)) in conn_lives(&ctx.world.trace, "local/") {
+        if born >= crash_at {
+            continue;
+        }
+        old += 1;
+        match closed {
+            Some(t) if t >= crash_at && t <= crash_at + Duration::from_secs(5) => {
+                slowest = slowest.max(t - crash_at);
+            }
+            Some(t) if t < crash_at => {}
+            other => late.push(format!("{m} closed at {other:?}")),
+        }
+    }
+    let seen = o.crash_seen.unwrap_or_default();
+    ctx.check(
+        "pool-drops-dead",
+        late.is_empty() && conns_b as i64 == remote_b,
+        format!(
+            "{old} carriers from before the crash ended within {:.3}s of it (pool empty after {:.3}s); \
+             after the restart the pool holds {conns_b} carriers, the remote serves {remote_b} {late:?}",
+            slowest.as_secs_f64(),
+            seen.saturating_sub(crash_at).as_secs_f64()
+        ),
+    );
+
+    let last = format!(
+        "remote{}/",
+        incarnation.load(Ordering::SeqCst).saturating_sub(1)
+    );
+    let (streams_open, conns_open) = pc::unended(&ctx.world.trace, &["local/", &last]);
+    ctx.check(
+        "no-leak-pong",
+        o.pool_end == Some((0, 0))
+            && o.remote_end == Some((0, 0, 0))
+            && streams_open.is_empty()
+            && conns_open.is_empty(),
+        format!(
+            "after {:.1}s: pool (live streams, carriers) {:?}; remote (carriers, target conns, udp sockets) {:?}; \
+             unended streams {} {:?}; open connections {:?}",
+            o.cleanup_took.as_secs_f64(),
+            o.pool_end,
+            o.remote_end,
+            streams_open.len(),
+            &streams_open[..streams_open.len().min(3)],
+            &conns_open[..conns_open.len().min(3)]
+        ),
+    );
+    ctx.metric("crash_at_ms", crash_at.as_millis());
+    ctx.metric("down_ms", down.as_millis());
+    ctx.metric("carriers_opened", opened_b);
+    Ok(())
+}
+
+/// Per pong connection whose id starts with `prefix`: when it first appears in the trace
+/// and when it closed.
+fn conn_lives(
+    trace: &tunnelbed_netio::Trace,
+    prefix: &str,
+) -> BTreeMap<String, (Duration, Option<Duration>)> {
+    let mut out: BTreeMap<String, (Duration, Option<Duration>)> = BTreeMap::new();
+    for t in trace.snapshot() {
+        let m = t.machine.as_ref();
+        let Some(rest) = m.strip_prefix(prefix) else {
+            continue;
+        };
+        if rest.contains('/') {
+            continue; // a stream
+        }
+        let e = out.entry(m.to_string()).or_insert((t.at, None));
+        if t.to == "closed" {
+            e.1 = Some(t.at);
+        }
+    }
+    out
+}
+
+/// Applications inside the local process: downloads on the pool that are in flight at
+/// the crash (`direct s{tag}`), then requests after the restart (`after s{tag}`).
+async fn direct_apps(
+    slot: PoolSlot<pc::LocalNet>,
+    seed: u64,
+    crash_at: Duration,
+    bounce_at: Duration,
+    log: DirectLog,
+    ledger: FlowLedger,
+) {
+    let Some(pool) = pc::pool_of(&slot) else {
+        return;
+    };
+    let dest = || tunnelbed_pong::Address::Domain("target".into(), pc::TARGET_PORT);
+    let mut tasks = Vec::new();
+    for k in 0..DIRECT {
+        let (pool, log) = (pool.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(crash_at.saturating_sub(Duration::from_millis(1500))).await;
+            let tag = 4000 + k as u32;
+            let h = Header {
+                tag,
+                req: 0,
+                resp: (PIECES * PIECE) as u32,
+                mode: TargetMode::Trickle,
+                slow_target: false,
+                untracked: true,
+                pace_ms: PIECE_PAUSE.as_millis() as u16,
+            };
+            let r = tokio::time::timeout(
+                STREAM_TIMEOUT,
+                pc::direct_exchange(&pool, dest(), &h.encode(), &[], None),
+            )
+            .await;
+            let saw = match r {
+                Ok((got, Ok(()), Ok(()))) => AppSaw::Clean(got.len()),
+                Ok((got, s, r)) => {
+                    AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len()))
+                }
+                Err(_) => AppSaw::Hung,
+            };
+            log.lock().unwrap().insert(format!("direct s{tag}"), saw);
+        }));
+    }
+    for k in 0..DIRECT {
+        let (pool, log, ledger) = (pool.clone(), log.clone(), ledger.clone());
+        tasks.push(tokio::spawn(async move {
+            let at = bounce_at + Duration::from_millis(700 + 50 * k as u64);
+            tokio::time::sleep(at.saturating_sub(now())).await;
+            let tag = 5000 + k as u32;
+            let (req, resp) = (4096 * (k + 1), 20_000 * (k + 1));
+            let h = Header {
+                tag,
+                req: req as u32,
+                resp: resp as u32,
+                mode: TargetMode::Serve(Order::Both),
+                slow_target: false,
+                untracked: false,
+                pace_ms: 0,
+            };
+            let body = pc::request_body(seed, tag, req);
+            ledger.sent(&pc::req_flow(tag), &body);
+            let r = tokio::time::timeout(
+                STREAM_TIMEOUT,
+                pc::direct_exchange(&pool, dest(), &h.encode(), &body, None),
+            )
+            .await;
+            let saw = match r {
+                Ok((got, Ok(()), Ok(()))) => {
+                    let flow = pc::resp_flow(tag);
+                    ledger.received(&flow, &got);
+                    ledger.close(&flow);
+                    AppSaw::Clean(got.len())
+                }
+                Ok((got, s, r)) => {
+                    AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len()))
+                }
+                Err(_) => AppSaw::Hung,
+            };
+            log.lock().unwrap().insert(format!("after s{tag}"), saw);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}

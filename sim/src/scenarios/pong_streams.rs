@@ -1,0 +1,644 @@
+//! `pong-streams`: 300 concurrent streams from SOCKS5 applications through pong's local
+//! (front + pool of tcp carriers, 30 streams per carrier) and remote to a target host,
+//! with random request and answer sizes, half closes both ways (the target answers
+//! before, after or while reading), slow readers on both ends, applications that abort,
+//! targets that reset, dials that fail (a closed port, an unknown name), and a few UDP
+//! ASSOCIATE exchanges carried as relay streams.
+//!
+//! Invariants: every clean stream's bytes match both ways (hash per flow); every stream
+//! ends as planned (clean ones cleanly, failing ones with an error at the application,
+//! never a clean end); nothing leaks (the pool has no live stream and no carrier once
+//! idle, the remote holds no carrier, target connection or UDP socket, and every pong
+//! stream and connection in the trace ended); everything finishes by the deadline.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::AsyncReadExt;
+use tunnelbed_netio::Net;
+use tunnelbed_socks5::Addr;
+
+use crate::fault::FaultPlan;
+use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::pong_common::{
+    self as pc, AppSaw, Gauges, Header, Order, PoolSlot, TargetLog, TargetMode, TargetSaw,
+};
+
+/// Registry entry.
+pub const SCENARIO: Scenario = Scenario {
+    name: "pong-streams",
+    about: "300 SOCKS5 streams through pong local+remote: sizes, half-closes, resets, dial failures, slow readers, UDP",
+    profiles: &["clean", "lossy", "hostile"],
+    default_seeds: 2,
+    run,
+};
+
+const STREAMS: usize = 300;
+/// Slow readers inside the local process, on pong streams directly.
+const DIRECT: usize = 6;
+const ASSOCIATIONS: u32 = 3;
+const DATAGRAMS: u32 = 4;
+const MAX_PER_CARRIER: usize = 30;
+const IDLE_CLOSE: Duration = Duration::from_secs(2);
+/// An application gives up on a stream after this long (it reports it as hung).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one application stream does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Request, finish, answer, finish; must end cleanly with intact bytes.
+    Clean {
+        order: Order,
+        slow_app: bool,
+        slow_target: bool,
+    },
+    /// The application sends part of its request, reads a little and drops the socket
+    /// with the answer unread.
+    AppAbort,
+    /// The target resets after the header; the application must see an error. `finish`:
+    /// the application half-closes after its request (else it waits for the answer).
+    TargetReset { finish: bool },
+    /// The remote's dial fails (closed port, or an unknown name); the application must see
+    /// an error.
+    DialFail { unknown_host: bool },
+}
+
+impl Plan {
+    fn kind(self) -> String {
+        match self {
+            Plan::Clean { .. } => "clean".into(),
+            Plan::AppAbort => "app-abort".into(),
+            Plan::TargetReset { finish } => format!(
+                "target-reset ({})",
+                if finish {
+                    "app half-closed"
+                } else {
+                    "app waiting"
+                }
+            ),
+            Plan::DialFail { unknown_host } => format!(
+                "dial-fail ({})",
+                if unknown_host {
+                    "unknown host"
+                } else {
+                    "closed port"
+                }
+            ),
+        }
+    }
+
+    fn fails(self) -> bool {
+        matches!(self, Plan::TargetReset { .. } | Plan::DialFail { .. })
+    }
+}
+
+struct Stream {
+    plan: Plan,
+    start: Duration,
+    req: usize,
+    resp: usize,
+    chunks: Vec<(usize, Duration)>,
+    /// The target's think time before it answers.
+    think_ms: u16,
+}
+
+fn size(rng: &mut impl Rng) -> usize {
+    match rng.gen_range(0..10) {
+        0 => 0,
+        1..=6 => rng.gen_range(1..8 * 1024),
+        7 | 8 => rng.gen_range(8 * 1024..48 * 1024),
+        _ => rng.gen_range(48 * 1024..160 * 1024),
+    }
+}
+
+fn plan(ctx: &mut Ctx) -> Vec<Stream> {
+    (0..STREAMS)
+        .map(|_| {
+            let r = &mut ctx.rng;
+            let plan = match r.gen_range(0..100) {
+                0..=5 => Plan::AppAbort,
+                6..=11 => Plan::TargetReset {
+                    finish: r.gen_bool(0.5),
+                },
+                12..=17 => Plan::DialFail {
+                    unknown_host: r.gen_bool(0.3),
+                },
+                _ => Plan::Clean {
+                    order: match r.gen_range(0..4) {
+                        0 | 1 => Order::RequestFirst,
+                        2 => Order::AnswerFirst,
+                        _ => Order::Both,
+                    },
+                    slow_app: r.gen_bool(0.06),
+                    slow_target: r.gen_bool(0.06),
+                },
+            };
+            let (mut req, mut resp) = (size(r), size(r));
+            match plan {
+                // The reset and the abort need request bytes behind the header and an
+                // answer to leave unread.
+                Plan::TargetReset { .. } => req = req.max(1),
+                Plan::AppAbort => {
+                    req = req.max(64);
+                    resp = resp.max(16 * 1024);
+                }
+                Plan::Clean { slow_app: true, .. } => resp = r.gen_range(256 * 1024..768 * 1024),
+                _ => {}
+            }
+            let pace = if r.gen_bool(0.3) { 30 } else { 0 };
+            let chunks = pc::write_plan(r, req, pace);
+            Stream {
+                plan,
+                start: Duration::from_millis(r.gen_range(0..600)),
+                req,
+                resp,
+                chunks,
+                think_ms: r.gen_range(0..400),
+            }
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Outcome {
+    app: BTreeMap<u32, AppSaw>,
+    udp_answered: usize,
+    udp_total: usize,
+    udp_corrupt: usize,
+    udp_errors: Vec<String>,
+    /// (live streams, connections, carriers opened) at the end, after the idle close.
+    pool_end: Option<(usize, usize, u64)>,
+    /// Most carriers the pool held at once while streams ran.
+    pool_peak: usize,
+    remote_end: Option<(i64, i64, i64)>,
+    cleanup_took: Duration,
+}
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let seed = ctx.seed;
+    let streams = plan(ctx);
+    let plans: Vec<Plan> = streams.iter().map(|s| s.plan).collect();
+    let udp_sizes: Vec<Vec<usize>> = (0..ASSOCIATIONS)
+        .map(|_| (0..DATAGRAMS).map(|_| ctx.rng.gen_range(8..1200)).collect())
+        .collect();
+    let sabotage = ctx.sabotaged();
+    let faults = if ctx.profile == "clean" {
+        FaultPlan::new()
+    } else {
+        // Carrier stalls while the streams run.
+        FaultPlan::new().swizzle(
+            "local",
+            "remote",
+            Duration::from_millis(300),
+            Duration::from_millis(2500),
+            Duration::from_millis(150),
+            seed,
+        )
+    };
+
+    let direct_plan: Arc<Vec<(usize, usize, u64)>> = Arc::new(
+        (0..DIRECT)
+            .map(|_| {
+                (
+                    ctx.rng.gen_range(1..16 * 1024),
+                    ctx.rng.gen_range(400 * 1024..900 * 1024),
+                    ctx.rng.gen_range(0..500),
+                )
+            })
+            .collect(),
+    );
+    let direct: DirectLog = Arc::default();
+    let gauges = Gauges::default();
+    let target_log: TargetLog = Arc::default();
+    let slot: PoolSlot<pc::LocalNet> = Arc::default();
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+
+    // turmoil's sockets buffer without bound (their flow control counts segments, and a
+    // smaller capacity can strand a FIN in the reorder buffer), so slow readers behind
+    // the front only slow their own socket; the direct readers below read pong streams
+    // slowly and so fill the per-stream buffers and hold their carrier's input.
+    let mut sim = ctx.builder(Duration::from_secs(600)).build();
+
+    let (world, g) = (ctx.world.clone(), gauges.clone());
+    sim.host("remote", move || {
+        pc::run_remote(world.clone(), "remote", "remote".into(), g.clone())
+    });
+    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
+    sim.host("target", move || {
+        pc::run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
+    });
+    let (world, s) = (ctx.world.clone(), slot.clone());
+    let (ledger, direct_out) = (ctx.ledger.clone(), direct.clone());
+    sim.host("local", move || {
+        let readers = direct_readers(
+            s.clone(),
+            seed,
+            direct_plan.clone(),
+            ledger.clone(),
+            direct_out.clone(),
+        );
+        let local = pc::run_local(
+            world.clone(),
+            "local",
+            pc::pool_config(MAX_PER_CARRIER, IDLE_CLOSE),
+            s.clone(),
+        );
+        async move {
+            tokio::spawn(readers);
+            local.await
+        }
+    });
+
+    let world = ctx.world.clone();
+    let ledger = ctx.ledger.clone();
+    let out = outcome.clone();
+    let g = gauges.clone();
+    let direct_done = direct.clone();
+    sim.client("app", async move {
+        let net = world.net("app");
+        let front = net.resolve("local", pc::SOCKS_PORT).await?[0];
+        let target = net.resolve("target", pc::TARGET_PORT).await?[0];
+        let echo = Addr::Ip(SocketAddr::new(target.ip(), pc::ECHO_PORT));
+        let mut tasks = Vec::new();
+        for (i, st) in streams.into_iter().enumerate() {
+            let net = net.clone();
+            let ledger = ledger.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(st.start).await;
+                let tag = i as u32;
+                let saw = tokio::time::timeout(
+                    STREAM_TIMEOUT,
+                    app_stream(
+                        &net,
+                        front,
+                        target,
+                        seed,
+                        tag,
+                        &st,
+                        &ledger,
+                        sabotage && i == 0,
+                    ),
+                )
+                .await
+                .unwrap_or(AppSaw::Hung);
+                (tag, saw)
+            }));
+        }
+        // A pool watcher: the carrier count while streams run.
+        let watch_slot = slot.clone();
+        let peak = tokio::spawn(async move {
+            let mut peak = 0;
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(p) = pc::pool_of(&watch_slot) {
+                    peak = peak.max(p.stats().await.connections);
+                }
+            }
+            peak
+        });
+        let mut udp = Vec::new();
+        for (a, sizes) in udp_sizes.into_iter().enumerate() {
+            let net = net.clone();
+            let ledger = ledger.clone();
+            let echo = echo.clone();
+            udp.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200 + 400 * a as u64)).await;
+                let ds: Vec<Vec<u8>> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, n)| pc::datagram(seed, a as u32, k as u32, *n))
+                    .collect();
+                pc::udp_exchange(&net, front, echo, &ds, &ledger, &format!("u{a}"), 40).await
+            }));
+        }
+        for t in tasks {
+            let (tag, saw) = t.await?;
+            out.lock().unwrap().app.insert(tag, saw);
+        }
+        for t in udp {
+            let r = t.await?;
+            let mut o = out.lock().unwrap();
+            o.udp_total += DATAGRAMS as usize;
+            match r {
+                Ok((answered, corrupt)) => {
+                    o.udp_answered += answered.iter().filter(|a| **a).count();
+                    o.udp_corrupt += corrupt;
+                }
+                Err(e) => o.udp_errors.push(e.to_string()),
+            }
+        }
+        out.lock().unwrap().pool_peak = peak.await?;
+        while direct_done.lock().unwrap().len() < DIRECT {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Cleanup: streams end, idle carriers close, the remote lets go of everything.
+        let since = now();
+        let pool = pc::pool_of(&slot).ok_or("the local never started")?;
+        loop {
+            let st = pool.stats().await;
+            let remote = g.get();
+            let done = st.live_streams == 0 && st.connections == 0 && remote == (0, 0, 0);
+            if done || now() > since + 30 * IDLE_CLOSE {
+                let mut o = out.lock().unwrap();
+                o.pool_end = Some((st.live_streams, st.connections, st.carriers_opened));
+                o.remote_end = Some(remote);
+                o.cleanup_took = now() - since;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    });
+
+    ctx.drive(&mut sim, &faults, Duration::from_secs(300));
+    drop(sim);
+
+    let o = outcome.lock().unwrap();
+    let log = target_log.lock().unwrap().clone();
+    let clean = plans
+        .iter()
+        .filter(|p| matches!(p, Plan::Clean { .. }))
+        .count();
+    ctx.check_flows(2 * (clean + DIRECT) + (ASSOCIATIONS * DATAGRAMS) as usize);
+    let d = direct.lock().unwrap().clone();
+    let bad: Vec<_> = d
+        .iter()
+        .filter(|(_, saw)| !matches!(saw, AppSaw::Clean(_)))
+        .collect();
+    ctx.check(
+        "slow-readers",
+        d.len() == DIRECT && bad.is_empty(),
+        format!(
+            "{}/{DIRECT} direct slow readers ended cleanly {:?}",
+            d.len() - bad.len(),
+            bad
+        ),
+    );
+
+    // Every stream ended as planned, at the application and at the target.
+    let mut wrong: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        let tag = i as u32;
+        let app = o.app.get(&tag);
+        let tgt = log.get(&tag);
+        let ok = match p {
+            Plan::Clean { .. } => {
+                matches!(app, Some(AppSaw::Clean(_))) && tgt == Some(&TargetSaw::Complete)
+            }
+            Plan::AppAbort => {
+                app == Some(&AppSaw::Aborted)
+                    && matches!(tgt, Some(TargetSaw::Short(_) | TargetSaw::Error(..)))
+            }
+            Plan::TargetReset { .. } => {
+                matches!(app, Some(AppSaw::Error(_))) && tgt == Some(&TargetSaw::ResetSent)
+            }
+            Plan::DialFail { .. } => matches!(app, Some(AppSaw::Error(_))) && tgt.is_none(),
+        };
+        if !ok {
+            let key = format!("{} -> app {}", p.kind(), pc::saw_kind(app));
+            let e = wrong.entry(key).or_insert((0, String::new()));
+            e.0 += 1;
+            if e.1.is_empty() {
+                e.1 = format!("s{tag:03} {p:?}: app {app:?}, target {tgt:?}");
+            }
+        }
+    }
+    let failing = plans.iter().filter(|p| p.fails()).count();
+    let n_wrong: usize = wrong.values().map(|w| w.0).sum();
+    ctx.check(
+        "ends-as-planned",
+        wrong.is_empty(),
+        if wrong.is_empty() {
+            format!(
+                "{clean} clean, {} aborted by the app, {failing} failing with an error at the app",
+                plans.iter().filter(|p| **p == Plan::AppAbort).count()
+            )
+        } else {
+            let parts: Vec<String> = wrong
+                .iter()
+                .map(|(k, (n, first))| format!("{n}x {k} (first: {first})"))
+                .collect();
+            format!("{n_wrong} of {STREAMS} streams: {}", parts.join("; "))
+        },
+    );
+    ctx.check(
+        "udp-associate",
+        o.udp_errors.is_empty() && o.udp_corrupt == 0 && o.udp_answered == o.udp_total,
+        format!(
+            "{}/{} datagrams echoed intact, {} altered, errors {:?}",
+            o.udp_answered, o.udp_total, o.udp_corrupt, o.udp_errors
+        ),
+    );
+
+    // No leak: the pool, the remote's sockets, and every pong machine in the trace.
+    let (streams_open, conns_open) = pc::unended(&ctx.world.trace, &["local/", "remote/"]);
+    let pool_ok = matches!(o.pool_end, Some((0, 0, _)));
+    let remote_ok = o.remote_end == Some((0, 0, 0));
+    ctx.check(
+        "no-leak-pong",
+        pool_ok && remote_ok && streams_open.is_empty() && conns_open.is_empty(),
+        format!(
+            "after {:.1}s: pool (live streams, carriers, opened) {:?}; remote (carriers, target conns, udp sockets) {:?}; \
+             unended streams {} {:?}; open connections {:?}",
+            o.cleanup_took.as_secs_f64(),
+            o.pool_end,
+            o.remote_end,
+            streams_open.len(),
+            &streams_open[..streams_open.len().min(3)],
+            &conns_open[..conns_open.len().min(3)]
+        ),
+    );
+    let opened = o.pool_end.map(|p| p.2).unwrap_or(0);
+    ctx.check(
+        "carriers",
+        o.pool_peak >= 2 && opened >= 2,
+        format!(
+            "{opened} carriers opened, at most {} at once ({MAX_PER_CARRIER} streams per carrier)",
+            o.pool_peak
+        ),
+    );
+    ctx.metric("streams", STREAMS);
+    ctx.metric("clean", clean);
+    ctx.metric("carriers_opened", opened);
+    ctx.metric("bytes", ctx.ledger.total_received());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn app_stream<N: Net>(
+    net: &N,
+    front: SocketAddr,
+    target: SocketAddr,
+    seed: u64,
+    tag: u32,
+    st: &Stream,
+    ledger: &crate::ledger::FlowLedger,
+    spoil: bool,
+) -> AppSaw {
+    let (dest, mode, slow_target, slow_app) = match st.plan {
+        Plan::Clean {
+            order,
+            slow_app,
+            slow_target,
+        } => (
+            Addr::Ip(target),
+            TargetMode::Serve(order),
+            slow_target,
+            slow_app,
+        ),
+        Plan::AppAbort => (Addr::Ip(target), TargetMode::Abortee, false, false),
+        Plan::TargetReset { .. } => (Addr::Ip(target), TargetMode::Reset, false, false),
+        Plan::DialFail {
+            unknown_host: false,
+        } => (
+            Addr::Ip(SocketAddr::new(target.ip(), pc::CLOSED_PORT)),
+            TargetMode::Serve(Order::RequestFirst),
+            false,
+            false,
+        ),
+        Plan::DialFail { unknown_host: true } => (
+            Addr::Domain(pc::UNKNOWN_HOST.into(), pc::TARGET_PORT),
+            TargetMode::Serve(Order::RequestFirst),
+            false,
+            false,
+        ),
+    };
+    let h = Header {
+        tag,
+        req: st.req as u32,
+        resp: st.resp as u32,
+        mode,
+        slow_target,
+        untracked: false,
+        pace_ms: st.think_ms,
+    };
+    let body = pc::request_body(seed, tag, st.req);
+    let s = match pc::socks_connect(net, front, &dest).await {
+        Ok(s) => s,
+        Err(e) => return AppSaw::Error(format!("connect: {e}")),
+    };
+    match st.plan {
+        Plan::Clean { .. } => {
+            ledger.sent(&pc::req_flow(tag), &body);
+            let slow = slow_app.then(|| Duration::from_millis(2 + u64::from(tag % 5)));
+            let (mut got, sent, recv) =
+                pc::exchange(s, &h.encode(), &body, &st.chunks, true, slow).await;
+            match (sent, recv) {
+                (Ok(()), Ok(())) => {
+                    if spoil && !got.is_empty() {
+                        got[0] ^= 1;
+                    }
+                    let flow = pc::resp_flow(tag);
+                    ledger.received(&flow, &got);
+                    ledger.close(&flow);
+                    AppSaw::Clean(got.len())
+                }
+                (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
+            }
+        }
+        Plan::AppAbort => {
+            let half = st.req / 2;
+            let (mut rd, mut wr) = tokio::io::split(s);
+            let mut first = h.encode().to_vec();
+            first.extend_from_slice(&body[..half]);
+            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut wr, &first).await {
+                return AppSaw::Error(format!("write: {e}"));
+            }
+            let mut one = [0u8; 1];
+            if let Err(e) = rd.read_exact(&mut one).await {
+                return AppSaw::Error(format!("read: {e}"));
+            }
+            // More of the answer arrives meanwhile; dropping the socket with it unread
+            // resets the connection.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop((rd, wr));
+            AppSaw::Aborted
+        }
+        Plan::TargetReset { finish } => {
+            // Header and request in one write, so the target's first read leaves request
+            // bytes unread.
+            let mut all = h.encode().to_vec();
+            all.extend_from_slice(&body);
+            let (got, sent, recv) = pc::exchange(s, &all, &[], &[], finish, None).await;
+            verdict_fail(got.len(), sent, recv)
+        }
+        Plan::DialFail { .. } => {
+            let (got, sent, recv) =
+                pc::exchange(s, &h.encode(), &body, &st.chunks, true, None).await;
+            verdict_fail(got.len(), sent, recv)
+        }
+    }
+}
+
+/// What the direct readers saw, per index.
+type DirectLog = Arc<Mutex<BTreeMap<u32, AppSaw>>>;
+
+/// Slow readers on pong streams opened on the pool itself (tags from 10 000): each reads a
+/// large answer 4 KiB at a time with pauses, so its stream's buffer fills and its carrier
+/// stops taking input until it reads on.
+async fn direct_readers(
+    slot: PoolSlot<pc::LocalNet>,
+    seed: u64,
+    plan: Arc<Vec<(usize, usize, u64)>>,
+    ledger: crate::ledger::FlowLedger,
+    log: DirectLog,
+) {
+    let Some(pool) = pc::pool_of(&slot) else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for (k, &(req, resp, start)) in plan.iter().enumerate() {
+        let (pool, ledger, log) = (pool.clone(), ledger.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(start)).await;
+            let tag = 10_000 + k as u32;
+            let h = Header {
+                tag,
+                req: req as u32,
+                resp: resp as u32,
+                mode: TargetMode::Serve(Order::RequestFirst),
+                slow_target: false,
+                untracked: false,
+                pace_ms: 0,
+            };
+            let body = pc::request_body(seed, tag, req);
+            ledger.sent(&pc::req_flow(tag), &body);
+            let dest = tunnelbed_pong::Address::Domain("target".into(), pc::TARGET_PORT);
+            let (got, sent, recv) = pc::direct_exchange(
+                &pool,
+                dest,
+                &h.encode(),
+                &body,
+                Some(Duration::from_millis(3)),
+            )
+            .await;
+            let saw = match (sent, recv) {
+                (Ok(()), Ok(())) => {
+                    let flow = pc::resp_flow(tag);
+                    ledger.received(&flow, &got);
+                    ledger.close(&flow);
+                    AppSaw::Clean(got.len())
+                }
+                (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
+            };
+            log.lock().unwrap().insert(tag, saw);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn verdict_fail(got: usize, sent: std::io::Result<()>, recv: std::io::Result<()>) -> AppSaw {
+    match (sent, recv) {
+        (Ok(()), Ok(())) => AppSaw::Clean(got),
+        (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {got} B")),
+    }
+}
