@@ -105,6 +105,10 @@ pub struct PongStream {
     eof: bool,
     tx: PollSender<Cmd>,
     shut: bool,
+    /// The finish command is queued (or the connection is gone): the connection task
+    /// learns in order that the application will write no more, and may retire the
+    /// stream once the handle is dropped too.
+    finish_queued: bool,
     end: watch::Receiver<Option<StreamEnd>>,
     ctl: mpsc::UnboundedSender<Ctl>,
     wake: Arc<Notify>,
@@ -216,15 +220,19 @@ impl AsyncWrite for PongStream {
             return Poll::Ready(Ok(()));
         }
         if this.error(true).is_some() {
+            // Nothing to tell the peer; the finish command still goes to the connection
+            // task (when the handle is dropped) so that it retires the stream.
             this.shut = true;
             return Poll::Ready(Ok(()));
         }
         if ready!(this.tx.poll_reserve(cx)).is_err() {
             this.shut = true;
+            this.finish_queued = true;
             return Poll::Ready(Ok(()));
         }
         let _ = this.tx.send_item(Cmd::Finish(this.sid));
         this.shut = true;
+        this.finish_queued = true;
         Poll::Ready(Ok(()))
     }
 }
@@ -234,7 +242,10 @@ impl Drop for PongStream {
         if self.released {
             return;
         }
-        if !self.shut {
+        // Also after a shutdown that found the stream already ended and queued nothing:
+        // without the finish the connection task would keep the stream (and count it
+        // live, so its carrier never goes idle) forever.
+        if !self.finish_queued {
             if let Some(tx) = self.tx.get_ref() {
                 send_in_order(tx, Cmd::Finish(self.sid));
             }
@@ -955,6 +966,7 @@ impl Task {
                     eof: false,
                     tx: PollSender::new(cmd_tx.clone()),
                     shut: false,
+                    finish_queued: false,
                     end: end_rx,
                     ctl: self.ctl.clone(),
                     wake: self.wake.clone(),
