@@ -765,10 +765,16 @@ fn a_remote_killed_mid_download_fails_it_and_a_restarted_remote_serves_again() {
         f.stderr.trim(),
         c.tails()
     );
-    // curl sees the connection end early (exit 18, "transfer closed with N bytes
-    // remaining": the local closes the application's socket with a FIN) and knows it from
-    // Content-Length; a reset would be exit 56. See
-    // finding_a_dead_stream_reaches_the_application_as_a_reset below.
+    // The carrier died, so the local resets the application's connection: curl sees a
+    // reset (exit 56, "Recv failure: Connection reset by peer"), not a short clean end
+    // (exit 18) that only Content-Length would give away.
+    assert_eq!(
+        f.status.code(),
+        Some(56),
+        "curl must see a reset: {}\n{}",
+        f.stderr.trim(),
+        c.tails()
+    );
     eprintln!(
         "remote killed after {killed_at} bytes: curl {} after {} bytes: {}",
         f.status,
@@ -1018,8 +1024,9 @@ fn bad_arguments_exit_2_with_a_clear_message() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Findings in protocols/pong, kept as failing reproductions (run with `--ignored`); take
-// the #[ignore] off when they are fixed.
+// Resets reach the application as resets (both were findings of this file, fixed in
+// protocols/pong: the front used to close with a FIN, the remote used to hold a target's
+// reset until the local half-closed).
 
 /// A raw SOCKS5 CONNECT (no authentication) to `target` through `socks`; the reply must
 /// be success (pong local answers before the remote has dialed).
@@ -1081,16 +1088,12 @@ fn close_with_reset(s: TcpStream) {
     drop(s);
 }
 
-/// Finding: a stream that ends abnormally (rst from the remote) reaches the SOCKS5
-/// application as a clean end of stream. protocols/pong/src/local.rs says "a failed dial
-/// then resets the application's connection", but `relay` just drops the socket, which
-/// sends a FIN (a RST only if unread input happens to be there). An application without
-/// its own length framing takes the truncated stream for a complete one. Same for a
-/// carrier that dies mid-stream (curl exit 18 instead of 56 in the restart test).
+/// A stream that ends abnormally (rst from the remote after a refused dial) reaches the
+/// SOCKS5 application as a reset (RST), never as a clean end of stream: an application
+/// without its own length framing would take a truncated stream for a complete one.
 #[test]
-#[ignore = "finding: rst reaches the SOCKS5 application as a FIN"]
-fn finding_a_refused_dial_reaches_the_application_as_a_reset() {
-    let c = chain("tcp", "finding-refused");
+fn a_refused_dial_reaches_the_application_as_a_reset() {
+    let c = chain("tcp", "refused-dial");
     let refused = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1105,16 +1108,12 @@ fn finding_a_refused_dial_reaches_the_application_as_a_reset() {
     );
 }
 
-/// Finding: when the target resets a connection, the remote sends rst only after the
-/// local's direction has ended too. relay_tcp in protocols/pong/src/remote.rs joins the
-/// two copies (`tokio::join!(up, down)`) and resets the stream after both; a target error
-/// on the way down does not stop the way up (only the reverse is wired, `abort_tx`). An
-/// application that waits for the answer without half-closing (request/response over
-/// one connection) hangs forever instead of seeing the reset.
+/// When the target resets a connection, the application sees the reset promptly even
+/// while its own direction is still open (request/response over one connection): the
+/// remote ends both directions at the first failure.
 #[test]
-#[ignore = "finding: a target reset is held until the application half-closes"]
-fn finding_a_target_reset_reaches_an_application_that_keeps_its_side_open() {
-    let c = chain("tcp", "finding-target-reset");
+fn a_target_reset_reaches_an_application_that_keeps_its_side_open() {
+    let c = chain("tcp", "target-reset");
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     let taddr = target.local_addr().unwrap();
     std::thread::spawn(move || {
