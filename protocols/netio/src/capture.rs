@@ -401,6 +401,13 @@ impl TcpFlow {
         self.fin_in = true;
     }
 
+    /// The connection was reset by a RST that the sender's capture recorded (see
+    /// [`ResetRecorded`]): the flow ends without a packet here, and no FIN follows.
+    pub fn reset_recorded(&mut self) {
+        self.fin_out = true;
+        self.fin_in = true;
+    }
+
     /// Whether both directions have ended.
     pub fn is_closed(&self) -> bool {
         self.fin_out && self.fin_in

@@ -128,11 +128,12 @@ impl<S: TcpConn> AsyncRead for CapturedStream<S> {
             }
             // A reset the peer's own capture recorded (the simulator marks the ones it
             // models) is not recorded again: each segment appears once.
-            Poll::Ready(Err(e))
-                if e.kind() == io::ErrorKind::ConnectionReset
-                    && !e.get_ref().is_some_and(|r| r.is::<ResetRecorded>()) =>
-            {
-                this.with_flow(|f| f.reset(true));
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                if e.get_ref().is_some_and(|r| r.is::<ResetRecorded>()) {
+                    this.with_flow(|f| f.reset_recorded());
+                } else {
+                    this.with_flow(|f| f.reset(true));
+                }
             }
             _ => {}
         }
