@@ -32,7 +32,7 @@ use crate::simnet::{any, SimWorld};
 /// The client id the local sends and the remote allows.
 pub const CLIENT_ID: [u8; 16] = *b"tunnelbed-sim-01";
 /// Where the remote listens for carriers.
-pub const REMOTE_PORT: u16 = 7000;
+pub const REMOTE_PORT: u16 = 7001;
 /// Where the local's SOCKS5 front listens.
 pub const SOCKS_PORT: u16 = 1080;
 /// The target's TCP service.
