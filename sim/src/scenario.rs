@@ -201,7 +201,7 @@ impl Ctx {
         let mut next = 0;
         let outcome = loop {
             while next < faults.faults.len() && faults.faults[next].at <= sim.elapsed() {
-                apply(sim, &faults.faults[next].action);
+                apply(sim, &self.world, &faults.faults[next].action);
                 next += 1;
             }
             match sim.step() {
@@ -239,15 +239,25 @@ impl Ctx {
     }
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, a: &FaultAction) {
+fn apply(sim: &mut turmoil::Sim<'_>, world: &SimWorld, a: &FaultAction) {
     match a {
         FaultAction::Partition(x, y) => sim.partition(x.as_str(), y.as_str()),
         FaultAction::PartitionOneway(x, y) => sim.partition_oneway(x.as_str(), y.as_str()),
         FaultAction::Repair(x, y) => sim.repair(x.as_str(), y.as_str()),
         FaultAction::Hold(x, y) => sim.hold(x.as_str(), y.as_str()),
         FaultAction::Release(x, y) => sim.release(x.as_str(), y.as_str()),
-        FaultAction::Crash(h) => sim.crash(h.as_str()),
-        FaultAction::Bounce(h) => sim.bounce(h.as_str()),
+        // Both drop the host's tasks: close its streams in a fixed order (see
+        // `simnet::SimWorld::crash_guard`).
+        FaultAction::Crash(h) => {
+            world.begin_crash(h);
+            sim.crash(h.as_str());
+            world.end_crash();
+        }
+        FaultAction::Bounce(h) => {
+            world.begin_crash(h);
+            sim.bounce(h.as_str());
+            world.end_crash();
+        }
     }
 }
 

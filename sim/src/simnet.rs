@@ -29,6 +29,70 @@ pub struct SimWorld {
     pub trace: Trace,
     hosts: Arc<Mutex<BTreeSet<String>>>,
     resets: Resets,
+    crashes: Crashes,
+}
+
+/// Closing a crashed host's streams in a fixed order.
+///
+/// turmoil crashes a host by dropping its tokio runtime: the tasks are dropped in an
+/// order that follows tokio's task ids, which come from a process-wide counter, so it
+/// changes when other simulations run in the same process (parallel tests, sweeps).
+/// Each dropped stream sends its FIN (drawing its latency from the simulation's RNG)
+/// and records it in the capture, so that order would leak into the run. Instead, while
+/// a host crashes ([`SimWorld::begin_crash`]), its [`SimStream`]s are set aside as they
+/// are dropped, and its [`CrashGuard`] (held by the host's top-level future, which
+/// turmoil drops after the runtime's tasks) closes them sorted by socket pair; the
+/// capture holds the packets of the crash and writes them sorted.
+#[derive(Clone, Default)]
+struct Crashes(Arc<Mutex<CrashState>>);
+
+/// A stream set aside while its host crashes, with its (local, peer) pair.
+type Dead = ((SocketAddr, SocketAddr), turmoil::net::TcpStream);
+
+#[derive(Default)]
+struct CrashState {
+    /// The host being crashed.
+    host: Option<String>,
+    /// Its streams, dropped while it crashes, not yet closed.
+    graveyard: Vec<Dead>,
+}
+
+impl Crashes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CrashState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the set-aside streams of `host` (any host when `None`), sorted by pair.
+    fn close(&self, host: Option<&str>) -> usize {
+        let mut dead = {
+            let mut c = self.lock();
+            if host.is_some() && c.host.as_deref() != host {
+                return 0;
+            }
+            std::mem::take(&mut c.graveyard)
+        };
+        dead.sort_by_key(|(pair, _)| *pair);
+        let n = dead.len();
+        for (_, s) in dead {
+            drop(s);
+        }
+        n
+    }
+}
+
+/// Held by the top-level future of a host that may crash (see [`SimWorld::crash_guard`]).
+pub struct CrashGuard {
+    host: String,
+    crashes: Crashes,
+}
+
+impl Drop for CrashGuard {
+    fn drop(&mut self) {
+        let n = self.crashes.close(Some(&self.host));
+        if n > 0 {
+            tracing::debug!("crash of {}: closed {n} TCP streams in order", self.host);
+        }
+    }
 }
 
 /// Reset marks for modelling TCP aborts (see [`SimStream`]): per live stream, keyed by
@@ -68,6 +132,42 @@ impl SimWorld {
             trace: Trace::with_clock(Arc::new(|| turmoil::sim_elapsed().unwrap_or_default())),
             hosts: Arc::new(Mutex::new(BTreeSet::new())),
             resets: Resets::default(),
+            crashes: Crashes::default(),
+        }
+    }
+
+    /// A guard for host `name`'s top-level future (make it its first local, so that it
+    /// is dropped last): when the host crashes, it closes the host's TCP streams in a
+    /// fixed order (see the notes on crashes in this module). A host that may crash and
+    /// holds TCP streams must hold one; without it, its streams are closed after the
+    /// crash outside the simulation's context, so turmoil sends no FIN for them.
+    pub fn crash_guard(&self, name: &str) -> CrashGuard {
+        CrashGuard {
+            host: name.to_string(),
+            crashes: self.crashes.clone(),
+        }
+    }
+
+    /// Call right before crashing (or bouncing) host `name` in turmoil.
+    pub fn begin_crash(&self, name: &str) {
+        self.crashes.lock().host = Some(name.to_string());
+        if let Some(c) = &self.capture {
+            c.begin_unordered();
+        }
+    }
+
+    /// Call right after the crash (or bounce) begun by [`SimWorld::begin_crash`].
+    pub fn end_crash(&self) {
+        let left = self.crashes.close(None);
+        if left > 0 {
+            tracing::warn!(
+                "{left} TCP streams of a crashed host were closed without its crash guard \
+                 (no FIN sent): hold SimWorld::crash_guard in the host's future"
+            );
+        }
+        self.crashes.lock().host = None;
+        if let Some(c) = &self.capture {
+            c.end_unordered();
         }
     }
 
@@ -168,25 +268,42 @@ impl UdpSock for SimUdp {
 /// modelled with a reset mark its peer reads as `ConnectionReset` (see [`SimWorld`]'s
 /// reset marks).
 pub struct SimStream {
-    inner: turmoil::net::TcpStream,
+    /// Taken only when the stream is dropped.
+    inner: Option<turmoil::net::TcpStream>,
     /// (local, peer).
     pair: (SocketAddr, SocketAddr),
     /// Set when the peer aborted.
     reset: Arc<AtomicBool>,
     resets: Resets,
+    host: Arc<str>,
+    crashes: Crashes,
 }
 
 impl SimStream {
-    fn new(inner: turmoil::net::TcpStream, resets: &Resets) -> io::Result<Self> {
+    fn new(inner: turmoil::net::TcpStream, host: &Arc<str>, world: &SimWorld) -> io::Result<Self> {
         let pair = (inner.local_addr()?, inner.peer_addr()?);
         let reset = Arc::new(AtomicBool::new(false));
-        resets.lock().insert(pair, reset.clone());
+        world.resets.lock().insert(pair, reset.clone());
         Ok(Self {
-            inner,
+            inner: Some(inner),
             pair,
             reset,
-            resets: resets.clone(),
+            resets: world.resets.clone(),
+            host: host.clone(),
+            crashes: world.crashes.clone(),
         })
+    }
+
+    fn io(&mut self) -> &mut turmoil::net::TcpStream {
+        self.inner
+            .as_mut()
+            .expect("a SimStream has its stream until dropped")
+    }
+
+    fn get(&self) -> &turmoil::net::TcpStream {
+        self.inner
+            .as_ref()
+            .expect("a SimStream has its stream until dropped")
     }
 
     fn reset_error() -> io::Error {
@@ -196,11 +313,22 @@ impl SimStream {
 
 impl Drop for SimStream {
     fn drop(&mut self) {
-        let mut m = self.resets.lock();
-        if m.get(&self.pair)
-            .is_some_and(|r| Arc::ptr_eq(r, &self.reset))
         {
-            m.remove(&self.pair);
+            let mut m = self.resets.lock();
+            if m.get(&self.pair)
+                .is_some_and(|r| Arc::ptr_eq(r, &self.reset))
+            {
+                m.remove(&self.pair);
+            }
+        }
+        let Some(s) = self.inner.take() else { return };
+        let mut c = self.crashes.lock();
+        if c.host.as_deref() == Some(&*self.host) {
+            // Our host is crashing: closed later, in a fixed order.
+            c.graveyard.push((self.pair, s));
+        } else {
+            drop(c);
+            drop(s);
         }
     }
 }
@@ -213,7 +341,7 @@ impl AsyncRead for SimStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let r = Pin::new(this.io()).poll_read(cx, buf);
         let eof = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() == before;
         if eof && buf.remaining() > 0 && this.reset.load(Ordering::SeqCst) {
             // The FIN of an aborted peer: it was a reset.
@@ -225,22 +353,22 @@ impl AsyncRead for SimStream {
 
 impl AsyncWrite for SimStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, b)
+        Pin::new(self.get_mut().io()).poll_write(cx, b)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        Pin::new(self.get_mut().io()).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        Pin::new(self.get_mut().io()).poll_shutdown(cx)
     }
 }
 
 impl TcpConn for SimStream {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.get().local_addr()
     }
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.peer_addr()
+        self.get().peer_addr()
     }
     fn abort(self) {
         let (local, peer) = self.pair;
@@ -257,14 +385,14 @@ impl TcpConn for SimStream {
 pub struct SimListener {
     inner: turmoil::net::TcpListener,
     host: Arc<str>,
-    resets: Resets,
+    world: SimWorld,
 }
 
 impl TcpListen for SimListener {
     type Stream = SimStream;
     async fn accept(&self) -> io::Result<(SimStream, SocketAddr)> {
         let (s, a) = self.inner.accept().await?;
-        Ok((SimStream::new(s, &self.resets)?, a))
+        Ok((SimStream::new(s, &self.host, &self.world)?, a))
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(resolve_local(self.inner.local_addr()?, &self.host))
@@ -312,13 +440,13 @@ impl Net for SimNet {
     }
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<SimStream> {
         let s = turmoil::net::TcpStream::connect(addr).await?;
-        SimStream::new(s, &self.world.resets)
+        SimStream::new(s, &self.host, &self.world)
     }
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<SimListener> {
         Ok(SimListener {
             inner: turmoil::net::TcpListener::bind(self.bind_addr(addr)?).await?,
             host: self.host.clone(),
-            resets: self.world.resets.clone(),
+            world: self.world.clone(),
         })
     }
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {

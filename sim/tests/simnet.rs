@@ -189,3 +189,51 @@ fn bind_own_address() {
         ["udp true", "tcp true", "other Some(AddrNotAvailable)"]
     );
 }
+
+/// A crash drops the crashed host's tasks in an order that follows tokio's process-wide
+/// task ids; other simulations (parallel tests, sweeps) spawning tasks at the same time
+/// change it. The run must not depend on it: here another thread spawns tasks all along
+/// while pong-remote-crash runs twice, and both runs must match byte for byte.
+#[test]
+fn crash_replays_while_other_tasks_are_spawned() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tunnelbed_sim::scenario::{check_determinism, RunConfig};
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::spawn(async {}).await.unwrap();
+                    n += 1;
+                    if n.is_multiple_of(64) {
+                        // Let the simulations run; vary the spacing of task ids.
+                        std::thread::sleep(Duration::from_micros(50 + n % 7));
+                    }
+                }
+            })
+        })
+    };
+    let s = tunnelbed_sim::scenarios::find("pong-remote-crash").unwrap();
+    let cfg = RunConfig {
+        seed: 7,
+        profile: "lossy".into(),
+        capture: true,
+        sabotage: false,
+    };
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        results.push(check_determinism(&s, &cfg).unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    for (report, d) in results {
+        assert!(report.ok(), "{}", report.failure_summary());
+        assert!(d.ok(), "not deterministic: {d:?}");
+    }
+}

@@ -56,6 +56,9 @@ struct Inner {
     packets: u64,
     dropped_over_limit: u64,
     limit: usize,
+    /// While set, packets wait here (timestamp, interface, bytes) instead of being
+    /// written: see [`Capture::begin_unordered`].
+    held: Option<Vec<(Duration, u32, Vec<u8>)>>,
 }
 
 /// A pcapng capture being built in memory, shared by every socket that records into it.
@@ -92,6 +95,7 @@ impl Capture {
                 packets: 0,
                 dropped_over_limit: 0,
                 limit,
+                held: None,
             })),
             clock,
         }
@@ -129,8 +133,36 @@ impl Capture {
         }
     }
 
+    /// Starts a stretch in which packets are recorded in an order the recorder cannot
+    /// make deterministic (e.g. the sockets of a crashed host closed by dropping its
+    /// tasks, which tokio does in an order that depends on process-wide task ids). They
+    /// are held and, at [`Capture::end_unordered`], written sorted by (timestamp,
+    /// interface, bytes), so the file is the same whatever the order was.
+    pub fn begin_unordered(&self) {
+        self.lock().held.get_or_insert_with(Vec::new);
+    }
+
+    /// Ends the stretch begun by [`Capture::begin_unordered`]: writes what it held, sorted.
+    pub fn end_unordered(&self) {
+        let held = self.lock().held.take();
+        if let Some(mut held) = held {
+            held.sort();
+            for (ts, iface, packet) in held {
+                self.write_at(ts, iface, &packet);
+            }
+        }
+    }
+
     fn write_packet(&self, iface: u32, packet: &[u8]) {
         let ts = CAPTURE_EPOCH + (self.clock)();
+        if let Some(held) = self.lock().held.as_mut() {
+            held.push((ts, iface, packet.to_vec()));
+            return;
+        }
+        self.write_at(ts, iface, packet);
+    }
+
+    fn write_at(&self, ts: Duration, iface: u32, packet: &[u8]) {
         let mut i = self.lock();
         if i.writer.get_ref().len() + packet.len() + 64 > i.limit {
             i.dropped_over_limit += 1;

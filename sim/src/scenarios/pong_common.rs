@@ -248,6 +248,9 @@ pub async fn run_remote(
     name: String,
     gauges: Gauges,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // First, so it is dropped last when the remote crashes: its streams then close in
+    // a fixed order (the run stays deterministic).
+    let _crash = world.crash_guard(host);
     let net = Gauged::new(world.net(host), gauges);
     let listener = net.listen_tcp(any(REMOTE_PORT)).await?;
     tunnelbed_pong::remote::serve(
