@@ -194,7 +194,10 @@ async fn udp_associate<N: Net>(
     let mut buf = vec![0u8; 65_535];
     let mut ctl_buf = [0u8; 64];
     loop {
+        // biased: the same order every time, so simulated runs replay (otherwise tokio
+        // tries a random branch first, from an RNG the simulation does not seed).
         tokio::select! {
+            biased;
             r = ctl.read(&mut ctl_buf) => match r {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(_) => {} // nothing is expected on the control connection
@@ -254,7 +257,10 @@ async fn pump_relay(
     back: mpsc::Sender<(Address, Bytes)>,
 ) {
     loop {
+        // biased: the same order every time, so simulated runs replay (otherwise tokio
+        // tries a random branch first, from an RNG the simulation does not seed).
         tokio::select! {
+            biased;
             m = rx.recv() => match m {
                 Some(b) => {
                     if d.send(b).await.is_err() {

@@ -124,7 +124,10 @@ pub async fn handle_carrier<N: Net>(
         Err(_) => conn.shutdown("no connection header in time"),
     }
     loop {
+        // biased: the same order every time, so simulated runs replay (otherwise tokio
+        // tries a random branch first, from an RNG the simulation does not seed).
         tokio::select! {
+            biased;
             inc = conn.incoming.recv() => match inc {
                 Some(inc) => {
                     tokio::spawn(dial_and_relay(net.clone(), inc, cfg.clone()));
@@ -285,7 +288,10 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
 async fn relay_udp<U: UdpSock>(mut d: PongDatagrams, sock: U, target: SocketAddr, idle: Duration) {
     let mut buf = vec![0u8; 65_535];
     loop {
+        // biased: the same order every time, so simulated runs replay (otherwise tokio
+        // tries a random branch first, from an RNG the simulation does not seed).
         tokio::select! {
+            biased;
             r = d.recv() => match r {
                 Ok(Some(b)) => {
                     if let Err(e) = sock.send_to(&b, target).await {
