@@ -1,6 +1,12 @@
 //! [`SimNet`]: the [`Net`] that scenarios hand to drivers. Datagrams pass through the
 //! [`LinkModel`] before turmoil carries them; TCP uses turmoil's streams (reliable, with
 //! latency, holds, partitions and crashes). Every socket can record into the run's capture.
+//!
+//! Beyond turmoil: [`TcpConn::abort`] is modelled with reset marks (the peer reads
+//! `ConnectionReset` where it would have read the end of stream), a crashed host's
+//! streams are closed in a fixed order (see [`SimWorld::crash_guard`]), and binding the
+//! host's own address works as on a one-interface machine (turmoil binds only the
+//! unspecified and loopback addresses).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
