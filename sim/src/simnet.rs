@@ -348,12 +348,21 @@ impl AsyncRead for SimStream {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(this.io()).poll_read(cx, buf);
-        let eof = matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() == before;
-        if eof && buf.remaining() > 0 && this.reset.load(Ordering::SeqCst) {
-            // The FIN of an aborted peer: it was a reset.
-            return Poll::Ready(Err(Self::reset_error()));
+        if !this.reset.load(Ordering::SeqCst) {
+            return r;
         }
-        r
+        match r {
+            // The FIN of an aborted peer: it was a reset.
+            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                Poll::Ready(Err(Self::reset_error()))
+            }
+            // turmoil's own RST, sent when our later data reached the aborted peer's
+            // closed socket: the same reset, already recorded by the peer.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                Poll::Ready(Err(Self::reset_error()))
+            }
+            r => r,
+        }
     }
 }
 
