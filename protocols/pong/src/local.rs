@@ -193,22 +193,39 @@ async fn udp_associate<N: Net>(
     let mut senders: BTreeMap<Address, mpsc::Sender<Bytes>> = BTreeMap::new();
     let mut buf = vec![0u8; 65_535];
     let mut ctl_buf = [0u8; 64];
+    let mut answers_first = false;
     loop {
-        // biased: the same order every time, so simulated runs replay (otherwise tokio
-        // tries a random branch first, from an RNG the simulation does not seed).
-        tokio::select! {
-            biased;
-            r = ctl.read(&mut ctl_buf) => match r {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => {} // nothing is expected on the control connection
-            },
-            r = sock.recv_from(&mut buf) => {
+        // Branches in a fixed order (biased), so simulated runs replay (otherwise tokio
+        // tries a random branch first, from an RNG the simulation does not seed); the two
+        // directions take turns going first, so neither starves the other under load.
+        answers_first = !answers_first;
+        let ev = if answers_first {
+            tokio::select! {
+                biased;
+                r = ctl.read(&mut ctl_buf) => Assoc::Ctl(r),
+                m = back_rx.recv() => Assoc::Answer(m),
+                r = sock.recv_from(&mut buf) => Assoc::Datagram(r),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = ctl.read(&mut ctl_buf) => Assoc::Ctl(r),
+                r = sock.recv_from(&mut buf) => Assoc::Datagram(r),
+                m = back_rx.recv() => Assoc::Answer(m),
+            }
+        };
+        match ev {
+            Assoc::Ctl(Ok(0) | Err(_)) => return Ok(()),
+            Assoc::Ctl(Ok(_)) => {} // nothing is expected on the control connection
+            Assoc::Datagram(r) => {
                 let (n, src) = r?;
                 if *client.get_or_insert(src) != src {
                     continue; // not our client
                 }
                 let Ok(Some((h, payload))) = UdpHeader::decode(&buf[..n]) else {
-                    tracing::debug!("pong local: dropped a malformed or fragmented SOCKS5 datagram");
+                    tracing::debug!(
+                        "pong local: dropped a malformed or fragmented SOCKS5 datagram"
+                    );
                     continue;
                 };
                 let dest = to_pong(&h.addr);
@@ -230,22 +247,38 @@ async fn udp_associate<N: Net>(
                 }
                 let tx = &senders[&dest];
                 if tx.try_send(Bytes::copy_from_slice(payload)).is_err() {
-                    tracing::debug!("pong local: relay stream to {dest} is busy or gone; datagram dropped");
+                    tracing::debug!(
+                        "pong local: relay stream to {dest} is busy or gone; datagram dropped"
+                    );
                     if tx.is_closed() {
                         senders.remove(&dest);
                     }
                 }
             }
-            Some((dest, b)) = back_rx.recv() => {
+            // Never `None`: we hold a sender.
+            Assoc::Answer(None) => {}
+            Assoc::Answer(Some((dest, b))) => {
                 let Some(c) = client else { continue };
                 let mut out = BytesMut::with_capacity(b.len() + 32);
-                let h = UdpHeader { addr: to_socks(&dest) };
+                let h = UdpHeader {
+                    addr: to_socks(&dest),
+                };
                 if h.encode(&b, &mut out).is_ok() {
                     let _ = sock.send_to(&out, c).await;
                 }
             }
         }
     }
+}
+
+/// What woke a UDP association.
+enum Assoc {
+    /// The control connection (its end ends the association).
+    Ctl(io::Result<usize>),
+    /// A datagram from the client.
+    Datagram(io::Result<(usize, SocketAddr)>),
+    /// An answer from a relay stream, for the client.
+    Answer(Option<(Address, Bytes)>),
 }
 
 /// One relay stream: datagrams from the client go out, answers come back tagged with
@@ -256,31 +289,49 @@ async fn pump_relay(
     dest: Address,
     back: mpsc::Sender<(Address, Bytes)>,
 ) {
+    let mut answers_first = false;
     loop {
-        // biased: the same order every time, so simulated runs replay (otherwise tokio
-        // tries a random branch first, from an RNG the simulation does not seed).
-        tokio::select! {
-            biased;
-            m = rx.recv() => match m {
-                Some(b) => {
-                    if d.send(b).await.is_err() {
-                        return;
-                    }
-                }
-                None => return,
-            },
-            r = d.recv() => match r {
-                Ok(Some(b)) => {
-                    if back.send((dest.clone(), b)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!("pong local: relay stream to {dest}: {e}");
+        // Fixed order (biased) for replay, the directions taking turns going first (as
+        // in the association's loop).
+        answers_first = !answers_first;
+        let ev = if answers_first {
+            tokio::select! {
+                biased;
+                r = d.recv() => Pump::Answer(r),
+                m = rx.recv() => Pump::Out(m),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                m = rx.recv() => Pump::Out(m),
+                r = d.recv() => Pump::Answer(r),
+            }
+        };
+        match ev {
+            Pump::Out(Some(b)) => {
+                if d.send(b).await.is_err() {
                     return;
                 }
-            },
+            }
+            Pump::Out(None) => return,
+            Pump::Answer(Ok(Some(b))) => {
+                if back.send((dest.clone(), b)).await.is_err() {
+                    return;
+                }
+            }
+            Pump::Answer(Ok(None)) => return,
+            Pump::Answer(Err(e)) => {
+                tracing::debug!("pong local: relay stream to {dest}: {e}");
+                return;
+            }
         }
     }
+}
+
+/// What woke a relay pump.
+enum Pump {
+    /// A datagram from the client to send (`None`: the association ended).
+    Out(Option<Bytes>),
+    /// What the relay stream gave.
+    Answer(io::Result<Option<Bytes>>),
 }

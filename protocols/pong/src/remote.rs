@@ -285,33 +285,56 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
     }
 }
 
+/// What woke a relay stream's loop.
+enum Relay {
+    /// A datagram from the local for the target (or the stream's end).
+    Out(io::Result<Option<Bytes>>),
+    /// A datagram on our socket.
+    In(io::Result<(usize, SocketAddr)>),
+    /// Nothing either way for the idle time.
+    Idle,
+}
+
 async fn relay_udp<U: UdpSock>(mut d: PongDatagrams, sock: U, target: SocketAddr, idle: Duration) {
     let mut buf = vec![0u8; 65_535];
+    let mut answers_first = false;
     loop {
-        // biased: the same order every time, so simulated runs replay (otherwise tokio
-        // tries a random branch first, from an RNG the simulation does not seed).
-        tokio::select! {
-            biased;
-            r = d.recv() => match r {
-                Ok(Some(b)) => {
-                    if let Err(e) = sock.send_to(&b, target).await {
-                        tracing::debug!("pong remote: udp to {target}: {e}");
-                    }
+        // Branches in a fixed order (biased), so simulated runs replay (otherwise tokio
+        // tries a random branch first, from an RNG the simulation does not seed); the two
+        // directions take turns going first, so neither starves the other under load.
+        answers_first = !answers_first;
+        let ev = if answers_first {
+            tokio::select! {
+                biased;
+                r = sock.recv_from(&mut buf) => Relay::In(r),
+                r = d.recv() => Relay::Out(r),
+                _ = tokio::time::sleep(idle) => Relay::Idle,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = d.recv() => Relay::Out(r),
+                r = sock.recv_from(&mut buf) => Relay::In(r),
+                _ = tokio::time::sleep(idle) => Relay::Idle,
+            }
+        };
+        match ev {
+            Relay::Out(Ok(Some(b))) => {
+                if let Err(e) = sock.send_to(&b, target).await {
+                    tracing::debug!("pong remote: udp to {target}: {e}");
                 }
-                _ => return,
-            },
-            r = sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) if from == target => {
-                    if d.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        return;
-                    }
+            }
+            Relay::Out(_) => return,
+            Relay::In(Ok((n, from))) if from == target => {
+                if d.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    return;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!("pong remote: udp from {target}: {e}");
-                }
-            },
-            _ = tokio::time::sleep(idle) => {
+            }
+            Relay::In(Ok(_)) => {}
+            Relay::In(Err(e)) => {
+                tracing::debug!("pong remote: udp from {target}: {e}");
+            }
+            Relay::Idle => {
                 tracing::debug!("pong remote: relay stream {} idle; closing", d.id());
                 return;
             }
