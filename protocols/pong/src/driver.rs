@@ -168,8 +168,22 @@ impl AsyncRead for PongStream {
             }
         }
         if !this.leftover.is_empty() {
-            let n = this.leftover.len().min(buf.remaining());
-            buf.put_slice(&this.leftover.split_to(n));
+            // Hand over every queued chunk that fits: one read (and one write to the
+            // application's socket) per buffer instead of per chunk.
+            loop {
+                let n = this.leftover.len().min(buf.remaining());
+                buf.put_slice(&this.leftover.split_to(n));
+                if buf.remaining() == 0 || !this.leftover.is_empty() {
+                    break;
+                }
+                match this.rx.try_recv() {
+                    Ok(b) => {
+                        this.wake.notify_one();
+                        this.leftover = b;
+                    }
+                    Err(_) => break,
+                }
+            }
             return Poll::Ready(Ok(()));
         }
         // End of input after a reset is the reset, not a clean end.

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod fuzzing;
 pub mod local;
 pub mod pool;
+pub mod pump;
 pub mod remote;
 pub mod session;
 pub mod stream;

@@ -29,6 +29,7 @@ use tunnelbed_socks5::handshake::{self, unspecified};
 use tunnelbed_socks5::{Addr, Command, Reply, UdpHeader};
 
 use crate::pool::Pool;
+use crate::pump::PumpBuf;
 use crate::wire::{Address, RstCode, RstInfo};
 
 /// Most relay streams one UDP association may open (one per destination).
@@ -115,13 +116,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = PumpBuf::new();
     loop {
-        let n = rd.read(&mut buf).await.map_err(read_failed)?;
+        let n = rd.read(buf.space()).await.map_err(read_failed)?;
         if n == 0 {
             return Ok(());
         }
-        wr.write_all(&buf[..n]).await.map_err(write_failed)?;
+        wr.write_all(buf.filled(n)).await.map_err(write_failed)?;
+        buf.used(n);
     }
 }
 

@@ -21,6 +21,7 @@ use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, UdpSock};
 use crate::driver::{
     spawn_remote, ConnEnd, DriverConfig, Incoming, Opened, PongDatagrams, PongStream,
 };
+use crate::pump::PumpBuf;
 use crate::session::DialError;
 use crate::wire::{Address, RstCode, RstInfo};
 
@@ -243,30 +244,34 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
     let (mut trd, mut twr) = tokio::io::split(target);
     let failed = {
         let up = async {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = PumpBuf::new();
             loop {
-                match prd.read(&mut buf).await {
+                match prd.read(buf.space()).await {
                     Ok(0) => {
                         return twr.shutdown().await.map_err(Failed::Target);
                     }
-                    Ok(n) => twr.write_all(&buf[..n]).await.map_err(Failed::Target)?,
+                    Ok(n) => {
+                        twr.write_all(buf.filled(n)).await.map_err(Failed::Target)?;
+                        buf.used(n);
+                    }
                     Err(_) => return Err(Failed::Local),
                 }
             }
         };
         let down = async {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = PumpBuf::new();
             loop {
-                match trd.read(&mut buf).await {
+                match trd.read(buf.space()).await {
                     Ok(0) => {
                         // A finish cannot fail; a stream already ended shows up above.
                         let _ = pwr.shutdown().await;
                         return Ok(());
                     }
                     Ok(n) => {
-                        if pwr.write_all(&buf[..n]).await.is_err() {
+                        if pwr.write_all(buf.filled(n)).await.is_err() {
                             return Err(Failed::Local);
                         }
+                        buf.used(n);
                     }
                     Err(e) => return Err(Failed::Target(e)),
                 }
