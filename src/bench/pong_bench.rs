@@ -1093,7 +1093,7 @@ pub fn render(plan: &Plan, r: &Results, command: &str, date: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "- knobs (library defaults, as `pong local`/`pong remote` use them): pool {} live streams per carrier, idle close {} s, max age {} s; driver stream_buffer {} KiB per stream towards the application (16 KiB chunks), datagram_queue {}; session stream_rx_cap {} KiB, max_output {} KiB, max_streams {}, ended_memory {}; carrier read buffer 64 KiB, data frames of at most 32 KiB per application write, command queue 64, carrier writer queue 8; remote target read buffer 32 KiB; SOCKS front and remote upstream copies with `tokio::io::copy` (8 KiB buffer)",
+        "- knobs (library defaults, as `pong local`/`pong remote` use them): pool {} live streams per carrier, idle close {} s, max age {} s; driver stream_buffer {} KiB per stream towards the application (16 KiB chunks), datagram_queue {}; session stream_rx_cap {} KiB, max_output {} KiB, max_streams {}, ended_memory {}; carrier read buffer 64 KiB, data frames of at most 32 KiB per application write, command queue 64, carrier writer queue 8; relay copies (SOCKS front both ways, remote both ways) with a buffer of {} KiB growing to {} KiB while reads fill it",
         pool.max_streams_per_conn,
         pool.idle_close.as_secs(),
         pool.max_age.as_secs(),
@@ -1103,6 +1103,8 @@ pub fn render(plan: &Plan, r: &Results, command: &str, date: &str) -> String {
         d.session.max_output / 1024,
         d.session.max_streams,
         d.session.ended_memory,
+        tunnelbed_pong::pump::PUMP_START / 1024,
+        tunnelbed_pong::pump::PUMP_MAX / 1024,
     );
     let _ = writeln!(
         s,
