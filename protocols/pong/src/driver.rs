@@ -126,6 +126,12 @@ impl std::fmt::Debug for PongStream {
 /// Most bytes one write turns into one data frame.
 const WRITE_CHUNK: usize = 32 * 1024;
 
+/// Most application commands the connection task applies before emitting.
+const CMD_BATCH: usize = 16;
+
+/// Most bytes the carrier writer gathers into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+
 impl PongStream {
     /// The stream id on the wire.
     pub fn id(&self) -> u32 {
@@ -786,6 +792,19 @@ impl Task {
                 c = cmd_rx.recv(), if out_room => {
                     if let Some(c) = c {
                         self.apply(c, now());
+                        // Take what else is already queued (a bounded batch), so that
+                        // the frames leave in one carrier write instead of one each.
+                        for _ in 0..CMD_BATCH {
+                            if self.cmd.is_some()
+                                || self.m.pending_output() >= self.cfg.session.max_output / 2
+                            {
+                                break;
+                            }
+                            match cmd_rx.try_recv() {
+                                Ok(c) => self.apply(c, now()),
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 r = opens.recv(), if can_open && out_room => match r {
@@ -1144,8 +1163,22 @@ async fn carrier_writer<W: AsyncWrite>(
     mut rx: mpsc::Receiver<Bytes>,
     wake: Arc<Notify>,
 ) {
-    while let Some(b) = rx.recv().await {
+    let mut batch = BytesMut::new();
+    while let Some(mut b) = rx.recv().await {
         wake.notify_one();
+        // Several queued pieces go out in one write (up to WRITE_BATCH bytes): a system
+        // call per piece costs more than copying them together.
+        if !rx.is_empty() && b.len() < WRITE_BATCH {
+            batch.extend_from_slice(&b);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            wake.notify_one();
+            b = batch.split().freeze();
+        }
         if wr.write_all(&b).await.is_err() {
             return;
         }
