@@ -40,6 +40,9 @@ use tunnelbed_pong::local::serve_socks;
 use tunnelbed_pong::pool::{Pool, PoolConfig};
 use tunnelbed_pong::remote::{serve, RemoteConfig};
 
+use super::link_loop::median;
+use super::machine;
+
 /// The client id the bench's local and remote share.
 pub const CLIENT_ID: [u8; 16] = *b"tunnelbed-bench!";
 
@@ -655,21 +658,6 @@ impl Results {
     }
 }
 
-/// Median of a slice (lower middle for even lengths are averaged).
-pub fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
 /// Nearest-rank percentile of sorted data.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -991,33 +979,6 @@ async fn measure_memory(kind: CarrierKind, n: usize, nofile: u64) -> anyhow::Res
 
 // ---------------------------------------------------------------------------------------
 // The report.
-
-/// Machine facts: CPU model, cores, kernel, build.
-pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!(
-        "{cpu}, nproc {cores}, Linux {kernel}, {} build",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    )
-}
 
 fn spread(v: &[f64]) -> (f64, f64) {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);

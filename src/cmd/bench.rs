@@ -13,6 +13,7 @@ use tunnelbed_sim::profile;
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::bench::kcp_bench::{self, Plan};
 use crate::bench::kcp_port::Knobs;
+use crate::bench::machine;
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
@@ -344,32 +345,6 @@ fn today() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!(
-        "{cpu}, {cores} cores, Linux {kernel}, {} build",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    )
 }
 
 fn report(

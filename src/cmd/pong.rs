@@ -27,6 +27,7 @@ use tunnelbed_netio::{Net, TcpListen, TokioNet, Trace};
 use tunnelbed_pong::local::serve_socks;
 use tunnelbed_pong::pool::{Pool, PoolConfig};
 use tunnelbed_pong::remote::{serve, RemoteConfig};
+use tunnelbed_pong::wire::parse_uuid;
 
 use super::{EXIT_OK, EXIT_USAGE};
 
@@ -108,30 +109,6 @@ pub struct LocalArgs {
     pub max_age: f64,
 }
 
-/// Parses a UUID in its canonical text form (`8-4-4-4-12` hex digits, either case)
-/// into its 16 bytes in network order (RFC 9562), as pong's connection header carries
-/// them.
-pub fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
-    let bad =
-        || format!("client id {s:?}: expected a UUID such as 123e4567-e89b-12d3-a456-426614174000");
-    let groups: Vec<&str> = s.split('-').collect();
-    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-    if lens != [8, 4, 4, 4, 12] {
-        return Err(bad());
-    }
-    let hex: String = groups.concat();
-    // Only ASCII hex digits (from_str_radix alone would take a leading '+', and slicing
-    // needs single-byte characters).
-    if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
-}
-
 fn parse_url(s: &str, what: &str) -> Result<CarrierUrl, String> {
     s.parse::<CarrierUrl>().map_err(|e| format!("{what} {e}"))
 }
@@ -161,7 +138,7 @@ pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             for s in &a.client_ids {
                 match parse_uuid(s) {
                     Ok(id) => allowed.push(id),
-                    Err(e) => return usage(e),
+                    Err(e) => return usage(format!("--client-id {e}")),
                 }
             }
             let dial_timeout = match secs(a.dial_timeout, "--dial-timeout") {
@@ -195,7 +172,7 @@ pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             };
             let client_id = match parse_uuid(&a.client_id) {
                 Ok(id) => id,
-                Err(e) => return usage(e),
+                Err(e) => return usage(format!("--client-id {e}")),
             };
             if a.max_streams_per_conn == 0 {
                 return usage("--max-streams-per-conn must be at least 1".into());
@@ -396,30 +373,6 @@ async fn local(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uuids_in_canonical_form_only() {
-        assert_eq!(
-            parse_uuid("00112233-4455-6677-8899-AaBbCcDdEeFf").unwrap(),
-            [
-                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-                0xee, 0xff
-            ]
-        );
-        for bad in [
-            "",
-            "00112233445566778899aabbccddeeff",
-            "00112233-4455-6677-8899-aabbccddeef",
-            "00112233-4455-6677-8899-aabbccddeeffa",
-            "0011223g-4455-6677-8899-aabbccddeeff",
-            "+0112233-4455-6677-8899-aabbccddeeff",
-            "{00112233-4455-6677-8899-aabbccddeeff}",
-            "0011-2233-4455-6677-8899aabbccddeeff",
-            "00112233-4455-6677-8899-aabbccddeeé",
-        ] {
-            assert!(parse_uuid(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn self_signed_names() {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
+
+use super::stream_log::{line, StreamLog};
 use tunnelbed_h2tunnel::wire::{FrameError, Message, RawFrame, HANDSHAKE};
 
 /// One decoded frame and when the packet that completed it was captured.
@@ -53,35 +55,6 @@ pub fn frames(bytes: &[u8], marks: &[(usize, usize, Duration)]) -> (Vec<FrameAt>
         }
     }
     (out, bytes.len() - off)
-}
-
-#[derive(Default)]
-struct StreamLog {
-    lines: Vec<String>,
-    bytes: [u64; 2],
-    hash: [Sha256; 2],
-    run: Option<(Duration, usize, usize, u64)>,
-}
-
-impl StreamLog {
-    fn flush_run(&mut self) {
-        if let Some((ts, dir, count, bytes)) = self.run.take() {
-            let what = if count == 1 {
-                format!("DATA {bytes} B")
-            } else {
-                format!("DATA x{count} ({bytes} B)")
-            };
-            self.lines.push(line(ts, dir, &what));
-        }
-    }
-}
-
-fn line(ts: Duration, dir: usize, what: &str) -> String {
-    format!(
-        "{:>10.3}s {} {what}",
-        ts.as_secs_f64(),
-        if dir == 0 { "->" } else { "<-" }
-    )
 }
 
 /// Renders one connection's frames (direction 0 is `->`) as a connection-level log and a
@@ -138,7 +111,7 @@ pub fn timeline(dirs: [&[FrameAt]; 2], trailing: [usize; 2], base: Duration) -> 
                             *bytes += payload.len() as u64;
                         }
                         _ => {
-                            s.flush_run();
+                            s.flush_run("DATA");
                             s.run = Some((f.ts.saturating_sub(base), d, 1, payload.len() as u64));
                         }
                     }
@@ -155,7 +128,7 @@ pub fn timeline(dirs: [&[FrameAt]; 2], trailing: [usize; 2], base: Duration) -> 
             None => conn.push(line(f.ts.saturating_sub(base), d, &what)),
             Some(sid) => {
                 let s = streams.entry(sid).or_default();
-                s.flush_run();
+                s.flush_run("DATA");
                 s.lines.push(line(f.ts.saturating_sub(base), d, &what));
             }
         }
@@ -175,7 +148,7 @@ pub fn timeline(dirs: [&[FrameAt]; 2], trailing: [usize; 2], base: Duration) -> 
     }
     let _ = writeln!(out, "  {} streams", streams.len());
     for (sid, mut s) in streams {
-        s.flush_run();
+        s.flush_run("DATA");
         let h: Vec<String> = s
             .hash
             .iter()

@@ -5,6 +5,7 @@ pub mod flows;
 pub mod h2t;
 pub mod kcp;
 pub mod pong;
+pub mod stream_log;
 
 use std::fmt::Write;
 use std::net::SocketAddr;

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
+
+use super::stream_log::{line, StreamLog};
 use tunnelbed_pong::wire::{Body, Frame, RawFrame, CONN_HEADER_LEN};
 
 /// One frame (or a framing error) and when the packet completing it was captured.
@@ -73,37 +75,6 @@ fn frames(bytes: &[u8], skip: usize, marks: &[(usize, usize, Duration)]) -> (Vec
     (out, bytes.len() - off)
 }
 
-#[derive(Default)]
-struct Log {
-    lines: Vec<String>,
-    bytes: [u64; 2],
-    frames: [u64; 2],
-    hash: [Sha256; 2],
-    /// A run of data frames in one direction: (start, dir, count, bytes).
-    run: Option<(Duration, usize, usize, u64)>,
-}
-
-impl Log {
-    fn flush(&mut self) {
-        if let Some((ts, d, count, bytes)) = self.run.take() {
-            let what = if count == 1 {
-                format!("data {bytes} B")
-            } else {
-                format!("data x{count} ({bytes} B)")
-            };
-            self.lines.push(line(ts, d, &what));
-        }
-    }
-}
-
-fn line(ts: Duration, dir: usize, what: &str) -> String {
-    format!(
-        "{:>10.3}s {} {what}",
-        ts.as_secs_f64(),
-        if dir == 0 { "->" } else { "<-" }
-    )
-}
-
 /// Renders one pong connection: `a` is the local's direction (with the header), `b` the
 /// remote's. Times are relative to `base`.
 pub fn timeline(
@@ -143,7 +114,7 @@ pub fn timeline(
         }
     }
     let mut conn = Vec::new();
-    let mut streams: BTreeMap<u32, Log> = BTreeMap::new();
+    let mut streams: BTreeMap<u32, StreamLog> = BTreeMap::new();
     for (d, at) in all {
         let ts = at.ts.saturating_sub(base);
         let f = match &at.frame {
@@ -157,7 +128,7 @@ pub fn timeline(
             }
             Ok(Err((sid, kind, e))) => {
                 let s = streams.entry(*sid).or_default();
-                s.flush();
+                s.flush_run("data");
                 s.lines.push(line(ts, d, &format!("type {kind:#04x}: {e}")));
                 continue;
             }
@@ -175,7 +146,7 @@ pub fn timeline(
                         *bytes += p.len() as u64;
                     }
                     _ => {
-                        s.flush();
+                        s.flush_run("data");
                         s.run = Some((ts, d, 1, p.len() as u64));
                     }
                 }
@@ -191,7 +162,7 @@ pub fn timeline(
             Body::Rst(None) => "rst (no code)".to_string(),
             Body::Rst(Some(i)) => format!("rst {i}"),
         };
-        s.flush();
+        s.flush_run("data");
         s.lines.push(line(ts, d, &what));
     }
     for l in &conn {
@@ -208,7 +179,7 @@ pub fn timeline(
     }
     let _ = writeln!(out, "  {} streams", streams.len());
     for (sid, mut s) in streams {
-        s.flush();
+        s.flush_run("data");
         let h: Vec<String> = s
             .hash
             .iter()

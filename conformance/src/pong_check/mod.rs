@@ -29,38 +29,11 @@ pub mod targets;
 pub use report::{CaseReport, Level, Report, Status};
 pub use runner::{run, run_with, select, CheckConfig, Verdict};
 
-/// Parses a UUID in its canonical text form (`8-4-4-4-12` hex digits, either case) into
-/// its 16 bytes in network order, as pong's connection header carries them.
-pub fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
-    let bad = || format!("{s:?}: expected a UUID such as 123e4567-e89b-12d3-a456-426614174000");
-    let groups: Vec<&str> = s.split('-').collect();
-    if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
-        return Err(bad());
-    }
-    let hex = groups.concat();
-    if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
-}
+pub use tunnelbed_pong::wire::parse_uuid;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uuid_parsing() {
-        let u = parse_uuid("123E4567-e89b-12d3-a456-426614174000").unwrap();
-        assert_eq!(u[0], 0x12);
-        assert_eq!(u[15], 0x00);
-        assert!(parse_uuid("123e4567e89b12d3a456426614174000").is_err());
-        assert!(parse_uuid("+23e4567-e89b-12d3-a456-426614174000").is_err());
-        assert!(parse_uuid("").is_err());
-    }
 
     #[test]
     fn selection() {

@@ -655,6 +655,29 @@ fn preview(b: &[u8]) -> String {
     }
 }
 
+/// Parses a client id in the UUID's canonical text form (`8-4-4-4-12` hex digits, either
+/// case) into the 16 bytes the connection header carries, in network order (RFC 9562),
+/// so that every command line and tool reads ids the same way. Nothing else is taken:
+/// no braces, no missing dashes, no sign.
+pub fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
+    let bad = || format!("{s:?}: expected a UUID such as 123e4567-e89b-12d3-a456-426614174000");
+    let groups: Vec<&str> = s.split('-').collect();
+    if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+        return Err(bad());
+    }
+    let hex = groups.concat();
+    // Only ASCII hex digits (from_str_radix alone would take a leading '+', and slicing
+    // needs single-byte characters).
+    if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,6 +685,35 @@ mod tests {
 
     fn enc(f: &Frame) -> Vec<u8> {
         f.to_bytes().expect("encodable").to_vec()
+    }
+
+    #[test]
+    fn uuids_in_canonical_form_only() {
+        assert_eq!(
+            parse_uuid("00112233-4455-6677-8899-AaBbCcDdEeFf").unwrap(),
+            [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ]
+        );
+        let u = parse_uuid("123E4567-e89b-12d3-a456-426614174000").unwrap();
+        assert_eq!(u[0], 0x12);
+        assert_eq!(u[15], 0x00);
+        for bad in [
+            "",
+            "00112233445566778899aabbccddeeff",
+            "123e4567e89b12d3a456426614174000",
+            "00112233-4455-6677-8899-aabbccddeef",
+            "00112233-4455-6677-8899-aabbccddeeffa",
+            "0011223g-4455-6677-8899-aabbccddeeff",
+            "+0112233-4455-6677-8899-aabbccddeeff",
+            "+23e4567-e89b-12d3-a456-426614174000",
+            "{00112233-4455-6677-8899-aabbccddeeff}",
+            "0011-2233-4455-6677-8899aabbccddeeff",
+            "00112233-4455-6677-8899-aabbccddeeé",
+        ] {
+            assert!(parse_uuid(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -155,16 +155,3 @@ pub async fn connect_ready<N: Net>(
         }
     }
 }
-
-/// Deterministic bytes for flow `tag`: both ends can make (and check) them.
-pub fn payload(seed: u64, tag: u64, len: usize) -> Vec<u8> {
-    let mut x = seed ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D_4C95_7F2D;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}

@@ -14,8 +14,9 @@ use tunnelbed_h2tunnel::{Opener, TunnelStream};
 use tunnelbed_netio::Net;
 
 use crate::fault::{FaultAction, FaultPlan};
+use crate::ledger::payload;
 use crate::scenario::{Ctx, Scenario};
-use crate::scenarios::h2t_common::{self, payload};
+use crate::scenarios::h2t_common;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {

@@ -13,8 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnelbed_netio::Net;
 
 use crate::fault::FaultPlan;
+use crate::ledger::payload;
 use crate::scenario::{Ctx, Scenario};
-use crate::scenarios::h2t_common::{self, payload};
+use crate::scenarios::h2t_common;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {

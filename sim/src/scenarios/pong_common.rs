@@ -48,18 +48,7 @@ fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
-/// Deterministic bytes for flow `tag` (both ends can make them).
-pub fn payload(seed: u64, tag: u64, len: usize) -> Vec<u8> {
-    let mut x = seed ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x2545_F491_4F6C_DD1D;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub use crate::ledger::payload;
 
 // ---- socket gauges ------------------------------------------------------------------
 

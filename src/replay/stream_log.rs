@@ -1,0 +1,46 @@
+//! One stream's lines in a replay timeline, shared by the h2tunnel and pong decoders:
+//! consecutive data frames in one direction fold into one line, and bytes and SHA-256
+//! are counted per direction.
+
+use std::time::Duration;
+
+use sha2::Sha256;
+
+/// What a replay has seen of one stream.
+#[derive(Default)]
+pub struct StreamLog {
+    /// Timeline lines, in order.
+    pub lines: Vec<String>,
+    /// Data bytes per direction (0: the opener's, 1: the other).
+    pub bytes: [u64; 2],
+    /// Frames per direction.
+    pub frames: [u64; 2],
+    /// SHA-256 of the data per direction.
+    pub hash: [Sha256; 2],
+    /// A run of data frames in one direction: (start, dir, count, bytes).
+    pub run: Option<(Duration, usize, usize, u64)>,
+}
+
+impl StreamLog {
+    /// Writes out the pending run of data frames, named `data` (the protocol's word for
+    /// them), as one line.
+    pub fn flush_run(&mut self, data: &str) {
+        if let Some((ts, dir, count, bytes)) = self.run.take() {
+            let what = if count == 1 {
+                format!("{data} {bytes} B")
+            } else {
+                format!("{data} x{count} ({bytes} B)")
+            };
+            self.lines.push(line(ts, dir, &what));
+        }
+    }
+}
+
+/// One timeline line: time, direction arrow, what happened.
+pub fn line(ts: Duration, dir: usize, what: &str) -> String {
+    format!(
+        "{:>10.3}s {} {what}",
+        ts.as_secs_f64(),
+        if dir == 0 { "->" } else { "<-" }
+    )
+}
