@@ -208,19 +208,24 @@ fn bad_command_lines_exit_2_with_a_reason() {
 
 #[test]
 fn an_unreachable_remote_fails_fast() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Held for the whole test: nothing else can take the port and answer.
+    let port = tunnelbed_conformance::ports::RefusingPort::new().unwrap();
     let t0 = Instant::now();
+    // A long per-wait limit: a case that waited on the remote instead of failing on the
+    // refused dial would make the run take at least this long.
     let (code, table, _) = check(&[
         "--remote",
-        &format!("tcp://127.0.0.1:{port}"),
+        &format!("tcp://{}", port.addr()),
         "--client-id",
         ID,
+        "--wait",
+        "120",
     ]);
     assert_eq!(code, 1, "{table}");
-    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(result_of(&table, "PONG-HDR-ACCEPT"), "FAIL");
 }

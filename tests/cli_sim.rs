@@ -83,6 +83,38 @@ fn udp_echo_twice_gives_identical_pcaps_and_tshark_reads_them() {
     check_pcap_with_tshark(&a);
 }
 
+/// Every scenario, run in two separate processes with one seed, writes the same trace
+/// and the same pcap bytes (within one process, the harness checks the same; across
+/// processes, anything seeded from process state, such as tokio's task ids or a
+/// `RandomState`, would show here).
+#[test]
+fn every_scenario_replays_byte_for_byte_across_processes() {
+    let d = tmpdir("cross_process_det");
+    for s in tunnelbed_sim::scenarios::all() {
+        let mut outputs = Vec::new();
+        for run_no in 0..2 {
+            let pcap = d.join(format!("{}-{run_no}.pcapng", s.name));
+            let trace = d.join(format!("{}-{run_no}.trace", s.name));
+            let (code, out) = run(bin()
+                .args(["sim", "run", s.name, "--seed", "3", "--profile", "lossy"])
+                .arg("--pcap")
+                .arg(&pcap)
+                .arg("--trace")
+                .arg(&trace));
+            assert_eq!(code, 0, "{}: {out}", s.name);
+            outputs.push((
+                std::fs::read(&pcap).unwrap(),
+                std::fs::read(&trace).unwrap(),
+            ));
+        }
+        let ((pa, ta), (pb, tb)) = (&outputs[0], &outputs[1]);
+        assert!(pa.len() > 1000, "{}: capture is empty", s.name);
+        assert!(!ta.is_empty(), "{}: trace is empty", s.name);
+        assert!(ta == tb, "{}: two processes wrote different traces", s.name);
+        assert!(pa == pb, "{}: two processes wrote different pcaps", s.name);
+    }
+}
+
 #[test]
 fn tcp_echo_pcap_dissects_cleanly() {
     let d = tmpdir("tcp_echo_pcap");
@@ -117,7 +149,9 @@ fn sweep_lists_failing_seeds_with_replay_lines() {
     ]));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("replay: tunnelbed sim run udp-echo --seed 0 --profile swarm --sabotage"),
+        out.contains(
+            "replay: tunnelbed sim run udp-echo --seed 0 --profile swarm --sabotage integrity"
+        ),
         "{out}"
     );
     assert!(out.contains("failed (seeds: 0"), "{out}");
@@ -149,11 +183,49 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn every_sabotage_kind_fails_and_replays() {
+    for (kind, check) in [
+        ("data-path", "integrity"),
+        ("liveness", "liveness"),
+        ("leak", "no-leak"),
+    ] {
+        let (code, out) =
+            run(bin().args(["sim", "run", "tcp-echo", "--seed", "8", "--sabotage", kind]));
+        assert_eq!(code, 1, "{kind}: {out}");
+        assert!(out.contains(&format!("[FAIL] {check}: ")), "{kind}: {out}");
+        assert!(
+            out.contains(&format!(
+                "replay: tunnelbed sim run tcp-echo --seed 8 --profile clean --sabotage {kind}"
+            )),
+            "{kind}: {out}"
+        );
+    }
+    let (code, out) = run(bin().args([
+        "sim",
+        "run",
+        "udp-echo",
+        "--seed",
+        "8",
+        "--profile",
+        "lossy",
+        "--sabotage",
+        "determinism",
+        "--check-determinism",
+    ]));
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = run(bin().args(["sim", "run", "udp-echo", "--sabotage", "nope"]));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown sabotage"), "{out}");
+}
+
+#[test]
 fn failing_run_prints_replay_line_and_exits_1() {
     let (code, out) = run(bin().args(["sim", "run", "udp-echo", "--seed", "4", "--sabotage"]));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("replay: tunnelbed sim run udp-echo --seed 4 --profile clean --sabotage"),
+        out.contains(
+            "replay: tunnelbed sim run udp-echo --seed 4 --profile clean --sabotage integrity"
+        ),
         "{out}"
     );
 }

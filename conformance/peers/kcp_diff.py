@@ -5,14 +5,16 @@ Reads scripts as JSON lines on stdin and writes one transcript line per event, s
 tunnelbed's KCP can be run on the same script and compared line by line:
   {"op":"begin","id":N,"conv":C,"knobs":[mtu,nodelay,interval,resend,nc,snd,rcv]}
       creates two endpoints (side 0 and 1) with the same knobs
-  {"op":"send","side":S,"data":HEX}          ikcp_send (enqueue)
+  {"op":"send","side":S,"data":HEX}          ikcp_send (enqueue); prints its outcome
+  {"op":"send","side":S,"fill":B,"len":N}    the same with N copies of byte B
   {"op":"update","side":S,"ts":MS}           ikcp_update at MS (32-bit)
   {"op":"deliver","from":S,"index":K}        input the K-th datagram side S emitted
                                              into the other side
   {"op":"raw","side":S,"data":HEX}           input arbitrary bytes into side S
   {"op":"recv","side":S}                     take every complete message
   {"op":"end"}                               prints "end N"
-Transcript lines: "out S HEX", "msg S HEX", "err S CODE", "bad-index S K", "end N".
+Transcript lines: "out S HEX", "msg S HEX", "err S CODE", "send S ok", "send S err CODE",
+"bad-index S K", "end N".
 """
 import json
 import sys
@@ -63,7 +65,16 @@ for line in sys.stdin:
         sides = [make(0, op["conv"], op["knobs"]), make(1, op["conv"], op["knobs"])]
         current_id = op["id"]
     elif kind == "send":
-        sides[op["side"]].enqueue(bytes.fromhex(op["data"]))
+        s = op["side"]
+        data = bytes.fromhex(op["data"]) if "data" in op else bytes([op["fill"]]) * op["len"]
+        try:
+            sides[s].enqueue(data)
+            out.write("send %d ok\n" % s)
+        except KCPException as e:
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else str(e)
+            out.write("send %d err %s\n" % (s, code))
+        except ValueError as e:
+            out.write("send %d err %s\n" % (s, e))
     elif kind == "update":
         sides[op["side"]].update(op["ts"])
     elif kind == "deliver":

@@ -8,3 +8,6 @@ pub mod h2tunnel_cases;
 
 /// `tunnelbed check pong`: the conformance checker for any pong remote (seed 001).
 pub mod pong_check;
+
+/// Loopback ports that refuse connections without racing other tests for the port.
+pub mod ports;

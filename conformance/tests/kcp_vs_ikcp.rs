@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tunnelbed_kcp::{InputError, Kcp, KcpConfig};
+use tunnelbed_kcp::{InputError, Kcp, KcpConfig, SendError};
 use tunnelbed_netio::Trace;
 
 fn python() -> PathBuf {
@@ -93,13 +93,31 @@ impl Runner {
         self.sides[side].update(Duration::from_millis(t));
         self.drain(side);
     }
+    /// Both sides get every send, accepted or not, and both report the outcome, so a
+    /// difference in what is rejected shows as a divergence like any other.
     fn send(&mut self, side: usize, data: &[u8]) {
-        if self.sides[side].send(data).is_ok() {
-            self.ops.push(format!(
-                r#"{{"op":"send","side":{side},"data":"{}"}}"#,
-                hex::encode(data)
-            ));
-        }
+        self.ops.push(format!(
+            r#"{{"op":"send","side":{side},"data":"{}"}}"#,
+            hex::encode(data)
+        ));
+        self.send_outcome(side, data);
+    }
+    /// A send of `len` copies of `byte` (large messages without a large script line).
+    fn send_fill(&mut self, side: usize, byte: u8, len: usize) {
+        self.ops.push(format!(
+            r#"{{"op":"send","side":{side},"fill":{byte},"len":{len}}}"#
+        ));
+        self.send_outcome(side, &vec![byte; len]);
+    }
+    fn send_outcome(&mut self, side: usize, data: &[u8]) {
+        let outcome = match self.sides[side].send(data) {
+            Ok(()) => "ok".to_string(),
+            // ikcp_send's code for a message of 128 or more fragments.
+            Err(SendError::TooLarge { .. }) => "err -2".to_string(),
+            // ikcp has no queue cap: if ours ever refuses here, that is a difference.
+            Err(e @ SendError::QueueFull(_)) => format!("err ours-only: {e}"),
+        };
+        self.transcript.push(format!("send {side} {outcome}"));
     }
     fn feed(&mut self, side: usize, data: &[u8]) {
         if let Err(e) = self.sides[side].input(Duration::ZERO, data) {
@@ -180,6 +198,16 @@ fn generate(id: u64, seed: u64) -> Script {
                 };
                 let data: Vec<u8> = (0..n).map(|_| r.gen()).collect();
                 run.send(side, &data);
+                // Now and then a message at the fragment limit: 127 fragments are
+                // accepted, 128 or more refused (by both, or the scripts diverge).
+                if r.gen_bool(0.01) {
+                    let len = if r.gen_bool(0.1) {
+                        mss * 127
+                    } else {
+                        mss * 127 + r.gen_range(1..mss * 3)
+                    };
+                    run.send_fill(side, r.gen(), len);
+                }
             }
         }
         // Deliveries due by now.
@@ -303,7 +331,18 @@ fn kcp_matches_reference_ikcp() {
     writer.join().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());
-    eprintln!("{n} scripts, {total_datagrams} datagrams byte-identical to ikcp");
+    let refused = scripts
+        .iter()
+        .flat_map(|s| &s.transcript)
+        .filter(|l| l.starts_with("send ") && l.ends_with(" err -2"))
+        .count();
+    eprintln!(
+        "{n} scripts, {total_datagrams} datagrams byte-identical to ikcp, {refused} sends refused by both"
+    );
+    assert!(
+        n < 100 || refused > 0,
+        "no script tried a send over the fragment limit: the refusal path went untested"
+    );
     assert!(
         total_datagrams > n as usize * 5,
         "scripts exchanged too little traffic"

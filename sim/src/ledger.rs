@@ -19,6 +19,8 @@ struct Flow {
 #[derive(Clone, Default)]
 pub struct FlowLedger {
     flows: Arc<Mutex<BTreeMap<String, Flow>>>,
+    /// The leak sabotage: the next close is ignored (see [`FlowLedger::keep_first_close_open`]).
+    skip_close: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The verdict on one flow.
@@ -47,6 +49,13 @@ impl FlowLedger {
         f(m.entry(name.to_string()).or_default())
     }
 
+    /// The leak sabotage: the first flow closed after this call stays open, as if its
+    /// application had forgotten to close it, so the no-leak check must fail.
+    pub fn keep_first_close_open(&self) {
+        self.skip_close
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Records bytes the source of `flow` produced.
     pub fn sent(&self, flow: &str, data: &[u8]) {
         self.with(flow, |f| {
@@ -65,6 +74,12 @@ impl FlowLedger {
 
     /// Marks `flow` finished (its sink saw the end).
     pub fn close(&self, flow: &str) {
+        if self
+            .skip_close
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         self.with(flow, |f| f.closed = true)
     }
 

@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod link;
 pub mod profile;
 pub mod report;
+pub mod sabotage;
 pub mod scenario;
 pub mod scenarios;
 pub mod simnet;

@@ -12,7 +12,12 @@ use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::FlowLedger;
 use crate::link::{LinkModel, LinkParams, LinkStats};
 use crate::profile;
+use crate::sabotage::Sabotage;
 use crate::simnet::SimWorld;
+
+/// Bytes that pass before the data-path sabotage drops a chunk: past the handshakes, so
+/// it hits application data.
+const DATA_FAULT_AFTER: u64 = 20_000;
 
 /// A registered scenario.
 #[derive(Clone, Copy)]
@@ -46,8 +51,9 @@ pub struct RunConfig {
     pub profile: String,
     /// Record a pcapng capture.
     pub capture: bool,
-    /// Deliberately break an invariant (to prove the checks and the sweep report failures).
-    pub sabotage: bool,
+    /// Deliberately break an invariant (to prove the checks and the sweep report
+    /// failures); acts on seeds that are multiples of 4 (see [`crate::sabotage`]).
+    pub sabotage: Option<Sabotage>,
 }
 
 /// One invariant's verdict.
@@ -75,8 +81,10 @@ pub struct Ctx {
     pub ledger: FlowLedger,
     /// Scenario-level RNG (sizes, timings), from the seed.
     pub rng: ChaCha8Rng,
-    /// Whether the run is asked to sabotage an invariant.
-    pub sabotage: bool,
+    /// The sabotage asked for, if any (it acts only when [`Sabotage::applies_to`] the seed).
+    pub sabotage: Option<Sabotage>,
+    /// Seed for turmoil's own RNG (the run's seed, unless the determinism sabotage salted it).
+    turmoil_seed: u64,
     checks: Vec<Check>,
     metrics: Vec<(String, String)>,
     elapsed: Duration,
@@ -97,15 +105,30 @@ impl Ctx {
                 profile::ALL.join(", ")
             )
         })?;
-        let link = LinkModel::new(cfg.seed, params.clone());
+        let active = cfg.sabotage.filter(|_| Sabotage::applies_to(cfg.seed));
+        // The determinism sabotage: an unseeded salt in every RNG of the run.
+        let salt = match active {
+            Some(Sabotage::Determinism) => crate::sabotage::unseeded_salt(),
+            _ => 0,
+        };
+        let link = LinkModel::new(cfg.seed ^ salt, params.clone());
+        let mut world = SimWorld::new(link, cfg.capture);
+        if active == Some(Sabotage::DataPath) {
+            world.set_data_fault(DATA_FAULT_AFTER);
+        }
+        let ledger = FlowLedger::new();
+        if active == Some(Sabotage::Leak) {
+            ledger.keep_first_close_open();
+        }
         Ok(Self {
             seed: cfg.seed,
             profile: cfg.profile.clone(),
             params,
-            world: SimWorld::new(link, cfg.capture),
-            ledger: FlowLedger::new(),
-            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            world,
+            ledger,
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ salt),
             sabotage: cfg.sabotage,
+            turmoil_seed: cfg.seed ^ salt,
             checks: Vec::new(),
             metrics: Vec::new(),
             elapsed: Duration::ZERO,
@@ -116,7 +139,7 @@ impl Ctx {
     /// the profile (jitter halved onto streams), large socket buffers, `limit` of virtual time.
     pub fn builder(&self, limit: Duration) -> turmoil::Builder {
         let mut b = turmoil::Builder::new();
-        b.rng_seed(self.seed)
+        b.rng_seed(self.turmoil_seed)
             .epoch(sim_epoch())
             .simulation_duration(limit)
             .tick_duration(Duration::from_millis(1))
@@ -127,10 +150,17 @@ impl Ctx {
         b
     }
 
-    /// Whether this run breaks an invariant on purpose: `--sabotage` was given and the
+    /// Whether this run must spoil its data on purpose (the `integrity` sabotage, which
+    /// each scenario implements its own way): `--sabotage integrity` was given and the
     /// seed is a multiple of 4, so a sweep shows some failing seeds among passing ones.
+    /// The other kinds act without the scenario's help (see [`crate::sabotage`]).
     pub fn sabotaged(&self) -> bool {
-        self.sabotage && self.seed.is_multiple_of(4)
+        self.active_sabotage() == Some(Sabotage::Integrity)
+    }
+
+    /// The sabotage acting on this run, if any.
+    pub fn active_sabotage(&self) -> Option<Sabotage> {
+        self.sabotage.filter(|_| Sabotage::applies_to(self.seed))
     }
 
     /// Records an invariant's verdict.
@@ -198,6 +228,16 @@ impl Ctx {
         faults: &FaultPlan,
         deadline: Duration,
     ) -> Duration {
+        if self.active_sabotage() == Some(Sabotage::Liveness) {
+            // The liveness sabotage: a client that is still busy when the deadline after
+            // the last fault has passed (it ends a second later, so the run is not spun
+            // out to its time limit).
+            let late = faults.quiet_after() + deadline + Duration::from_secs(1);
+            sim.client("sabotage-late", async move {
+                tokio::time::sleep(late).await;
+                Ok(())
+            });
+        }
         let mut next = 0;
         let outcome = loop {
             while next < faults.faults.len() && faults.faults[next].at <= sim.elapsed() {
@@ -287,7 +327,7 @@ pub struct RunReport {
     /// A scenario error (setup failed or a host returned an error).
     pub error: Option<String>,
     /// The run was asked to break an invariant on purpose.
-    pub sabotage: bool,
+    pub sabotage: Option<Sabotage>,
 }
 
 impl RunReport {
@@ -303,7 +343,9 @@ impl RunReport {
             self.scenario,
             self.seed,
             self.profile,
-            if self.sabotage { " --sabotage" } else { "" }
+            self.sabotage
+                .map(|k| format!(" --sabotage {k}"))
+                .unwrap_or_default()
         )
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tunnelbed_netio::{
-    Capture, CaptureNet, Net, ResetRecorded, TcpConn, TcpListen, Trace, UdpSock,
+    Capture, CaptureNet, DataFault, Net, ResetRecorded, TcpConn, TcpListen, Trace, UdpSock,
 };
 
 use crate::link::LinkModel;
@@ -36,6 +36,8 @@ pub struct SimWorld {
     hosts: Arc<Mutex<BTreeSet<String>>>,
     resets: Resets,
     crashes: Crashes,
+    /// The data-path sabotage's fault, when the run has one (see [`SimWorld::set_data_fault`]).
+    data_fault: Option<Arc<DataFault>>,
 }
 
 /// Closing a crashed host's streams in a fixed order.
@@ -139,7 +141,15 @@ impl SimWorld {
             hosts: Arc::new(Mutex::new(BTreeSet::new())),
             resets: Resets::default(),
             crashes: Crashes::default(),
+            data_fault: None,
         }
+    }
+
+    /// Arms the data-path sabotage: one chunk written to a TCP stream (by any host) and
+    /// one chunk an ARQ driver would deliver is dropped once `after` bytes went through.
+    /// Call before the hosts take their [`SimWorld::net`].
+    pub fn set_data_fault(&mut self, after: u64) {
+        self.data_fault = Some(Arc::new(DataFault::new(after)));
     }
 
     /// A guard for host `name`'s top-level future (make it its first local, so that it
@@ -283,6 +293,7 @@ pub struct SimStream {
     resets: Resets,
     host: Arc<str>,
     crashes: Crashes,
+    data_fault: Option<Arc<DataFault>>,
 }
 
 impl SimStream {
@@ -297,6 +308,7 @@ impl SimStream {
             resets: world.resets.clone(),
             host: host.clone(),
             crashes: world.crashes.clone(),
+            data_fault: world.data_fault.clone(),
         })
     }
 
@@ -368,7 +380,16 @@ impl AsyncRead for SimStream {
 
 impl AsyncWrite for SimStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().io()).poll_write(cx, b)
+        let this = self.get_mut();
+        if this
+            .data_fault
+            .as_ref()
+            .is_some_and(|f| f.drop_chunk(b.len()))
+        {
+            // The data-path sabotage: these bytes are reported written and never sent.
+            return Poll::Ready(Ok(b.len()));
+        }
+        Pin::new(this.io()).poll_write(cx, b)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self.get_mut().io()).poll_flush(cx)
@@ -475,6 +496,9 @@ impl Net for SimNet {
             ));
         }
         Ok(vec![SocketAddr::new(host_ip(host), port)])
+    }
+    fn data_fault(&self) -> Option<Arc<DataFault>> {
+        self.world.data_fault.clone()
     }
 }
 

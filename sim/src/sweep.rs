@@ -22,7 +22,7 @@ pub fn sweep(
     seeds: Range<u64>,
     profile: &str,
     jobs: usize,
-    sabotage: bool,
+    sabotage: Option<crate::sabotage::Sabotage>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<SweepResult> {
     // Fail on a bad profile before spawning anything.

@@ -17,7 +17,7 @@ fn pong_streams(seed: u64, profile: &str) -> tunnelbed_sim::RunReport {
             seed,
             profile: profile.into(),
             capture: true,
-            sabotage: false,
+            sabotage: None,
         },
     )
     .unwrap();

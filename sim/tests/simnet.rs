@@ -224,7 +224,7 @@ fn crash_replays_while_other_tasks_are_spawned() {
         seed: 7,
         profile: "lossy".into(),
         capture: true,
-        sabotage: false,
+        sabotage: None,
     };
     let mut results = Vec::new();
     for _ in 0..2 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use tunnelbed_sim::sabotage::Sabotage;
 use tunnelbed_sim::scenario::{check_determinism, run as run_once, RunConfig, RunReport};
 use tunnelbed_sim::{profile, report, scenarios, sweep};
 
@@ -43,9 +44,12 @@ pub struct RunArgs {
     /// Run twice and compare the trace hash and the pcap bytes.
     #[arg(long)]
     pub check_determinism: bool,
-    /// Deliberately break an invariant on some seeds (to see failures reported).
-    #[arg(long)]
-    pub sabotage: bool,
+    /// Deliberately break an invariant on seeds that are multiples of 4, to see its check
+    /// fail and the failure reported: integrity (the default), data-path (a chunk of
+    /// application data lost in the network or the ARQ driver), liveness (a client still
+    /// busy after the deadline), leak (a flow left open), determinism (an unseeded choice).
+    #[arg(long, num_args = 0..=1, default_missing_value = "integrity", value_name = "KIND")]
+    pub sabotage: Option<Sabotage>,
 }
 
 #[derive(Args, Debug)]
@@ -61,9 +65,12 @@ pub struct SweepArgs {
     /// Parallel runs (default: every core).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Deliberately break an invariant on some seeds (to see failures reported).
-    #[arg(long)]
-    pub sabotage: bool,
+    /// Deliberately break an invariant on seeds that are multiples of 4, to see its check
+    /// fail and the failure reported: integrity (the default), data-path (a chunk of
+    /// application data lost in the network or the ARQ driver), liveness (a client still
+    /// busy after the deadline), leak (a flow left open), determinism (an unseeded choice).
+    #[arg(long, num_args = 0..=1, default_missing_value = "integrity", value_name = "KIND")]
+    pub sabotage: Option<Sabotage>,
 }
 
 #[derive(Args, Debug)]
@@ -314,7 +321,7 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
             seed,
             profile: p.clone(),
             capture: true,
-            sabotage: false,
+            sabotage: None,
         };
         let mut r = run_once(&s, &cfg)?;
         if let Some(pcap) = r.pcap.take() {

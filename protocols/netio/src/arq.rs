@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::fault::DataFault;
 use crate::net::{Net, UdpSock};
 
 /// What the driver needs from a sans-IO datagram ARQ machine.
@@ -106,6 +107,7 @@ async fn session<M: DatagramArq, U: UdpSock>(
     mut inbox: mpsc::Receiver<Vec<u8>>,
     app: DuplexStream,
     opts: ArqOptions,
+    fault: Option<Arc<DataFault>>,
 ) -> SessionEnd {
     let (mut app_rd, mut app_wr) = tokio::io::split(app);
     let origin = Instant::now();
@@ -124,7 +126,8 @@ async fn session<M: DatagramArq, U: UdpSock>(
             pending.clear();
             sent_off = 0;
             while pending.len() < opts.stream_buffer && m.recv(&mut pending) {}
-            if app_gone {
+            if app_gone || fault.as_ref().is_some_and(|f| f.drop_chunk(pending.len())) {
+                // (A data fault is the simulator's sabotage: these bytes are lost.)
                 pending.clear();
             }
         }
@@ -192,6 +195,7 @@ pub async fn connect<N: Net, M: DatagramArq>(
     opts: ArqOptions,
 ) -> io::Result<(DuplexStream, tokio::task::JoinHandle<SessionEnd>)> {
     let sock = Arc::new(net.bind_udp(bind).await?);
+    let fault = net.data_fault();
     let (tx, rx) = mpsc::channel(opts.inbox);
     let (mine, theirs) = tokio::io::duplex(opts.stream_buffer);
     let reader_sock = sock.clone();
@@ -213,7 +217,7 @@ pub async fn connect<N: Net, M: DatagramArq>(
         }
     });
     let handle = tokio::spawn(async move {
-        let end = session(machine, sock, peer, rx, theirs, opts).await;
+        let end = session(machine, sock, peer, rx, theirs, opts, fault).await;
         reader.abort();
         end
     });
@@ -243,6 +247,7 @@ impl ArqServer {
     {
         let sock = Arc::new(net.bind_udp(addr).await?);
         let local = sock.local_addr()?;
+        let fault = net.data_fault();
         let (acc_tx, accepted) = mpsc::channel(64);
         let task = tokio::spawn(async move {
             let mut sessions: BTreeMap<SocketAddr, mpsc::Sender<Vec<u8>>> = BTreeMap::new();
@@ -276,9 +281,9 @@ impl ArqServer {
                 let _ = tx.try_send(d);
                 sessions.insert(from, tx);
                 let (mine, theirs) = tokio::io::duplex(opts.stream_buffer);
-                let (s2, o2) = (sock.clone(), opts.clone());
+                let (s2, o2, f2) = (sock.clone(), opts.clone(), fault.clone());
                 tokio::spawn(async move {
-                    let end = session(m, s2, from, rx, theirs, o2).await;
+                    let end = session(m, s2, from, rx, theirs, o2, f2).await;
                     tracing::debug!("arq server: session {from} ended: {end}");
                 });
                 if acc_tx.send((mine, from)).await.is_err() {

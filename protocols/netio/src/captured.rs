@@ -224,4 +224,7 @@ impl<N: Net> Net for CaptureNet<N> {
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         self.inner.resolve(host, port).await
     }
+    fn data_fault(&self) -> Option<std::sync::Arc<crate::DataFault>> {
+        self.inner.data_fault()
+    }
 }

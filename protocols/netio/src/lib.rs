@@ -7,6 +7,7 @@
 pub mod arq;
 pub mod capture;
 pub mod captured;
+pub mod fault;
 pub mod net;
 pub mod pcap_read;
 pub mod tokio_net;
@@ -14,6 +15,7 @@ pub mod trace;
 
 pub use capture::{Capture, CaptureIface, Clock, ResetRecorded, TcpFlow};
 pub use captured::CaptureNet;
+pub use fault::DataFault;
 pub use net::{Net, TcpConn, TcpListen, UdpSock};
 pub use tokio_net::TokioNet;
 pub use trace::{Trace, Transition};

@@ -4,8 +4,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::fault::DataFault;
 
 /// A UDP socket handed out by a [`Net`].
 pub trait UdpSock: Send + Sync + 'static {
@@ -78,4 +81,9 @@ pub trait Net: Clone + Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+    /// A deliberate data-path fault that drivers must apply (drop the chunk it picks);
+    /// only the simulator's sabotage runs have one, real networks never do.
+    fn data_fault(&self) -> Option<Arc<DataFault>> {
+        None
+    }
 }

@@ -214,6 +214,9 @@ impl<N: Net> Net for Gauged<N> {
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         self.inner.resolve(host, port).await
     }
+    fn data_fault(&self) -> Option<Arc<tunnelbed_netio::DataFault>> {
+        self.inner.data_fault()
+    }
 }
 
 // ---- remote and local -----------------------------------------------------------------
