@@ -75,6 +75,15 @@ pub struct RemoteArgs {
     /// with rst 10 (dial timeout), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub dial_timeout: f64,
+    /// A connect stream with no byte either way for this long fails (rst 6 to the
+    /// local, RST to the target), in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub idle_timeout: f64,
+    /// How long bytes written to a destination may stay unacknowledged by its TCP before
+    /// the stream fails (TCP_USER_TIMEOUT; catches a destination whose kernel dropped
+    /// the connection after an accept-queue overflow), in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub target_ack_timeout: f64,
 }
 
 /// `pong local` arguments.
@@ -146,6 +155,16 @@ pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
                 Ok(_) => return usage("--dial-timeout must be more than 0".into()),
                 Err(e) => return usage(e),
             };
+            let idle_timeout = match secs(a.idle_timeout, "--idle-timeout") {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => return usage("--idle-timeout must be more than 0".into()),
+                Err(e) => return usage(e),
+            };
+            let target_ack_timeout = match secs(a.target_ack_timeout, "--target-ack-timeout") {
+                Ok(d) if d >= Duration::from_millis(1) => d,
+                Ok(_) => return usage("--target-ack-timeout must be at least 0.001".into()),
+                Err(e) => return usage(e),
+            };
             let has_cert = a.cert.is_some() || a.self_signed_cert_out.is_some();
             if needs_tls(listen.kind) && !has_cert {
                 return usage(format!(
@@ -161,6 +180,8 @@ pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             let cfg = RemoteConfig {
                 allowed,
                 dial_timeout,
+                idle_timeout,
+                target_ack_timeout,
                 ..RemoteConfig::default()
             };
             runtime()?.block_on(remote(a, listen, cfg))
@@ -306,9 +327,11 @@ async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow:
     let mut shown = listen.clone();
     shown.port = bound.port();
     tracing::info!(
-        "pong remote: {} client id(s) allowed, dial timeout {:?}",
+        "pong remote: {} client id(s) allowed, dial timeout {:?}, idle timeout {:?}, target ack timeout {:?}",
         cfg.allowed.len(),
-        cfg.dial_timeout
+        cfg.dial_timeout,
+        cfg.idle_timeout,
+        cfg.target_ack_timeout
     );
     eprintln!("pong remote listening on {shown}");
     let server = serve(

@@ -181,6 +181,9 @@ impl<S: TcpConn> TcpConn for CapturedStream<S> {
         drop(flow);
         inner.abort();
     }
+    fn set_unacked_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        self.inner.set_unacked_timeout(timeout)
+    }
 }
 
 /// A TCP listener whose accepted streams record.

@@ -52,6 +52,16 @@ pub trait TcpConn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn abort(self)
     where
         Self: Sized;
+    /// Bounds how long bytes we wrote may stay unacknowledged by the peer's TCP before
+    /// the connection fails with `TimedOut` (Linux `TCP_USER_TIMEOUT`). Without it, a
+    /// peer whose kernel dropped the connection silently (an accept-queue overflow with
+    /// SYN cookies: our connect succeeded, the server never got a socket) keeps our
+    /// writes retransmitting for about 15 minutes while the application waits.
+    /// Stacks without such an option (the simulator's) keep the default no-op; every
+    /// wrapper must forward it.
+    fn set_unacked_timeout(&self, _timeout: std::time::Duration) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The network a driver runs on: real (tokio) or simulated (turmoil + link model).

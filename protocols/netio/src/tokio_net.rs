@@ -36,6 +36,36 @@ impl TcpConn for tokio::net::TcpStream {
         }
         drop(self);
     }
+    fn set_unacked_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        set_user_timeout(self, timeout)
+    }
+}
+
+/// `TCP_USER_TIMEOUT` in milliseconds (Linux; elsewhere a no-op).
+#[cfg(target_os = "linux")]
+fn set_user_timeout(s: &tokio::net::TcpStream, timeout: std::time::Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: setsockopt on a socket we own, with a correctly sized unsigned int.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &ms as *const libc::c_uint as *const libc::c_void,
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_user_timeout(_s: &tokio::net::TcpStream, _timeout: std::time::Duration) -> io::Result<()> {
+    Ok(())
 }
 
 impl TcpListen for tokio::net::TcpListener {

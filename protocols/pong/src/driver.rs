@@ -791,6 +791,13 @@ impl Task {
                 _ = self.wake.notified() => {}
                 c = cmd_rx.recv(), if out_room => {
                     if let Some(c) = c {
+                        // Control messages sent before this command first: on a
+                        // multi-threaded runtime a dial's outcome (sent before the
+                        // relay's first write) can land after the ctl branch was polled,
+                        // and data applied to a stream still dialing would be dropped.
+                        while let Ok(x) = ctl.try_recv() {
+                            self.control(x, now());
+                        }
                         self.apply(c, now());
                         // Take what else is already queued (a bounded batch), so that
                         // the frames leave in one carrier write instead of one each.

@@ -38,6 +38,15 @@ pub struct RemoteConfig {
     pub header_timeout: Duration,
     /// A relay stream with no datagram either way for this long is closed.
     pub udp_idle: Duration,
+    /// A connect stream with no byte either way for this long fails (rst 6 to the
+    /// local, RST to the target): the last bound on a stream whose target went silent
+    /// (v2ray's `connIdle` is 300 s).
+    pub idle_timeout: Duration,
+    /// How long bytes written to a target may stay unacknowledged by its TCP before the
+    /// stream fails (`TCP_USER_TIMEOUT`, see [`TcpConn::set_unacked_timeout`]): a target
+    /// whose kernel lost the connection (an accept-queue overflow) is found in seconds,
+    /// not after the 15 minutes of TCP's retransmissions.
+    pub target_ack_timeout: Duration,
 }
 
 impl Default for RemoteConfig {
@@ -48,6 +57,8 @@ impl Default for RemoteConfig {
             dial_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             udp_idle: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(300),
+            target_ack_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -165,19 +176,24 @@ async fn resolve<N: Net>(net: &N, addr: &Address) -> Result<Vec<SocketAddr>, Dia
 async fn dial_tcp<N: Net>(
     net: &N,
     addr: &Address,
-    timeout: Duration,
+    cfg: &RemoteConfig,
 ) -> Result<N::Stream, DialError> {
     let work = async {
         let mut last = DialError::HostUnreachable;
         for a in resolve(net, addr).await? {
             match net.connect_tcp(a).await {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    if let Err(e) = s.set_unacked_timeout(cfg.target_ack_timeout) {
+                        tracing::debug!("pong remote: {addr}: TCP_USER_TIMEOUT: {e}");
+                    }
+                    return Ok(s);
+                }
                 Err(e) => last = DialError::from_io(&e),
             }
         }
         Err(last)
     };
-    tokio::time::timeout(timeout, work)
+    tokio::time::timeout(cfg.dial_timeout, work)
         .await
         .unwrap_or(Err(DialError::Timeout))
 }
@@ -186,7 +202,7 @@ async fn dial_and_relay<N: Net>(net: N, inc: Incoming, cfg: Arc<RemoteConfig>) {
     let sid = inc.stream_id;
     let addr = inc.addr.clone();
     match &inc.stream {
-        Opened::Tcp(_) => match dial_tcp(&net, &addr, cfg.dial_timeout).await {
+        Opened::Tcp(_) => match dial_tcp(&net, &addr, &cfg).await {
             Err(e) => {
                 tracing::debug!("pong remote: stream {sid} to {addr}: dial failed: {e:?}");
                 inc.dialed(Err(e));
@@ -196,7 +212,7 @@ async fn dial_and_relay<N: Net>(net: N, inc: Incoming, cfg: Arc<RemoteConfig>) {
                 let Opened::Tcp(s) = inc.stream else {
                     unreachable!()
                 };
-                relay_tcp(s, target).await;
+                relay_tcp(s, target, cfg.idle_timeout).await;
             }
         },
         Opened::Udp(_) => {
@@ -230,18 +246,58 @@ async fn dial_and_relay<N: Net>(net: N, inc: Incoming, cfg: Arc<RemoteConfig>) {
 enum Failed {
     /// The pong stream: the local reset it, or the connection died.
     Local,
-    /// The target's connection: it reset, or a read or write on it failed.
+    /// The target's connection: it reset, or a read or write on it failed (including
+    /// `TimedOut` when it left our bytes unacknowledged too long).
     Target(io::Error),
+    /// No byte moved either way for the idle timeout.
+    Idle,
+}
+
+/// When a relay last moved a byte, in milliseconds since it started (shared by its two
+/// directions and its watchdog, all in one task).
+struct Activity {
+    origin: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let due = self.origin + last + idle;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
 }
 
 /// Copies both ways with half closes: the local's finish becomes a TCP FIN to the
 /// target, the target's FIN our finish. Whichever side fails first ends both at once,
 /// even while the other direction is still open: a target that resets (or whose
-/// connection fails on a write) is reported to the local with rst 11, and a stream the
-/// local resets (or whose connection dies) aborts the target's connection (TCP RST).
-async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
+/// connection fails on a write, or leaves our bytes unacknowledged past the target ack
+/// timeout) is reported to the local with rst 11, and a stream the local resets (or
+/// whose connection dies) aborts the target's connection (TCP RST). A stream on which
+/// no byte moves either way for `idle` fails both ways (rst 6 to the local, RST to the
+/// target): nothing waits without bound.
+async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S, idle: Duration) {
     let (mut prd, mut pwr) = tokio::io::split(stream);
     let (mut trd, mut twr) = tokio::io::split(target);
+    let activity = Activity::new();
     let failed = {
         let up = async {
             let mut buf = PumpBuf::new();
@@ -251,7 +307,9 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
                         return twr.shutdown().await.map_err(Failed::Target);
                     }
                     Ok(n) => {
+                        activity.touch();
                         twr.write_all(buf.filled(n)).await.map_err(Failed::Target)?;
+                        activity.touch();
                         buf.used(n);
                     }
                     Err(_) => return Err(Failed::Local),
@@ -268,16 +326,27 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
                         return Ok(());
                     }
                     Ok(n) => {
+                        activity.touch();
                         if pwr.write_all(buf.filled(n)).await.is_err() {
                             return Err(Failed::Local);
                         }
+                        activity.touch();
                         buf.used(n);
                     }
                     Err(e) => return Err(Failed::Target(e)),
                 }
             }
         };
-        tokio::try_join!(up, down).err()
+        let watchdog = async {
+            activity.idle_for(idle).await;
+            Err::<((), ()), Failed>(Failed::Idle)
+        };
+        // biased: the copies first, the watchdog last (fixed order, for replay).
+        tokio::select! {
+            biased;
+            r = async { tokio::try_join!(up, down) } => r.err(),
+            r = watchdog => r.err(),
+        }
     };
     let stream = prd.unsplit(pwr);
     let target = trd.unsplit(twr);
@@ -287,6 +356,17 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S) {
             stream.reset(RstInfo::with_description(RstCode::DstReset, e.to_string()));
         }
         Some(Failed::Local) => target.abort(),
+        Some(Failed::Idle) => {
+            tracing::debug!(
+                "pong remote: stream {}: nothing either way for {idle:?}; failing it",
+                stream.id()
+            );
+            stream.reset(RstInfo::with_description(
+                RstCode::TtlExpired,
+                format!("no data either way for {} s", idle.as_secs()),
+            ));
+            target.abort();
+        }
     }
 }
 

@@ -142,6 +142,9 @@ impl<S: TcpConn> TcpConn for GaugedStream<S> {
     fn abort(self) {
         self.inner.abort();
     }
+    fn set_unacked_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.inner.set_unacked_timeout(timeout)
+    }
 }
 
 /// A listener whose accepted streams are counted.
