@@ -51,6 +51,7 @@ pub enum Event {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
+    New,
     AwaitResponse,
     AwaitCrumfurs,
     Open,
@@ -61,6 +62,7 @@ enum State {
 impl State {
     fn name(self) -> &'static str {
         match self {
+            State::New => "new",
             State::AwaitResponse => "await-response",
             State::AwaitCrumfurs => "await-crumfurs",
             State::Open => "open",
@@ -103,7 +105,7 @@ impl ClientSession {
             trace,
             version: req.version,
             command: req.command,
-            state: State::AwaitResponse,
+            state: State::New,
             buf: BytesMut::new(),
             out,
             events: VecDeque::new(),
@@ -181,7 +183,7 @@ impl ClientSession {
                 self.go(now, State::Closed, "eof");
                 self.events.push_back(Event::Closed);
             }
-            State::Failed | State::Closed => {}
+            State::New | State::Failed | State::Closed => {}
         }
     }
 
@@ -220,7 +222,7 @@ impl ClientSession {
                 self.buf.extend_from_slice(data);
                 self.drain(now);
             }
-            State::Failed | State::Closed => {}
+            State::New | State::Failed | State::Closed => {}
         }
     }
 

@@ -8,5 +8,6 @@
 
 pub mod client;
 pub mod cone;
+pub mod fuzzing;
 pub mod server;
 pub mod wire;
