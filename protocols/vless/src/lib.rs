@@ -9,5 +9,8 @@
 pub mod client;
 pub mod cone;
 pub mod fuzzing;
+pub mod relay;
+pub mod serve;
 pub mod server;
+pub mod socks;
 pub mod wire;
