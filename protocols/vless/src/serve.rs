@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tunnelbed_carrier::tls::ServerTls;
@@ -28,7 +28,7 @@ use tunnelbed_carrier::{BoxStream, CarrierKind};
 use tunnelbed_netio::{Net, TcpListen, Trace, UdpSock};
 
 use crate::cone::{ConeConfig, ConeTable, Learn, Route, SockId};
-use crate::relay::copy_both;
+use crate::relay::{copy_both, relay_carrier, send};
 use crate::server::{Decision, Event, ServerSession, ServerSessionConfig};
 use crate::wire::{uuid_text, Address, Umfurs, Version};
 
@@ -127,13 +127,19 @@ impl<N: Net> Server<N> {
                         return;
                     }
                 };
-                me.handle(carrier, id, n).await;
+                me.handle(carrier, kind, id, n).await;
             });
         }
     }
 
     /// Runs one carrier connection to its end.
-    pub async fn handle(self: Arc<Self>, carrier: BoxStream, id: String, conn: u64) {
+    pub async fn handle(
+        self: Arc<Self>,
+        carrier: BoxStream,
+        kind: CarrierKind,
+        id: String,
+        conn: u64,
+    ) {
         let mut m = ServerSession::new(
             self.now(),
             self.cfg.session.clone(),
@@ -191,7 +197,9 @@ impl<N: Net> Server<N> {
         match decision {
             Decision::Relay(target) => {
                 let answer = m.poll_transmit().unwrap_or_default();
-                self.relay_tcp(id, rd, wr, target, answer, early).await
+                let half_close = matches!(kind, CarrierKind::Tcp | CarrierKind::Tls);
+                self.relay_tcp(id, rd, wr, target, answer, early, half_close)
+                    .await
             }
             Decision::Udp(target) => {
                 self.udp(id, conn, m, rd, wr, version, user, target).await;
@@ -207,7 +215,7 @@ impl<N: Net> Server<N> {
             tracing::warn!("vless server: fallback {fb} unreachable");
             return;
         };
-        if t.write_all(&unread).await.is_err() {
+        if send(&mut t, &unread).await.is_err() {
             return;
         }
         let (crd, cwr) = tokio::io::split(carrier);
@@ -227,6 +235,7 @@ impl<N: Net> Server<N> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn relay_tcp<R, W>(
         &self,
         id: String,
@@ -235,6 +244,7 @@ impl<N: Net> Server<N> {
         target: Address,
         answer: Bytes,
         early: Bytes,
+        half_close: bool,
     ) where
         R: AsyncRead + Unpin + Send,
         W: AsyncWrite + Unpin + Send,
@@ -264,13 +274,14 @@ impl<N: Net> Server<N> {
                 return;
             }
         };
-        if wr.write_all(&answer).await.is_err()
-            || (!early.is_empty() && t.write_all(&early).await.is_err())
+        if send(&mut wr, &answer).await.is_err()
+            || (!early.is_empty() && send(&mut t, &early).await.is_err())
         {
             return;
         }
         let (trd, twr) = tokio::io::split(t);
-        if let Err(e) = copy_both(rd, wr, trd, twr).await {
+        let linger = Some(Duration::from_secs(2));
+        if let Err(e) = relay_carrier(trd, twr, rd, wr, half_close, linger).await {
             tracing::debug!("vless server {id}: relay to {target} ended: {e}");
         }
     }
@@ -338,7 +349,7 @@ impl<N: Net> Server<N> {
             cone = Some(u);
         }
         if let Some(b) = m.poll_transmit() {
-            if wr.write_all(&b).await.is_err() {
+            if send(&mut wr, &b).await.is_err() {
                 return;
             }
         }
@@ -363,7 +374,7 @@ impl<N: Net> Server<N> {
                 }
             }
             if let Some(b) = m.poll_transmit() {
-                if wr.write_all(&b).await.is_err() {
+                if send(&mut wr, &b).await.is_err() {
                     break;
                 }
             }
@@ -421,7 +432,7 @@ impl<N: Net> Server<N> {
             uuid_text(&user)
         );
         if let Some(b) = m.poll_transmit() {
-            if wr.write_all(&b).await.is_err() {
+            if send(&mut wr, &b).await.is_err() {
                 return;
             }
         }
@@ -443,7 +454,7 @@ impl<N: Net> Server<N> {
                 },
             }
             if let Some(b) = m.poll_transmit() {
-                if wr.write_all(&b).await.is_err() {
+                if send(&mut wr, &b).await.is_err() {
                     break;
                 }
             }

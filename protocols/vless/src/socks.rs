@@ -20,13 +20,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tunnelbed_carrier::tls::ClientTls;
-use tunnelbed_carrier::{BoxStream, CarrierUrl};
+use tunnelbed_carrier::{BoxStream, CarrierKind, CarrierUrl};
 use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, UdpSock};
 use tunnelbed_socks5::handshake::{self, unspecified};
 use tunnelbed_socks5::{Addr, Command as SocksCommand, Reply, UdpHeader};
 
 use crate::client::{ClientSession, Event};
-use crate::relay::one_way;
+use crate::relay::{one_way, relay_carrier, send};
 use crate::wire::{Address, Command, Request, Version};
 
 /// Most destinations one UDP association may have (one connection each).
@@ -175,33 +175,60 @@ impl<N: Net> Client<N> {
         let (ard, mut awr) = tokio::io::split(app);
         let (mut crd, mut cwr) = tokio::io::split(carrier);
         if let Some(h) = m.poll_transmit() {
-            cwr.write_all(&h).await?;
+            send(&mut cwr, &h).await?;
         }
-        // The uplink runs at once (VLESS never waits for the response); the downlink
-        // skips the response header whenever it comes, then copies.
-        let up = one_way(ard, cwr);
-        let down = async {
-            let mut buf = vec![0u8; 16 * 1024];
-            while !m.is_open() {
-                let n = crd.read(&mut buf).await?;
-                if n == 0 {
-                    m.handle_eof(self.now());
-                } else {
-                    m.handle_input(self.now(), &buf[..n]);
-                }
-                while let Some(e) = m.poll_event() {
-                    match e {
-                        Event::Data(d) => awr.write_all(&d).await?,
-                        Event::Failed(e) => {
-                            return Err(io::Error::new(io::ErrorKind::InvalidData, e))
+        // Skip the response header (VLESS never waits for it: the application's bytes
+        // may go first, so the uplink runs meanwhile), then relay.
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut ard = ard;
+        let mut pending: Option<Vec<u8>> = None;
+        let mut app_done = false;
+        while !m.is_open() {
+            tokio::select! {
+                biased;
+                r = crd.read(&mut buf) => {
+                    let n = r?;
+                    if n == 0 {
+                        m.handle_eof(self.now());
+                    } else {
+                        m.handle_input(self.now(), &buf[..n]);
+                    }
+                    while let Some(e) = m.poll_event() {
+                        match e {
+                            Event::Data(d) => send(&mut awr, &d).await?,
+                            Event::Failed(e) => {
+                                return Err(io::Error::new(io::ErrorKind::InvalidData, e))
+                            }
+                            _ => {}
                         }
-                        _ => {}
+                    }
+                }
+                r = read_some(&mut ard), if pending.is_none() && !app_done => {
+                    let b = r?;
+                    if b.is_empty() {
+                        app_done = true;
+                    } else {
+                        pending = Some(b);
                     }
                 }
             }
-            one_way(crd, awr).await
-        };
-        tokio::try_join!(up, down).map(|_| ())
+            if let Some(b) = pending.take() {
+                send(&mut cwr, &b).await?;
+            }
+        }
+        let half_close = matches!(self.cfg.server.kind, CarrierKind::Tcp | CarrierKind::Tls);
+        if app_done {
+            // The application already ended its side.
+            if half_close {
+                cwr.shutdown().await?;
+            }
+            let r = one_way(crd, awr).await.map(|_| ());
+            if !half_close {
+                let _ = cwr.shutdown().await;
+            }
+            return r;
+        }
+        relay_carrier(ard, awr, crd, cwr, half_close, None).await
     }
 
     async fn udp_associate(self: Arc<Self>, mut ctl: N::Stream, from: Addr) -> io::Result<()> {
@@ -305,7 +332,7 @@ impl<N: Net> Client<N> {
         let (c, mut m) = self.open(Command::Crumfurs, None).await?;
         let (mut rd, mut wr) = tokio::io::split(c);
         if let Some(h) = m.poll_transmit() {
-            wr.write_all(&h).await?;
+            send(&mut wr, &h).await?;
         }
         let mut b = [0u8; 1];
         let wait = async {
@@ -346,7 +373,7 @@ impl<N: Net> Client<N> {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             if let Some(b) = m.poll_transmit() {
-                if wr.write_all(&b).await.is_err() {
+                if send(&mut wr, &b).await.is_err() {
                     return;
                 }
             }
@@ -383,6 +410,14 @@ impl<N: Net> Client<N> {
             }
         }
     }
+}
+
+/// One read (an empty vector at the end of input).
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R) -> io::Result<Vec<u8>> {
+    let mut b = vec![0u8; 16 * 1024];
+    let n = rd.read(&mut b).await?;
+    b.truncate(n);
+    Ok(b)
 }
 
 /// Reads UMFURS messages and hands each to the association with its source.
