@@ -673,3 +673,219 @@ fn unknown_uuid_gets_zero_bytes_and_no_dial() {
     }
     assert_eq!(server.count("rejected"), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// v1 through the binaries: full-cone UDP
+
+/// A SOCKS5 UDP association from a std socket (no authentication): the control
+/// connection (kept open) and the relay address.
+fn socks_udp_associate(socks: &str) -> (TcpStream, SocketAddr) {
+    let mut ctl = TcpStream::connect(socks).unwrap();
+    ctl.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    ctl.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    ctl.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0]);
+    ctl.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut r = [0u8; 10];
+    ctl.read_exact(&mut r).unwrap();
+    assert_eq!((r[1], r[3]), (0, 1), "UDP ASSOCIATE reply {r:?}");
+    let relay = SocketAddr::from(([r[4], r[5], r[6], r[7]], u16::from_be_bytes([r[8], r[9]])));
+    (ctl, relay)
+}
+
+fn socks_dgram(to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(a) = to else {
+        panic!("IPv4 only")
+    };
+    let mut b = vec![0, 0, 0, 1];
+    b.extend_from_slice(&a.ip().octets());
+    b.extend_from_slice(&a.port().to_be_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+fn socks_parse(d: &[u8]) -> (SocketAddr, Vec<u8>) {
+    assert_eq!(&d[..4], &[0, 0, 0, 1], "SOCKS5 UDP header {:?}", &d[..4]);
+    let from = SocketAddr::from(([d[4], d[5], d[6], d[7]], u16::from_be_bytes([d[8], d[9]])));
+    (from, d[10..].to_vec())
+}
+
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut b = vec![0u8; 65_535];
+    let (n, from) = s.recv_from(&mut b).expect("a datagram within 20 s");
+    (b[..n].to_vec(), from)
+}
+
+/// Our v1 client and server: the application contacts one peer; two peers it never
+/// contacted send to the mapped port first and reach it with their true addresses; its
+/// answers leave the server from that same port (RFC 4787 endpoint-independent mapping
+/// for learned peers and endpoint-independent filtering).
+#[test]
+fn v1_full_cone_through_the_binaries() {
+    let (_server, addr) = {
+        let (p, url) = Proc::tunnelbed(
+            "vless server",
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                ID,
+                "--version",
+                "1",
+            ],
+            "vless server listening on ",
+        );
+        let a: SocketAddr = url.trim_start_matches("tcp://").parse().unwrap();
+        (p, a)
+    };
+    let server_url = format!("tcp://{addr}");
+    let (_client, socks) = Proc::tunnelbed(
+        "vless client",
+        &[
+            "vless",
+            "client",
+            "--socks",
+            "127.0.0.1:0",
+            "--server",
+            &server_url,
+            "--uuid",
+            ID,
+            "--version",
+            "1",
+        ],
+        "vless client: SOCKS5 on ",
+    );
+    let (_ctl, relay) = socks_udp_associate(&socks);
+    let app = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peers: Vec<UdpSocket> = ["127.0.0.1:0", "127.0.0.2:0", "127.0.0.3:0"]
+        .iter()
+        .map(|a| UdpSocket::bind(a).unwrap())
+        .collect();
+    for s in [&app].into_iter().chain(peers.iter()) {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+    let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+    app.send_to(&socks_dgram(addrs[0], b"hello"), relay)
+        .unwrap();
+    let (d, mapped) = recv(&peers[0]);
+    assert_eq!(d, b"hello");
+    for (i, p) in peers.iter().enumerate().skip(1) {
+        let msg = format!("unsolicited from peer {i}");
+        p.send_to(msg.as_bytes(), mapped).unwrap();
+        let (d, _) = recv(&app);
+        assert_eq!(socks_parse(&d), (addrs[i], msg.into_bytes()), "peer {i}");
+        let answer = format!("answer to peer {i}");
+        app.send_to(&socks_dgram(addrs[i], answer.as_bytes()), relay)
+            .unwrap();
+        let (d, from) = recv(p);
+        assert_eq!(d, answer.as_bytes());
+        assert_eq!(
+            from, mapped,
+            "the answer to peer {i} left from another port"
+        );
+    }
+    eprintln!(
+        "v1 full cone: peers 2 and 3 reached the app unsolicited and were answered from {mapped}"
+    );
+}
+
+/// Bad command lines exit 2 with a message naming the problem.
+#[test]
+fn bad_command_lines_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["vless", "server", "--listen", "http://x:1", "--uuid", ID],
+            "unsupported scheme",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                "nope",
+            ],
+            "--uuid",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                ID,
+                "--version",
+                "2",
+            ],
+            "expected 0 or 1",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                ID,
+                "--udp-timeout",
+                "0",
+            ],
+            "--udp-timeout",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tls://127.0.0.1:0",
+                "--uuid",
+                ID,
+            ],
+            "TLS carrier needs",
+        ),
+        (
+            &[
+                "vless",
+                "client",
+                "--socks",
+                "127.0.0.1:0",
+                "--server",
+                "tcp://127.0.0.1:1",
+                "--uuid",
+                "x",
+            ],
+            "--uuid",
+        ),
+        (
+            &[
+                "vless",
+                "client",
+                "--socks",
+                "127.0.0.1:0",
+                "--server",
+                "wss://127.0.0.1:1/",
+                "--uuid",
+                ID,
+            ],
+            "--ca FILE",
+        ),
+        (
+            &["vless", "server", "--listen", "tcp://127.0.0.1:0"],
+            "--uuid",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
