@@ -203,3 +203,70 @@ async fn unknown_user_gets_nothing_and_nothing_is_dialed() {
     let dialed = tokio::time::timeout(Duration::from_millis(300), target.accept()).await;
     assert!(dialed.is_err(), "the target was dialed");
 }
+
+/// A rejected connection goes to the fallback with every byte it sent, and the
+/// fallback's answer reaches the client (as v2ray's fallbacks do); the target named in
+/// the refused header is never dialed.
+#[tokio::test]
+async fn rejected_bytes_go_to_the_fallback() {
+    let net = TokioNet;
+    let fallback = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lsn = net
+        .listen_tcp("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let server = lsn.local_addr().unwrap();
+    let cfg = ServerConfig {
+        session: ServerSessionConfig {
+            users: vec![USER],
+            ..ServerSessionConfig::default()
+        },
+        fallback: Some(fallback.local_addr().unwrap()),
+        ..ServerConfig::default()
+    };
+    tokio::spawn(serve(
+        net,
+        lsn,
+        CarrierKind::Tcp,
+        None,
+        cfg,
+        Trace::disabled(),
+        "s".into(),
+    ));
+    let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut sent = Request {
+        version: Version::V0,
+        uuid: [0x99; 16],
+        addons: vec![],
+        command: Command::Tcp,
+        target: Some(Address::Ip(target.local_addr().unwrap())),
+    }
+    .to_bytes()
+    .unwrap()
+    .to_vec();
+    sent.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+    let mut c = TcpStream::connect(server).await.unwrap();
+    c.write_all(&sent).await.unwrap();
+    let (mut f, _) = tokio::time::timeout(WAIT, fallback.accept())
+        .await
+        .expect("the fallback is dialed")
+        .unwrap();
+    let mut got = vec![0u8; sent.len()];
+    tokio::time::timeout(WAIT, f.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, sent, "the fallback gets every byte, header included");
+    f.write_all(b"HTTP/1.0 404 Not Found\r\n\r\n")
+        .await
+        .unwrap();
+    drop(f);
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, c.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, b"HTTP/1.0 404 Not Found\r\n\r\n");
+    let dialed = tokio::time::timeout(Duration::from_millis(300), target.accept()).await;
+    assert!(dialed.is_err(), "the refused target was dialed");
+}
