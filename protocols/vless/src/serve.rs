@@ -441,7 +441,10 @@ impl<N: Net> Server<N> {
             tokio::select! {
                 biased;
                 r = rd.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        m.handle_eof(self.now());
+                        break;
+                    }
                     Ok(_) => {} // nothing is expected uplink
                 },
                 msg = rx.recv() => match msg {
