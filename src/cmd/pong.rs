@@ -231,7 +231,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves to the first address of `host:port`.
-async fn listen_addr(url: &CarrierUrl) -> anyhow::Result<SocketAddr> {
+pub(super) async fn listen_addr(url: &CarrierUrl) -> anyhow::Result<SocketAddr> {
     tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
         .with_context(|| format!("resolving {}", url.host))?
@@ -240,7 +240,7 @@ async fn listen_addr(url: &CarrierUrl) -> anyhow::Result<SocketAddr> {
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM.
-async fn stop_signal() {
+pub(super) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -281,7 +281,23 @@ fn cert_names(host: &str) -> Vec<String> {
 }
 
 fn server_tls(a: &RemoteArgs, listen: &CarrierUrl) -> anyhow::Result<Option<Arc<ServerTls>>> {
-    if let (Some(cert), Some(key)) = (&a.cert, &a.key) {
+    server_tls_from(
+        a.cert.as_deref(),
+        a.key.as_deref(),
+        a.self_signed_cert_out.as_deref(),
+        listen,
+    )
+}
+
+/// TLS settings of a listener from `--cert`/`--key` or `--self-signed-cert-out` (none
+/// when neither is given); shared by the server roles of every protocol.
+pub(super) fn server_tls_from(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    self_signed_out: Option<&Path>,
+    listen: &CarrierUrl,
+) -> anyhow::Result<Option<Arc<ServerTls>>> {
+    if let (Some(cert), Some(key)) = (cert, key) {
         let t = ServerTls::from_pem_files(cert, key).with_context(|| {
             format!(
                 "loading the certificate {} and key {}",
@@ -291,12 +307,12 @@ fn server_tls(a: &RemoteArgs, listen: &CarrierUrl) -> anyhow::Result<Option<Arc<
         })?;
         return Ok(Some(Arc::new(t)));
     }
-    if let Some(out) = &a.self_signed_cert_out {
+    if let Some(out) = self_signed_out {
         let names = cert_names(&listen.host);
         let t = ServerTls::self_signed(&names).context("making a self-signed certificate")?;
         write_pem(out, &t.cert_pem())?;
         tracing::info!(
-            "pong remote: self-signed certificate for {} written to {}",
+            "self-signed certificate for {} written to {}",
             names.join(", "),
             out.display()
         );

@@ -9,7 +9,8 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -34,6 +35,7 @@ pub struct WsBytes<S> {
     ws: WebSocketStream<S>,
     pending: Bytes,
     eof: bool,
+    close_sent: bool,
 }
 
 /// Client handshake over `s` for `url` (its host, port and path).
@@ -58,6 +60,7 @@ pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(
         ws,
         pending: Bytes::new(),
         eof: false,
+        close_sent: false,
     })
 }
 
@@ -70,6 +73,7 @@ pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(s: S) -> io::Result<WsByt
         ws,
         pending: Bytes::new(),
         eof: false,
+        close_sent: false,
     })
 }
 
@@ -119,8 +123,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsBytes<S> {
             .poll_flush(cx)
             .map_err(to_io)
     }
+    /// Closes with status 1000 (normal closure): a close without a status (1005) is an
+    /// error to gorilla/websocket peers such as v2ray, which then drop data still
+    /// buffered on their side instead of ending cleanly.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match ready!(Pin::new(&mut self.get_mut().ws).poll_close(cx)) {
+        let this = self.get_mut();
+        if !this.close_sent {
+            match ready!(Pin::new(&mut this.ws).poll_ready(cx)) {
+                Ok(()) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    };
+                    match Pin::new(&mut this.ws).start_send(Message::Close(Some(frame))) {
+                        Ok(())
+                        | Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)
+                        | Err(tokio_tungstenite::tungstenite::Error::AlreadyClosed) => {}
+                        Err(e) => return Poll::Ready(Err(to_io(e))),
+                    }
+                }
+                Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)
+                | Err(tokio_tungstenite::tungstenite::Error::AlreadyClosed) => {}
+                Err(e) => return Poll::Ready(Err(to_io(e))),
+            }
+            this.close_sent = true;
+        }
+        match ready!(Pin::new(&mut this.ws).poll_close(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(to_io(e))),

@@ -12,6 +12,7 @@ pub mod pong_remote_crash;
 pub mod pong_streams;
 pub mod tcp_echo;
 pub mod udp_echo;
+pub mod vless_fullcone;
 
 /// Every registered scenario.
 pub fn all() -> Vec<Scenario> {
@@ -24,6 +25,7 @@ pub fn all() -> Vec<Scenario> {
         h2tunnel_partition::SCENARIO,
         pong_streams::SCENARIO,
         pong_remote_crash::SCENARIO,
+        vless_fullcone::SCENARIO,
     ]
 }
 

@@ -1,0 +1,891 @@
+//! `tunnelbed vless` against Debian's v2ray 4.34 on real loopback sockets, both ways:
+//!
+//! - v2ray's VLESS outbound through OUR server: `curl --socks5-hostname` -> v2ray (socks
+//!   inbound -> vless outbound) -> `tunnelbed vless server` -> `tunnelbed http-source`;
+//! - OUR client through v2ray's VLESS inbound: curl -> `tunnelbed vless client` -> v2ray
+//!   (vless inbound -> freedom) -> http-source;
+//!
+//! over tcp and ws, with 100 MiB downloads and 200 parallel ones checked by length and
+//! SHA-256, UDP ASSOCIATE datagrams (tests/pong_udp.py, standard library only) to a UDP
+//! echo, the request bytes v2ray sends compared with our encoder's, and an unknown user
+//! id closed with nothing written back and nothing dialed. v2ray's config files are
+//! written into a scratch directory; v2ray is told a port, and a start that fails on an
+//! address in use is retried on another. A missing v2ray, curl or python3 fails the
+//! test with an install hint.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tunnelbed::cmd::http_source::{expected_sha256, fill_pattern};
+use tunnelbed_vless::wire::{Address, Command as VCommand, Request, Version};
+
+const ID: &str = "5d8a1c3e-7b24-4f6a-9e10-2c4b6d8f0a13";
+const WRONG_ID: &str = "5d8a1c3e-7b24-4f6a-9e10-2c4b6d8f0a14";
+const BULK: u64 = 100 << 20;
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// A child process (ours or v2ray), killed on every path out of a test.
+struct Proc {
+    name: String,
+    child: Child,
+    log: Log,
+}
+
+impl Proc {
+    fn spawn_cmd(name: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        fn collect(r: impl Read + Send + 'static, log: Log) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    log.0.lock().unwrap().push(line);
+                    log.1.notify_all();
+                }
+            });
+        }
+        collect(child.stdout.take().unwrap(), log.clone());
+        collect(child.stderr.take().unwrap(), log.clone());
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// `tunnelbed -v ARGS`; waits for the banner and returns its last word.
+    fn tunnelbed(name: &str, args: &[&str], banner: &str) -> (Proc, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelbed"));
+        cmd.arg("-v")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
+        let mut p = Proc::spawn_cmd(name, cmd);
+        let line = match p.wait_for(&[banner], Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let addr = line.split_whitespace().last().unwrap().to_string();
+        (p, addr)
+    }
+
+    /// Waits for a line containing one of `pats`; an error (with the log) if the child
+    /// exits or `timeout` passes first.
+    fn wait_for(&mut self, pats: &[&str], timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let (lines, cv) = &*self.log;
+        let mut g = lines.lock().unwrap();
+        loop {
+            if let Some(l) = g.iter().find(|l| pats.iter().any(|p| l.contains(p))) {
+                return Ok(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(g);
+                return Err(format!(
+                    "{}: no line containing {pats:?} within {timeout:?}\n{}",
+                    self.name,
+                    self.tail()
+                ));
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                drop(g);
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
+                    "{}: exited ({st}) before printing {pats:?}\n{}",
+                    self.name,
+                    self.tail()
+                ));
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            g = cv.wait_timeout(g, wait).unwrap().0;
+        }
+    }
+
+    fn count(&self, pat: &str) -> usize {
+        let g = self.log.0.lock().unwrap();
+        g.iter().filter(|l| l.contains(pat)).count()
+    }
+
+    fn tail(&self) -> String {
+        let g = self.log.0.lock().unwrap();
+        let from = g.len().saturating_sub(25);
+        let mut s = format!("--- last {} lines of {} ---\n", g.len() - from, self.name);
+        for l in &g[from..] {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("vless_real")
+        .join(format!("{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+// ---------------------------------------------------------------------------------------
+// v2ray
+
+fn v2ray_missing(e: impl std::fmt::Display) -> ! {
+    panic!(
+        "v2ray not runnable ({e}); install Debian's v2ray 4.34 with `apt-get install -y v2ray` \
+         (or `bash .ci/setup`)"
+    )
+}
+
+/// A port for v2ray to bind, different for every call and process (v2ray is told the
+/// port; a start that fails because it is in use is retried with the next one).
+fn next_port() -> u16 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let seed = u64::from(std::process::id()).wrapping_mul(2_654_435_761) ^ (n * 7919);
+    20_000 + (seed % 40_000) as u16
+}
+
+/// Starts v2ray on a config made by `config(port)`; returns it and the port it bound.
+fn start_v2ray(dir: &Path, name: &str, config: impl Fn(u16) -> String) -> (Proc, u16) {
+    if let Err(e) = Command::new("v2ray").arg("-version").output() {
+        v2ray_missing(e);
+    }
+    let mut last = String::new();
+    for _ in 0..10 {
+        let port = next_port();
+        let file = dir.join(format!("{name}-{port}.json"));
+        std::fs::write(&file, config(port)).unwrap();
+        let mut cmd = Command::new("v2ray");
+        cmd.arg("-config").arg(&file);
+        let mut p = Proc::spawn_cmd(name, cmd);
+        match p.wait_for(&["started"], Duration::from_secs(20)) {
+            Ok(_) => return (p, port),
+            Err(e) if e.contains("address already in use") => last = e,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("v2ray could not bind a port in 10 tries:\n{last}")
+}
+
+fn stream_settings(network: &str) -> String {
+    match network {
+        "ws" => r#"{"network":"ws","wsSettings":{"path":"/vless"}}"#.into(),
+        _ => r#"{"network":"tcp"}"#.into(),
+    }
+}
+
+/// v2ray as a client: socks inbound on `port` -> vless outbound to `server` as `id`.
+fn v2ray_client_config(port: u16, server: SocketAddr, id: &str, network: &str) -> String {
+    format!(
+        r#"{{"log":{{"loglevel":"warning"}},
+"inbounds":[{{"listen":"127.0.0.1","port":{port},"protocol":"socks",
+  "settings":{{"auth":"noauth","udp":true,"ip":"127.0.0.1"}}}}],
+"outbounds":[{{"protocol":"vless","settings":{{"vnext":[{{"address":"{}","port":{},
+  "users":[{{"id":"{id}","encryption":"none","level":0}}]}}]}},
+  "streamSettings":{}}}]}}"#,
+        server.ip(),
+        server.port(),
+        stream_settings(network)
+    )
+}
+
+/// v2ray as a server: vless inbound on `port` for `id` -> freedom.
+fn v2ray_server_config(port: u16, id: &str, network: &str) -> String {
+    format!(
+        r#"{{"log":{{"loglevel":"warning"}},
+"inbounds":[{{"listen":"127.0.0.1","port":{port},"protocol":"vless",
+  "settings":{{"clients":[{{"id":"{id}","level":0}}],"decryption":"none"}},
+  "streamSettings":{}}}],
+"outbounds":[{{"protocol":"freedom","settings":{{}}}}]}}"#,
+        stream_settings(network)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Chains
+
+struct Chain {
+    procs: Vec<Proc>,
+    http: String,
+    socks: String,
+    dir: PathBuf,
+}
+
+impl Chain {
+    fn tails(&self) -> String {
+        self.procs.iter().map(|p| p.tail()).collect()
+    }
+
+    fn proc_mut(&mut self, name: &str) -> &mut Proc {
+        self.procs.iter_mut().find(|p| p.name == name).unwrap()
+    }
+}
+
+fn http_source() -> (Proc, String) {
+    Proc::tunnelbed(
+        "http-source",
+        &["http-source", "--listen", "127.0.0.1:0"],
+        "listening ",
+    )
+}
+
+fn our_server(network: &str) -> (Proc, SocketAddr) {
+    let listen = match network {
+        "ws" => "ws://127.0.0.1:0/vless",
+        _ => "tcp://127.0.0.1:0",
+    };
+    let (p, url) = Proc::tunnelbed(
+        "vless server",
+        &["vless", "server", "--listen", listen, "--uuid", ID],
+        "vless server listening on ",
+    );
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    (p, hostport.parse().unwrap())
+}
+
+/// curl -> v2ray (socks -> vless outbound as `id`) -> our server -> http-source.
+fn v2ray_through_ours(network: &str, id: &str, name: &str) -> Chain {
+    let dir = scratch(name);
+    let (origin, http) = http_source();
+    let (server, addr) = our_server(network);
+    let (v2, port) = start_v2ray(&dir, "v2ray client", |p| {
+        v2ray_client_config(p, addr, id, network)
+    });
+    Chain {
+        procs: vec![v2, server, origin],
+        http,
+        socks: format!("127.0.0.1:{port}"),
+        dir,
+    }
+}
+
+/// curl -> our client -> v2ray (vless inbound -> freedom) -> http-source.
+fn ours_through_v2ray(network: &str, name: &str) -> Chain {
+    let dir = scratch(name);
+    let (origin, http) = http_source();
+    let (v2, port) = start_v2ray(&dir, "v2ray server", |p| {
+        v2ray_server_config(p, ID, network)
+    });
+    let url = match network {
+        "ws" => format!("ws://127.0.0.1:{port}/vless"),
+        _ => format!("tcp://127.0.0.1:{port}"),
+    };
+    let (client, socks) = Proc::tunnelbed(
+        "vless client",
+        &[
+            "vless",
+            "client",
+            "--socks",
+            "127.0.0.1:0",
+            "--server",
+            &url,
+            "--uuid",
+            ID,
+        ],
+        "vless client: SOCKS5 on ",
+    );
+    Chain {
+        procs: vec![client, v2, origin],
+        http,
+        socks,
+        dir,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Applications
+
+fn curl_command() -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "180"]);
+    c
+}
+
+fn curl_missing(e: std::io::Error) -> ! {
+    panic!("curl not runnable ({e}); install it with `apt-get install -y curl`")
+}
+
+/// Downloads `n` bytes through `socks`, hashing as they arrive: (ok, len, sha, stderr).
+fn fetch(socks: &str, http: &str, n: u64) -> (bool, u64, String, String) {
+    let mut child = curl_command()
+        .args(["--socks5-hostname", socks])
+        .arg(format!("http://{http}/bytes/{n}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| curl_missing(e));
+    let mut err = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                h.update(&buf[..k]);
+                len += k as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading curl's output: {e}"),
+        }
+    }
+    let st = child.wait().unwrap();
+    (
+        st.success(),
+        len,
+        hex::encode(h.finalize()),
+        err_reader.join().unwrap(),
+    )
+}
+
+fn bulk(c: &Chain, what: &str) {
+    let t = Instant::now();
+    let (ok, len, sha, err) = fetch(&c.socks, &c.http, BULK);
+    let took = t.elapsed();
+    assert!(ok, "{what}: curl failed: {}\n{}", err.trim(), c.tails());
+    assert_eq!(len, BULK, "{what}: length\n{}", c.tails());
+    assert_eq!(sha, expected_sha256(BULK), "{what}: SHA-256\n{}", c.tails());
+    eprintln!(
+        "{what}: 100 MiB intact in {:.2} s ({:.0} MB/s)",
+        took.as_secs_f64(),
+        BULK as f64 / took.as_secs_f64() / 1e6
+    );
+}
+
+fn expected_shas(sizes: &[u64]) -> BTreeMap<u64, String> {
+    let mut sorted = sizes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = BTreeMap::new();
+    let mut h = Sha256::new();
+    let mut off = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    for n in sorted {
+        while off < n {
+            let k = (n - off).min(buf.len() as u64) as usize;
+            fill_pattern(off, &mut buf[..k]);
+            h.update(&buf[..k]);
+            off += k as u64;
+        }
+        out.insert(n, hex::encode(h.clone().finalize()));
+    }
+    out
+}
+
+fn parallel(c: &Chain, what: &str) {
+    let sizes: Vec<u64> = (0..200u64).map(|i| (256 << 10) + 997 * i).collect();
+    let want = expected_shas(&sizes);
+    let mut cmd = curl_command();
+    cmd.args([
+        "--parallel",
+        "--parallel-max",
+        "200",
+        "--parallel-immediate",
+    ])
+    .args(["--socks5-hostname", &c.socks]);
+    for (i, n) in sizes.iter().enumerate() {
+        cmd.arg("-o")
+            .arg(c.dir.join(format!("body-{i}")))
+            .arg(format!("http://{}/bytes/{n}", c.http));
+    }
+    let t = Instant::now();
+    let o = cmd.output().unwrap_or_else(|e| curl_missing(e));
+    assert!(
+        o.status.success(),
+        "{what}: curl --parallel: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        c.tails()
+    );
+    for (i, n) in sizes.iter().enumerate() {
+        let body = std::fs::read(c.dir.join(format!("body-{i}"))).unwrap();
+        assert_eq!(body.len() as u64, *n, "{what}: body {i} length");
+        assert_eq!(
+            hex::encode(Sha256::digest(&body)),
+            want[n],
+            "{what}: body {i} SHA-256"
+        );
+    }
+    eprintln!(
+        "{what}: 200 parallel downloads intact in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// A UDP echo thread on 127.0.0.1; stops when dropped.
+struct UdpEcho {
+    addr: SocketAddr,
+    echoed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpEcho {
+    fn start() -> UdpEcho {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let echoed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (echoed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_535];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if sock.send_to(&buf[..n], from).is_ok() {
+                        e.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        UdpEcho { addr, echoed, stop }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn pong_udp(socks: &str, target: &str, sizes: &[usize]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pong_udp.py");
+    Command::new("python3")
+        .arg(&script)
+        .arg(socks)
+        .arg(target)
+        .args(sizes.iter().map(|s| s.to_string()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("python3 not runnable ({e}); install it with `apt-get install -y python3`")
+        })
+}
+
+/// Through v2ray's VLESS inbound: payloads up to 2046 bytes (v2ray drops longer
+/// downlink ones).
+const UDP_SIZES: [usize; 8] = [1, 10, 100, 512, 1000, 1400, 2000, 2046];
+/// Through v2ray's SOCKS5 inbound: up to 2038 bytes (it reads client datagrams into a
+/// 2048-byte buffer, so a 2046-byte payload plus its 10-byte header is cut to 2038).
+const UDP_SIZES_V2RAY_SOCKS: [usize; 8] = [1, 10, 100, 512, 1000, 1400, 2000, 2038];
+
+fn udp_echo(c: &Chain, what: &str, sizes: &[usize]) {
+    let echo = UdpEcho::start();
+    let o = pong_udp(&c.socks, &echo.addr.to_string(), sizes);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{what}: UDP through SOCKS5: {out}{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        c.tails()
+    );
+    let n = sizes.len();
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), n);
+    assert_eq!(
+        echo.echoed.load(Ordering::Relaxed),
+        n as u64,
+        "{what}: echoes"
+    );
+    eprintln!(
+        "{what}: {n} datagrams of 1..={} bytes echoed intact",
+        sizes[n - 1]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// v2ray's client through our server
+
+#[test]
+fn v2ray_client_through_our_server_tcp() {
+    let c = v2ray_through_ours("tcp", ID, "v2c-tcp");
+    bulk(&c, "v2ray -> our server (tcp)");
+    parallel(&c, "v2ray -> our server (tcp)");
+    udp_echo(&c, "v2ray -> our server (tcp)", &UDP_SIZES_V2RAY_SOCKS);
+}
+
+#[test]
+fn v2ray_client_through_our_server_ws() {
+    let c = v2ray_through_ours("ws", ID, "v2c-ws");
+    bulk(&c, "v2ray -> our server (ws)");
+    udp_echo(&c, "v2ray -> our server (ws)", &UDP_SIZES_V2RAY_SOCKS);
+}
+
+/// v2ray with a user id our server does not know: curl gets nothing, the target is
+/// never dialed, and our server's log names the reason.
+#[test]
+fn v2ray_with_unknown_uuid_is_refused() {
+    let mut c = v2ray_through_ours("tcp", WRONG_ID, "v2c-wrong");
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let taddr = target.local_addr().unwrap();
+    let o = curl_command()
+        .args(["--max-time", "20", "--socks5-hostname", &c.socks])
+        .arg(format!("http://{taddr}/"))
+        .output()
+        .unwrap_or_else(|e| curl_missing(e));
+    assert!(!o.status.success(), "curl succeeded with an unknown id");
+    assert!(o.stdout.is_empty());
+    c.proc_mut("vless server")
+        .wait_for(&["rejected (unknown user id)"], Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    match target.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the target was dialed: {other:?}"),
+    }
+}
+
+/// The request header v2ray sends is byte for byte what our encoder writes for the same
+/// request (v0, no addons, command 1, domain address), and our server accepts it.
+#[test]
+fn v2ray_request_bytes_match_our_encoder() {
+    let dir = scratch("v2c-bytes");
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let faddr = fake.local_addr().unwrap();
+    let (_v2, port) = start_v2ray(&dir, "v2ray client", |p| {
+        v2ray_client_config(p, faddr, ID, "tcp")
+    });
+    let mut app = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    app.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // SOCKS5 CONNECT to example.test:8080 by name, then 5 bytes of payload.
+    app.write_all(&[5, 1, 0]).unwrap();
+    let mut r = [0u8; 2];
+    app.read_exact(&mut r).unwrap();
+    assert_eq!(r, [5, 0]);
+    let mut req = vec![5, 1, 0, 3, 12];
+    req.extend_from_slice(b"example.test");
+    req.extend_from_slice(&8080u16.to_be_bytes());
+    app.write_all(&req).unwrap();
+    let mut rep = [0u8; 10];
+    app.read_exact(&mut rep).unwrap();
+    assert_eq!(rep[1], 0, "v2ray's SOCKS5 reply");
+    app.write_all(b"hello").unwrap();
+    let (mut s, _) = fake.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let uuid = tunnelbed_pong::wire::parse_uuid(ID).unwrap();
+    let want = Request {
+        version: Version::V0,
+        uuid,
+        addons: vec![],
+        command: VCommand::Tcp,
+        target: Some(Address::Domain("example.test".into(), 8080)),
+    }
+    .to_bytes()
+    .unwrap();
+    let mut got = vec![0u8; want.len() + 5];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(
+        &got[..want.len()],
+        &want[..],
+        "v2ray's header vs our encoder"
+    );
+    assert_eq!(&got[want.len()..], b"hello");
+    let (decoded, n) = Request::decode(&got).unwrap().unwrap();
+    assert_eq!(n, want.len());
+    assert_eq!(decoded.target.unwrap().to_string(), "example.test:8080");
+}
+
+// ---------------------------------------------------------------------------------------
+// Our client through v2ray's server
+
+#[test]
+fn our_client_through_v2ray_server_tcp() {
+    let c = ours_through_v2ray("tcp", "ourc-tcp");
+    bulk(&c, "our client -> v2ray (tcp)");
+    parallel(&c, "our client -> v2ray (tcp)");
+    udp_echo(&c, "our client -> v2ray (tcp)", &UDP_SIZES);
+}
+
+#[test]
+fn our_client_through_v2ray_server_ws() {
+    let c = ours_through_v2ray("ws", "ourc-ws");
+    bulk(&c, "our client -> v2ray (ws)");
+    udp_echo(&c, "our client -> v2ray (ws)", &UDP_SIZES);
+}
+
+// ---------------------------------------------------------------------------------------
+// Our server on its own: an unknown id from a raw kernel TCP client
+
+#[test]
+fn unknown_uuid_gets_zero_bytes_and_no_dial() {
+    let (mut server, addr) = our_server("tcp");
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let req = Request {
+        version: Version::V0,
+        uuid: tunnelbed_pong::wire::parse_uuid(WRONG_ID).unwrap(),
+        addons: vec![],
+        command: VCommand::Tcp,
+        target: Some(Address::Ip(target.local_addr().unwrap())),
+    };
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&req.to_bytes().unwrap()).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("reading: {e}\n{}", server.tail()),
+    }
+    assert!(got.is_empty(), "the server wrote {got:?}");
+    server
+        .wait_for(&["rejected (unknown user id)"], Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    match target.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the target was dialed: {other:?}"),
+    }
+    assert_eq!(server.count("rejected"), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// v1 through the binaries: full-cone UDP
+
+/// A SOCKS5 UDP association from a std socket (no authentication): the control
+/// connection (kept open) and the relay address.
+fn socks_udp_associate(socks: &str) -> (TcpStream, SocketAddr) {
+    let mut ctl = TcpStream::connect(socks).unwrap();
+    ctl.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    ctl.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    ctl.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0]);
+    ctl.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut r = [0u8; 10];
+    ctl.read_exact(&mut r).unwrap();
+    assert_eq!((r[1], r[3]), (0, 1), "UDP ASSOCIATE reply {r:?}");
+    let relay = SocketAddr::from(([r[4], r[5], r[6], r[7]], u16::from_be_bytes([r[8], r[9]])));
+    (ctl, relay)
+}
+
+fn socks_dgram(to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(a) = to else {
+        panic!("IPv4 only")
+    };
+    let mut b = vec![0, 0, 0, 1];
+    b.extend_from_slice(&a.ip().octets());
+    b.extend_from_slice(&a.port().to_be_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+fn socks_parse(d: &[u8]) -> (SocketAddr, Vec<u8>) {
+    assert_eq!(&d[..4], &[0, 0, 0, 1], "SOCKS5 UDP header {:?}", &d[..4]);
+    let from = SocketAddr::from(([d[4], d[5], d[6], d[7]], u16::from_be_bytes([d[8], d[9]])));
+    (from, d[10..].to_vec())
+}
+
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut b = vec![0u8; 65_535];
+    let (n, from) = s.recv_from(&mut b).expect("a datagram within 20 s");
+    (b[..n].to_vec(), from)
+}
+
+/// Our v1 client and server: the application contacts one peer; two peers it never
+/// contacted send to the mapped port first and reach it with their true addresses; its
+/// answers leave the server from that same port (RFC 4787 endpoint-independent mapping
+/// for learned peers and endpoint-independent filtering).
+#[test]
+fn v1_full_cone_through_the_binaries() {
+    let (_server, addr) = {
+        let (p, url) = Proc::tunnelbed(
+            "vless server",
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                ID,
+                "--version",
+                "1",
+            ],
+            "vless server listening on ",
+        );
+        let a: SocketAddr = url.trim_start_matches("tcp://").parse().unwrap();
+        (p, a)
+    };
+    let server_url = format!("tcp://{addr}");
+    let (_client, socks) = Proc::tunnelbed(
+        "vless client",
+        &[
+            "vless",
+            "client",
+            "--socks",
+            "127.0.0.1:0",
+            "--server",
+            &server_url,
+            "--uuid",
+            ID,
+            "--version",
+            "1",
+        ],
+        "vless client: SOCKS5 on ",
+    );
+    let (_ctl, relay) = socks_udp_associate(&socks);
+    let app = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peers: Vec<UdpSocket> = ["127.0.0.1:0", "127.0.0.2:0", "127.0.0.3:0"]
+        .iter()
+        .map(|a| UdpSocket::bind(a).unwrap())
+        .collect();
+    for s in [&app].into_iter().chain(peers.iter()) {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+    let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+    app.send_to(&socks_dgram(addrs[0], b"hello"), relay)
+        .unwrap();
+    let (d, mapped) = recv(&peers[0]);
+    assert_eq!(d, b"hello");
+    for (i, p) in peers.iter().enumerate().skip(1) {
+        let msg = format!("unsolicited from peer {i}");
+        p.send_to(msg.as_bytes(), mapped).unwrap();
+        let (d, _) = recv(&app);
+        assert_eq!(socks_parse(&d), (addrs[i], msg.into_bytes()), "peer {i}");
+        let answer = format!("answer to peer {i}");
+        app.send_to(&socks_dgram(addrs[i], answer.as_bytes()), relay)
+            .unwrap();
+        let (d, from) = recv(p);
+        assert_eq!(d, answer.as_bytes());
+        assert_eq!(
+            from, mapped,
+            "the answer to peer {i} left from another port"
+        );
+    }
+    eprintln!(
+        "v1 full cone: peers 2 and 3 reached the app unsolicited and were answered from {mapped}"
+    );
+}
+
+/// Bad command lines exit 2 with a message naming the problem.
+#[test]
+fn bad_command_lines_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["vless", "server", "--listen", "http://x:1", "--uuid", ID],
+            "unsupported scheme",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                "nope",
+            ],
+            "--uuid",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                ID,
+                "--version",
+                "2",
+            ],
+            "expected 0 or 1",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--uuid",
+                ID,
+                "--udp-timeout",
+                "0",
+            ],
+            "--udp-timeout",
+        ),
+        (
+            &[
+                "vless",
+                "server",
+                "--listen",
+                "tls://127.0.0.1:0",
+                "--uuid",
+                ID,
+            ],
+            "TLS carrier needs",
+        ),
+        (
+            &[
+                "vless",
+                "client",
+                "--socks",
+                "127.0.0.1:0",
+                "--server",
+                "tcp://127.0.0.1:1",
+                "--uuid",
+                "x",
+            ],
+            "--uuid",
+        ),
+        (
+            &[
+                "vless",
+                "client",
+                "--socks",
+                "127.0.0.1:0",
+                "--server",
+                "wss://127.0.0.1:1/",
+                "--uuid",
+                ID,
+            ],
+            "--ca FILE",
+        ),
+        (
+            &["vless", "server", "--listen", "tcp://127.0.0.1:0"],
+            "--uuid",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
