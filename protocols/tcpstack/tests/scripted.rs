@@ -32,8 +32,7 @@ fn handshake() {
     let c = s.stack.accept(s.lid).unwrap();
     assert_eq!(s.stack.state(c), Some(State::Established));
     // A SYN without window scale gets a SYN-ACK without it.
-    s.send(&Seg::syn(9000).from_port(40001).no_options())
-        .unwrap();
+    s.send(&Seg::syn(9000).sport(40001).no_options()).unwrap();
     let out = s.take();
     assert_eq!(out[0].tcp.options.window_scale, None);
     assert_eq!(out[0].tcp.options.mss, Some(1360));
@@ -210,9 +209,8 @@ fn close_with_data_pending_then_reset() {
     assert_eq!(s.stack.state(c), None, "gone: no TIME_WAIT");
     assert_eq!(s.stack.connection_count(), 0);
     // A second connection closed while idle: RST at once.
-    s.send(&Seg::syn(7000).from_port(40001)).unwrap();
-    s.send(&Seg::ack(7001, OUR_ISN + 1).from_port(40001))
-        .unwrap();
+    s.send(&Seg::syn(7000).sport(40001)).unwrap();
+    s.send(&Seg::ack(7001, OUR_ISN + 1).sport(40001)).unwrap();
     let c2 = s.stack.accept(s.lid).unwrap();
     s.take();
     s.close(c2).unwrap();
@@ -268,17 +266,14 @@ fn shutdown_both_ways() {
     assert!(s.take().is_empty(), "one RST is enough");
     assert_eq!(s.stack.connection_count(), 0);
     // Theirs first: CLOSE_WAIT -> (shutdown) CLOSING -> close() RST.
-    s.send(&Seg::syn(7000).from_port(40001)).unwrap();
-    s.send(&Seg::ack(7001, OUR_ISN + 1).from_port(40001))
-        .unwrap();
+    s.send(&Seg::syn(7000).sport(40001)).unwrap();
+    s.send(&Seg::ack(7001, OUR_ISN + 1).sport(40001)).unwrap();
     let c2 = s.stack.accept(s.lid).unwrap();
-    s.send(&Seg::fin(7001, OUR_ISN + 1).from_port(40001))
-        .unwrap();
+    s.send(&Seg::fin(7001, OUR_ISN + 1).sport(40001)).unwrap();
     assert_eq!(s.stack.state(c2), Some(State::CloseWait));
     s.shutdown(c2).unwrap();
     assert_eq!(s.stack.state(c2), Some(State::Closing));
-    s.send(&Seg::ack(7002, OUR_ISN + 2).from_port(40001))
-        .unwrap();
+    s.send(&Seg::ack(7002, OUR_ISN + 2).sport(40001)).unwrap();
     s.take();
     s.close(c2).unwrap();
     assert!(s.take()[0].tcp.flags.contains(TcpFlags::RST));
@@ -292,17 +287,17 @@ fn rst_rules() {
     let c = s.establish();
     s.take();
     // No listener: SYN -> RST|ACK with ack = seq + 1.
-    s.send(&Seg::syn(123).to_port(81)).unwrap();
+    s.send(&Seg::syn(123).dport(81)).unwrap();
     let out = s.take();
     assert_eq!(out[0].tcp.flags, TcpFlags::RST | TcpFlags::ACK);
     assert_eq!((out[0].tcp.seq, out[0].tcp.ack), (0, 124));
     // No connection: an ACK -> RST with seq = its ack.
-    s.send(&Seg::ack(555, 777).from_port(40009)).unwrap();
+    s.send(&Seg::ack(555, 777).sport(40009)).unwrap();
     let out = s.take();
     assert_eq!(out[0].tcp.flags, TcpFlags::RST);
     assert_eq!(out[0].tcp.seq, 777);
     // An RST for no connection gets nothing.
-    s.send(&Seg::rst(1).from_port(40009)).unwrap();
+    s.send(&Seg::rst(1).sport(40009)).unwrap();
     assert!(s.take().is_empty());
     // RST far out of the window: dropped silently.
     s.send(&Seg::rst(PEER_ISN + 1 + 10_000_000)).unwrap();
@@ -342,7 +337,7 @@ fn closing_the_listener_resets_half_open_connections() {
     assert!(out[0].tcp.flags.contains(TcpFlags::RST));
     assert_eq!(s.stack.connection_count(), 0);
     // And the port answers SYNs with RST now.
-    s.send(&Seg::syn(PEER_ISN).from_port(40001)).unwrap();
+    s.send(&Seg::syn(PEER_ISN).sport(40001)).unwrap();
     assert!(s.take()[0].tcp.flags.contains(TcpFlags::RST));
     insta::assert_snapshot!(s.render());
 }
@@ -353,28 +348,25 @@ fn backlogs_are_bounded() {
     cfg.syn_backlog = 4;
     let mut s = Script::new(cfg);
     for p in 0..10 {
-        s.send(&Seg::syn(100 * p).from_port(41000 + p as u16))
-            .unwrap();
+        s.send(&Seg::syn(100 * p).sport(41000 + p as u16)).unwrap();
     }
     assert_eq!(s.take().len(), 4, "SYNs beyond the SYN backlog are dropped");
     assert_eq!(s.stack.stats().syn_dropped, 6);
     // Accept queue: 8 in Script::new. Complete 4, then 4 more, then the 9th waits.
     for p in 0..4u32 {
-        s.send(&Seg::ack(100 * p + 1, OUR_ISN + 1).from_port(41000 + p as u16))
+        s.send(&Seg::ack(100 * p + 1, OUR_ISN + 1).sport(41000 + p as u16))
             .unwrap();
     }
     for p in 4..9u32 {
-        s.send(&Seg::syn(100 * p).from_port(41000 + p as u16))
-            .unwrap();
-        s.send(&Seg::ack(100 * p + 1, OUR_ISN + 1).from_port(41000 + p as u16))
+        s.send(&Seg::syn(100 * p).sport(41000 + p as u16)).unwrap();
+        s.send(&Seg::ack(100 * p + 1, OUR_ISN + 1).sport(41000 + p as u16))
             .unwrap();
     }
     assert_eq!(s.stack.listener_backlog(s.lid), Some((1, 8)));
     let a = s.stack.accept(s.lid).unwrap();
     assert!(s.stack.state(a).is_some());
     // Room again: the 9th's retransmitted ACK completes it.
-    s.send(&Seg::ack(801, OUR_ISN + 1).from_port(41008))
-        .unwrap();
+    s.send(&Seg::ack(801, OUR_ISN + 1).sport(41008)).unwrap();
     assert_eq!(s.stack.listener_backlog(s.lid), Some((0, 8)));
 }
 
@@ -389,7 +381,7 @@ fn active_open_and_refusal() {
     assert_eq!(out[0].tcp.options.window_scale, Some(6));
     s.at(200);
     assert_eq!(s.take()[0].tcp.flags, TcpFlags::SYN, "SYN retransmitted");
-    let mut rst = Seg::flags(TcpFlags::RST | TcpFlags::ACK, 0, OUR_ISN + 1).to_port(50000);
+    let mut rst = Seg::flags(TcpFlags::RST | TcpFlags::ACK, 0, OUR_ISN + 1).dport(50000);
     rst.tcp.window = 0;
     s.send(&rst).unwrap();
     assert_eq!(s.stack.state(c), Some(State::Closed));

@@ -94,13 +94,13 @@ impl Seg {
         self
     }
     /// From another peer port.
-    pub fn from_port(mut self, p: u16) -> Seg {
+    pub fn sport(mut self, p: u16) -> Seg {
         self.src.set_port(p);
         self.tcp.src_port = p;
         self
     }
     /// To another local port.
-    pub fn to_port(mut self, p: u16) -> Seg {
+    pub fn dport(mut self, p: u16) -> Seg {
         self.dst.set_port(p);
         self.tcp.dst_port = p;
         self
