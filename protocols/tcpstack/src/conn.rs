@@ -522,9 +522,11 @@ impl Conn {
         let hi = lo.plus(wnd);
 
         // RST (RFC 5961 section 3): exact -> reset, in window -> challenge, else drop.
+        // Exact is the next byte we expect, or the ack we send (an RST answering one of
+        // our segments carries it; they differ while data is unread).
         if f.contains(TcpFlags::RST) {
             ctx.stats.rst_received += 1;
-            if seq.ge(lo) && seq.le(self.rcv_nxt) {
+            if seq == self.rcv_nxt || seq == lo {
                 self.enter_closed(ctx, CloseReason::Reset, "recv RST");
             } else if seq.in_range(lo, hi) {
                 self.challenge_ack(ctx, "RST in window, not exact");
@@ -817,6 +819,20 @@ impl Conn {
     /// Bytes the application may still write without blocking.
     pub fn send_space(&self, cfg: &StackConfig) -> usize {
         cfg.send_buffer.saturating_sub(self.snd_buf.len())
+    }
+
+    /// The view [`crate::Stack::info`] gives.
+    pub fn info(&self) -> crate::stack::ConnInfo {
+        crate::stack::ConnInfo {
+            state: self.state,
+            snd_una: self.snd_una,
+            snd_nxt: self.snd_nxt,
+            snd_wnd: self.snd_wnd,
+            rcv_nxt: self.rcv_nxt,
+            ack: self.ack_value(),
+            readable: self.rcv_buf.len(),
+            unacked: self.snd_buf.len(),
+        }
     }
 
     /// Bytes buffered for the application to read.

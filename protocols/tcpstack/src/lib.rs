@@ -14,5 +14,7 @@ pub mod wire;
 
 pub use config::StackConfig;
 pub use seq::Seq;
-pub use stack::{CloseReason, ConnId, Event, ListenerId, Stack, StackError, State, Stats};
+pub use stack::{
+    CloseReason, ConnId, ConnInfo, Event, ListenerId, Stack, StackError, State, Stats,
+};
 pub use wire::{DecodeError, EncodeError, Ipv4Header, Packet, TcpFlags, TcpHeader, TcpOptions};

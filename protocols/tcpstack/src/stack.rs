@@ -174,6 +174,27 @@ pub struct Stats {
     pub bytes_received: u64,
 }
 
+/// A connection's state and sequence-space view (see [`Stack::info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// State.
+    pub state: State,
+    /// Oldest un-acked sequence number.
+    pub snd_una: Seq,
+    /// Next sequence number to send.
+    pub snd_nxt: Seq,
+    /// The peer's window in bytes (scaled).
+    pub snd_wnd: u32,
+    /// Next sequence number expected from the peer.
+    pub rcv_nxt: Seq,
+    /// The acknowledgment number we send (what the application has read).
+    pub ack: Seq,
+    /// Bytes buffered for reading.
+    pub readable: usize,
+    /// Bytes written and not yet acked.
+    pub unacked: usize,
+}
+
 /// The event queue: each event at most once until taken.
 #[derive(Default)]
 pub(crate) struct Events {
@@ -639,6 +660,11 @@ impl Stack {
     /// The (local, remote) addresses of a connection.
     pub fn addrs(&self, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4)> {
         self.conns.get(&id).map(|c| (c.local, c.remote))
+    }
+
+    /// A connection's sequence-space view, for tests and diagnostics.
+    pub fn info(&self, id: ConnId) -> Option<ConnInfo> {
+        self.conns.get(&id).map(Conn::info)
     }
 
     /// Connections in the table (any state, including closed ones whose handle is open).
