@@ -17,6 +17,8 @@ use crate::wire::{Ipv4Header, Packet, TcpFlags, TcpHeader, TcpOptions, PROTO_TCP
 
 /// MSS assumed when the peer's SYN carries none (RFC 9293).
 const DEFAULT_MSS: u16 = 536;
+/// Most segments kept out of order per connection.
+const MAX_OUT_OF_ORDER: usize = 64;
 /// Largest window scale shift (RFC 7323).
 const MAX_WINDOW_SCALE: u8 = 14;
 
@@ -98,11 +100,17 @@ pub(crate) struct Conn {
     rto: Duration,
     rto_at: Option<Duration>,
     retries: u32,
+    /// Duplicate ACKs in a row (same ack, no data, data in flight).
+    dupacks: u32,
+    /// After a fast go-back, no other until the ack passes this.
+    recover: Option<Seq>,
 
     irs: Seq,
     rcv_nxt: Seq,
     rcv_buf: VecDeque<u8>,
     fin_rcvd: bool,
+    /// Segments that arrived ahead of a hole: (seq, bytes, FIN).
+    ooo: Vec<(Seq, Vec<u8>, bool)>,
     ack_at: Option<Duration>,
     ack_now: bool,
     syn_deadline: Option<Duration>,
@@ -145,10 +153,13 @@ impl Conn {
             rto: cfg.rto_initial,
             rto_at: None,
             retries: 0,
+            dupacks: 0,
+            recover: None,
             irs: Seq(0),
             rcv_nxt: Seq(0),
             rcv_buf: VecDeque::new(),
             fin_rcvd: false,
+            ooo: Vec::new(),
             ack_at: None,
             ack_now: false,
             syn_deadline: None,
@@ -318,7 +329,7 @@ impl Conn {
         let tcp = TcpHeader {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
-            seq: self.snd_nxt.max(self.snd_una).0,
+            seq: self.snd_max.0,
             ack: self.ack_value().0,
             flags: TcpFlags::RST | TcpFlags::ACK,
             window: 0,
@@ -420,6 +431,8 @@ impl Conn {
                 ),
             );
             self.snd_nxt = self.snd_una;
+            self.recover = Some(self.snd_max);
+            self.dupacks = 0;
         } else {
             // Zero window: probe with one byte beyond it.
             self.note(ctx, format!("zero window: probe at seq {}", self.snd_nxt));
@@ -494,7 +507,10 @@ impl Conn {
         }
         let ack_due = self.ack_now || self.ack_at.is_some_and(|t| t <= ctx.now);
         if !sent && ack_due {
-            self.emit(ctx, self.snd_nxt, TcpFlags::ACK, &[]);
+            // Pure ACKs carry the highest sequence number sent (as BSD does): after a
+            // go-back-N rewind snd_nxt is behind what the peer has acked, and an ACK
+            // from there would be unacceptable to it and answered, forever.
+            self.emit(ctx, self.snd_max, TcpFlags::ACK, &[]);
         }
     }
 
@@ -595,10 +611,20 @@ impl Conn {
                 return;
             }
             if ack.gt(self.snd_una) {
+                self.dupacks = 0;
+                if self.recover.is_some_and(|r| ack.ge(r)) {
+                    self.recover = None;
+                }
                 self.on_ack_progress(ctx, ack);
                 if self.state == State::Closed {
                     return;
                 }
+            } else if ack == self.snd_una
+                && payload.is_empty()
+                && !f.contains(TcpFlags::FIN)
+                && self.snd_max != self.snd_una
+            {
+                self.on_dupack(ctx);
             }
             if self.snd_wl1.lt(seq) || (self.snd_wl1 == seq && self.snd_wl2.le(ack)) {
                 let was_zero = self.snd_wnd == 0;
@@ -613,6 +639,22 @@ impl Conn {
         }
         self.on_data(ctx, seq, payload, f.contains(TcpFlags::FIN));
         self.flush(ctx);
+    }
+
+    /// Three duplicate ACKs: the peer keeps nothing out of order, so go back to the
+    /// oldest un-acked byte now instead of waiting for the rto (an addition to vproxy,
+    /// which only has the timer); once per window.
+    fn on_dupack(&mut self, ctx: &mut Ctx<'_>) {
+        self.dupacks += 1;
+        if self.dupacks == 3 && self.recover.is_none() {
+            ctx.stats.fast_retransmits += 1;
+            self.recover = Some(self.snd_max);
+            self.note(
+                ctx,
+                format!("3 duplicate ACKs: resend from seq {}", self.snd_una),
+            );
+            self.snd_nxt = self.snd_una;
+        }
     }
 
     fn on_ack_progress(&mut self, ctx: &mut Ctx<'_>, ack: Seq) {
@@ -658,7 +700,11 @@ impl Conn {
             self.state,
             State::Established | State::FinWait1 | State::FinWait2
         );
-        if !receiving || self.fin_rcvd {
+        if !receiving || self.fin_rcvd || (payload.is_empty() && !fin) {
+            return;
+        }
+        if self.close_requested && !payload.is_empty() {
+            // Nobody will read it: drop (the reset follows once our data is acked).
             return;
         }
         let mut s = seq;
@@ -673,50 +719,80 @@ impl Conn {
             s = self.rcv_nxt;
         }
         if s.gt(self.rcv_nxt) {
-            // Out of order: not kept; say where we are at once (vproxy stays silent).
+            // Out of order: kept if it fits the window and the queue (vproxy drops it
+            // silently); an ACK says at once where we are.
             ctx.stats.out_of_order += 1;
             self.ack_now = true;
+            let hi = self.ack_value().plus(self.rcv_wnd(ctx.cfg));
+            let end = s.plus(p.len() as u32);
+            if end.le(hi) && self.ooo.len() < MAX_OUT_OF_ORDER {
+                self.ooo.push((s, p.to_vec(), fin));
+            }
             return;
         }
-        let mut whole = true;
-        if !p.is_empty() {
-            if self.close_requested {
-                // Nobody will read it: drop (the reset follows once our data is acked).
-                return;
-            }
-            let hi = self.ack_value().plus(self.rcv_wnd(ctx.cfg));
-            let room = if hi.gt(self.rcv_nxt) {
-                hi.since(self.rcv_nxt) as usize
-            } else {
-                0
+        let whole = self.accept_in_order(ctx, p);
+        if fin && whole {
+            self.accept_fin(ctx);
+            return;
+        }
+        // Segments kept out of order that now follow on.
+        while !self.fin_rcvd {
+            let Some(i) = self.ooo.iter().position(|(s, _, _)| s.le(self.rcv_nxt)) else {
+                break;
             };
-            let take = p.len().min(room);
-            whole = take == p.len();
-            self.rcv_buf.extend(&p[..take]);
-            self.rcv_nxt = self.rcv_nxt.plus(take as u32);
-            if take > 0 {
-                ctx.stats.bytes_received += take as u64;
-                self.event(ctx, Event::Readable(self.id));
+            let (s, d, fin) = self.ooo.swap_remove(i);
+            let end = s.plus(d.len() as u32);
+            if end.lt(self.rcv_nxt) || (end == self.rcv_nxt && !fin) {
+                continue;
+            }
+            let cut = self.rcv_nxt.since(s) as usize;
+            let whole = self.accept_in_order(ctx, &d[cut..]);
+            if fin && whole {
+                self.accept_fin(ctx);
             }
         }
-        if fin && whole {
-            self.rcv_nxt = self.rcv_nxt.plus(1);
-            self.fin_rcvd = true;
-            if self.rcv_buf.is_empty() {
-                self.ack_now = true;
-            }
+        if self.fin_rcvd {
+            self.ooo.clear();
+        }
+    }
+
+    /// Appends in-order bytes as far as the window allows; true when all fit.
+    fn accept_in_order(&mut self, ctx: &mut Ctx<'_>, p: &[u8]) -> bool {
+        if p.is_empty() {
+            return true;
+        }
+        let hi = self.ack_value().plus(self.rcv_wnd(ctx.cfg));
+        let room = if hi.gt(self.rcv_nxt) {
+            hi.since(self.rcv_nxt) as usize
+        } else {
+            0
+        };
+        let take = p.len().min(room);
+        self.rcv_buf.extend(&p[..take]);
+        self.rcv_nxt = self.rcv_nxt.plus(take as u32);
+        if take > 0 {
+            ctx.stats.bytes_received += take as u64;
             self.event(ctx, Event::Readable(self.id));
-            match self.state {
-                State::Established => {
-                    self.set_state(ctx, State::CloseWait, "recv FIN, ACK once read")
-                }
-                State::FinWait1 => self.set_state(ctx, State::Closing, "recv FIN"),
-                State::FinWait2 => {
-                    self.set_state(ctx, State::Closing, "recv FIN, send RST");
-                    self.send_rst(ctx);
-                }
-                _ => {}
+        }
+        take == p.len()
+    }
+
+    fn accept_fin(&mut self, ctx: &mut Ctx<'_>) {
+        self.rcv_nxt = self.rcv_nxt.plus(1);
+        self.fin_rcvd = true;
+        self.ooo.clear();
+        if self.rcv_buf.is_empty() {
+            self.ack_now = true;
+        }
+        self.event(ctx, Event::Readable(self.id));
+        match self.state {
+            State::Established => self.set_state(ctx, State::CloseWait, "recv FIN, ACK once read"),
+            State::FinWait1 => self.set_state(ctx, State::Closing, "recv FIN"),
+            State::FinWait2 => {
+                self.set_state(ctx, State::Closing, "recv FIN, send RST");
+                self.send_rst(ctx);
             }
+            _ => {}
         }
     }
 

@@ -166,6 +166,8 @@ pub struct Stats {
     pub challenge_acks: u64,
     /// Retransmission timeouts that fired.
     pub retransmits: u64,
+    /// Go-backs on three duplicate ACKs.
+    pub fast_retransmits: u64,
     /// Data segments sent again.
     pub segments_resent: u64,
     /// SYN-ACKs sent again because the SYN came again.

@@ -446,20 +446,36 @@ fn wrap_around() {
 }
 
 #[test]
-fn out_of_order_is_answered_not_kept() {
+fn out_of_order_is_answered_and_kept() {
     let mut s = Script::new(config());
     let c = s.establish();
     s.take();
-    s.send(&Seg::data(PEER_ISN + 1 + 100, OUR_ISN + 1, &[1; 100]))
+    s.send(&Seg::data(PEER_ISN + 1 + 100, OUR_ISN + 1, &[2; 100]))
         .unwrap();
     let out = s.take();
-    assert_eq!(out.len(), 1, "an ACK says where we are");
+    assert_eq!(out.len(), 1, "an ACK says where we are at once");
     assert_eq!(out[0].tcp.ack, PEER_ISN + 1);
-    assert_eq!(s.stack.readable(c), 0);
-    // Overlapping retransmission: only the new part is taken.
+    assert_eq!(s.stack.readable(c), 0, "not readable across the hole");
+    // Overlapping retransmissions: only the new part is taken.
     s.send(&Seg::data(PEER_ISN + 1, OUR_ISN + 1, &[1; 50]))
         .unwrap();
     s.send(&Seg::data(PEER_ISN + 1, OUR_ISN + 1, &[1; 80]))
         .unwrap();
     assert_eq!(s.stack.readable(c), 80);
+    // The hole is filled: the kept segment follows on.
+    s.send(&Seg::data(PEER_ISN + 1 + 80, OUR_ISN + 1, &[1; 20]))
+        .unwrap();
+    assert_eq!(s.stack.readable(c), 200);
+    let mut b = [0u8; 300];
+    assert_eq!(s.read(c, &mut b), Ok(200));
+    assert!(b[..100].iter().all(|&x| x == 1) && b[100..200].iter().all(|&x| x == 2));
+    // A FIN kept out of order is taken when the hole before it fills.
+    s.send(&Seg::fin(PEER_ISN + 1 + 250, OUR_ISN + 1)).unwrap();
+    assert_eq!(s.stack.state(c), Some(State::Established));
+    s.send(&Seg::data(PEER_ISN + 1 + 200, OUR_ISN + 1, &[3; 50]))
+        .unwrap();
+    assert_eq!(s.stack.state(c), Some(State::CloseWait));
+    assert_eq!(s.read(c, &mut b), Ok(50));
+    assert_eq!(s.read(c, &mut b), Ok(0));
+    insta::assert_snapshot!(s.render());
 }
