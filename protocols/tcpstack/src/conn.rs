@@ -448,11 +448,16 @@ impl Conn {
     /// Sends what the window, the cap and the buffers allow, then a pure ACK if one is
     /// due and no segment carried it.
     pub fn flush(&mut self, ctx: &mut Ctx<'_>) {
-        if self.reset_sent || matches!(self.state, State::Closed | State::Listen) {
-            return;
-        }
-        if matches!(self.state, State::SynSent | State::SynRcvd) {
-            // SYN and SYN-ACK are sent by their own rules, nothing else before the handshake.
+        if self.reset_sent
+            || matches!(
+                self.state,
+                State::Closed | State::Listen | State::SynSent | State::SynRcvd
+            )
+        {
+            // Dead on the wire, or before the handshake (SYN and SYN-ACK go by their own
+            // rules): no ACK is owed, so none stays pending.
+            self.ack_now = false;
+            self.ack_at = None;
             return;
         }
         let mut sent = false;

@@ -8,7 +8,9 @@
 
 pub mod config;
 mod conn;
+pub mod fuzzing;
 pub mod seq;
+pub mod socket;
 pub mod stack;
 pub mod wire;
 

@@ -674,6 +674,11 @@ impl Stack {
         self.conns.len()
     }
 
+    /// Connections that wait in listeners' accept queues (not yet the application's).
+    pub fn listener_backlog_total(&self) -> usize {
+        self.listeners.values().map(|l| l.queue.len()).sum()
+    }
+
     /// Handshakes waiting in a listener (half-open, accept queue).
     pub fn listener_backlog(&self, id: ListenerId) -> Option<(usize, usize)> {
         self.listeners
