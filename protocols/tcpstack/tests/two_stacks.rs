@@ -3,12 +3,13 @@
 //! both tables empty at the end (no leak). The link's faults come from a seeded RNG, so
 //! a failing seed replays exactly.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use bytes::Bytes;
-use rand::{Rng, RngCore, SeedableRng};
+use common::link::{Faults, Link};
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use tunnelbed_netio::Trace;
@@ -16,50 +17,6 @@ use tunnelbed_tcpstack::{ConnId, Stack, StackConfig, StackError, State};
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-
-/// Link faults.
-#[derive(Clone, Copy, Debug)]
-struct Faults {
-    loss: f64,
-    dup: f64,
-    delay_ms: u64,
-    jitter_ms: u64,
-}
-
-/// Packets in flight, keyed by delivery time and a counter (stable order).
-struct Link {
-    rng: ChaCha8Rng,
-    faults: Faults,
-    queue: BTreeMap<(Duration, u64), (bool, Bytes)>,
-    n: u64,
-    lost: u64,
-    carried: u64,
-}
-
-impl Link {
-    fn send(&mut self, now: Duration, to_b: bool, p: Bytes) {
-        self.carried += 1;
-        if self.rng.gen_bool(self.faults.loss) {
-            self.lost += 1;
-            return;
-        }
-        let copies = if self.rng.gen_bool(self.faults.dup) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let j = self.rng.gen_range(0..=self.faults.jitter_ms * 1000);
-            let at = now + Duration::from_millis(self.faults.delay_ms) + Duration::from_micros(j);
-            self.n += 1;
-            self.queue.insert((at, self.n), (to_b, p.clone()));
-        }
-    }
-
-    fn next_due(&self) -> Option<Duration> {
-        self.queue.keys().next().map(|k| k.0)
-    }
-}
 
 /// One side's application: writes its data, shuts down, reads to EOF, closes.
 struct App {
@@ -163,14 +120,7 @@ fn run(seed: u64, faults: Faults, len: usize, up: usize) -> Outcome {
     let lid = a
         .listen(Duration::ZERO, SocketAddrV4::new(A, 80), 4)
         .unwrap();
-    let mut link = Link {
-        rng: ChaCha8Rng::seed_from_u64(seed),
-        faults,
-        queue: BTreeMap::new(),
-        n: 0,
-        lost: 0,
-        carried: 0,
-    };
+    let mut link = Link::new(seed, faults);
     let mut server = App::new(payload(seed ^ 0xa, len));
     let mut client = App::new(payload(seed ^ 0xb, up));
     client.conn = Some(
@@ -209,11 +159,7 @@ fn run(seed: u64, faults: Faults, len: usize, up: usize) -> Outcome {
             now < limit,
             "seed {seed}: no end after {limit:?} of virtual time"
         );
-        while let Some((&k, _)) = link.queue.iter().next() {
-            if k.0 > now {
-                break;
-            }
-            let (to_b, p) = link.queue.remove(&k).unwrap();
+        while let Some((to_b, p)) = link.pop_due(now) {
             let r = if to_b {
                 b.handle_input(now, &p)
             } else {

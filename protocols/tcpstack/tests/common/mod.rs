@@ -3,6 +3,8 @@
 //! ways so tests can snapshot the exchange next to the transition trace.
 #![allow(dead_code)]
 
+pub mod link;
+
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
