@@ -730,7 +730,9 @@ impl Conn {
             self.ack_now = true;
             let hi = self.ack_value().plus(self.rcv_wnd(ctx.cfg));
             let end = s.plus(p.len() as u32);
-            if end.le(hi) && self.ooo.len() < MAX_OUT_OF_ORDER {
+            let kept: usize = self.ooo.iter().map(|(_, d, _)| d.len()).sum();
+            let cap = self.rcv_wnd(ctx.cfg) as usize;
+            if end.le(hi) && self.ooo.len() < MAX_OUT_OF_ORDER && kept + p.len() <= cap {
                 self.ooo.push((s, p.to_vec(), fin));
             }
             return;

@@ -111,12 +111,18 @@ struct Outcome {
 }
 
 fn run(seed: u64, faults: Faults, len: usize, up: usize) -> Outcome {
-    let cfg = |isn_seed| StackConfig {
+    run_isn(seed, faults, len, up, None)
+}
+
+/// With `isns`, both stacks start there (to cross 2^32 mid-transfer).
+fn run_isn(seed: u64, faults: Faults, len: usize, up: usize, isns: Option<(u32, u32)>) -> Outcome {
+    let cfg = |isn_seed, fixed_isn| StackConfig {
         isn_seed,
+        fixed_isn,
         ..StackConfig::default()
     };
-    let mut a = Stack::new(cfg(seed * 2), Trace::disabled());
-    let mut b = Stack::new(cfg(seed * 2 + 1), Trace::disabled());
+    let mut a = Stack::new(cfg(seed * 2, isns.map(|i| i.0)), Trace::disabled());
+    let mut b = Stack::new(cfg(seed * 2 + 1, isns.map(|i| i.1)), Trace::disabled());
     let lid = a
         .listen(Duration::ZERO, SocketAddrV4::new(A, 80), 4)
         .unwrap();
@@ -258,4 +264,18 @@ fn lossy_link_moves_4_mb_intact() {
             o.carried, o.lost, o.retransmits, o.virtual_time
         );
     }
+}
+
+/// Both directions cross 2^32 under loss and reordering.
+#[test]
+fn lossy_transfer_across_the_wrap() {
+    let f = Faults {
+        loss: 0.03,
+        dup: 0.01,
+        delay_ms: 5,
+        jitter_ms: 3,
+    };
+    let isns = (u32::MAX - 300_000, u32::MAX - 700_000);
+    let o = run_isn(7, f, 1 << 20, 1 << 20, Some(isns));
+    assert!(o.lost > 0);
 }
