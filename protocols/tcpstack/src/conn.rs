@@ -206,7 +206,8 @@ impl Conn {
     }
 
     fn learn_options(&mut self, cfg: &StackConfig, o: &TcpOptions, offer_ws: bool) {
-        self.mss = o.mss.unwrap_or(DEFAULT_MSS).clamp(64, cfg.mss);
+        // Like Linux, no MSS below 48 (a tiny one would flood); never above ours.
+        self.mss = o.mss.unwrap_or(DEFAULT_MSS).max(48).min(cfg.mss.max(1));
         // Scaling only when both sides offered it.
         match (o.window_scale, offer_ws) {
             (Some(ws), true) => {

@@ -479,3 +479,25 @@ fn out_of_order_is_answered_and_kept() {
     assert_eq!(s.read(c, &mut b), Ok(0));
     insta::assert_snapshot!(s.render());
 }
+
+#[test]
+fn zero_window_is_probed() {
+    let mut s = Script::new(config());
+    s.send(&Seg::syn(PEER_ISN).no_options()).unwrap();
+    s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(0)).unwrap();
+    let c = s.stack.accept(s.lid).unwrap();
+    s.take();
+    assert_eq!(s.write(c, &[6u8; 100]), Ok(100));
+    assert!(s.take().is_empty(), "nothing into a zero window");
+    s.at(200);
+    let out = s.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].payload.len(), 1, "a one-byte probe");
+    // The peer drops the probe and says its window is still 0; then it opens.
+    s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(0)).unwrap();
+    s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(1000)).unwrap();
+    let out = s.take();
+    let sent: usize = out.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 99, "the rest after the probed byte (go-back on the next rto)");
+    insta::assert_snapshot!(s.render());
+}
