@@ -495,9 +495,13 @@ fn zero_window_is_probed() {
     assert_eq!(out[0].payload.len(), 1, "a one-byte probe");
     // The peer drops the probe and says its window is still 0; then it opens.
     s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(0)).unwrap();
-    s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(1000)).unwrap();
+    s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(1000))
+        .unwrap();
     let out = s.take();
     let sent: usize = out.iter().map(|o| o.payload.len()).sum();
-    assert_eq!(sent, 99, "the rest after the probed byte (go-back on the next rto)");
+    assert_eq!(
+        sent, 99,
+        "the rest after the probed byte (go-back on the next rto)"
+    );
     insta::assert_snapshot!(s.render());
 }
