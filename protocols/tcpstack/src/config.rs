@@ -36,6 +36,9 @@ pub struct StackConfig {
     pub syn_rcvd_timeout: Duration,
     /// Most connections in all states (ours: bounds memory against SYN floods).
     pub max_connections: usize,
+    /// Challenge ACKs (RFC 5961) the whole stack sends per second at most (ours;
+    /// RFC 5961 section 7 asks for a limit).
+    pub challenge_acks_per_second: u32,
     /// TTL of packets we send.
     pub ttl: u8,
     /// Seed of the RNG that draws initial sequence numbers.
@@ -60,6 +63,7 @@ impl Default for StackConfig {
             max_retries: 15,
             syn_rcvd_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            challenge_acks_per_second: 100,
             ttl: 64,
             isn_seed: 0,
             fixed_isn: None,

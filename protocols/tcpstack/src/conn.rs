@@ -12,7 +12,9 @@ use tunnelbed_netio::Trace;
 
 use crate::config::StackConfig;
 use crate::seq::Seq;
-use crate::stack::{CloseReason, ConnId, Event, Events, ListenerId, StackError, State, Stats};
+use crate::stack::{
+    ChallengeBudget, CloseReason, ConnId, Event, Events, ListenerId, StackError, State, Stats,
+};
 use crate::wire::{Ipv4Header, Packet, TcpFlags, TcpHeader, TcpOptions, PROTO_TCP};
 
 /// MSS assumed when the peer's SYN carries none (RFC 9293).
@@ -30,6 +32,7 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut VecDeque<Bytes>,
     pub events: &'a mut Events,
     pub stats: &'a mut Stats,
+    pub budget: &'a mut ChallengeBudget,
 }
 
 /// Sends one segment with no connection behind it (RSTs for strays).
@@ -521,6 +524,10 @@ impl Conn {
     }
 
     fn challenge_ack(&mut self, ctx: &mut Ctx<'_>, why: &str) {
+        if !ctx.budget.take(ctx.now, ctx.cfg.challenge_acks_per_second) {
+            ctx.stats.challenge_acks_limited += 1;
+            return;
+        }
         ctx.stats.challenge_acks += 1;
         self.note(ctx, format!("{why}: challenge ACK"));
         self.ack_now = true;

@@ -164,6 +164,8 @@ pub struct Stats {
     pub syn_dropped: u64,
     /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
+    /// Challenge ACKs not sent because this second's allowance was used up.
+    pub challenge_acks_limited: u64,
     /// Retransmission timeouts that fired.
     pub retransmits: u64,
     /// Go-backs on three duplicate ACKs.
@@ -195,6 +197,31 @@ pub struct ConnInfo {
     pub readable: usize,
     /// Bytes written and not yet acked.
     pub unacked: usize,
+}
+
+/// RFC 5961 section 7: challenge ACKs per second for the whole stack are limited, so
+/// spoofed RSTs and SYNs cannot turn the stack into an ACK source.
+#[derive(Default)]
+pub(crate) struct ChallengeBudget {
+    second: u64,
+    used: u32,
+}
+
+impl ChallengeBudget {
+    /// Takes one challenge ACK from this second's allowance.
+    pub(crate) fn take(&mut self, now: Duration, per_second: u32) -> bool {
+        let s = now.as_secs();
+        if s != self.second {
+            self.second = s;
+            self.used = 0;
+        }
+        if self.used < per_second {
+            self.used += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The event queue: each event at most once until taken.
@@ -241,6 +268,7 @@ pub struct Stack {
     out: VecDeque<Bytes>,
     events: Events,
     stats: Stats,
+    budget: ChallengeBudget,
 }
 
 fn usable_peer(a: Ipv4Addr) -> bool {
@@ -262,6 +290,7 @@ impl Stack {
             out: VecDeque::new(),
             events: Events::default(),
             stats: Stats::default(),
+            budget: ChallengeBudget::default(),
         }
     }
 
@@ -381,6 +410,7 @@ impl Stack {
             out: &mut self.out,
             events: &mut self.events,
             stats: &mut self.stats,
+            budget: &mut self.budget,
         };
         let c = Conn::active(&mut ctx, id, local, remote, iss);
         self.conns.insert(id, c);
@@ -402,6 +432,7 @@ impl Stack {
             out: &mut self.out,
             events: &mut self.events,
             stats: &mut self.stats,
+            budget: &mut self.budget,
         };
         let r = f(c, &mut ctx);
         self.after(id);
@@ -524,6 +555,7 @@ impl Stack {
             out: &mut self.out,
             events: &mut self.events,
             stats: &mut self.stats,
+            budget: &mut self.budget,
         };
         let c = Conn::passive(&mut ctx, id, lid, local, remote, syn, iss);
         self.conns.insert(id, c);
@@ -570,6 +602,7 @@ impl Stack {
             out: &mut self.out,
             events: &mut self.events,
             stats: &mut self.stats,
+            budget: &mut self.budget,
         };
         emit_raw(&mut ctx, local, remote, tcp, &[]);
     }

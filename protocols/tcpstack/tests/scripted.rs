@@ -505,3 +505,21 @@ fn zero_window_is_probed() {
     );
     insta::assert_snapshot!(s.render());
 }
+
+#[test]
+fn challenge_acks_are_rate_limited() {
+    let mut s = Script::new(config());
+    let c = s.establish();
+    s.take();
+    for i in 0..150 {
+        s.stack
+            .handle_input(s.now, &Seg::rst(PEER_ISN + 2 + i).bytes())
+            .unwrap();
+    }
+    assert_eq!(s.take().len(), 100, "100 challenge ACKs in one second");
+    assert_eq!(s.stack.stats().challenge_acks_limited, 50);
+    s.at(1000);
+    s.send(&Seg::rst(PEER_ISN + 7)).unwrap();
+    assert_eq!(s.take().len(), 1, "a new second, a new allowance");
+    assert_eq!(s.stack.state(c), Some(State::Established));
+}
