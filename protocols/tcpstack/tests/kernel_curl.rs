@@ -116,7 +116,7 @@ async fn curl(n: usize) -> (usize, String) {
         .args([
             "-s",
             "--max-time",
-            "60",
+            "600",
             &format!("http://10.9.1.2:8080/bytes/{n}"),
         ])
         .output()
