@@ -1,0 +1,721 @@
+//! The stack: listeners and their backlogs, demultiplexing of packets to connections,
+//! RSTs for strays, the application API on connection handles, and the sans-IO polling
+//! surface (`handle_input`, `handle_timeout`, `poll_transmit`, `poll_timeout`,
+//! `poll_event`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use thiserror::Error;
+use tunnelbed_netio::Trace;
+
+use crate::config::StackConfig;
+use crate::conn::{emit_raw, Conn, Ctx};
+use crate::seq::Seq;
+use crate::wire::{DecodeError, Packet, TcpFlags, TcpHeader};
+
+/// Handle of a connection, given by [`Stack::accept`] or [`Stack::connect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Handle of a listener, given by [`Stack::listen`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerId(pub u64);
+
+/// The states of seed 002's diagram (plus SYN_SENT for the optional active open).
+/// There is no TIME_WAIT and no LAST_ACK: CLOSING covers "both sides sent FIN".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    /// No connection (the start and the end).
+    Closed,
+    /// A listener waiting for SYNs.
+    Listen,
+    /// Active open: SYN sent, waiting for SYN-ACK.
+    SynSent,
+    /// SYN received, SYN-ACK sent, waiting for the ACK.
+    SynRcvd,
+    /// Data flows both ways.
+    Established,
+    /// We sent FIN (shutdown), waiting for its ACK.
+    FinWait1,
+    /// Our FIN is acked; the peer may still send.
+    FinWait2,
+    /// The peer sent FIN; we may still send.
+    CloseWait,
+    /// Both sides sent FIN; waits for the application's close().
+    Closing,
+}
+
+impl State {
+    /// The name used in traces (as in the seed's diagram).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSED",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN_SENT",
+            State::SynRcvd => "SYN_RCVD",
+            State::Established => "ESTABLISHED",
+            State::FinWait1 => "FIN_WAIT_1",
+            State::FinWait2 => "FIN_WAIT_2",
+            State::CloseWait => "CLOSE_WAIT",
+            State::Closing => "CLOSING",
+        }
+    }
+}
+
+/// Why a connection reached CLOSED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CloseReason {
+    /// The application closed it.
+    Closed,
+    /// The peer reset it.
+    Reset,
+    /// Retransmissions ran out, or a half-open connection expired.
+    TimedOut,
+    /// The peer refused our SYN.
+    Refused,
+    /// Its listener was closed before it was accepted.
+    ListenerClosed,
+}
+
+/// Something the application should look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Event {
+    /// A listener has a connection to accept.
+    Acceptable(ListenerId),
+    /// An active open completed.
+    Connected(ConnId),
+    /// Data, end of stream or an error can be read.
+    Readable(ConnId),
+    /// Send buffer space freed (or the connection ended).
+    Writable(ConnId),
+    /// The connection reached CLOSED.
+    Closed(ConnId, CloseReason),
+}
+
+/// Errors of the application API.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum StackError {
+    /// Nothing to read, or no buffer space, yet.
+    #[error("would block")]
+    WouldBlock,
+    /// No such connection or listener handle.
+    #[error("no such handle")]
+    NoSuchHandle,
+    /// The peer reset the connection.
+    #[error("connection reset")]
+    Reset,
+    /// Retransmissions ran out.
+    #[error("connection timed out")]
+    TimedOut,
+    /// The peer refused the connection.
+    #[error("connection refused")]
+    Refused,
+    /// The connection was closed.
+    #[error("connection closed")]
+    Closed,
+    /// Write after shutdown.
+    #[error("write side shut down")]
+    Shutdown,
+    /// The call needs an established connection.
+    #[error("not connected")]
+    NotConnected,
+    /// The address is already listened on or the 4-tuple is in use.
+    #[error("address in use")]
+    AddrInUse,
+    /// The connection table is full.
+    #[error("too many connections")]
+    TooManyConnections,
+}
+
+impl From<CloseReason> for StackError {
+    fn from(r: CloseReason) -> StackError {
+        match r {
+            CloseReason::Closed | CloseReason::ListenerClosed => StackError::Closed,
+            CloseReason::Reset => StackError::Reset,
+            CloseReason::TimedOut => StackError::TimedOut,
+            CloseReason::Refused => StackError::Refused,
+        }
+    }
+}
+
+/// Counters, for tests and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets handed to [`Stack::handle_input`].
+    pub packets_in: u64,
+    /// Packets that did not decode (bad checksum, truncated, bad options, fragment, not TCP).
+    pub bad_packets: u64,
+    /// Packets produced.
+    pub packets_out: u64,
+    /// RSTs produced.
+    pub rst_sent: u64,
+    /// RSTs received on a connection.
+    pub rst_received: u64,
+    /// Segments dropped by a connection (unacceptable, old, no ACK, out of window RST).
+    pub dropped: u64,
+    /// Out-of-order segments dropped (and answered with an ACK).
+    pub out_of_order: u64,
+    /// SYNs dropped because a backlog or the connection table was full.
+    pub syn_dropped: u64,
+    /// Challenge ACKs sent (RFC 5961).
+    pub challenge_acks: u64,
+    /// Challenge ACKs not sent because this second's allowance was used up.
+    pub challenge_acks_limited: u64,
+    /// Retransmission timeouts that fired.
+    pub retransmits: u64,
+    /// Go-backs on three duplicate ACKs.
+    pub fast_retransmits: u64,
+    /// Data segments sent again.
+    pub segments_resent: u64,
+    /// SYN-ACKs sent again because the SYN came again.
+    pub synack_resent: u64,
+    /// Payload bytes accepted in order.
+    pub bytes_received: u64,
+}
+
+/// A connection's state and sequence-space view (see [`Stack::info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// State.
+    pub state: State,
+    /// Oldest un-acked sequence number.
+    pub snd_una: Seq,
+    /// Next sequence number to send.
+    pub snd_nxt: Seq,
+    /// The peer's window in bytes (scaled).
+    pub snd_wnd: u32,
+    /// Next sequence number expected from the peer.
+    pub rcv_nxt: Seq,
+    /// The acknowledgment number we send (what the application has read).
+    pub ack: Seq,
+    /// Bytes buffered for reading.
+    pub readable: usize,
+    /// Bytes written and not yet acked.
+    pub unacked: usize,
+}
+
+/// RFC 5961 section 7: challenge ACKs per second for the whole stack are limited, so
+/// spoofed RSTs and SYNs cannot turn the stack into an ACK source.
+#[derive(Default)]
+pub(crate) struct ChallengeBudget {
+    second: u64,
+    used: u32,
+}
+
+impl ChallengeBudget {
+    /// Takes one challenge ACK from this second's allowance.
+    pub(crate) fn take(&mut self, now: Duration, per_second: u32) -> bool {
+        let s = now.as_secs();
+        if s != self.second {
+            self.second = s;
+            self.used = 0;
+        }
+        if self.used < per_second {
+            self.used += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The event queue: each event at most once until taken.
+#[derive(Default)]
+pub(crate) struct Events {
+    q: VecDeque<Event>,
+    set: BTreeSet<Event>,
+}
+
+impl Events {
+    pub(crate) fn push(&mut self, e: Event) {
+        if self.set.insert(e) {
+            self.q.push_back(e);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let e = self.q.pop_front()?;
+        self.set.remove(&e);
+        Some(e)
+    }
+}
+
+struct Listener {
+    addr: SocketAddrV4,
+    backlog: usize,
+    /// SYN_RCVD connections.
+    half_open: BTreeSet<ConnId>,
+    /// Established, not yet accepted.
+    queue: VecDeque<ConnId>,
+}
+
+/// The sans-IO TCP stack. Feed it raw IPv4 packets and the time; take packets, events
+/// and the next deadline from it; call the application API on its handles.
+pub struct Stack {
+    cfg: StackConfig,
+    trace: Trace,
+    rng: ChaCha8Rng,
+    next_id: u64,
+    listeners: BTreeMap<ListenerId, Listener>,
+    by_addr: BTreeMap<SocketAddrV4, ListenerId>,
+    conns: BTreeMap<ConnId, Conn>,
+    tuples: BTreeMap<(SocketAddrV4, SocketAddrV4), ConnId>,
+    out: VecDeque<Bytes>,
+    events: Events,
+    stats: Stats,
+    budget: ChallengeBudget,
+}
+
+fn usable_peer(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+}
+
+impl Stack {
+    /// A stack with `cfg`, reporting transitions to `trace`.
+    pub fn new(cfg: StackConfig, trace: Trace) -> Stack {
+        Stack {
+            rng: ChaCha8Rng::seed_from_u64(cfg.isn_seed),
+            cfg,
+            trace,
+            next_id: 1,
+            listeners: BTreeMap::new(),
+            by_addr: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            tuples: BTreeMap::new(),
+            out: VecDeque::new(),
+            events: Events::default(),
+            stats: Stats::default(),
+            budget: ChallengeBudget::default(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn isn(&mut self) -> Seq {
+        Seq(self.cfg.fixed_isn.unwrap_or_else(|| self.rng.next_u32()))
+    }
+
+    /// Listens on `addr` (IP 0.0.0.0 for any address) with an accept queue of `backlog`
+    /// connections; half-open connections are capped by [`StackConfig::syn_backlog`].
+    pub fn listen(
+        &mut self,
+        now: Duration,
+        addr: SocketAddrV4,
+        backlog: usize,
+    ) -> Result<ListenerId, StackError> {
+        if self.by_addr.contains_key(&addr) {
+            return Err(StackError::AddrInUse);
+        }
+        let id = ListenerId(self.alloc_id());
+        self.listeners.insert(
+            id,
+            Listener {
+                addr,
+                backlog: backlog.max(1),
+                half_open: BTreeSet::new(),
+                queue: VecDeque::new(),
+            },
+        );
+        self.by_addr.insert(addr, id);
+        self.trace.transition(
+            now,
+            format!("tcp-listen[{addr}]"),
+            "CLOSED",
+            "LISTEN",
+            "appl: listen",
+        );
+        Ok(id)
+    }
+
+    /// Closes a listener: its half-open and not-yet-accepted connections are reset.
+    pub fn close_listener(&mut self, now: Duration, id: ListenerId) -> Result<(), StackError> {
+        let l = self.listeners.remove(&id).ok_or(StackError::NoSuchHandle)?;
+        self.by_addr.remove(&l.addr);
+        self.trace.transition(
+            now,
+            format!("tcp-listen[{}]", l.addr),
+            "LISTEN",
+            "CLOSED",
+            "appl: close(lsn_fd)",
+        );
+        for cid in l
+            .half_open
+            .iter()
+            .chain(l.queue.iter())
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.with_conn(now, cid, |c, ctx| {
+                c.abort(ctx, "appl: close(lsn_fd), send RST")
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the next established connection of a listener.
+    pub fn accept(&mut self, id: ListenerId) -> Option<ConnId> {
+        let l = self.listeners.get_mut(&id)?;
+        while let Some(cid) = l.queue.pop_front() {
+            if let Some(c) = self.conns.get_mut(&cid) {
+                c.accepted = true;
+                if c.readable() > 0 || c.fin_received() {
+                    self.events.push(Event::Readable(cid));
+                }
+                self.events.push(Event::Writable(cid));
+                return Some(cid);
+            }
+        }
+        None
+    }
+
+    /// Active open from `local` to `remote` (an addition to vproxy, which is passive
+    /// only: used by tests and tools).
+    pub fn connect(
+        &mut self,
+        now: Duration,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<ConnId, StackError> {
+        if self.tuples.contains_key(&(local, remote)) {
+            return Err(StackError::AddrInUse);
+        }
+        if self.conns.len() >= self.cfg.max_connections {
+            return Err(StackError::TooManyConnections);
+        }
+        let id = ConnId(self.alloc_id());
+        let iss = self.isn();
+        let mut ctx = Ctx {
+            now,
+            cfg: &self.cfg,
+            trace: &self.trace,
+            out: &mut self.out,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            budget: &mut self.budget,
+        };
+        let c = Conn::active(&mut ctx, id, local, remote, iss);
+        self.conns.insert(id, c);
+        self.tuples.insert((local, remote), id);
+        Ok(id)
+    }
+
+    fn with_conn<R>(
+        &mut self,
+        now: Duration,
+        id: ConnId,
+        f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let c = self.conns.get_mut(&id)?;
+        let mut ctx = Ctx {
+            now,
+            cfg: &self.cfg,
+            trace: &self.trace,
+            out: &mut self.out,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            budget: &mut self.budget,
+        };
+        let r = f(c, &mut ctx);
+        self.after(id);
+        Some(r)
+    }
+
+    /// Bookkeeping after a connection ran: listener queues, demux entry, removal.
+    fn after(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some((lid, l)) = c
+            .listener
+            .and_then(|lid| self.listeners.get_mut(&lid).map(|l| (lid, l)))
+        {
+            if c.state != State::SynRcvd {
+                l.half_open.remove(&id);
+            }
+            if c.just_established {
+                l.queue.push_back(id);
+                self.events.push(Event::Acceptable(lid));
+            }
+            if c.state == State::Closed {
+                l.queue.retain(|&q| q != id);
+            }
+        }
+        c.just_established = false;
+        if c.state == State::Closed || c.reset_sent {
+            self.tuples.remove(&(c.local, c.remote));
+        }
+        if c.state == State::Closed && (c.released || !c.accepted) {
+            self.conns.remove(&id);
+        }
+    }
+
+    /// Handles one raw IPv4 packet. Packets that do not decode are counted and returned
+    /// as errors; they change no connection.
+    pub fn handle_input(&mut self, now: Duration, packet: &[u8]) -> Result<(), DecodeError> {
+        self.stats.packets_in += 1;
+        let p = match Packet::decode(packet) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.bad_packets += 1;
+                return Err(e);
+            }
+        };
+        let local = SocketAddrV4::new(p.ip.dst, p.tcp.dst_port);
+        let remote = SocketAddrV4::new(p.ip.src, p.tcp.src_port);
+        if !usable_peer(p.ip.src)
+            || !usable_peer(p.ip.dst)
+            || local.port() == 0
+            || remote.port() == 0
+        {
+            self.stats.dropped += 1;
+            return Ok(());
+        }
+        if let Some(&cid) = self.tuples.get(&(local, remote)) {
+            // The handshake's last ACK waits while the accept queue is full.
+            let full = self.conns.get(&cid).is_some_and(|c| {
+                c.state == State::SynRcvd
+                    && c.listener
+                        .and_then(|l| self.listeners.get(&l))
+                        .is_some_and(|l| l.queue.len() >= l.backlog)
+            });
+            if full && !p.tcp.flags.contains(TcpFlags::RST) && !p.tcp.flags.contains(TcpFlags::SYN)
+            {
+                self.stats.syn_dropped += 1;
+                return Ok(());
+            }
+            self.with_conn(now, cid, |c, ctx| c.on_segment(ctx, &p.tcp, p.payload));
+            return Ok(());
+        }
+        let flags = p.tcp.flags;
+        if flags.contains(TcpFlags::RST) {
+            return Ok(());
+        }
+        let lid = self
+            .by_addr
+            .get(&local)
+            .or_else(|| {
+                self.by_addr
+                    .get(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local.port()))
+            })
+            .copied();
+        match lid {
+            Some(lid) if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) => {
+                self.on_syn(now, lid, local, remote, &p.tcp);
+            }
+            Some(_) if !flags.contains(TcpFlags::ACK) => {
+                // LISTEN drops segments without SYN or ACK (RFC 9293).
+                self.stats.dropped += 1;
+            }
+            _ => self.reset_stray(now, local, remote, &p),
+        }
+        Ok(())
+    }
+
+    fn on_syn(
+        &mut self,
+        now: Duration,
+        lid: ListenerId,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        syn: &TcpHeader,
+    ) {
+        let Some(l) = self.listeners.get(&lid) else {
+            return;
+        };
+        if l.half_open.len() >= self.cfg.syn_backlog || self.conns.len() >= self.cfg.max_connections
+        {
+            self.stats.syn_dropped += 1;
+            return;
+        }
+        let id = ConnId(self.alloc_id());
+        let iss = self.isn();
+        let mut ctx = Ctx {
+            now,
+            cfg: &self.cfg,
+            trace: &self.trace,
+            out: &mut self.out,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            budget: &mut self.budget,
+        };
+        let c = Conn::passive(&mut ctx, id, lid, local, remote, syn, iss);
+        self.conns.insert(id, c);
+        self.tuples.insert((local, remote), id);
+        if let Some(l) = self.listeners.get_mut(&lid) {
+            l.half_open.insert(id);
+        }
+    }
+
+    /// RST for a segment that has no connection (and SYN|ACK... to no listener).
+    fn reset_stray(
+        &mut self,
+        now: Duration,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        p: &Packet<'_>,
+    ) {
+        let t = &p.tcp;
+        let tcp = if t.flags.contains(TcpFlags::ACK) {
+            TcpHeader {
+                src_port: local.port(),
+                dst_port: remote.port(),
+                seq: t.ack,
+                flags: TcpFlags::RST,
+                ..TcpHeader::default()
+            }
+        } else {
+            let len = p.payload.len() as u32
+                + u32::from(t.flags.contains(TcpFlags::SYN))
+                + u32::from(t.flags.contains(TcpFlags::FIN));
+            TcpHeader {
+                src_port: local.port(),
+                dst_port: remote.port(),
+                seq: 0,
+                ack: t.seq.wrapping_add(len),
+                flags: TcpFlags::RST | TcpFlags::ACK,
+                ..TcpHeader::default()
+            }
+        };
+        let mut ctx = Ctx {
+            now,
+            cfg: &self.cfg,
+            trace: &self.trace,
+            out: &mut self.out,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            budget: &mut self.budget,
+        };
+        emit_raw(&mut ctx, local, remote, tcp, &[]);
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.with_conn(now, id, |c, ctx| c.on_timeout(ctx));
+        }
+    }
+
+    /// The next packet to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.out.pop_front()
+    }
+
+    /// When [`Stack::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.conns.values().filter_map(Conn::poll_timeout).min()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    /// Reads into `buf`: `Ok(0)` is end of stream (or a closed connection),
+    /// [`StackError::WouldBlock`] means wait for [`Event::Readable`].
+    pub fn read(&mut self, now: Duration, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
+        self.live(id)?;
+        self.with_conn(now, id, |c, ctx| c.read(ctx, buf))
+            .unwrap_or(Err(StackError::NoSuchHandle))
+    }
+
+    /// Writes from `data` (as much as the send buffer takes);
+    /// [`StackError::WouldBlock`] means wait for [`Event::Writable`].
+    pub fn write(&mut self, now: Duration, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
+        self.live(id)?;
+        self.with_conn(now, id, |c, ctx| c.write(ctx, data))
+            .unwrap_or(Err(StackError::NoSuchHandle))
+    }
+
+    /// Shuts the write side down: FIN after the buffered data.
+    pub fn shutdown(&mut self, now: Duration, id: ConnId) -> Result<(), StackError> {
+        self.live(id)?;
+        self.with_conn(now, id, |c, ctx| c.shutdown(ctx))
+            .unwrap_or(Err(StackError::NoSuchHandle))
+    }
+
+    /// Closes the handle: RST at once, or after the pending data is acked (seed 002).
+    pub fn close(&mut self, now: Duration, id: ConnId) -> Result<(), StackError> {
+        self.live(id)?;
+        self.with_conn(now, id, |c, ctx| c.close(ctx))
+            .ok_or(StackError::NoSuchHandle)
+    }
+
+    fn live(&self, id: ConnId) -> Result<(), StackError> {
+        match self.conns.get(&id) {
+            Some(c) if c.accepted && !c.released => Ok(()),
+            _ => Err(StackError::NoSuchHandle),
+        }
+    }
+
+    /// State of a connection (None once it is gone).
+    pub fn state(&self, id: ConnId) -> Option<State> {
+        self.conns.get(&id).map(|c| c.state)
+    }
+
+    /// Bytes buffered for reading on a connection.
+    pub fn readable(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, Conn::readable)
+    }
+
+    /// Bytes that may be written on a connection without blocking.
+    pub fn send_space(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, |c| c.send_space(&self.cfg))
+    }
+
+    /// Bytes written on a connection and not yet acked.
+    pub fn unacked(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, Conn::unacked)
+    }
+
+    /// The (local, remote) addresses of a connection.
+    pub fn addrs(&self, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4)> {
+        self.conns.get(&id).map(|c| (c.local, c.remote))
+    }
+
+    /// A connection's sequence-space view, for tests and diagnostics.
+    pub fn info(&self, id: ConnId) -> Option<ConnInfo> {
+        self.conns.get(&id).map(Conn::info)
+    }
+
+    /// Connections in the table (any state, including closed ones whose handle is open).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Connections that wait in listeners' accept queues (not yet the application's).
+    pub fn listener_backlog_total(&self) -> usize {
+        self.listeners.values().map(|l| l.queue.len()).sum()
+    }
+
+    /// Handshakes waiting in a listener (half-open, accept queue).
+    pub fn listener_backlog(&self, id: ListenerId) -> Option<(usize, usize)> {
+        self.listeners
+            .get(&id)
+            .map(|l| (l.half_open.len(), l.queue.len()))
+    }
+}
