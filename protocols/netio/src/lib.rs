@@ -7,13 +7,19 @@
 pub mod arq;
 pub mod capture;
 pub mod captured;
+pub mod iplink;
 pub mod net;
 pub mod pcap_read;
 pub mod tokio_net;
 pub mod trace;
+#[cfg(target_os = "linux")]
+pub mod tun;
 
 pub use capture::{Capture, CaptureIface, Clock, ResetRecorded, TcpFlow};
 pub use captured::CaptureNet;
+pub use iplink::{IpLink, IpLinkConfig, IpLinkError, IpNet, Ipv4Cidr};
 pub use net::{Net, TcpConn, TcpListen, UdpSock};
 pub use tokio_net::TokioNet;
 pub use trace::{Trace, Transition};
+#[cfg(target_os = "linux")]
+pub use tun::TunLink;
