@@ -406,3 +406,164 @@ fn partitions_cut_and_prefixes_route() {
     );
     assert_eq!(w.ip_routes.stats(), IpRouteStats::default());
 }
+
+/// A crashed host's link gives up its address (packets for it have no route), and the
+/// host, restarted, opens a link with the same address again.
+#[test]
+fn crash_frees_the_address_and_a_bounce_takes_it_again() {
+    let params = profile::params("clean", 0).unwrap();
+    let w = SimWorld::new(LinkModel::new(1, params.clone()), false);
+    let got: Arc<Mutex<Vec<u16>>> = Arc::default();
+    let mut sim = sim(1, &params, Duration::from_secs(60));
+    let bw = w.clone();
+    sim.host("b", move || {
+        let w = bw.clone();
+        async move {
+            let link = w.net("b").open_ip_link(cfg(B)).await?;
+            let mut buf = vec![0u8; link.mtu()];
+            loop {
+                let n = link.recv(&mut buf).await?;
+                if let Answer::Pong(r) = echo::answer(&buf[..n], B) {
+                    link.send(&r).await?;
+                }
+            }
+        }
+    });
+    let (aw, agot) = (w.clone(), got.clone());
+    sim.client("a", async move {
+        let link = Arc::new(aw.net("a").open_ip_link(cfg(A)).await?);
+        let rx = {
+            let (link, got) = (link.clone(), agot.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1500];
+                loop {
+                    let n = link.recv(&mut buf).await.expect("recv");
+                    if let Some(v) = parse_ipv4(&buf[..n]) {
+                        if let Some((0, _, seq, _)) = parse_icmp_echo(&v) {
+                            got.lock().unwrap().push(seq);
+                        }
+                    }
+                }
+            })
+        };
+        // One ping every 10 ms for 3 s: seq i leaves at i * 10 ms.
+        for seq in 0..300u16 {
+            let ping = echo::build_icmp_echo(A, B, 8, 1, seq, seq, b"crash").unwrap();
+            link.send(&ping).await?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rx.abort();
+        Ok(())
+    });
+    let (crash_at, bounce_at) = (Duration::from_secs(1), Duration::from_millis(1500));
+    let (mut crashed, mut bounced) = (false, false);
+    loop {
+        if !crashed && sim.elapsed() >= crash_at {
+            w.begin_crash("b");
+            sim.crash("b");
+            w.end_crash();
+            crashed = true;
+        }
+        if !bounced && sim.elapsed() >= bounce_at {
+            w.begin_crash("b");
+            sim.bounce("b");
+            w.end_crash();
+            bounced = true;
+        }
+        if sim.step().expect("simulation step") {
+            break;
+        }
+    }
+    let got = got.lock().unwrap().clone();
+    // Sent before the crash (less the one in flight at it): answered.
+    assert!((0..99).all(|q| got.contains(&q)), "{got:?}");
+    // Sent while b was down: no route, nothing back.
+    assert!(!got.iter().any(|q| (101..150).contains(q)), "{got:?}");
+    let no_route = w.ip_routes.stats().no_route;
+    assert!((45..=51).contains(&no_route), "no_route {no_route}");
+    // After the bounce (and its link is open again): answered.
+    assert!((152..300).all(|q| got.contains(&q)), "{got:?}");
+}
+
+/// A TCP segment from A to B with a correct checksum (ACK set unless SYN).
+fn tcp_segment(seq: u32, syn: bool, data: &[u8]) -> Vec<u8> {
+    use tunnelbed_netio::iplink::checksum::{checksum, pseudo_header};
+    let mut t = Vec::with_capacity(20 + data.len());
+    t.extend_from_slice(&40000u16.to_be_bytes());
+    t.extend_from_slice(&80u16.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&(if syn { 0u32 } else { 5000 }).to_be_bytes());
+    t.extend_from_slice(&[0x50, if syn { 0x02 } else { 0x18 }, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(data);
+    let ph = pseudo_header(A, B, 6, t.len() as u16);
+    let c = checksum(&[&ph, &t]);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    tunnelbed_netio::iplink::echo::build_ipv4(A, B, 6, 0, &t).unwrap()
+}
+
+/// Each packet is in the capture once, so Wireshark's TCP analysis judges the segments
+/// themselves: a segment sent twice is one retransmission, nothing else is.
+#[test]
+fn wireshark_tcp_analysis_sees_each_segment_once() {
+    let params = profile::params("clean", 0).unwrap();
+    let w = SimWorld::new(LinkModel::new(1, params.clone()), true);
+    let mut sim = sim(1, &params, Duration::from_secs(10));
+    let bw = w.clone();
+    sim.host("b", move || {
+        let w = bw.clone();
+        async move {
+            let link = w.net("b").open_ip_link(cfg(B)).await?;
+            let mut buf = vec![0u8; link.mtu()];
+            loop {
+                link.recv(&mut buf).await?;
+            }
+        }
+    });
+    let aw = w.clone();
+    sim.client("a", async move {
+        let link = aw.net("a").open_ip_link(cfg(A)).await?;
+        let data = [7u8; 100];
+        for p in [
+            tcp_segment(1000, true, &[]),
+            tcp_segment(1001, false, &data),
+            tcp_segment(1001, false, &data), // the retransmission
+            tcp_segment(1101, false, &data),
+        ] {
+            link.send(&p).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    });
+    sim.run().unwrap();
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("iplink_tcp_retrans.pcapng");
+    std::fs::write(&path, w.capture.unwrap().to_bytes()).unwrap();
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args([
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
+        .args([
+            "-Y",
+            "tcp.analysis.retransmission && tcp.checksum.status == 1",
+        ])
+        .output()
+        .expect("run tshark (install it with `apt-get install -y tshark`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        frames.split_whitespace().collect::<Vec<_>>(),
+        ["3"],
+        "{frames}"
+    );
+}
