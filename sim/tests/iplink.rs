@@ -567,3 +567,26 @@ fn wireshark_tcp_analysis_sees_each_segment_once() {
         "{frames}"
     );
 }
+
+/// Two links on one host reach each other (through the link model, host to itself).
+#[test]
+fn two_links_on_one_host() {
+    let params = profile::params("clean", 0).unwrap();
+    let w = SimWorld::new(LinkModel::new(1, params.clone()), false);
+    let mut sim = sim(1, &params, Duration::from_secs(10));
+    let aw = w.clone();
+    sim.client("a", async move {
+        let net = aw.net("a");
+        let one = net.open_ip_link(cfg(A)).await?;
+        let three = Ipv4Addr::new(10, 9, 0, 3);
+        let other = net.open_ip_link(cfg(three)).await?;
+        let p = echo::build_udp(A, 1, three, 2, 0, b"same host").unwrap();
+        one.send(&p).await?;
+        let mut buf = vec![0u8; 1500];
+        let n = tokio::time::timeout(Duration::from_secs(1), other.recv(&mut buf)).await??;
+        assert_eq!(&buf[..n], &p[..]);
+        Ok(())
+    });
+    sim.run().unwrap();
+    assert_eq!(w.link.stats().delivered, 1);
+}

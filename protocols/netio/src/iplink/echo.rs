@@ -246,4 +246,29 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn junk_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1600)) {
+            let _ = answer(&data, B);
+            let _ = super::super::check_ipv4(&data);
+        }
+
+        #[test]
+        fn udp_round_trips(sport: u16, dport: u16, id: u16,
+                           payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500)) {
+            let p = build_udp(A, sport, B, dport, id, &payload).unwrap();
+            let v = parse_ipv4(&p).unwrap();
+            proptest::prop_assert_eq!((v.src, v.dst, v.id), (A, B, id));
+            proptest::prop_assert_eq!(parse_udp(&v), Some((sport, dport, &payload[..])));
+        }
+
+        #[test]
+        fn icmp_round_trips(ident: u16, seq: u16,
+                            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500)) {
+            let p = build_icmp_echo(A, B, 8, ident, seq, 0, &data).unwrap();
+            let v = parse_ipv4(&p).unwrap();
+            proptest::prop_assert_eq!(parse_icmp_echo(&v), Some((8, ident, seq, &data[..])));
+        }
+    }
 }
