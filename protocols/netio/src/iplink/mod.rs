@@ -74,6 +74,23 @@ pub enum IpLinkError {
     },
 }
 
+/// For drivers whose errors are `io::Error`: the kind follows the cause, and the typed
+/// error stays inside (`get_ref()` and downcast to [`IpLinkError`]).
+impl From<IpLinkError> for io::Error {
+    fn from(e: IpLinkError) -> Self {
+        let kind = match &e {
+            IpLinkError::TooLarge { .. }
+            | IpLinkError::NotIpv4(_)
+            | IpLinkError::BufferTooSmall { .. }
+            | IpLinkError::InvalidConfig(_) => io::ErrorKind::InvalidInput,
+            IpLinkError::Closed => io::ErrorKind::NotConnected,
+            IpLinkError::AddrInUse(_) => io::ErrorKind::AddrInUse,
+            IpLinkError::Io { source, .. } => source.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}
+
 /// An IPv4 address with a prefix length, e.g. `10.0.0.1/24`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ipv4Cidr {
@@ -301,6 +318,23 @@ mod tests {
         p[0] = 0x4f; // 60-byte header in a 28-byte packet
         assert!(check_ipv4(&p).is_err());
         assert!(check_ipv4(&p[..10]).is_err());
+    }
+
+    #[test]
+    fn converts_to_io_error_keeping_the_cause() {
+        let e: io::Error = IpLinkError::TooLarge { len: 2, mtu: 1 }.into();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let inner = e.get_ref().and_then(|i| i.downcast_ref::<IpLinkError>());
+        assert!(matches!(
+            inner,
+            Some(IpLinkError::TooLarge { len: 2, mtu: 1 })
+        ));
+        let e: io::Error = IpLinkError::Io {
+            op: "x",
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        }
+        .into();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
     }
 
     #[test]
