@@ -1,5 +1,6 @@
 //! The I/O seam of tunnelbed: the [`Net`] trait that drivers are generic over, its
-//! tokio implementation, packet capture into pcapng, and the transition trace.
+//! tokio implementation, the IP-packet link ([`IpLink`], [`IpNet`]: TUN devices and
+//! simulated links), packet capture into pcapng, and the transition trace.
 //!
 //! Protocol cores never touch sockets; their drivers take an `N: Net`, so the same
 //! code runs on real sockets and inside the simulator.
