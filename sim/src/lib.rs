@@ -3,6 +3,7 @@
 //! the reports `tunnelbed sim` writes.
 
 pub mod fault;
+pub mod iplink;
 pub mod ledger;
 pub mod link;
 pub mod profile;

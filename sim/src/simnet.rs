@@ -1,5 +1,5 @@
-//! [`SimNet`]: the [`Net`] that scenarios hand to drivers. Datagrams pass through the
-//! [`LinkModel`] before turmoil carries them; TCP uses turmoil's streams (reliable, with
+//! [`SimNet`]: the [`Net`] that scenarios hand to drivers. Datagrams (and the raw IP
+//! packets of [`crate::iplink`]'s links) pass through the [`LinkModel`] before turmoil carries them; TCP uses turmoil's streams (reliable, with
 //! latency, holds, partitions and crashes). Every socket can record into the run's capture.
 //!
 //! Beyond turmoil: [`TcpConn::abort`] is modelled with reset marks (the peer reads
@@ -22,6 +22,7 @@ use tunnelbed_netio::{
     Capture, CaptureNet, DataFault, Net, ResetRecorded, TcpConn, TcpListen, Trace, UdpSock,
 };
 
+use crate::iplink::IpRoutes;
 use crate::link::LinkModel;
 
 /// Shared state of one simulation run: link model, capture, trace and host names.
@@ -33,6 +34,8 @@ pub struct SimWorld {
     pub capture: Option<Capture>,
     /// The run's transition trace.
     pub trace: Trace,
+    /// Which IP link receives which address (see [`crate::iplink`]).
+    pub ip_routes: IpRoutes,
     hosts: Arc<Mutex<BTreeSet<String>>>,
     resets: Resets,
     crashes: Crashes,
@@ -138,6 +141,7 @@ impl SimWorld {
             capture,
             // One timeline for every machine: simulated time, not each driver's origin.
             trace: Trace::with_clock(Arc::new(|| turmoil::sim_elapsed().unwrap_or_default())),
+            ip_routes: IpRoutes::default(),
             hosts: Arc::new(Mutex::new(BTreeSet::new())),
             resets: Resets::default(),
             crashes: Crashes::default(),
@@ -222,8 +226,8 @@ pub type HostNet = CaptureNet<SimNet>;
 /// The simulated network of one host.
 #[derive(Clone)]
 pub struct SimNet {
-    host: Arc<str>,
-    world: SimWorld,
+    pub(crate) host: Arc<str>,
+    pub(crate) world: SimWorld,
 }
 
 fn now() -> Duration {

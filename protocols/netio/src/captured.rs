@@ -42,6 +42,11 @@ impl<N: Net> CaptureNet<N> {
     pub fn inner(&self) -> &N {
         &self.inner
     }
+
+    /// The capture interface sockets record into, when recording.
+    pub fn iface(&self) -> Option<&CaptureIface> {
+        self.iface.as_ref()
+    }
 }
 
 /// A UDP socket that records each datagram sent and received.

@@ -5,6 +5,7 @@ use crate::scenario::Scenario;
 pub mod h2t_common;
 pub mod h2tunnel_partition;
 pub mod h2tunnel_streams;
+pub mod ip_echo;
 pub mod kcp_bulk;
 pub mod kcp_rpc;
 pub mod pong_common;
@@ -19,6 +20,7 @@ pub fn all() -> Vec<Scenario> {
     vec![
         udp_echo::SCENARIO,
         tcp_echo::SCENARIO,
+        ip_echo::SCENARIO,
         kcp_bulk::SCENARIO,
         kcp_rpc::SCENARIO,
         h2tunnel_streams::SCENARIO,
