@@ -13,6 +13,7 @@ mod netem;
 mod pong;
 mod replay;
 mod sim;
+mod wireshark;
 
 /// Every check passed.
 pub const EXIT_OK: u8 = 0;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Conformance checkers that play spec-clause cases against any implementation.
     #[command(subcommand)]
     Check(check::CheckCmd),
+    /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
+    #[command(subcommand)]
+    Wireshark(wireshark::WiresharkCmd),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -91,5 +95,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::Pong(c) => pong::run(c),
         Command::Check(c) => check::run(c),
+        Command::Wireshark(c) => wireshark::run(c),
     }
 }
