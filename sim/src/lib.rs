@@ -3,9 +3,11 @@
 //! the reports `tunnelbed sim` writes.
 
 pub mod fault;
+pub mod flatjson;
 pub mod ledger;
 pub mod link;
 pub mod profile;
+pub mod record;
 pub mod report;
 pub mod scenario;
 pub mod scenarios;
