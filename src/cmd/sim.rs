@@ -90,6 +90,9 @@ pub struct AllArgs {
     /// Write JUnit XML (one testcase per run) to FILE.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Run only this scenario (repeatable; default: every scenario).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -360,7 +363,16 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
-    let all = scenarios::all();
+    let mut all = scenarios::all();
+    if !a.scenarios.is_empty() {
+        for name in &a.scenarios {
+            if let Err(e) = find(name) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        }
+        all.retain(|s| a.scenarios.iter().any(|n| n == s.name));
+    }
     let mut plan = Vec::new();
     for s in &all {
         for p in s.profiles {
