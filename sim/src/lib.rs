@@ -4,6 +4,7 @@
 
 pub mod fault;
 pub mod flatjson;
+pub mod html;
 pub mod ledger;
 pub mod link;
 pub mod profile;

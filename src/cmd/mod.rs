@@ -12,6 +12,7 @@ pub mod kcp;
 mod netem;
 mod pong;
 mod replay;
+mod report;
 mod sim;
 mod wireshark;
 
@@ -62,6 +63,8 @@ pub enum Command {
     /// Conformance checkers that play spec-clause cases against any implementation.
     #[command(subcommand)]
     Check(check::CheckCmd),
+    /// Render DIR/index.html from a results folder (`sim all --out DIR` writes runs.jsonl).
+    Report(report::ReportArgs),
     /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
     #[command(subcommand)]
     Wireshark(wireshark::WiresharkCmd),
@@ -96,5 +99,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pong(c) => pong::run(c),
         Command::Check(c) => check::run(c),
         Command::Wireshark(c) => wireshark::run(c),
+        Command::Report(a) => report::run(a),
     }
 }

@@ -93,6 +93,12 @@ pub struct AllArgs {
     /// Run only this scenario (repeatable; default: every scenario).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
+    /// Also write DIR/index.html: the matrix, plots, and failing runs with pcap links.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Deliberately break an invariant on some seeds (to see failures reported).
+    #[arg(long)]
+    pub sabotage: bool,
 }
 
 #[derive(Args, Debug)]
@@ -110,6 +116,9 @@ pub struct MergeArgs {
     /// Write JUnit XML of the merged runs to FILE.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Write DIR/index.html of the merged runs.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 fn parse_shard(s: &str) -> Result<(u64, u64), String> {
@@ -391,7 +400,7 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
             seed,
             profile: p.clone(),
             capture: true,
-            sabotage: false,
+            sabotage: a.sabotage,
         };
         let mut r = run_once(&s, &cfg)?;
         let mut rec = RunRecord::from_report(&r);
@@ -421,6 +430,10 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
             j,
             record::junit_xml("tunnelbed sim all", &records).as_bytes(),
         )?;
+    }
+    if let Some(dir) = &a.html {
+        let page = write_html(dir, &a.out, "tunnelbed scenario suite", &records)?;
+        println!("sim all: HTML report {}", page.display());
     }
     let failed = reports.iter().filter(|r| !r.ok()).count();
     println!(
@@ -523,6 +536,9 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
             record::junit_xml("tunnelbed sim merge", &records).as_bytes(),
         )?;
     }
+    if let Some(dir) = &a.html {
+        write_html(dir, dir, "tunnelbed sweep (merged)", &records)?;
+    }
     let failed = records.iter().filter(|r| !r.ok).count();
     println!(
         "merged {} files: {} runs, {} passed, {} failed{}",
@@ -541,4 +557,32 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_FAILURE
     }))
+}
+
+/// Writes `dir/index.html` for `records`, whose captures are in `pcap_dir`: links are
+/// relative when the page sits beside them, absolute paths otherwise. Returns the page.
+pub fn write_html(
+    dir: &Path,
+    pcap_dir: &Path,
+    title: &str,
+    records: &[RunRecord],
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let same = dir.canonicalize().ok() == pcap_dir.canonicalize().ok();
+    let base = pcap_dir
+        .canonicalize()
+        .unwrap_or_else(|_| pcap_dir.to_path_buf());
+    let href = |name: &str| {
+        if same {
+            name.to_string()
+        } else {
+            base.join(name).display().to_string()
+        }
+    };
+    let page = dir.join("index.html");
+    write_file(
+        &page,
+        tunnelbed_sim::html::render(title, records, &href).as_bytes(),
+    )?;
+    Ok(page)
 }
