@@ -514,3 +514,84 @@ fn kcp_segments_match_replay() {
         "h2tunnel in kcp-bulk"
     );
 }
+
+#[test]
+fn h2tunnel_over_tcp_is_reassembled_across_segments() {
+    // A tunnel's client direction encoded by our codec, cut into 1400-byte TCP segments
+    // (frames cross segment boundaries, a DATA frame spans four), written by text2pcap
+    // (Wireshark's own tool) as one TCP flow.
+    let mut bytes = Vec::new();
+    for m in [
+        Message::Handshake,
+        Message::Syn { sid: 1 },
+        Message::Data {
+            sid: 1,
+            payload: vec![7u8; 5000].into(),
+            fin: false,
+        },
+        Message::Data {
+            sid: 1,
+            payload: bytes::Bytes::new(),
+            fin: true,
+        },
+        Message::Keepalive { id: 9 },
+        Message::Syn { sid: 3 },
+        Message::Data {
+            sid: 3,
+            payload: vec![1u8; 3000].into(),
+            fin: true,
+        },
+        Message::Rst { sid: 5 },
+    ] {
+        bytes.extend(m.to_bytes(false));
+    }
+    let mut hex = String::new();
+    for seg in bytes.chunks(1400) {
+        for (i, line) in seg.chunks(16).enumerate() {
+            let h: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+            hex.push_str(&format!("{:06x}  {}\n", i * 16, h.join(" ")));
+        }
+        hex.push('\n');
+    }
+    let (txt, pcap) = (work("h2t-tcp.txt"), work("h2t-tcp.pcap"));
+    std::fs::write(&txt, hex).unwrap();
+    require_tshark();
+    let out = Command::new("text2pcap")
+        .args(["-q", "-T", "49152,9100"])
+        .arg(&txt)
+        .arg(&pcap)
+        .output()
+        .expect("text2pcap (Debian package wireshark-common, installed with tshark)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean(&pcap, "h2t-tcp");
+    let rows = fields(
+        &pcap,
+        "h2t-tcp",
+        "h2tunnel",
+        &["h2tunnel.sid", "h2tunnel.msg", "h2tunnel.data_len"],
+    );
+    let mut got = Vec::new();
+    for r in &rows {
+        for i in 0..r[0].len() {
+            got.push((num(&r[0][i]) as u32, r[1][i].clone(), num(&r[2][i])));
+        }
+    }
+    let (frames, trailing) = h2t::frames(&bytes, &[]);
+    assert_eq!(trailing, 0);
+    let want: Vec<(u32, String, u64)> = frames
+        .iter()
+        .map(|f| {
+            let (sid, name, n) = msg_name(f.msg.as_ref().unwrap());
+            (sid, name.to_string(), n)
+        })
+        .collect();
+    assert_eq!(want.len(), 8);
+    assert_eq!(
+        got, want,
+        "tshark's h2tunnel frames over TCP differ from replay's"
+    );
+}

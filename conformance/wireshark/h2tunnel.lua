@@ -140,7 +140,9 @@ end
 
 -- Dissects the frames in `tvb`. Over TCP (pinfo.can_desegment > 0) an incomplete frame
 -- asks for more segments; otherwise it is noted as incomplete.
-function h2t.dissector(tvb, pinfo, tree)
+-- Called directly by the heuristic below: going through `h2t.dissector` would be a
+-- dissector call, which takes away TCP's permission to ask for more segments.
+local function dissect(tvb, pinfo, tree)
     local n = tvb:len()
     if n == 0 then return 0 end
     pinfo.cols.protocol = "h2tunnel"
@@ -191,6 +193,7 @@ function h2t.dissector(tvb, pinfo, tree)
 end
 
 local tcp_seq = Field.new("tcp.seq")
+h2t.dissector = dissect
 
 -- TCP: a connection whose first bytes (relative sequence number 1) are the handshake is
 -- h2tunnel from then on (both directions start with it).
@@ -200,7 +203,7 @@ local function heur_tcp(tvb, pinfo, tree)
     if tvb:len() < HEADER_LEN then return false end
     if tvb(0, HEADER_LEN):raw() ~= HANDSHAKE then return false end
     pinfo.conversation = h2t
-    h2t.dissector(tvb, pinfo, tree)
+    dissect(tvb, pinfo, tree)
     return true
 end
 h2t:register_heuristic("tcp", heur_tcp)

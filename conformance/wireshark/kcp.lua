@@ -148,7 +148,9 @@ local function track(tvb, pinfo, count)
     return rec
 end
 
-function kcp.dissector(tvb, pinfo, tree)
+-- Called directly by the heuristic below (`kcp.dissector` is a dissector handle, and
+-- the three files share this shape: over TCP a handle call forbids desegmentation).
+local function dissect(tvb, pinfo, tree)
     local count = segment_count(tvb)
     if count == 0 then return 0 end
     pinfo.cols.protocol = "KCP"
@@ -213,10 +215,11 @@ function kcp.dissector(tvb, pinfo, tree)
     end
     return tvb:len()
 end
+kcp.dissector = dissect
 
 local function heur_udp(tvb, pinfo, tree)
     if segment_count(tvb) == 0 then return false end
-    kcp.dissector(tvb, pinfo, tree)
+    dissect(tvb, pinfo, tree)
     return true
 end
 kcp:register_heuristic("udp", heur_udp)

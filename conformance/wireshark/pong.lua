@@ -159,7 +159,9 @@ local function dissect_frame(tvb, off, len, tree)
     return summary
 end
 
-function pong.dissector(tvb, pinfo, tree)
+-- Called directly by the heuristic below: going through `pong.dissector` would be a
+-- dissector call, which takes away TCP's permission to ask for more segments.
+local function dissect(tvb, pinfo, tree)
     local n = tvb:len()
     if n == 0 then return 0 end
     local sf = tcp_stream()
@@ -216,6 +218,7 @@ function pong.dissector(tvb, pinfo, tree)
     end
     return n
 end
+pong.dissector = dissect
 
 -- The local's first segment (relative sequence number 1): the header, then a complete,
 -- well-formed connect or relay frame with an odd stream id.
@@ -242,7 +245,7 @@ local function heur_tcp(tvb, pinfo, tree)
         }
     end
     pinfo.conversation = pong
-    pong.dissector(tvb, pinfo, tree)
+    dissect(tvb, pinfo, tree)
     return true
 end
 pong:register_heuristic("tcp", heur_tcp)
