@@ -4,3 +4,4 @@
 pub mod bench;
 pub mod cmd;
 pub mod replay;
+pub mod wireshark;

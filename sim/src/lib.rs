@@ -4,9 +4,12 @@
 
 pub mod fault;
 pub mod iplink;
+pub mod flatjson;
+pub mod html;
 pub mod ledger;
 pub mod link;
 pub mod profile;
+pub mod record;
 pub mod report;
 pub mod sabotage;
 pub mod scenario;

@@ -12,8 +12,10 @@ pub mod kcp;
 mod netem;
 mod pong;
 mod replay;
+mod report;
 mod sim;
 mod vless;
+mod wireshark;
 
 /// Every check passed.
 pub const EXIT_OK: u8 = 0;
@@ -65,6 +67,11 @@ pub enum Command {
     /// VLESS v0/v1 on real sockets: `server` and `client` (SOCKS5 in); v1 has full-cone UDP.
     #[command(subcommand)]
     Vless(vless::VlessCmd),
+    /// Render DIR/index.html from a results folder (`sim all --out DIR` writes runs.jsonl).
+    Report(report::ReportArgs),
+    /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
+    #[command(subcommand)]
+    Wireshark(wireshark::WiresharkCmd),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -96,5 +103,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pong(c) => pong::run(c),
         Command::Check(c) => check::run(c),
         Command::Vless(c) => vless::run(c),
+        Command::Wireshark(c) => wireshark::run(c),
+        Command::Report(a) => report::run(a),
     }
 }

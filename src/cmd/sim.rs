@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tunnelbed_sim::sabotage::Sabotage;
+use tunnelbed_sim::record::{self, RunRecord};
 use tunnelbed_sim::scenario::{check_determinism, run as run_once, RunConfig, RunReport};
 use tunnelbed_sim::{profile, report, scenarios, sweep};
 
@@ -23,6 +24,8 @@ pub enum SimCmd {
     Sweep(SweepArgs),
     /// Run every scenario on its default profiles and write a report (Markdown + pcaps).
     All(AllArgs),
+    /// Merge the JSON lines of sweep shards (`sweep --shard K/N --json F`) into one result.
+    Merge(MergeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,16 +74,77 @@ pub struct SweepArgs {
     /// busy after the deadline), leak (a flow left open), determinism (an unseeded choice).
     #[arg(long, num_args = 0..=1, default_missing_value = "integrity", value_name = "KIND")]
     pub sabotage: Option<Sabotage>,
+    /// Run only shard K of N (0-based): the seeds A+K, A+K+N, A+K+2N, ... of the range.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(u64, u64)>,
+    /// Write one JSON line per run (scenario, profile, seed, verdict, duration, trace
+    /// hash, replay line) to FILE; `sim merge` combines shard files.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write JUnit XML (one testcase per seed) to FILE.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct AllArgs {
-    /// Where to write summary.md and the pcaps.
+    /// Where to write summary.md, runs.jsonl and the pcaps.
     #[arg(long, default_value = "reports/latest")]
     pub out: PathBuf,
     /// Seeds per scenario and profile (default: each scenario's own count).
     #[arg(long)]
     pub seeds: Option<u64>,
+    /// Write JUnit XML (one testcase per run) to FILE.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Run only this scenario (repeatable; default: every scenario).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
+    /// Also write DIR/index.html: the matrix, plots, and failing runs with pcap links.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Deliberately break an invariant on seeds that are multiples of 4 (the kinds as for
+    /// `sim run --sabotage`; integrity when no kind is given).
+    #[arg(long, num_args = 0..=1, default_missing_value = "integrity", value_name = "KIND")]
+    pub sabotage: Option<Sabotage>,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// JSON-lines files written by `sim sweep --json` (or `sim all`'s runs.jsonl).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Every scenario and profile in the files must hold exactly these seeds (A..B): a
+    /// missing shard is an error, not a smaller sweep.
+    #[arg(long, value_parser = parse_range)]
+    pub seeds: Option<std::ops::Range<u64>>,
+    /// Write the merged runs as JSON lines to FILE.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write JUnit XML of the merged runs to FILE.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write DIR/index.html of the merged runs.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected K/N (e.g. 0/4), got {s:?}"))?;
+    let k: u64 = k
+        .trim()
+        .parse()
+        .map_err(|e| format!("shard index {k:?}: {e}"))?;
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|e| format!("shard count {n:?}: {e}"))?;
+    if n == 0 || k >= n {
+        return Err(format!("shard {k}/{n}: need 0 <= K < N"));
+    }
+    Ok((k, n))
 }
 
 fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -126,6 +190,7 @@ pub fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
         SimCmd::Run(a) => run_one(a),
         SimCmd::Sweep(a) => run_sweep(a),
         SimCmd::All(a) => run_all(a),
+        SimCmd::Merge(a) => run_merge(a),
     }
 }
 
@@ -268,24 +333,36 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let total = a.seeds.end - a.seeds.start;
-    let pb = bar(total);
+    let (k, n) = a.shard.unwrap_or((0, 1));
+    let seeds = sweep::shard_seeds(a.seeds.clone(), k, n);
+    let pb = bar(seeds.len() as u64);
     pb.set_message(format!("{} on {}", s.name, a.profile));
-    let res = sweep::sweep(&s, a.seeds.clone(), &a.profile, jobs, a.sabotage, &|d| {
+    let res = sweep::sweep(&s, &seeds, &a.profile, jobs, a.sabotage, &|d| {
         pb.set_position(d)
     })?;
     pb.finish_and_clear();
+    if let Some(path) = &a.json {
+        write_file(path, json_lines(&res.records).as_bytes())?;
+    }
+    if let Some(path) = &a.junit {
+        let title = format!("tunnelbed sim sweep {} --profile {}", s.name, a.profile);
+        write_file(path, record::junit_xml(&title, &res.records).as_bytes())?;
+    }
     for f in &res.failures {
         println!("FAIL seed {}: {}", f.seed, f.failure_summary());
         println!("  replay: {}", f.replay_line());
     }
     let failing: Vec<String> = res.failures.iter().map(|f| f.seed.to_string()).collect();
     println!(
-        "sweep {} --profile {} seeds {}..{}: {} runs, {} passed, {} failed{}",
+        "sweep {} --profile {} seeds {}..{}{}: {} runs, {} passed, {} failed{}",
         s.name,
         a.profile,
         a.seeds.start,
         a.seeds.end,
+        match a.shard {
+            Some((k, n)) => format!(" shard {k}/{n}"),
+            None => String::new(),
+        },
         res.runs,
         res.runs - res.failures.len() as u64,
         res.failures.len(),
@@ -303,7 +380,16 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
-    let all = scenarios::all();
+    let mut all = scenarios::all();
+    if !a.scenarios.is_empty() {
+        for name in &a.scenarios {
+            if let Err(e) = find(name) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        }
+        all.retain(|s| a.scenarios.iter().any(|n| n == s.name));
+    }
     let mut plan = Vec::new();
     for s in &all {
         for p in s.profiles {
@@ -315,19 +401,23 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let pb = bar(plan.len() as u64);
     let mut reports = Vec::new();
+    let mut records = Vec::new();
     for (s, p, seed) in plan {
         pb.set_message(format!("{} {} seed {}", s.name, p, seed));
         let cfg = RunConfig {
             seed,
             profile: p.clone(),
             capture: true,
-            sabotage: None,
+            sabotage: a.sabotage,
         };
         let mut r = run_once(&s, &cfg)?;
+        let mut rec = RunRecord::from_report(&r);
         if let Some(pcap) = r.pcap.take() {
             let name = format!("{}-{}-{}.pcapng", s.name, p, seed);
             write_file(&a.out.join(&name), &pcap)?;
+            rec.pcap = Some(name);
         }
+        records.push(rec);
         if !r.ok() {
             pb.println(format!(
                 "FAIL {} — {}",
@@ -342,6 +432,17 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
     let md = report::summary_markdown(&reports, "tunnelbed scenario suite");
     let path = a.out.join("summary.md");
     write_file(&path, md.as_bytes())?;
+    write_file(&a.out.join("runs.jsonl"), json_lines(&records).as_bytes())?;
+    if let Some(j) = &a.junit {
+        write_file(
+            j,
+            record::junit_xml("tunnelbed sim all", &records).as_bytes(),
+        )?;
+    }
+    if let Some(dir) = &a.html {
+        let page = write_html(dir, &a.out, "tunnelbed scenario suite", &records)?;
+        println!("sim all: HTML report {}", page.display());
+    }
     let failed = reports.iter().filter(|r| !r.ok()).count();
     println!(
         "sim all: {} runs, {} passed, {} failed; report {} (pcaps beside it)",
@@ -358,4 +459,138 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_FAILURE
     }))
+}
+
+fn json_lines(records: &[RunRecord]) -> String {
+    records.iter().map(|r| r.to_json_line() + "\n").collect()
+}
+
+fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
+    let mut all: std::collections::BTreeMap<(String, String, u64), RunRecord> = Default::default();
+    for f in &a.files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let recs =
+            record::read_json_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        for r in recs {
+            let key = (r.scenario.clone(), r.profile.clone(), r.seed);
+            if let Some(old) = all.get(&key) {
+                // The same run twice (a retried shard) must agree; otherwise replays differ.
+                if old.ok != r.ok || old.trace_hash != r.trace_hash {
+                    eprintln!(
+                        "error: {} seed {} on {} appears twice with different results ({} {} vs {} {}): {}",
+                        key.0, key.2, key.1, old.verdict(), old.trace_hash, r.verdict(), r.trace_hash, f.display()
+                    );
+                    return Ok(ExitCode::from(EXIT_FAILURE));
+                }
+                continue;
+            }
+            all.insert(key, r);
+        }
+    }
+    let records: Vec<RunRecord> = all.into_values().collect();
+    // Seeds per scenario and profile: contiguous, and equal to --seeds when given.
+    let mut groups: std::collections::BTreeMap<(&str, &str), Vec<u64>> = Default::default();
+    for r in &records {
+        groups
+            .entry((&r.scenario, &r.profile))
+            .or_default()
+            .push(r.seed);
+    }
+    let mut incomplete = false;
+    for ((scen, prof), seeds) in &groups {
+        let (lo, hi) = match &a.seeds {
+            Some(range) => (range.start, range.end),
+            None => (seeds[0], seeds[seeds.len() - 1] + 1),
+        };
+        let have: std::collections::BTreeSet<u64> = seeds.iter().copied().collect();
+        let missing = (lo..hi).filter(|s| !have.contains(s)).count();
+        let extra = have.iter().filter(|s| !(lo..hi).contains(*s)).count();
+        let failed = records
+            .iter()
+            .filter(|r| r.scenario == *scen && r.profile == *prof && !r.ok)
+            .count();
+        println!(
+            "{scen} --profile {prof} seeds {lo}..{hi}: {} runs, {} passed, {failed} failed{}{}",
+            seeds.len(),
+            seeds.len() - failed,
+            if missing > 0 {
+                format!("; {missing} seeds MISSING")
+            } else {
+                String::new()
+            },
+            if extra > 0 {
+                format!("; {extra} seeds outside the range")
+            } else {
+                String::new()
+            },
+        );
+        incomplete |= missing > 0 || extra > 0;
+    }
+    if groups.is_empty() {
+        eprintln!("error: no runs in the files");
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    for r in records.iter().filter(|r| !r.ok) {
+        println!("FAIL seed {}: {}", r.seed, r.failure);
+        println!("  replay: {}", r.replay);
+    }
+    if let Some(path) = &a.json {
+        write_file(path, json_lines(&records).as_bytes())?;
+    }
+    if let Some(path) = &a.junit {
+        write_file(
+            path,
+            record::junit_xml("tunnelbed sim merge", &records).as_bytes(),
+        )?;
+    }
+    if let Some(dir) = &a.html {
+        write_html(dir, dir, "tunnelbed sweep (merged)", &records)?;
+    }
+    let failed = records.iter().filter(|r| !r.ok).count();
+    println!(
+        "merged {} files: {} runs, {} passed, {} failed{}",
+        a.files.len(),
+        records.len(),
+        records.len() - failed,
+        failed,
+        if incomplete {
+            "; INCOMPLETE (see above)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::from(if failed == 0 && !incomplete {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }))
+}
+
+/// Writes `dir/index.html` for `records`, whose captures are in `pcap_dir`: links are
+/// relative when the page sits beside them, absolute paths otherwise. Returns the page.
+pub fn write_html(
+    dir: &Path,
+    pcap_dir: &Path,
+    title: &str,
+    records: &[RunRecord],
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let same = dir.canonicalize().ok() == pcap_dir.canonicalize().ok();
+    let base = pcap_dir
+        .canonicalize()
+        .unwrap_or_else(|_| pcap_dir.to_path_buf());
+    let href = |name: &str| {
+        if same {
+            name.to_string()
+        } else {
+            base.join(name).display().to_string()
+        }
+    };
+    let page = dir.join("index.html");
+    write_file(
+        &page,
+        tunnelbed_sim::html::render(title, records, &href).as_bytes(),
+    )?;
+    Ok(page)
 }

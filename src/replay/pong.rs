@@ -20,7 +20,8 @@ struct At {
 }
 
 /// Whether a local -> remote byte stream starts like pong: version 0, a 16-byte client
-/// id, then a well-formed connect or relay frame with an odd id (or nothing yet).
+/// id, then a complete, well-formed connect or relay frame with an odd id. (A stream of
+/// 17 bytes starting with 0 is not enough: application data looks like that too.)
 pub fn is_pong(bytes: &[u8]) -> bool {
     if bytes.len() < CONN_HEADER_LEN || bytes[0] != 0 {
         return false;
@@ -29,8 +30,7 @@ pub fn is_pong(bytes: &[u8]) -> bool {
         Ok(Some((f, _))) => {
             f.stream_id % 2 == 1 && matches!(f.body, Body::Connect(_) | Body::Relay(_))
         }
-        Ok(None) => bytes.len() == CONN_HEADER_LEN,
-        Err(_) => false,
+        Ok(None) | Err(_) => false,
     }
 }
 
@@ -231,6 +231,10 @@ mod tests {
         assert!(is_pong(&a));
         assert!(!is_pong(&b));
         assert!(!is_pong(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(
+            !is_pong(&[0; CONN_HEADER_LEN]),
+            "17 bytes of data are not a carrier"
+        );
         let m = [(0, 1, Duration::from_millis(5))];
         let n = [(0, 2, Duration::from_millis(9))];
         let out = timeline((&a, &m), (&b, &n), Duration::ZERO);

@@ -1,102 +1,64 @@
 //! JUnit XML for CI: one `<testcase>` per case. FAIL is a `<failure>` with the detail as
-//! its message, N/A is `<skipped>`, WARN passes with the detail in `<system-out>`.
+//! its message, N/A is `<skipped>`, WARN passes with the detail in `<system-out>`. The
+//! document itself is written by the shared `tunnelbed-junit` crate.
 
-use std::fmt::Write as _;
+use tunnelbed_junit::{Case, Outcome, Suite};
 
 use super::report::{Report, Status};
 
+pub use tunnelbed_junit::esc;
+
 /// The report as a JUnit XML document.
 pub fn to_junit(r: &Report) -> String {
-    let failures = r.count(Status::Fail);
-    let skipped = r.count(Status::NotApplicable);
-    let time = r.elapsed.as_secs_f64();
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        s,
-        "<testsuites name=\"tunnelbed check pong\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",
-        r.cases.len()
-    );
-    let _ = writeln!(
-        s,
-        "  <testsuite name=\"pong conformance ({})\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",
-        esc(&r.remote),
-        r.cases.len()
-    );
-    let _ = writeln!(s, "    <properties>");
-    for (k, v) in [
-        ("remote", r.remote.clone()),
-        ("strict", r.strict.to_string()),
-        ("wait_secs", format!("{:.3}", r.wait.as_secs_f64())),
-    ] {
-        let _ = writeln!(s, "      <property name=\"{k}\" value=\"{}\"/>", esc(&v));
-    }
-    let _ = writeln!(s, "    </properties>");
-    for c in &r.cases {
-        let area = c.id.split('-').nth(1).unwrap_or("PONG");
-        let _ = write!(
-            s,
-            "    <testcase classname=\"pong.{}\" name=\"{} [{}] {}\" time=\"{:.3}\"",
-            esc(area),
-            c.id,
-            c.level.name(),
-            esc(c.clause),
-            c.elapsed.as_secs_f64()
-        );
-        match c.status {
-            Status::Pass => {
-                let _ = writeln!(s, ">");
-                let _ = writeln!(s, "      <system-out>{}</system-out>", esc(&c.detail));
+    let cases = r
+        .cases
+        .iter()
+        .map(|c| {
+            let area = c.id.split('-').nth(1).unwrap_or("PONG");
+            let (outcome, system_out) = match c.status {
+                Status::Pass => (Outcome::Pass, Some(c.detail.clone())),
+                Status::Fail => (
+                    Outcome::Failure {
+                        message: c.detail.clone(),
+                        kind: c.level.name().to_string(),
+                        text: format!("{}: {}", c.id, c.detail),
+                    },
+                    None,
+                ),
+                Status::Warn => (
+                    Outcome::Pass,
+                    Some(format!(
+                        "WARN (SHOULD; counts under --strict): {}",
+                        c.detail
+                    )),
+                ),
+                Status::NotApplicable => (
+                    Outcome::Skipped {
+                        message: c.detail.clone(),
+                    },
+                    None,
+                ),
+            };
+            Case {
+                classname: format!("pong.{area}"),
+                name: format!("{} [{}] {}", c.id, c.level.name(), c.clause),
+                time: c.elapsed.as_secs_f64(),
+                outcome,
+                system_out,
             }
-            Status::Fail => {
-                let _ = writeln!(s, ">");
-                let _ = writeln!(
-                    s,
-                    "      <failure message=\"{}\" type=\"{}\">{}: {}</failure>",
-                    esc(&c.detail),
-                    c.level.name(),
-                    c.id,
-                    esc(&c.detail)
-                );
-            }
-            Status::Warn => {
-                let _ = writeln!(s, ">");
-                let _ = writeln!(
-                    s,
-                    "      <system-out>WARN (SHOULD; counts under --strict): {}</system-out>",
-                    esc(&c.detail)
-                );
-            }
-            Status::NotApplicable => {
-                let _ = writeln!(s, ">");
-                let _ = writeln!(s, "      <skipped message=\"{}\"/>", esc(&c.detail));
-            }
-        }
-        let _ = writeln!(s, "    </testcase>");
-    }
-    let _ = writeln!(s, "  </testsuite>");
-    let _ = writeln!(s, "</testsuites>");
-    s
-}
-
-/// Escapes text for XML attributes and content; characters XML 1.0 cannot hold at all
-/// (most control characters) become U+FFFD.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\n' => o.push_str("&#10;"),
-            '\t' => o.push_str("&#9;"),
-            '\r' => o.push_str("&#13;"),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
+        })
+        .collect();
+    let suite = Suite {
+        name: format!("pong conformance ({})", r.remote),
+        time: r.elapsed.as_secs_f64(),
+        properties: vec![
+            ("remote".into(), r.remote.clone()),
+            ("strict".into(), r.strict.to_string()),
+            ("wait_secs".into(), format!("{:.3}", r.wait.as_secs_f64())),
+        ],
+        cases,
+    };
+    tunnelbed_junit::to_xml("tunnelbed check pong", &[suite])
 }
 
 #[cfg(test)]
