@@ -5,37 +5,42 @@ use std::fmt::Write as _;
 
 use super::report::{Report, Status};
 
-/// The report as a JUnit XML document.
-pub fn to_junit(r: &Report) -> String {
+/// The report of `tunnelbed check <checker>` as a JUnit XML document: suite
+/// `<checker> conformance (<target>)`, test classes `<checker>.<AREA>` from the ids'
+/// second part.
+pub fn to_junit(r: &Report, checker: &str) -> String {
     let failures = r.count(Status::Fail);
     let skipped = r.count(Status::NotApplicable);
     let time = r.elapsed.as_secs_f64();
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         s,
-        "<testsuites name=\"tunnelbed check pong\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",
+        "<testsuites name=\"tunnelbed check {checker}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",
         r.cases.len()
     );
     let _ = writeln!(
         s,
-        "  <testsuite name=\"pong conformance ({})\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",
-        esc(&r.remote),
+        "  <testsuite name=\"{} conformance ({})\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",
+        esc(checker),
+        esc(&r.target),
         r.cases.len()
     );
     let _ = writeln!(s, "    <properties>");
     for (k, v) in [
-        ("remote", r.remote.clone()),
+        ("remote", r.target.clone()),
         ("strict", r.strict.to_string()),
         ("wait_secs", format!("{:.3}", r.wait.as_secs_f64())),
     ] {
         let _ = writeln!(s, "      <property name=\"{k}\" value=\"{}\"/>", esc(&v));
     }
     let _ = writeln!(s, "    </properties>");
+    let prefix = checker.to_ascii_uppercase();
     for c in &r.cases {
-        let area = c.id.split('-').nth(1).unwrap_or("PONG");
+        let area = c.id.split('-').nth(1).unwrap_or(&prefix);
         let _ = write!(
             s,
-            "    <testcase classname=\"pong.{}\" name=\"{} [{}] {}\" time=\"{:.3}\"",
+            "    <testcase classname=\"{}.{}\" name=\"{} [{}] {}\" time=\"{:.3}\"",
+            esc(checker),
             esc(area),
             c.id,
             c.level.name(),
@@ -104,20 +109,22 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::pong_check::report::{CaseReport, Level};
+    use crate::framework::{CaseReport, Level};
 
     #[test]
     fn escapes_and_marks_each_status() {
         let mk = |id, status, detail: &str| CaseReport {
             id,
             level: Level::Must,
+            source: "seed",
             clause: "a <rule> & \"more\"",
+            differs: None,
             status,
             detail: detail.into(),
             elapsed: Duration::from_millis(10),
         };
         let r = Report {
-            remote: "tcp://h:1".into(),
+            target: "tcp://h:1".into(),
             strict: true,
             wait: Duration::from_secs(5),
             cases: vec![
@@ -128,7 +135,9 @@ mod tests {
             ],
             elapsed: Duration::from_secs(1),
         };
-        let x = to_junit(&r);
+        let x = to_junit(&r, "pong");
+        assert!(x.contains("<testsuites name=\"tunnelbed check pong\" tests=\"4\""));
+        assert!(x.contains("<testsuite name=\"pong conformance (tcp://h:1)\""));
         assert!(x.contains("tests=\"4\" failures=\"1\" errors=\"0\" skipped=\"1\""));
         assert!(x.contains(
             "classname=\"pong.X\" name=\"PONG-X-A [MUST] a &lt;rule&gt; &amp; &quot;more&quot;\""
