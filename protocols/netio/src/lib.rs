@@ -7,6 +7,7 @@
 pub mod arq;
 pub mod capture;
 pub mod captured;
+pub mod corpus;
 pub mod net;
 pub mod pcap_read;
 pub mod tokio_net;
