@@ -116,6 +116,14 @@ struct At {
 }
 
 impl At {
+    /// The packet after `read` packets, whose block starts where `rest` of `file` does.
+    fn next(file: &[u8], rest: &[u8], read: usize) -> Self {
+        At {
+            packet: read + 1,
+            offset: file.len() - rest.len(),
+        }
+    }
+
     /// Turns a `pcap-file` error into ours. `IncompleteBuffer` means the file ended:
     /// `header` names what was cut when fewer than `header_len` bytes were left,
     /// `body` otherwise.

@@ -33,10 +33,7 @@ pub(super) fn read(bytes: &[u8]) -> Result<Vec<CapturedPacket>, PcapReadError> {
     let nanos = header.ts_resolution == TsResolution::NanoSecond;
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let at = At {
-            packet: out.len() + 1,
-            offset: bytes.len() - rest.len(),
-        };
+        let at = At::next(bytes, rest, out.len());
         let (next, raw) = parser
             .next_raw_packet(rest)
             .map_err(|e| at.error(e, rest.len(), PACKET_HEADER, "packet header", "packet data"))?;

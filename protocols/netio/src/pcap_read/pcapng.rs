@@ -35,10 +35,7 @@ pub(super) fn read(bytes: &[u8]) -> Result<Vec<CapturedPacket>, PcapReadError> {
     })?;
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let at = At {
-            packet: out.len() + 1,
-            offset: bytes.len() - rest.len(),
-        };
+        let at = At::next(bytes, rest, out.len());
         let (next, raw) = parser
             .next_raw_block(rest)
             .map_err(|e| at.error(e, rest.len(), BLOCK_HEADER, "block header", "block body"))?;
