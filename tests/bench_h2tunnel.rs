@@ -1,6 +1,7 @@
-//! `tunnelbed bench h2tunnel` end to end with a tiny plan: both stacks (ours and Debian's
-//! kcptun) come up, every download and request is checked and succeeds, and the table
-//! has both rows and the ratio. This checks the machinery, not performance. kcptun comes
+//! `tunnelbed bench h2tunnel` end to end with a tiny plan: every stack (ours, Debian's
+//! kcptun with its fast3, and kcptun with our KCP knobs, which the bench checks from
+//! kcptun's log) comes up, every download and request is checked and succeeds, and the
+//! table has every row and both ratios. This checks the machinery, not performance. kcptun comes
 //! from `bash .ci/setup` (`apt-get install -y kcptun`); without it the test fails.
 
 use std::process::Command;
@@ -22,7 +23,10 @@ fn bench_h2tunnel_runs_both_stacks() {
     for want in [
         "| 0% | tunnelbed h2tunnel |",
         "| 0% | kcptun |",
+        "| 0% | kcptun, our knobs |",
         "| 10% | **ours/kcptun** |",
+        "| 10% | **ours/kcptun, same knobs** |",
+        "log `nodelay parameters: 1 10 1 1`",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

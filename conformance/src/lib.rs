@@ -3,6 +3,9 @@
 //! differential test against the reference ikcp (`tests/kcp_vs_ikcp.rs`, peer scripts in
 //! `peers/`); the h2tunnel and pong case lists come with their issues.
 
+/// The case / runner / report / JUnit framework every checker uses.
+pub mod framework;
+
 /// vproxy HTTP/2-framed tunnel cases (seed 000 and the notes), one stable ID per rule.
 pub mod h2tunnel_cases;
 

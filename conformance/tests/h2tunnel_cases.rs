@@ -1,4 +1,4 @@
-//! Runs every h2tunnel conformance case (`conformance/src/h2tunnel_cases.rs`): each must
+//! Runs every h2tunnel conformance case (`conformance/src/h2tunnel_cases/`): each must
 //! pass, each case's frames and transition trace is an insta snapshot named after its ID,
 //! and the Markdown list `reports/h2tunnel-conformance.md` must match what the cases give
 //! (regenerate with `UPDATE_REPORTS=1`).

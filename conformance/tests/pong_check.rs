@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
-use tunnelbed_conformance::pong_check::{self, faulty_remote, junit, CheckConfig, Report, Status};
+use tunnelbed_conformance::pong_check::{self, faulty_remote, CheckConfig, Report, Status};
 use tunnelbed_netio::{Net, TokioNet, Trace};
 use tunnelbed_pong::remote::RemoteConfig;
 
@@ -101,7 +101,7 @@ async fn faulty_mock_fails_exactly_the_pong_go_faults() {
         ["PONG-RST-LONG-DESC", "PONG-RST-DESC"],
         "\n{table}"
     );
-    let x = junit::to_junit(&r);
+    let x = pong_check::to_junit(&r);
     assert_eq!(x.matches("<testcase ").count(), r.cases.len());
     assert_eq!(x.matches("<failure ").count(), 2);
 }

@@ -1,30 +1,39 @@
 //! `tunnelbed bench h2tunnel`: our h2tunnel client and server against Debian's `kcptun`
 //! (KCP plus smux; crypto, FEC and compression off) on real loopback UDP, side by side
 //! in one run: each stack is started behind the same `tunnelbed netem` relay settings,
-//! downloads go through it from one `tunnelbed http-source`, and the two stacks
-//! alternate repetition by repetition.
+//! downloads go through it from one `tunnelbed http-source`, and the stacks take turns
+//! repetition by repetition.
+//!
+//! kcptun runs twice: with its own `fast3` profile (resend 2), and with the very KCP
+//! knobs of ours (nodelay 1, interval 10, resend 1, nc 1, from a `-c` JSON file; the
+//! bench checks kcptun's log says `nodelay parameters: 1 10 1 1` and fails otherwise), so
+//! one ratio compares the implementations and not the settings.
 //!
 //! Throughput: the median over repetitions of a bulk download's MB/s. Latency: p50/p99
 //! of small requests, each on a new TCP connection (so a new stream), one at a time.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-/// Kills a child process when dropped.
-struct Proc(Child);
+use super::child::{spawn_banner, spawn_until, Pipe, Proc};
+use super::report::{opening, RunFacts};
+use super::stats::{median, percentile};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// Our KCP knobs (vproxy's fast4) as kcptun's `-c` configuration file.
+pub const SAME_KNOBS_JSON: &str =
+    r#"{"mode":"manual","nodelay":1,"interval":10,"resend":1,"nc":1}"#;
+
+/// What kcptun logs when it runs with [`SAME_KNOBS_JSON`] (nodelay, interval, resend, nc).
+pub const SAME_KNOBS_LOG: &str = "nodelay parameters: 1 10 1 1";
+
+/// What kcptun logs with `--mode fast3`.
+pub const FAST3_LOG: &str = "nodelay parameters: 1 10 2 1";
 
 /// What a run measures.
 #[derive(Clone, Debug)]
@@ -58,30 +67,6 @@ pub struct Figures {
 
 fn tunnelbed() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("finding the tunnelbed binary")
-}
-
-/// Starts a process; returns it and the second word of its first line on stdout (or
-/// stderr): the address its `listening ADDR` / `netem: ADDR -> ...` banner names.
-fn spawn(mut cmd: Command, banner_on_stderr: bool) -> anyhow::Result<(Proc, String)> {
-    if banner_on_stderr {
-        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
-    } else {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    }
-    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let pipe: Box<dyn Read> = if banner_on_stderr {
-        Box::new(child.stderr.take().context("no stderr")?)
-    } else {
-        Box::new(child.stdout.take().context("no stdout")?)
-    };
-    let mut line = String::new();
-    BufReader::new(pipe).read_line(&mut line)?;
-    let addr = line
-        .split_whitespace()
-        .nth(1)
-        .with_context(|| format!("no address in the banner {line:?} of {cmd:?}"))?
-        .to_string();
-    Ok((Proc(child), addr))
 }
 
 /// A port free on 127.0.0.1 right now (kcptun takes fixed ports).
@@ -158,14 +143,20 @@ pub fn get(proxy: &str, n: u64, timeout: Duration) -> anyhow::Result<Duration> {
     Ok(t0.elapsed())
 }
 
-/// The two stacks.
+/// The stacks, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stack {
     /// tunnelbed h2tunnel (KCP fast4 / clientFast4, mtu 1250, stream mode).
     Ours,
     /// kcptun (kcp-go + smux), --mode fast3, same windows and mtu, crypt none, no FEC.
     Kcptun,
+    /// kcptun with our KCP knobs (nodelay 1, interval 10, resend 1, nc 1), the rest as
+    /// [`Stack::Kcptun`].
+    KcptunSameKnobs,
 }
+
+/// Every stack, in table order.
+pub const STACKS: [Stack; 3] = [Stack::Ours, Stack::Kcptun, Stack::KcptunSameKnobs];
 
 impl Stack {
     /// Its name in the table.
@@ -173,13 +164,19 @@ impl Stack {
         match self {
             Stack::Ours => "tunnelbed h2tunnel",
             Stack::Kcptun => "kcptun",
+            Stack::KcptunSameKnobs => "kcptun, our knobs",
         }
     }
 }
 
 /// Starts `stack`'s server (forwarding to `origin`), a relay with `loss` in front of it
 /// when loss > 0, and its client; returns the processes and the client's TCP address.
-fn start_stack(stack: Stack, origin: &str, loss: f64) -> anyhow::Result<(Vec<Proc>, String)> {
+fn start_stack(
+    stack: Stack,
+    origin: &str,
+    loss: f64,
+    same_knobs: &Path,
+) -> anyhow::Result<(Vec<Proc>, String)> {
     let me = tunnelbed()?;
     let mut procs = Vec::new();
     let server = match stack {
@@ -193,21 +190,18 @@ fn start_stack(stack: Stack, origin: &str, loss: f64) -> anyhow::Result<(Vec<Pro
                 "--forward",
                 origin,
             ]);
-            let (p, a) = spawn(c, false)?;
+            c.stderr(Stdio::null());
+            let (p, a) = spawn_banner(c, Pipe::Stdout)?;
             procs.push(p);
             a
         }
-        Stack::Kcptun => {
+        Stack::Kcptun | Stack::KcptunSameKnobs => {
             let port = free_port(true)?;
             let addr = format!("127.0.0.1:{port}");
             let mut c = Command::new("kcptun-server");
             c.args(["-l", &addr, "-t", origin])
-                .args(kcptun_knobs(1024, 1024));
-            c.stdout(Stdio::null()).stderr(Stdio::null());
-            procs.push(Proc(c.spawn().context(
-                "starting kcptun-server (install it with `apt-get install -y kcptun`)",
-            )?));
-            std::thread::sleep(Duration::from_millis(300));
+                .args(kcptun_knobs(stack, 1024, 1024, same_knobs));
+            procs.push(start_kcptun(c, stack)?);
             addr
         }
     };
@@ -222,7 +216,8 @@ fn start_stack(stack: Stack, origin: &str, loss: f64) -> anyhow::Result<(Vec<Pro
                 "--duration",
                 "3600",
             ]);
-        let (p, a) = spawn(c, true)?;
+        c.stdout(Stdio::null());
+        let (p, a) = spawn_banner(c, Pipe::Stderr)?;
         procs.push(p);
         a
     } else {
@@ -233,17 +228,17 @@ fn start_stack(stack: Stack, origin: &str, loss: f64) -> anyhow::Result<(Vec<Pro
             let mut c = Command::new(&me);
             c.args(["h2tunnel", "client", "--listen", "tcp://127.0.0.1:0"])
                 .args(["--server", &format!("udp://{via}")]);
-            let (p, a) = spawn(c, false)?;
+            c.stderr(Stdio::null());
+            let (p, a) = spawn_banner(c, Pipe::Stdout)?;
             procs.push(p);
             a
         }
-        Stack::Kcptun => {
+        Stack::Kcptun | Stack::KcptunSameKnobs => {
             let addr = format!("127.0.0.1:{}", free_port(false)?);
             let mut c = Command::new("kcptun-client");
             c.args(["-l", &addr, "-r", &via])
-                .args(kcptun_knobs(256, 1024));
-            c.stdout(Stdio::null()).stderr(Stdio::null());
-            procs.push(Proc(c.spawn().context("starting kcptun-client")?));
+                .args(kcptun_knobs(stack, 256, 1024, same_knobs));
+            procs.push(start_kcptun(c, stack)?);
             wait_tcp(&addr)?;
             addr
         }
@@ -259,9 +254,32 @@ fn start_stack(stack: Stack, origin: &str, loss: f64) -> anyhow::Result<(Vec<Pro
     Ok((procs, client))
 }
 
-/// kcptun's knobs matching vproxy's tunnel profile: fast3 (nodelay, 10 ms, resend 2,
-/// no congestion window), mtu 1250, the given windows, no crypto, no FEC, no compression.
-fn kcptun_knobs(snd: u32, rcv: u32) -> Vec<String> {
+/// Starts a kcptun end and checks from its log that it took the KCP knobs `stack` asks
+/// for (`nodelay parameters: nodelay interval resend nc`): a bench whose kcptun silently
+/// ran other settings would compare the wrong things.
+fn start_kcptun(mut c: Command, stack: Stack) -> anyhow::Result<Proc> {
+    let want = match stack {
+        Stack::KcptunSameKnobs => SAME_KNOBS_LOG,
+        _ => FAST3_LOG,
+    };
+    c.stdout(Stdio::null());
+    let (p, lines) = spawn_until(c, Pipe::Stderr, |l| l.contains("nodelay parameters:"))
+        .context("starting kcptun (install it with `apt-get install -y kcptun`)")?;
+    let got = lines.last().map(String::as_str).unwrap_or("");
+    if !got.trim_end().ends_with(want) {
+        bail!("{}: kcptun logged {got:?}, not {want:?}", stack.name());
+    }
+    Ok(p)
+}
+
+/// kcptun's knobs: `fast3` (nodelay, 10 ms, resend 2, no congestion window), or for
+/// [`Stack::KcptunSameKnobs`] ours from the `-c` file `same_knobs`; and for both mtu
+/// 1250, the given windows, no crypto, no FEC, no compression.
+fn kcptun_knobs(stack: Stack, snd: u32, rcv: u32, same_knobs: &Path) -> Vec<String> {
+    let config: Vec<String> = match stack {
+        Stack::KcptunSameKnobs => vec!["-c".into(), same_knobs.display().to_string()],
+        _ => Vec::new(),
+    };
     [
         "--mode",
         "fast3",
@@ -284,47 +302,58 @@ fn kcptun_knobs(snd: u32, rcv: u32) -> Vec<String> {
         "--rcvwnd".into(),
         rcv.to_string(),
     ])
+    .chain(config)
     .collect()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+/// Figures per stack, in [`STACKS`] order, at one loss rate.
+pub type Row = (f64, Vec<Figures>);
 
 /// Runs the plan; returns the figures per (loss, stack) in plan order.
-pub fn run(
-    plan: &Plan,
-    mut progress: impl FnMut(&str),
-) -> anyhow::Result<Vec<(f64, [Figures; 2])>> {
+pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<Row>> {
     let me = tunnelbed()?;
     let mut c = Command::new(&me);
-    c.args(["http-source", "--listen", "127.0.0.1:0"]);
-    let (_origin, origin) = spawn(c, false)?;
-    let stacks = [Stack::Ours, Stack::Kcptun];
+    c.args(["http-source", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::null());
+    let (_origin, origin) = spawn_banner(c, Pipe::Stdout)?;
+    // kcptun's -c file with our knobs, for the run's lifetime.
+    let same_knobs = std::env::temp_dir().join(format!(
+        "tunnelbed-kcptun-knobs-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&same_knobs, SAME_KNOBS_JSON)
+        .with_context(|| format!("writing {}", same_knobs.display()))?;
+    let out = run_with(plan, &origin, &same_knobs, &mut progress);
+    let _ = std::fs::remove_file(&same_knobs);
+    out
+}
+
+fn run_with(
+    plan: &Plan,
+    origin: &str,
+    same_knobs: &Path,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Vec<Row>> {
     let mut out = Vec::new();
     for &loss in &plan.losses {
         let mut running = Vec::new();
-        for s in stacks {
-            running.push(start_stack(s, &origin, loss)?);
+        for s in STACKS {
+            running.push(start_stack(s, origin, loss, same_knobs)?);
         }
-        let mut figs: [Figures; 2] = Default::default();
+        let mut figs = vec![Figures::default(); STACKS.len()];
         for rep in 0..plan.reps {
-            // Alternate which stack goes first.
-            let order = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            // Rotate which stack goes first.
+            for k in 0..STACKS.len() {
+                let i = (rep + k) % STACKS.len();
                 progress(&format!(
                     "loss {loss}% rep {} {}",
                     rep + 1,
-                    stacks[i].name()
+                    STACKS[i].name()
                 ));
                 match get(&running[i].1, plan.bytes, plan.timeout) {
                     Ok(t) => figs[i].all.push(plan.bytes as f64 / t.as_secs_f64() / 1e6),
                     Err(e) => {
-                        tracing::warn!("{} at {loss}%: {e}", stacks[i].name());
+                        tracing::warn!("{} at {loss}%: {e}", STACKS[i].name());
                         figs[i].failures += 1;
                         figs[i].all.push(0.0);
                     }
@@ -332,7 +361,7 @@ pub fn run(
             }
         }
         for (i, f) in figs.iter_mut().enumerate() {
-            progress(&format!("loss {loss}% latency {}", stacks[i].name()));
+            progress(&format!("loss {loss}% latency {}", STACKS[i].name()));
             let mut lat = Vec::new();
             for _ in 0..plan.requests {
                 match get(&running[i].1, 1000, Duration::from_secs(10)) {
@@ -340,12 +369,9 @@ pub fn run(
                     Err(_) => f.failures += 1,
                 }
             }
-            lat.sort_by(|a, b| a.total_cmp(b));
-            if !lat.is_empty() {
-                f.p50_ms = lat[lat.len() / 2];
-                f.p99_ms = lat[(lat.len() * 99 / 100).min(lat.len() - 1)];
-            }
-            f.mbps = median(&mut f.all.clone());
+            f.p50_ms = percentile(&lat, 50.0);
+            f.p99_ms = percentile(&lat, 99.0);
+            f.mbps = median(&f.all);
         }
         drop(running);
         out.push((loss, figs));
@@ -354,17 +380,11 @@ pub fn run(
 }
 
 /// The Markdown report.
-pub fn render(plan: &Plan, results: &[(f64, [Figures; 2])], command: &str) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# h2tunnel benchmark: tunnelbed h2tunnel vs kcptun\n");
+pub fn render(plan: &Plan, results: &[Row], facts: &RunFacts) -> String {
+    let mut s = opening("h2tunnel benchmark: tunnelbed h2tunnel vs kcptun", facts);
     let _ = writeln!(
         s,
-        "- command: `{command}` (`tunnelbed` is `cargo run --release --`)"
-    );
-    let _ = writeln!(
-        s,
-        "- machine: {} cores, loopback; both stacks run at the same time, downloads alternate between them",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "- setup: loopback; all stacks run at the same time, downloads take turns between them"
     );
     let _ = writeln!(
         s,
@@ -376,11 +396,15 @@ pub fn render(plan: &Plan, results: &[(f64, [Figures; 2])], command: &str) -> St
     );
     let _ = writeln!(
         s,
+        "- kcptun, our knobs: the same, with `-c` `{SAME_KNOBS_JSON}` (our nodelay, interval, resend and nc); the bench checks both of its ends log `{SAME_KNOBS_LOG}`, so the ratio to this row compares the implementations, not the settings"
+    );
+    let _ = writeln!(
+        s,
         "- lossy rows: each server behind its own `tunnelbed netem --loss PCT --seed 1` (i.i.d. loss both ways, 5 ms each way)"
     );
     let _ = writeln!(
         s,
-        "- throughput: median of {} downloads of {} bytes from `tunnelbed http-source` (every byte checked); latency: {} requests of 1000 bytes, each a new TCP connection and stream, one at a time\n",
+        "- throughput: median of {} downloads of {} bytes from `tunnelbed http-source` (every byte checked); latency: {} requests of 1000 bytes, each a new TCP connection and stream, one at a time; percentiles by nearest rank\n",
         plan.reps, plan.bytes, plan.requests
     );
     let _ = writeln!(
@@ -389,16 +413,12 @@ pub fn render(plan: &Plan, results: &[(f64, [Figures; 2])], command: &str) -> St
     );
     let _ = writeln!(s, "|---:|---|---:|---|---:|---:|---:|");
     for (loss, figs) in results {
-        for (i, f) in figs.iter().enumerate() {
-            let name = if i == 0 {
-                Stack::Ours.name()
-            } else {
-                Stack::Kcptun.name()
-            };
+        for (stack, f) in STACKS.iter().zip(figs) {
             let all: Vec<String> = f.all.iter().map(|x| format!("{x:.1}")).collect();
             let _ = writeln!(
                 s,
-                "| {loss}% | {name} | {:.1} | {} | {:.1} | {:.1} | {} |",
+                "| {loss}% | {} | {:.1} | {} | {:.1} | {:.1} | {} |",
+                stack.name(),
                 f.mbps,
                 all.join(", "),
                 f.p50_ms,
@@ -406,12 +426,51 @@ pub fn render(plan: &Plan, results: &[(f64, [Figures; 2])], command: &str) -> St
                 f.failures
             );
         }
-        let r = if figs[1].mbps > 0.0 {
-            figs[0].mbps / figs[1].mbps
-        } else {
-            f64::INFINITY
-        };
-        let _ = writeln!(s, "| {loss}% | **ours/kcptun** | **{r:.2}x** | | | | |");
+        for (i, label) in [(1, "ours/kcptun"), (2, "ours/kcptun, same knobs")] {
+            let r = match figs.get(i) {
+                Some(k) if k.mbps > 0.0 => figs[0].mbps / k.mbps,
+                _ => f64::INFINITY,
+            };
+            let _ = writeln!(s, "| {loss}% | **{label}** | **{r:.2}x** | | | | |");
+        }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kcptun_gets_our_knobs_only_in_its_own_row() {
+        let file = Path::new("/tmp/k.json");
+        let fast3 = kcptun_knobs(Stack::Kcptun, 256, 1024, file);
+        assert!(!fast3.contains(&"-c".to_string()));
+        let same = kcptun_knobs(Stack::KcptunSameKnobs, 256, 1024, file);
+        let i = same.iter().position(|a| a == "-c").unwrap();
+        assert_eq!(same[i + 1], "/tmp/k.json");
+        assert_eq!(same[..same.len() - 2], fast3[..]);
+        assert!(SAME_KNOBS_JSON.contains(r#""resend":1"#));
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_stack_and_both_ratios() {
+        let plan = Plan {
+            losses: vec![0.0],
+            bytes: 10,
+            reps: 1,
+            requests: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let f = |mbps| Figures {
+            mbps,
+            all: vec![mbps],
+            ..Figures::default()
+        };
+        let facts = RunFacts::start("tunnelbed bench h2tunnel".into());
+        let md = render(&plan, &[(0.0, vec![f(30.0), f(10.0), f(20.0)])], &facts);
+        assert!(md.contains("| 0% | kcptun, our knobs | 20.0 | 20.0 |"));
+        assert!(md.contains("| 0% | **ours/kcptun** | **3.00x** |"));
+        assert!(md.contains("| 0% | **ours/kcptun, same knobs** | **1.50x** |"));
+    }
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tunnelbed_sim::link::{LinkModel, LinkParams, LinkStats};
 
+use super::measure::thread_cpu;
+
 /// What the benchmark needs from an ARQ implementation (ours or the reference port), so
 /// one loop drives both the same way.
 pub trait Arq {
@@ -108,18 +110,6 @@ impl Transfer {
 
 const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-
-/// This thread's CPU time so far (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`): unlike wall
-/// time, it does not count time the thread spent preempted by other processes.
-pub fn thread_cpu() -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
 
 /// Counts data segments the sender transmits more than once, by reading the KCP headers
 /// of its datagrams (the harness's view, the same for every implementation).
@@ -321,44 +311,4 @@ pub fn transfer(
         _ => None,
     };
     out
-}
-
-/// The p-th percentile (0..=100, nearest rank) of `v`, 0 when empty.
-pub fn percentile(v: &[u64], p: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    let i = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
-    s[i.min(s.len() - 1)]
-}
-
-/// The median of `v` (mean of the two middle values for an even count), 0 when empty.
-pub fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentile_and_median() {
-        assert_eq!(percentile(&[], 50.0), 0);
-        assert_eq!(percentile(&[5, 1, 3], 50.0), 3);
-        assert_eq!(percentile(&(1..=100).collect::<Vec<_>>(), 99.0), 99);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
 }

@@ -1,39 +1,26 @@
-//! Benchmark machinery shared by `tunnelbed bench` subcommands: a virtual-time loop over
-//! the simulator's link model ([`link_loop`]), the adapters that put our KCP and crate
-//! `kcp` behind one interface ([`kcp_port`]), and the KCP comparison itself
-//! ([`kcp_bench`]); and our h2tunnel against kcptun on real loopback sockets
-//! ([`h2tunnel_bench`]); and our pong local and remote against direct TCP on loopback
-//! ([`pong_bench`]). [`machine`] is the machine line every report starts with.
+//! Benchmark machinery shared by `tunnelbed bench` subcommands, each built the same way:
+//! a `Plan`, a `run` that measures, and a `render` that writes the Markdown report,
+//! opening with [`report::opening`].
+//!
+//! - shared: [`stats`] (the one median and percentile), [`child`] (child processes
+//!   waited for with a bound and killed on drop), [`measure`] (CPU, memory, load),
+//!   [`report`] (the opening lines, the date, writing the file);
+//! - `bench kcp`: a virtual-time loop over the simulator's link model ([`link_loop`]),
+//!   the adapters that put our KCP and crate `kcp` behind one interface ([`kcp_port`]),
+//!   and the comparison itself ([`kcp_bench`]);
+//! - `bench h2tunnel`: our h2tunnel against kcptun on real loopback sockets
+//!   ([`h2tunnel_bench`]);
+//! - `bench pong`: our pong local and remote against direct TCP on loopback
+//!   ([`pong_bench`]).
 
+pub mod child;
 pub mod h2tunnel_bench;
 pub mod kcp_bench;
 pub mod kcp_port;
 pub mod link_loop;
+pub mod measure;
 pub mod pong_bench;
+pub mod report;
+pub mod stats;
 
-/// Machine facts: CPU model, cores, kernel, build.
-pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!(
-        "{cpu}, {cores} cores, Linux {kernel}, {} build",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
-    )
-}
+pub use report::machine;

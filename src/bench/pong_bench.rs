@@ -22,9 +22,9 @@
 //!   and holds connections) and left idle.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,8 +40,10 @@ use tunnelbed_pong::local::serve_socks;
 use tunnelbed_pong::pool::{Pool, PoolConfig};
 use tunnelbed_pong::remote::{serve, RemoteConfig};
 
-use super::link_loop::median;
-use super::machine;
+use super::child::{spawn_until, Pipe, Proc};
+use super::measure::{fd_count, proc_cpu, raise_nofile, rss_kib, self_cpu};
+use super::report::{opening, RunFacts};
+use super::stats::{median, percentile};
 
 /// The client id the bench's local and remote share.
 pub const CLIENT_ID: [u8; 16] = *b"tunnelbed-bench!";
@@ -95,47 +97,17 @@ fn parse_scheme(s: &str) -> anyhow::Result<CarrierKind> {
 // ---------------------------------------------------------------------------------------
 // Child processes.
 
-/// A child of this binary: killed when dropped; it also exits when its stdin closes.
-struct Proc {
-    child: Child,
-    _stdin: Option<ChildStdin>,
-    _stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `tunnelbed bench pong --child SPEC`; returns it and the address its
 /// `listening ADDR` banner names.
 fn spawn_child(spec: &str) -> anyhow::Result<(Proc, SocketAddr)> {
     let me = std::env::current_exe().context("finding the tunnelbed binary")?;
-    let mut child = Command::new(me)
-        .args(["bench", "pong", "--child", spec])
+    let mut cmd = Command::new(me);
+    // The child exits when its stdin closes: the Proc holds it open.
+    cmd.args(["bench", "pong", "--child", spec])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting child {spec}"))?;
-    let stdin = child.stdin.take();
-    let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
-    let mut p = Proc {
-        child,
-        _stdin: stdin,
-        _stdout: None,
-    };
-    let mut line = String::new();
-    out.read_line(&mut line)?;
-    p._stdout = Some(out);
+        .stderr(Stdio::inherit());
+    let (p, lines) = spawn_until(cmd, Pipe::Stdout, |_| true)?;
+    let line = lines.last().map(String::as_str).unwrap_or("");
     let addr = line
         .strip_prefix("listening ")
         .and_then(|a| a.trim().parse().ok())
@@ -242,86 +214,6 @@ pub fn child_main(spec: &str) -> anyhow::Result<()> {
         }
         Ok(())
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// Process facts.
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns (soft, hard) after.
-pub fn raise_nofile() -> (u64, u64) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return (0, 0);
-        }
-        if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                r = want;
-            }
-        }
-    }
-    (r.rlim_cur, r.rlim_max)
-}
-
-/// `VmRSS` of a process in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VmRSS for {pid}"))
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// User plus system CPU seconds of another process (`/proc/PID/stat`, clock ticks).
-fn proc_cpu(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some((_, rest)) = s.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3; utime 14, stime 15.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
-/// User plus system CPU seconds of this process (`getrusage(RUSAGE_SELF)`).
-fn self_cpu() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
-        return 0.0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-/// The three load averages.
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -641,8 +533,6 @@ pub struct Results {
     pub memory: Vec<Memory>,
     /// Soft and hard `RLIMIT_NOFILE` after raising.
     pub nofile: (u64, u64),
-    /// Load average when the run started and ended.
-    pub load: (String, String),
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Hex SHA-256 of the payload.
@@ -658,22 +548,12 @@ impl Results {
     }
 }
 
-/// Nearest-rank percentile of sorted data.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 // ---------------------------------------------------------------------------------------
 // The run.
 
 /// Runs the plan; `progress` gets a line per step.
 pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Results> {
     let started = Instant::now();
-    let load0 = loadavg();
     let nofile = raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -795,7 +675,6 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Result
         latency,
         memory,
         nofile,
-        load: (load0, loadavg()),
         elapsed: started.elapsed(),
         payload_sha: hex::encode(want),
     })
@@ -1018,24 +897,12 @@ pub fn verdicts(r: &Results) -> Vec<String> {
 }
 
 /// The Markdown report.
-pub fn render(plan: &Plan, r: &Results, command: &str, date: &str) -> String {
-    let mut s = String::new();
+pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
     let d = DriverConfig::default();
     let pool = PoolConfig::new("tcp://127.0.0.1:1".parse().expect("a valid URL"), CLIENT_ID);
-    let _ = writeln!(
-        s,
-        "# pong benchmark: local + remote on loopback vs direct TCP\n"
-    );
-    let _ = writeln!(
-        s,
-        "- command: `{command}` (`tunnelbed` is `cargo run --release --`)"
-    );
-    let _ = writeln!(s, "- date: {date} (UTC)");
-    let _ = writeln!(s, "- machine: {}", machine());
-    let _ = writeln!(
-        s,
-        "- load average (1, 5, 15 min) at start: {}; at end: {} (the machine was shared; the run itself keeps up to 2 cores busy)",
-        r.load.0, r.load.1
+    let mut s = opening(
+        "pong benchmark: local + remote on loopback vs direct TCP",
+        facts,
     );
     let _ = writeln!(
         s,
@@ -1235,16 +1102,6 @@ pub fn render(plan: &Plan, r: &Results, command: &str, date: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_and_medians() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 50.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&v, 100.0), 100.0);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
 
     #[test]
     fn socks_request_bytes() {

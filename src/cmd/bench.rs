@@ -3,17 +3,15 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tunnelbed_sim::profile;
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::bench::kcp_bench::{self, Plan};
 use crate::bench::kcp_port::Knobs;
-use crate::bench::machine;
+use crate::bench::report::{command_line, write_report, RunFacts};
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
@@ -270,6 +268,7 @@ fn run_kcp(a: KcpBenchArgs) -> anyhow::Result<ExitCode> {
         ProgressBar::hidden()
     };
     let started = Instant::now();
+    let mut facts = RunFacts::start(command_line());
     let mut first = true;
     let runs = kcp_bench::run(&plan, &mut |what| {
         if what != "warm-up" {
@@ -282,6 +281,7 @@ fn run_kcp(a: KcpBenchArgs) -> anyhow::Result<ExitCode> {
     })?;
     pb.finish_and_clear();
     let elapsed = started.elapsed();
+    facts.finish();
 
     let table = kcp_bench::table(&plan, &runs);
     let verdicts = kcp_bench::verdicts(&plan, &runs);
@@ -307,11 +307,8 @@ fn run_kcp(a: KcpBenchArgs) -> anyhow::Result<ExitCode> {
     );
 
     if let Some(out) = &a.out {
-        let doc = report(&plan, &runs, &table, &verdicts, &failures, elapsed);
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(out, doc).with_context(|| format!("writing {}", out.display()))?;
+        let doc = kcp_bench::render(&plan, &runs, &facts, elapsed);
+        write_report(out, &doc)?;
         println!("wrote {}", out.display());
     }
     Ok(ExitCode::from(if failures.is_empty() {
@@ -319,113 +316,6 @@ fn run_kcp(a: KcpBenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_FAILURE
     }))
-}
-
-/// The command line as typed, with the binary shown as `tunnelbed`.
-fn command_line() -> String {
-    let mut v = vec!["tunnelbed".to_string()];
-    v.extend(std::env::args().skip(1));
-    v.join(" ")
-}
-
-/// `YYYY-MM-DD` (UTC) of the system clock, without a date library.
-fn today() -> String {
-    let days = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0) as i64;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-fn report(
-    plan: &Plan,
-    runs: &[kcp_bench::Run],
-    table: &str,
-    verdicts: &[String],
-    failures: &[String],
-    elapsed: Duration,
-) -> String {
-    let k = &plan.knobs;
-    let mut s = String::new();
-    s.push_str("# KCP benchmark: tunnelbed-kcp vs crate kcp 0.6\n\n");
-    s.push_str(&format!(
-        "- command: `{}` (`tunnelbed` is `cargo run --release --`)\n",
-        command_line()
-    ));
-    s.push_str(&format!("- date: {} (UTC)\n", today()));
-    s.push_str(&format!("- machine: {}\n", machine()));
-    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
-        let l: Vec<&str> = l.split_whitespace().take(3).collect();
-        s.push_str(&format!(
-            "- load average when the report was written: {} (other work shared the machine)\n",
-            l.join(" ")
-        ));
-    }
-    s.push_str(&format!(
-        "- knobs (both): nodelay {}, interval {} ms, resend {}, nc {}, snd_wnd {}, rcv_wnd {}, mtu {}, {} mode, writes of {} bytes, sender keeps waitsnd < {}; dead_link 20, fastlimit 5, minrto {} (defaults of both)\n",
-        k.nodelay as u8,
-        k.interval,
-        k.resend,
-        if k.nc { "on" } else { "off" },
-        k.snd_wnd,
-        k.rcv_wnd,
-        k.mtu,
-        if k.stream { "stream" } else { "message" },
-        plan.msg_size,
-        k.snd_wnd,
-        if k.nodelay { 30 } else { 100 },
-    ));
-    s.push_str(&format!(
-        "- workload: {} bytes per transfer (the same pseudo-random payload for both), {} repetitions per profile and implementation; repetition r uses link seed {}+r for both; ours and the reference alternate which runs first; one untimed warm-up each; {} transfers took {:.1}s of wall time\n",
-        plan.bytes,
-        plan.reps,
-        plan.seed,
-        runs.len(),
-        elapsed.as_secs_f64()
-    ));
-    s.push_str(
-        "- how: both ends of each transfer run in one thread in a discrete-event loop in virtual time over the simulator's link model (`tunnelbed_sim::link::LinkModel`), so both implementations see exactly the same link: loss, jitter and queueing are drawn per datagram index from the seed. Goodput and latency are in virtual time (deterministic per seed); latency is from the application's write to delivery of its last byte.\n",
-    );
-    s.push_str(
-        "- CPU: **CPU in KCP** is the time spent inside the implementations' calls (both ends: send, input, update, check, recv, taking datagrams), measured with the monotonic clock (`Instant`, a vDSO call) around the block of calls of each event, then scaled by the run's thread CPU time over its wall time, which removes time the thread spent preempted by other processes (the loop is single-threaded and never blocks, so on an idle machine the scale is 1). **run CPU** is the thread's CPU time (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`) for the whole transfer, harness included (link model, event heap, byte checks: work that grows with the datagrams sent, so it penalises the side that sends more). Both per MB (10^6 bytes) delivered; medians over the repetitions.\n",
-    );
-    s.push_str(
-        "- known behavioural difference: crate kcp 0.6, with its default features, counts a fast-ack for a segment only when the acknowledging segment was sent no earlier than it (`ts` check), which is ikcp's *optional* `IKCP_FASTACK_CONSERVE` behaviour; reference ikcp (and so ours, which is byte-identical to it) counts every later ack by default. Under reordering this makes ours fast-retransmit more (retransmits/MB) and changes goodput in both directions; crate kcp's `fastack-conserve` feature, despite its name, selects ikcp's default rule.\n",
-    );
-    s.push_str("\n## Profiles\n\n");
-    for (name, p) in &plan.profiles {
-        s.push_str(&format!("- `{name}`: {}\n", profile::describe(p)));
-    }
-    s.push_str("\n## Results (medians)\n\n");
-    s.push_str(table);
-    s.push_str("\nRatios are ours/reference: above 1 is better for goodput, below 1 is better for latency and CPU.\n\n");
-    s.push_str("## Acceptance checks\n\n");
-    for v in verdicts {
-        s.push_str(&format!("- {v}\n"));
-    }
-    if failures.is_empty() {
-        s.push_str(&format!(
-            "- integrity: all {} transfers delivered every byte intact and in order\n",
-            runs.len()
-        ));
-    } else {
-        for f in failures {
-            s.push_str(&format!("- NOT INTACT: {f}\n"));
-        }
-    }
-    s.push_str("\n## Every run\n\n");
-    s.push_str(&kcp_bench::detail(runs));
-    s
 }
 
 fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
@@ -453,8 +343,10 @@ fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
         requests: a.requests,
         timeout: std::time::Duration::from_secs(a.timeout.max(1)),
     };
+    let mut facts = RunFacts::start(String::new());
     let results = h2tunnel_bench::run(&plan, |step| eprintln!("bench h2tunnel: {step}"))?;
-    let command = format!(
+    facts.finish();
+    facts.command = format!(
         "tunnelbed bench h2tunnel --losses {} --bytes {} --reps {} --requests {}",
         a.losses
             .iter()
@@ -465,13 +357,13 @@ fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
         a.reps,
         a.requests
     );
-    let report = h2tunnel_bench::render(&plan, &results, &command);
+    if let Some(p) = &a.out {
+        facts.command.push_str(&format!(" --out {}", p.display()));
+    }
+    let report = h2tunnel_bench::render(&plan, &results, &facts);
     print!("{report}");
     if let Some(p) = &a.out {
-        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(p, &report)?;
+        write_report(p, &report)?;
     }
     let failures: usize = results
         .iter()
@@ -511,7 +403,9 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
         exchanges: a.exchanges,
         idle_streams: a.idle_streams,
     };
+    let mut facts = RunFacts::start(String::new());
     let results = pong_bench::run(&plan, |step| eprintln!("bench pong: {step}"))?;
+    facts.finish();
     let names: Vec<&str> = plan
         .carriers
         .iter()
@@ -529,13 +423,11 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &a.out {
         command.push_str(&format!(" --out {}", p.display()));
     }
-    let report = pong_bench::render(&plan, &results, &command, &today());
+    facts.command = command;
+    let report = pong_bench::render(&plan, &results, &facts);
     print!("{report}");
     if let Some(p) = &a.out {
-        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        std::fs::write(p, &report).with_context(|| format!("writing {}", p.display()))?;
+        write_report(p, &report)?;
         eprintln!("bench pong: wrote {}", p.display());
     }
     Ok(ExitCode::from(if results.failures() == 0 {

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tunnelbed_carrier::tls::ClientTls;
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
-use tunnelbed_conformance::pong_check::{self, cases, faulty_remote, junit, CheckConfig};
+use tunnelbed_conformance::pong_check::{self, cases, faulty_remote, CheckConfig};
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
@@ -171,7 +171,7 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        std::fs::write(p, junit::to_junit(&report))
+        std::fs::write(p, pong_check::to_junit(&report))
             .with_context(|| format!("writing {}", p.display()))?;
         eprintln!("check pong: JUnit XML written to {}", p.display());
     }

@@ -2,12 +2,11 @@
 //! connection (both directions merged by time).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::Duration;
 
 use sha2::Digest;
 
-use super::stream_log::{line, StreamLog};
+use super::stream_log::{line, render_connection, StreamLog};
 use tunnelbed_h2tunnel::wire::{FrameError, Message, RawFrame, HANDSHAKE};
 
 /// One decoded frame and when the packet that completed it was captured.
@@ -134,34 +133,6 @@ pub fn timeline(dirs: [&[FrameAt]; 2], trailing: [usize; 2], base: Duration) -> 
         }
     }
     let mut out = String::new();
-    for l in &conn {
-        let _ = writeln!(out, "  {l}");
-    }
-    for (d, t) in trailing.iter().enumerate() {
-        if *t > 0 {
-            let _ = writeln!(
-                out,
-                "  {} {t} trailing bytes of an incomplete frame",
-                if d == 0 { "->" } else { "<-" }
-            );
-        }
-    }
-    let _ = writeln!(out, "  {} streams", streams.len());
-    for (sid, mut s) in streams {
-        s.flush_run("DATA");
-        let h: Vec<String> = s
-            .hash
-            .iter()
-            .map(|h| hex::encode(&h.clone().finalize()[..8]))
-            .collect();
-        let _ = writeln!(
-            out,
-            "  stream {sid}: -> {} B sha256 {}.., <- {} B sha256 {}..",
-            s.bytes[0], h[0], s.bytes[1], h[1]
-        );
-        for l in s.lines {
-            let _ = writeln!(out, "    {l}");
-        }
-    }
+    render_connection(&mut out, &conn, trailing, streams, "DATA");
     out
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-use super::stream_log::{line, StreamLog};
+use super::stream_log::{line, render_connection, StreamLog};
 use tunnelbed_pong::wire::{Body, Frame, RawFrame, CONN_HEADER_LEN};
 
 /// One frame (or a framing error) and when the packet completing it was captured.
@@ -165,35 +165,7 @@ pub fn timeline(
         s.flush_run("data");
         s.lines.push(line(ts, d, &what));
     }
-    for l in &conn {
-        let _ = writeln!(out, "  {l}");
-    }
-    for (d, t) in [ta, tb].iter().enumerate() {
-        if *t > 0 {
-            let _ = writeln!(
-                out,
-                "  {} {t} trailing bytes of an incomplete frame",
-                if d == 0 { "->" } else { "<-" }
-            );
-        }
-    }
-    let _ = writeln!(out, "  {} streams", streams.len());
-    for (sid, mut s) in streams {
-        s.flush_run("data");
-        let h: Vec<String> = s
-            .hash
-            .iter()
-            .map(|h| hex::encode(&h.clone().finalize()[..8]))
-            .collect();
-        let _ = writeln!(
-            out,
-            "  stream {sid}: -> {} B sha256 {}.., <- {} B sha256 {}..",
-            s.bytes[0], h[0], s.bytes[1], h[1]
-        );
-        for l in s.lines {
-            let _ = writeln!(out, "    {l}");
-        }
-    }
+    render_connection(&mut out, &conn, [ta, tb], streams, "data");
     out
 }
 

@@ -32,27 +32,19 @@ use tokio::time::Instant;
 use tunnelbed_pong::wire::{frame_type, Address, RstCode, FRAME_HEADER_LEN, MAX_PAYLOAD};
 
 use super::client::{frame, secs, Client, End, Seen, Stop, StreamSeen};
-use super::report::Level;
-use super::runner::{Ctx, Outcome, Verdict};
+use super::ctx::Ctx;
 use super::targets::{self, conn_closed, half_close_reply, TcpTarget, UdpEcho};
+use crate::framework::{self, Level, Outcome, Verdict};
 
 /// What a case body returns.
 pub type CaseFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-/// One case.
-pub struct Case {
-    /// Stable id, `PONG-<AREA>-<RULE>`.
-    pub id: &'static str,
-    /// MUST or SHOULD.
-    pub level: Level,
-    /// Where the rule comes from: `seed` (seed 001), `notes` (shared/protocols/pong.md)
-    /// or `tunnelbed` (our reading where both are silent).
-    pub source: &'static str,
-    /// The rule, short enough for the table.
-    pub clause: &'static str,
-    /// Plays the case.
-    pub run: fn(Arc<Ctx>) -> CaseFuture,
-}
+/// Plays one case on connections of its own.
+pub type CaseBody = fn(Arc<Ctx>) -> CaseFuture;
+
+/// One case: id `PONG-<AREA>-<RULE>`; source `seed` (seed 001), `notes`
+/// (shared/protocols/pong.md) or `tunnelbed` (our reading where both are silent).
+pub type Case = framework::Case<CaseBody>;
 
 macro_rules! case {
     ($id:literal, $level:ident, $source:literal, $clause:literal, $f:ident) => {
@@ -61,7 +53,8 @@ macro_rules! case {
             level: Level::$level,
             source: $source,
             clause: $clause,
-            run: |c| Box::pin($f(c)),
+            differs: None,
+            body: |c| Box::pin($f(c)),
         }
     };
 }

@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use tunnelbed_carrier::BoxStream;
 use tunnelbed_pong::wire::{self, frame_type, RawFrame};
 
+pub use crate::framework::text::{cut, secs};
+
 /// Bytes of stream data one connection keeps before the case is stopped.
 pub const MAX_KEPT: usize = 8 << 20;
 /// Size of one read from the carrier.
@@ -235,26 +237,6 @@ impl fmt::Display for Stop {
             Stop::Malformed(e) => write!(f, "the remote sent a malformed frame: {e}"),
             Stop::TooMuch => write!(f, "the remote sent more than {MAX_KEPT} bytes of data"),
         }
-    }
-}
-
-/// A duration as a short text: `5s`, `1.5s`, `300ms`.
-pub fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
-/// `s` cut to `n` characters with an ellipsis.
-pub fn cut(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        s.chars().take(n.saturating_sub(1)).collect::<String>() + "…"
     }
 }
 

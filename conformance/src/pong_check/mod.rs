@@ -10,8 +10,9 @@
 //! - [`targets`]: destinations the checker starts on the target address and asks the
 //!   remote to dial (TCP echo, reply-after-EOF, small-writes source, UDP echo, closed
 //!   port).
-//! - [`runner`]: settings, case selection, running under time limits.
-//! - [`report`] and [`junit`]: the table and the JUnit XML.
+//! - [`ctx`]: the settings and what a case body gets to reach the remote.
+//! - [`runner`]: case selection, running under time limits (the case type, the runner,
+//!   the table and the JUnit XML are the shared [`crate::framework`]).
 //! - [`faulty_remote`]: a remote with pong-go's known faults, to show the checker finds
 //!   them.
 //!
@@ -20,14 +21,19 @@
 
 pub mod cases;
 pub mod client;
+pub mod ctx;
 pub mod faulty_remote;
-pub mod junit;
-pub mod report;
 pub mod runner;
 pub mod targets;
 
-pub use report::{CaseReport, Level, Report, Status};
-pub use runner::{run, run_with, select, CheckConfig, Verdict};
+pub use crate::framework::{CaseReport, Level, Outcome, Report, Status, Verdict};
+pub use ctx::CheckConfig;
+pub use runner::{run, run_with, select};
+
+/// The report as JUnit XML (suite `pong conformance (<remote>)`, classes `pong.<AREA>`).
+pub fn to_junit(r: &Report) -> String {
+    crate::framework::to_junit(r, "pong")
+}
 
 pub use tunnelbed_pong::wire::parse_uuid;
 

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod captured;
 pub mod fault;
 pub mod iplink;
+pub mod corpus;
 pub mod net;
 pub mod pcap_read;
 pub mod tokio_net;

@@ -1,46 +1,13 @@
 //! Replays the committed fuzz corpora through the fuzz bodies on stable Rust, so every
 //! input the fuzzer ever kept (and every crash fixed since) stays a regression test.
-//! A missing or empty corpus directory is a failure: this test never passes on zero files.
+//! A missing or empty corpus directory is a failure: this test never passes on zero files
+//! (`tunnelbed_netio::corpus`, shared by every crate's replay).
 
-use std::fs;
-use std::path::PathBuf;
+use tunnelbed_netio::corpus::{corpus, replay};
 
 use tunnelbed_pong::fuzzing::{
     fuzz_frame_decode, fuzz_remote_session, run_remote_session, SessionSummary,
 };
-
-fn corpus(name: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../corpora")
-        .join(name);
-    let entries = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus directory {} missing: {e}", dir.display()));
-    let mut files: Vec<(PathBuf, Vec<u8>)> = entries
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let data = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p, data)
-        })
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "corpus directory {} holds no files",
-        dir.display()
-    );
-    files
-}
-
-fn replay(name: &str, body: fn(&[u8])) {
-    let files = corpus(name);
-    for (path, data) in &files {
-        // Name the file that fails, so it can be run alone under the fuzzer.
-        let r = std::panic::catch_unwind(|| body(data));
-        assert!(r.is_ok(), "{} failed on {}", name, path.display());
-    }
-    eprintln!("{name}: replayed {} files", files.len());
-}
 
 #[test]
 fn pong_frame_corpus() {

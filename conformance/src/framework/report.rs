@@ -1,36 +1,22 @@
-//! Results of a check run and the table printed for it.
+//! What a case concludes, a run's results, and the plain-text and Markdown tables.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::client::{cut, secs};
+use super::case::{Case, Level};
+use super::text::{cut, one_line, secs};
 
-/// How binding a rule is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    /// Required: a failure fails the run.
-    Must,
-    /// Recommended: a failure is a WARN, or a FAIL under `--strict`.
-    Should,
+/// What a case body concludes when it does not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The rule holds; the text says what was seen.
+    Pass(String),
+    /// The case cannot tell on this target (e.g. its resolver answers `.invalid`).
+    NotApplicable(String),
 }
 
-impl Level {
-    /// The name in the table.
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Must => "MUST",
-            Level::Should => "SHOULD",
-        }
-    }
-
-    /// Whether a failure at this level fails the run.
-    pub fn counts(self, strict: bool) -> bool {
-        match self {
-            Level::Must => true,
-            Level::Should => strict,
-        }
-    }
-}
+/// A case body's result: `Err` is a failure, with what differed.
+pub type Outcome = Result<Verdict, String>;
 
 /// A case's result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +27,7 @@ pub enum Status {
     Fail,
     /// A SHOULD case that does not hold, without `--strict`.
     Warn,
-    /// The case cannot tell on this remote.
+    /// The case cannot tell on this target.
     NotApplicable,
 }
 
@@ -60,12 +46,16 @@ impl Status {
 /// One case's line.
 #[derive(Clone, Debug)]
 pub struct CaseReport {
-    /// Stable id (`PONG-<AREA>-<RULE>`).
+    /// Stable id.
     pub id: &'static str,
     /// MUST or SHOULD.
     pub level: Level,
+    /// Where the rule comes from.
+    pub source: &'static str,
     /// The rule checked.
     pub clause: &'static str,
+    /// How we differ from the reference implementation here, if we do on purpose.
+    pub differs: Option<&'static str>,
     /// The result.
     pub status: Status,
     /// What was seen (why it failed, or what passed).
@@ -74,11 +64,34 @@ pub struct CaseReport {
     pub elapsed: Duration,
 }
 
+impl CaseReport {
+    /// The line for `case` from what its body concluded: a failure is FAIL when the
+    /// case's level counts (MUST, or SHOULD under `strict`), WARN otherwise.
+    pub fn new<B>(case: &Case<B>, outcome: Outcome, strict: bool, elapsed: Duration) -> Self {
+        let (status, detail) = match outcome {
+            Ok(Verdict::Pass(d)) => (Status::Pass, d),
+            Ok(Verdict::NotApplicable(d)) => (Status::NotApplicable, d),
+            Err(d) if case.level.counts(strict) => (Status::Fail, d),
+            Err(d) => (Status::Warn, d),
+        };
+        CaseReport {
+            id: case.id,
+            level: case.level,
+            source: case.source,
+            clause: case.clause,
+            differs: case.differs,
+            status,
+            detail,
+            elapsed,
+        }
+    }
+}
+
 /// A whole run.
 #[derive(Clone, Debug)]
 pub struct Report {
-    /// The remote checked (its URL).
-    pub remote: String,
+    /// The implementation checked (a URL, or a name for scripted checks).
+    pub target: String,
     /// Whether SHOULD cases counted.
     pub strict: bool,
     /// The per-wait limit used.
@@ -114,7 +127,7 @@ impl Report {
         format!(
             "{} cases against {}: {} PASS, {} FAIL, {} WARN, {} N/A ({}; waits up to {}; {:.1}s)",
             self.cases.len(),
-            self.remote,
+            self.target,
             self.count(Status::Pass),
             self.count(Status::Fail),
             self.count(Status::Warn),
@@ -171,11 +184,32 @@ impl Report {
     }
 }
 
-/// `s` on one line (control characters shown as spaces).
-pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+/// A Markdown table of `cases` for `reports/`: id, source, clause, result (`pass`, or
+/// the status and the first line of the detail), and how we differ from `reference`.
+pub fn markdown_table(cases: &[CaseReport], reference: &str) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut md = format!(
+        "| ID | source | clause | result | differs from {reference} |\n|---|---|---|---|---|\n"
+    );
+    for c in cases {
+        let first = c.detail.lines().next().unwrap_or("");
+        let result = match c.status {
+            Status::Pass => "pass".to_string(),
+            Status::Fail => format!("FAIL: {first}"),
+            Status::Warn => format!("WARN: {first}"),
+            Status::NotApplicable => format!("N/A: {first}"),
+        };
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {} |",
+            c.id,
+            c.source,
+            cell(c.clause),
+            cell(&result),
+            cell(c.differs.unwrap_or(""))
+        );
+    }
+    md
 }
 
 #[cfg(test)]
@@ -186,7 +220,9 @@ mod tests {
         CaseReport {
             id,
             level,
+            source: "seed",
             clause: "a rule that is rather long for the column",
+            differs: None,
             status,
             detail: "line one\nline two".into(),
             elapsed: Duration::from_millis(3),
@@ -196,7 +232,7 @@ mod tests {
     #[test]
     fn table_and_summary() {
         let r = Report {
-            remote: "tcp://127.0.0.1:1".into(),
+            target: "tcp://127.0.0.1:1".into(),
             strict: false,
             wait: Duration::from_secs(5),
             cases: vec![
@@ -211,6 +247,47 @@ mod tests {
         assert!(t.contains("PONG-A-B  MUST    PASS    a rule that is rath…  line one line two"));
         assert!(t.contains("3 cases against tcp://127.0.0.1:1: 1 PASS, 0 FAIL, 1 WARN, 1 N/A"));
         assert_eq!(r.ids(Status::Warn), ["PONG-A-C"]);
-        assert!(Level::Should.counts(true) && !Level::Should.counts(false));
+    }
+
+    #[test]
+    fn markdown_rows() {
+        let mut failed = case("X-A-F", Level::Must, Status::Fail);
+        failed.clause = "a | b";
+        failed.differs = Some("we do | they do");
+        let md = markdown_table(
+            &[case("X-A-P", Level::Must, Status::Pass), failed],
+            "vproxy",
+        );
+        assert!(md.starts_with("| ID | source | clause | result | differs from vproxy |\n"));
+        assert!(
+            md.contains("| `X-A-P` | seed | a rule that is rather long for the column | pass |  |")
+        );
+        assert!(md.contains("| `X-A-F` | seed | a \\| b | FAIL: line one | we do \\| they do |"));
+    }
+
+    #[test]
+    fn outcomes_become_statuses_by_level() {
+        let must = Case {
+            id: "X-A-M",
+            level: Level::Must,
+            source: "seed",
+            clause: "",
+            differs: None,
+            body: (),
+        };
+        let should = Case {
+            level: Level::Should,
+            ..must
+        };
+        let z = Duration::ZERO;
+        let st = |c: &Case<()>, o: Outcome, strict| CaseReport::new(c, o, strict, z).status;
+        assert_eq!(st(&must, Err("x".into()), false), Status::Fail);
+        assert_eq!(st(&should, Err("x".into()), false), Status::Warn);
+        assert_eq!(st(&should, Err("x".into()), true), Status::Fail);
+        assert_eq!(
+            st(&should, Ok(Verdict::NotApplicable("n".into())), true),
+            Status::NotApplicable
+        );
+        assert_eq!(st(&must, Ok(Verdict::Pass("p".into())), true), Status::Pass);
     }
 }

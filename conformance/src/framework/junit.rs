@@ -1,6 +1,5 @@
 //! JUnit XML for CI: one `<testcase>` per case. FAIL is a `<failure>` with the detail as
-//! its message, N/A is `<skipped>`, WARN passes with the detail in `<system-out>`. The
-//! document itself is written by the shared `tunnelbed-junit` crate.
+//! its message, N/A is `<skipped>`, WARN passes with the detail in `<system-out>`.
 
 use tunnelbed_junit::{Case, Outcome, Suite};
 
@@ -8,13 +7,16 @@ use super::report::{Report, Status};
 
 pub use tunnelbed_junit::esc;
 
-/// The report as a JUnit XML document.
-pub fn to_junit(r: &Report) -> String {
+/// The report of `tunnelbed check <checker>` as a JUnit XML document: suite
+/// `<checker> conformance (<target>)`, test classes `<checker>.<AREA>` from the ids'
+/// second part. The document itself is written by the shared `tunnelbed-junit` crate.
+pub fn to_junit(r: &Report, checker: &str) -> String {
+    let prefix = checker.to_ascii_uppercase();
     let cases = r
         .cases
         .iter()
         .map(|c| {
-            let area = c.id.split('-').nth(1).unwrap_or("PONG");
+            let area = c.id.split('-').nth(1).unwrap_or(&prefix);
             let (outcome, system_out) = match c.status {
                 Status::Pass => (Outcome::Pass, Some(c.detail.clone())),
                 Status::Fail => (
@@ -40,7 +42,7 @@ pub fn to_junit(r: &Report) -> String {
                 ),
             };
             Case {
-                classname: format!("pong.{area}"),
+                classname: format!("{checker}.{area}"),
                 name: format!("{} [{}] {}", c.id, c.level.name(), c.clause),
                 time: c.elapsed.as_secs_f64(),
                 outcome,
@@ -49,16 +51,16 @@ pub fn to_junit(r: &Report) -> String {
         })
         .collect();
     let suite = Suite {
-        name: format!("pong conformance ({})", r.remote),
+        name: format!("{checker} conformance ({})", r.target),
         time: r.elapsed.as_secs_f64(),
         properties: vec![
-            ("remote".into(), r.remote.clone()),
+            ("remote".into(), r.target.clone()),
             ("strict".into(), r.strict.to_string()),
             ("wait_secs".into(), format!("{:.3}", r.wait.as_secs_f64())),
         ],
         cases,
     };
-    tunnelbed_junit::to_xml("tunnelbed check pong", &[suite])
+    tunnelbed_junit::to_xml(&format!("tunnelbed check {checker}"), &[suite])
 }
 
 #[cfg(test)]
@@ -66,20 +68,22 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::pong_check::report::{CaseReport, Level};
+    use crate::framework::{CaseReport, Level};
 
     #[test]
     fn escapes_and_marks_each_status() {
         let mk = |id, status, detail: &str| CaseReport {
             id,
             level: Level::Must,
+            source: "seed",
             clause: "a <rule> & \"more\"",
+            differs: None,
             status,
             detail: detail.into(),
             elapsed: Duration::from_millis(10),
         };
         let r = Report {
-            remote: "tcp://h:1".into(),
+            target: "tcp://h:1".into(),
             strict: true,
             wait: Duration::from_secs(5),
             cases: vec![
@@ -90,7 +94,9 @@ mod tests {
             ],
             elapsed: Duration::from_secs(1),
         };
-        let x = to_junit(&r);
+        let x = to_junit(&r, "pong");
+        assert!(x.contains("<testsuites name=\"tunnelbed check pong\" tests=\"4\""));
+        assert!(x.contains("<testsuite name=\"pong conformance (tcp://h:1)\""));
         assert!(x.contains("tests=\"4\" failures=\"1\" errors=\"0\" skipped=\"1\""));
         assert!(x.contains(
             "classname=\"pong.X\" name=\"PONG-X-A [MUST] a &lt;rule&gt; &amp; &quot;more&quot;\""
