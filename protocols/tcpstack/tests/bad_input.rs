@@ -240,16 +240,17 @@ fn bad_input_changes_no_healthy_connection() {
             Ok(()) => "decoded".to_string(),
             Err(e) => format!("refused: {e}"),
         };
+        let cell = |x: &str| x.replace('|', "\\|");
         let _ = writeln!(
             table,
             "| {} | {} | {} |",
-            row.name,
+            cell(row.name),
             result,
-            if sent.is_empty() {
+            cell(&if sent.is_empty() {
                 "nothing".to_string()
             } else {
                 sent.join(", ")
-            }
+            })
         );
         let after = s.stack.info(c).unwrap();
         assert_eq!(
