@@ -3,9 +3,9 @@
 //! the reports `tunnelbed sim` writes.
 
 pub mod fault;
-pub mod iplink;
 pub mod flatjson;
 pub mod html;
+pub mod iplink;
 pub mod ledger;
 pub mod link;
 pub mod profile;

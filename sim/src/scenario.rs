@@ -15,9 +15,9 @@ use crate::profile;
 use crate::sabotage::Sabotage;
 use crate::simnet::SimWorld;
 
-/// Bytes that pass before the data-path sabotage drops a chunk: past the handshakes, so
-/// it hits application data.
-const DATA_FAULT_AFTER: u64 = 20_000;
+/// Bytes that pass before the data-path sabotage drops a chunk: past most handshakes, so
+/// it usually hits application data, and few enough for the smallest scenario.
+const DATA_FAULT_AFTER: u64 = 2_000;
 
 /// A registered scenario.
 #[derive(Clone, Copy)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tunnelbed_sim::sabotage::Sabotage;
 use tunnelbed_sim::record::{self, RunRecord};
+use tunnelbed_sim::sabotage::Sabotage;
 use tunnelbed_sim::scenario::{check_determinism, run as run_once, RunConfig, RunReport};
 use tunnelbed_sim::{profile, report, scenarios, sweep};
 

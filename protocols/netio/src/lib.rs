@@ -8,9 +8,9 @@
 pub mod arq;
 pub mod capture;
 pub mod captured;
+pub mod corpus;
 pub mod fault;
 pub mod iplink;
-pub mod corpus;
 pub mod net;
 pub mod pcap_read;
 pub mod tokio_net;
