@@ -43,7 +43,7 @@ fn request(i: usize, payload: &[u8]) -> Option<Vec<u8>> {
     let mut body = (i as u32).to_be_bytes().to_vec();
     body.extend_from_slice(payload);
     let id = i as u16;
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         echo::build_udp(CLIENT, CLIENT_PORT, SERVER, UDP_PORT, id, &body)
     } else {
         echo::build_icmp_echo(CLIENT, SERVER, 8, ICMP_IDENT, id, id, &body)
