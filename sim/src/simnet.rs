@@ -303,8 +303,14 @@ pub struct SimStream {
 impl SimStream {
     fn new(inner: turmoil::net::TcpStream, host: &Arc<str>, world: &SimWorld) -> io::Result<Self> {
         let pair = (inner.local_addr()?, inner.peer_addr()?);
-        let reset = Arc::new(AtomicBool::new(false));
-        world.resets.lock().insert(pair, reset.clone());
+        // A mark may be there already: the peer accepted and aborted before our connect
+        // returned (a target that refuses at once), and left the reset for us.
+        let reset = world
+            .resets
+            .lock()
+            .entry(pair)
+            .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+            .clone();
         Ok(Self {
             inner: Some(inner),
             pair,
@@ -412,9 +418,13 @@ impl TcpConn for SimStream {
     }
     fn abort(self) {
         let (local, peer) = self.pair;
-        if let Some(r) = self.resets.lock().get(&(peer, local)) {
-            r.store(true, Ordering::SeqCst);
-        }
+        // The peer's stream may not exist yet (its connect has not returned): leave the
+        // mark for it to find.
+        self.resets
+            .lock()
+            .entry((peer, local))
+            .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+            .store(true, Ordering::SeqCst);
         // Dropping sends the FIN the peer will read as the reset (or turmoil's own RST,
         // when input is left unread).
         drop(self);

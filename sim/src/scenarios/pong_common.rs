@@ -231,9 +231,14 @@ pub fn remote_config() -> RemoteConfig {
         dial_timeout: Duration::from_secs(5),
         header_timeout: Duration::from_secs(5),
         udp_idle: Duration::from_secs(30),
+        idle_timeout: REMOTE_IDLE,
         ..RemoteConfig::default()
     }
 }
+
+/// The remote's idle timeout in the scenarios: a stream whose target never answers (a
+/// connection the target lost, see [`Overflow::Lose`]) fails after this long.
+pub const REMOTE_IDLE: Duration = Duration::from_secs(20);
 
 /// Runs pong's remote on host `host` (call inside the host closure), its sockets counted
 /// in `gauges`; trace ids are `{name}/c{n}`.
@@ -323,6 +328,10 @@ pub enum TargetMode {
     /// Read the request, then send the answer in 2 KiB pieces every `pace_ms` (a long
     /// download), and finish.
     Trickle,
+    /// HTTP/1.0 style: read exactly the header and the request (not waiting for the
+    /// application's finish), answer after the think time `pace_ms`, and close the
+    /// connection right after the answer.
+    Http10,
 }
 
 /// In which order the target reads the request and writes the answer.
@@ -345,6 +354,7 @@ impl TargetMode {
             TargetMode::Reset => 3,
             TargetMode::Abortee => 4,
             TargetMode::Trickle => 5,
+            TargetMode::Http10 => 6,
         }
     }
     fn from_code(c: u8) -> Option<Self> {
@@ -355,6 +365,7 @@ impl TargetMode {
             3 => TargetMode::Reset,
             4 => TargetMode::Abortee,
             5 => TargetMode::Trickle,
+            6 => TargetMode::Http10,
             _ => return None,
         })
     }
@@ -536,6 +547,36 @@ async fn serve_target<S: TcpConn>(mut s: S, seed: u64, ledger: FlowLedger, log: 
             let ((), (got, r)) = tokio::join!(send, recv);
             record(judge(&got, r));
         }
+        TargetMode::Http10 => {
+            let mut got = vec![0u8; h.req as usize];
+            let saw = match s.read_exact(&mut got).await {
+                Ok(_) => TargetSaw::Complete,
+                Err(e) => TargetSaw::Error(0, e.to_string()),
+            };
+            let complete = saw == TargetSaw::Complete;
+            if !h.untracked {
+                let flow = req_flow(h.tag);
+                ledger.received(&flow, if complete { &got[..] } else { &[] });
+                if complete {
+                    ledger.close(&flow);
+                }
+            }
+            record(saw);
+            if !complete {
+                return;
+            }
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+            let body = answer();
+            if !h.untracked {
+                ledger.sent(&resp_flow(h.tag), &body);
+            }
+            if s.write_all(&body).await.is_ok() {
+                let _ = s.shutdown().await;
+            }
+            // Closed right after the answer (the socket is dropped here).
+        }
         TargetMode::Serve(_) | TargetMode::Trickle => {
             let flow = req_flow(h.tag);
             let (mut rd, mut wr) = tokio::io::split(s);
@@ -590,6 +631,123 @@ async fn serve_target<S: TcpConn>(mut s: S, seed: u64, ledger: FlowLedger, log: 
                 Order::Both => tokio::join!(send, recv).1,
             };
             record(saw);
+        }
+    }
+}
+
+// ---- a target that accepts slowly ----------------------------------------------------
+
+/// What a slow target's "kernel" does with a connection while its accept backlog is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Leave it waiting: the dialer's connect completes only when there is room (a
+    /// connect that takes seconds, or longer than the dialer waits).
+    Wait,
+    /// Refuse it: the connection is reset at once (Linux with `tcp_abort_on_overflow`).
+    Refuse,
+    /// Lose it: the dialer's connect succeeds, but nobody ever reads or answers (Linux
+    /// after an accept-queue overflow with SYN cookies: the client holds an established
+    /// connection the server never got; seen with `python3 -m http.server`, backlog 5).
+    Lose,
+}
+
+/// A target that accepts slowly: a bounded accept backlog, emptied by an application
+/// that takes one connection every `accept_every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowAccept {
+    /// Connections the "kernel" holds for the application (Python's http.server: 5).
+    pub backlog: usize,
+    /// The application takes one queued connection this often.
+    pub accept_every: Duration,
+    /// What happens to connections beyond the backlog.
+    pub overflow: Overflow,
+}
+
+impl SlowAccept {
+    /// Drawn from the seed: backlog 1 to 5, one accept every 20 to 400 ms, any overflow.
+    pub fn draw(rng: &mut impl rand::Rng) -> Self {
+        Self {
+            backlog: rng.gen_range(1..=5),
+            accept_every: Duration::from_millis(rng.gen_range(20..=400)),
+            overflow: match rng.gen_range(0..3) {
+                0 => Overflow::Wait,
+                1 => Overflow::Refuse,
+                _ => Overflow::Lose,
+            },
+        }
+    }
+}
+
+/// Counts of a slow target's connections, for the checks.
+#[derive(Clone, Default, Debug)]
+pub struct SlowLog {
+    /// Connections the application took from the backlog.
+    pub served: Arc<AtomicI64>,
+    /// Connections refused ([`Overflow::Refuse`]).
+    pub refused: Arc<AtomicI64>,
+    /// Connections lost ([`Overflow::Lose`]).
+    pub lost: Arc<AtomicI64>,
+}
+
+/// Runs a slow-accepting target on host `host`, [`TARGET_PORT`]: connections are taken
+/// from the network into a backlog of `cfg.backlog` (what the kernel does), and the
+/// application serves one every `cfg.accept_every` as [`run_target`] does (the stream's
+/// header says how). A reusable target role for any scenario that dials targets.
+pub async fn run_slow_target(
+    world: SimWorld,
+    host: &str,
+    seed: u64,
+    ledger: FlowLedger,
+    log: TargetLog,
+    cfg: SlowAccept,
+    counts: SlowLog,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let net = world.net(host);
+    let listener = net.listen_tcp(any(TARGET_PORT)).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(cfg.backlog.max(1));
+    let served = counts.served.clone();
+    tokio::spawn(async move {
+        // The application: one accept every `accept_every`.
+        loop {
+            tokio::time::sleep(cfg.accept_every).await;
+            let Some(s) = rx.recv().await else { return };
+            served.fetch_add(1, Ordering::SeqCst);
+            let (ledger, log) = (ledger.clone(), log.clone());
+            tokio::spawn(async move { serve_target(s, seed, ledger, log).await });
+        }
+    });
+    loop {
+        // The kernel.
+        let (permit, s) = if cfg.overflow == Overflow::Wait {
+            // No room, no accept: the dialer's connect waits.
+            let p = tx.clone().reserve_owned().await?;
+            (Some(p), listener.accept().await?.0)
+        } else {
+            let s = listener.accept().await?.0;
+            (tx.clone().try_reserve_owned().ok(), s)
+        };
+        match (permit, cfg.overflow) {
+            (Some(p), _) => {
+                p.send(s);
+            }
+            (None, Overflow::Refuse) => {
+                counts.refused.fetch_add(1, Ordering::SeqCst);
+                s.abort();
+            }
+            (None, _) => {
+                counts.lost.fetch_add(1, Ordering::SeqCst);
+                // Held and never answered; what arrives is read and dropped, so the
+                // socket goes away when the dialer gives up on it.
+                tokio::spawn(async move {
+                    let mut s = s;
+                    let mut sink = vec![0u8; 16 * 1024];
+                    while let Ok(n) = s.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
         }
     }
 }

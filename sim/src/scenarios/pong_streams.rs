@@ -37,6 +37,10 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const STREAMS: usize = 300;
+/// Streams to the slow-accepting target (tags from 20 000), HTTP/1.0 style.
+const SLOW_STREAMS: usize = 40;
+/// Tags of the slow target's streams start here.
+const SLOW_TAG: u32 = 20_000;
 /// Slow readers inside the local process, on pong streams directly.
 const DIRECT: usize = 6;
 const ASSOCIATIONS: u32 = 3;
@@ -162,9 +166,38 @@ fn plan(ctx: &mut Ctx) -> Vec<Stream> {
         .collect()
 }
 
+/// One stream to the slow target: when it starts, its request and answer sizes, the
+/// target's think time.
+#[derive(Clone, Copy, Debug)]
+struct SlowStream {
+    start: Duration,
+    req: usize,
+    resp: usize,
+    think_ms: u16,
+}
+
+fn slow_plan(ctx: &mut Ctx) -> (pc::SlowAccept, Vec<SlowStream>) {
+    let cfg = pc::SlowAccept::draw(&mut ctx.rng);
+    let streams = (0..SLOW_STREAMS)
+        .map(|_| {
+            let r = &mut ctx.rng;
+            SlowStream {
+                start: Duration::from_millis(r.gen_range(0..600)),
+                req: r.gen_range(16..2048),
+                resp: size(r),
+                think_ms: r.gen_range(0..100),
+            }
+        })
+        .collect();
+    (cfg, streams)
+}
+
 #[derive(Default)]
 struct Outcome {
     app: BTreeMap<u32, AppSaw>,
+    /// The slow target's streams: what the application saw, and whether a clean answer
+    /// was byte for byte the target's.
+    slow: BTreeMap<u32, (AppSaw, bool)>,
     udp_answered: usize,
     udp_total: usize,
     udp_corrupt: usize,
@@ -188,6 +221,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let udp_sizes: Vec<Vec<usize>> = (0..ASSOCIATIONS)
         .map(|_| (0..DATAGRAMS).map(|_| ctx.rng.gen_range(8..1200)).collect())
         .collect();
+    let (slow_cfg, slow_streams) = slow_plan(ctx);
+    let slow_counts = pc::SlowLog::default();
     let sabotage = ctx.sabotaged();
     let faults = if ctx.profile == "clean" {
         FaultPlan::new()
@@ -233,6 +268,19 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
     sim.host("target", move || {
         pc::run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
+    });
+    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
+    let counts = slow_counts.clone();
+    sim.host("slow", move || {
+        pc::run_slow_target(
+            world.clone(),
+            "slow",
+            seed,
+            ledger.clone(),
+            log.clone(),
+            slow_cfg,
+            counts.clone(),
+        )
     });
     let (world, s) = (ctx.world.clone(), slot.clone());
     let (ledger, direct_out) = (ctx.ledger.clone(), direct.clone());
@@ -291,6 +339,22 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 (tag, saw)
             }));
         }
+        let slow_target = net.resolve("slow", pc::TARGET_PORT).await?[0];
+        let mut slow_tasks = Vec::new();
+        for (k, st) in slow_streams.into_iter().enumerate() {
+            let net = net.clone();
+            slow_tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(st.start).await;
+                let tag = SLOW_TAG + k as u32;
+                let r = tokio::time::timeout(
+                    STREAM_TIMEOUT,
+                    slow_stream(&net, front, slow_target, seed, tag, &st),
+                )
+                .await
+                .unwrap_or((AppSaw::Hung, false));
+                (tag, r)
+            }));
+        }
         // A pool watcher: the carrier count while streams run.
         let watch_slot = slot.clone();
         let peak = tokio::spawn(async move {
@@ -321,6 +385,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         for t in tasks {
             let (tag, saw) = t.await?;
             out.lock().unwrap().app.insert(tag, saw);
+        }
+        for t in slow_tasks {
+            let (tag, r) = t.await?;
+            out.lock().unwrap().slow.insert(tag, r);
         }
         for t in udp {
             let r = t.await?;
@@ -428,6 +496,45 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             format!("{n_wrong} of {STREAMS} streams: {}", parts.join("; "))
         },
     );
+    // The slow target: every stream ends, served ones intact, the others with an error
+    // at the application (never a hang, never a clean end that is short or wrong).
+    let (mut slow_clean, mut slow_failed, mut slow_bad) = (0usize, 0usize, Vec::new());
+    for k in 0..SLOW_STREAMS as u32 {
+        let tag = SLOW_TAG + k;
+        match o.slow.get(&tag) {
+            Some((AppSaw::Clean(_), true)) if log.get(&tag) == Some(&TargetSaw::Complete) => {
+                slow_clean += 1
+            }
+            Some((AppSaw::Error(_), _)) => slow_failed += 1,
+            other => {
+                if slow_bad.len() < 3 {
+                    slow_bad.push(format!("s{tag}: app {other:?}, target {:?}", log.get(&tag)));
+                } else {
+                    slow_bad.push(String::new());
+                }
+            }
+        }
+    }
+    let (served, refused, lost) = (
+        slow_counts.served.load(std::sync::atomic::Ordering::SeqCst),
+        slow_counts
+            .refused
+            .load(std::sync::atomic::Ordering::SeqCst),
+        slow_counts.lost.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    ctx.check(
+        "slow-target",
+        slow_bad.is_empty(),
+        format!(
+            "{slow_cfg:?}: {slow_clean} answered intact, {slow_failed} failed at the application, \
+             {} wrong or hung {:?}; target served {served}, refused {refused}, lost {lost}",
+            slow_bad.len(),
+            slow_bad
+                .iter()
+                .filter(|b| !b.is_empty())
+                .collect::<Vec<_>>()
+        ),
+    );
     ctx.check(
         "udp-associate",
         o.udp_errors.is_empty() && o.udp_corrupt == 0 && o.udp_answered == o.udp_total,
@@ -464,6 +571,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             o.pool_peak
         ),
     );
+    ctx.metric("slow_answered", slow_clean);
+    ctx.metric("slow_failed", slow_failed);
     ctx.metric("streams", STREAMS);
     ctx.metric("clean", clean);
     ctx.metric("carriers_opened", opened);
@@ -574,6 +683,52 @@ async fn app_stream<N: Net>(
                 pc::exchange(s, &h.encode(), &body, &st.chunks, true, None).await;
             verdict_fail(got.len(), sent, recv)
         }
+    }
+}
+
+/// One HTTP/1.0-style exchange with the slow target: the request without a finish, the
+/// answer read to the target's close. Returns what the application saw and whether a
+/// clean answer was exactly the target's.
+async fn slow_stream<N: Net>(
+    net: &N,
+    front: SocketAddr,
+    target: SocketAddr,
+    seed: u64,
+    tag: u32,
+    st: &SlowStream,
+) -> (AppSaw, bool) {
+    let h = Header {
+        tag,
+        req: st.req as u32,
+        resp: st.resp as u32,
+        mode: TargetMode::Http10,
+        slow_target: false,
+        untracked: true,
+        pace_ms: st.think_ms,
+    };
+    let body = pc::request_body(seed, tag, st.req);
+    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
+        Ok(s) => s,
+        Err(e) => return (AppSaw::Error(format!("connect: {e}")), false),
+    };
+    let (got, sent, recv) = pc::exchange(
+        s,
+        &h.encode(),
+        &body,
+        &[(st.req, Duration::ZERO)],
+        false,
+        None,
+    )
+    .await;
+    match (sent, recv) {
+        (Ok(()), Ok(())) => {
+            let intact = got == pc::answer_body(seed, tag, st.resp);
+            (AppSaw::Clean(got.len()), intact)
+        }
+        (s, r) => (
+            AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
+            false,
+        ),
     }
 }
 
