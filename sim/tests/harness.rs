@@ -128,11 +128,13 @@ fn leak_sabotage_fails_no_leak() {
 
 #[test]
 fn data_path_sabotage_fails_integrity() {
-    // Scenarios of plain datagrams (UDP, raw IP packets): no TCP stream and no ARQ driver
-    // for the fault to act in, so they pass. Every other scenario must notice the loss.
-    const DATAGRAMS_ONLY: [&str; 2] = ["udp-echo", "ip-echo"];
+    // Where the fault cannot act, the run passes: plain datagrams (UDP, raw IP packets)
+    // cross no TCP stream and no ARQ driver, and vless-fullcone's carriers move a few
+    // hundred bytes in all (headers and 30 bytes of datagrams), under the fault's
+    // threshold. Every other scenario must notice the loss.
+    const OUT_OF_REACH: [&str; 3] = ["udp-echo", "ip-echo", "vless-fullcone"];
     for r in sabotaged_runs(Sabotage::DataPath, "clean") {
-        if DATAGRAMS_ONLY.contains(&r.scenario.as_str()) {
+        if OUT_OF_REACH.contains(&r.scenario.as_str()) {
             assert!(r.ok(), "{}: {}", r.scenario, r.failure_summary());
             continue;
         }
