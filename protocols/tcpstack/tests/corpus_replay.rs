@@ -2,42 +2,9 @@
 //! input the fuzzer kept (and every crash fixed since) stays a regression test. A missing
 //! or empty corpus directory is a failure: this test never passes on zero files.
 
-use std::fs;
-use std::path::PathBuf;
+use tunnelbed_netio::corpus::{corpus, replay};
 
 use tunnelbed_tcpstack::fuzzing::{fuzz_packet_decode, fuzz_stack_ops, run_stack_ops, OpsSummary};
-
-fn corpus(name: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../corpora")
-        .join(name);
-    let entries = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus directory {} missing: {e}", dir.display()));
-    let mut files: Vec<(PathBuf, Vec<u8>)> = entries
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let data = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p, data)
-        })
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "corpus directory {} holds no files",
-        dir.display()
-    );
-    files
-}
-
-fn replay(name: &str, body: fn(&[u8])) {
-    let files = corpus(name);
-    for (path, data) in &files {
-        let r = std::panic::catch_unwind(|| body(data));
-        assert!(r.is_ok(), "{} failed on {}", name, path.display());
-    }
-    eprintln!("{name}: replayed {} files", files.len());
-}
 
 #[test]
 fn tcpstack_packet_corpus() {
@@ -105,8 +72,8 @@ fn hand_built_seeds_reach_the_machine() {
 #[test]
 #[ignore]
 fn write_hand_built_seeds() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../corpora/tcpstack_ops");
+    let dir = tunnelbed_netio::corpus::corpora_dir().join("tcpstack_ops");
     for (i, s) in tunnelbed_tcpstack::fuzzing::ops_seeds().iter().enumerate() {
-        fs::write(dir.join(format!("seed-{i}")), s).unwrap();
+        std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();
     }
 }
