@@ -40,7 +40,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Scenarios on the simulated network: list, run, sweep, all.
+    /// Scenarios on the simulated network: list, run, sweep, all, merge.
     #[command(subcommand)]
     Sim(sim::SimCmd),
     /// A real UDP relay that applies a link profile (loss, jitter, ...) between two peers.
