@@ -144,9 +144,20 @@ fn the_pong_go_mock_fails_exactly_its_known_faults() {
         code, 1,
         "a faulty remote must fail the check\n{table}\n{err}"
     );
+    // The mock drops target reads of 30 bytes or less; when the kernel hands the 65 500 B
+    // echo of PONG-DATA-MAX over with a tail piece that small (it depends on scheduling),
+    // that case fails too, by exactly that fault: allowed, and only with that signature.
+    let tail_piece_dropped = |l: &str| {
+        l.split(" got ")
+            .nth(1)
+            .and_then(|r| r.strip_suffix(" of 65500 bytes"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|got| got < 65_500 && 65_500 - got <= 30)
+    };
     let fails: Vec<&str> = table
         .lines()
         .filter(|l| l.split_whitespace().nth(2) == Some("FAIL"))
+        .filter(|l| !(l.starts_with("PONG-DATA-MAX ") && tail_piece_dropped(l)))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(
