@@ -1281,3 +1281,142 @@ fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
     assert!(intact > 0, "no download arrived intact\n{}", tails());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Asks a child to stop (SIGTERM, as a service manager would) and waits, bounded, for
+/// it to exit; returns its status.
+fn terminate(p: &mut Proc, wait: Duration) -> ExitStatus {
+    let pid = p.child.id().to_string();
+    let st = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("running kill");
+    assert!(st.success(), "kill -TERM {pid} failed");
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not exit within {wait:?} of SIGTERM\n{}",
+            p.name,
+            p.tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The per-stream lines of `tunnelbed replay` for a pong capture: (request bytes,
+/// response bytes) of every `stream N: -> X B ..., <- Y B ...` line.
+fn replayed_streams(capture: &Path) -> (Vec<(u64, u64)>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+        .arg("replay")
+        .arg(capture)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "replay {}: {text}{}",
+        capture.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes_after = |s: &str, mark: &str| -> Option<u64> {
+        let rest = &s[s.find(mark)? + mark.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let streams = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("stream "))
+        .filter_map(|l| Some((bytes_after(l, "-> ")?, bytes_after(l, "<- ")?)))
+        .collect();
+    (streams, text)
+}
+
+#[test]
+fn real_roles_with_pcap_give_captures_replay_decodes_stream_by_stream() {
+    let dir = scratch("observe");
+    let (remote_pcap, local_pcap) = (dir.join("remote.pcapng"), dir.join("local.pcapng"));
+    let (remote_trace, local_trace) = (dir.join("remote.trace"), dir.join("local.trace"));
+    let (_origin, http) = Proc::start(
+        "http-source",
+        &["http-source", "--listen", "127.0.0.1:0"],
+        "listening ",
+    );
+    let (mut remote, url) = start_remote_with(
+        "tcp://127.0.0.1:0",
+        &dir,
+        &[
+            "--pcap",
+            remote_pcap.to_str().unwrap(),
+            "--trace",
+            remote_trace.to_str().unwrap(),
+        ],
+    );
+    let (mut local, socks) = Proc::start(
+        "pong local",
+        &[
+            "pong",
+            "local",
+            "--socks",
+            "127.0.0.1:0",
+            "--remote",
+            &url,
+            "--client-id",
+            ID,
+            "--pcap",
+            local_pcap.to_str().unwrap(),
+            "--trace",
+            local_trace.to_str().unwrap(),
+        ],
+        "pong local: SOCKS5 on ",
+    );
+    let sizes = [1_000u64, 200_000, 3_000_000];
+    for n in sizes {
+        let f = fetch(&socks, &http, n);
+        assert_intact(&f, n, &format!("{n}-byte download"), || {
+            format!("{}{}", local.tail(), remote.tail())
+        });
+    }
+    for p in [&mut local, &mut remote] {
+        let st = terminate(p, Duration::from_secs(60));
+        assert!(
+            st.success(),
+            "{} exited with {st} after SIGTERM\n{}",
+            p.name,
+            p.tail()
+        );
+    }
+    // Each end's capture alone holds both directions of every stream: the request
+    // curl sent (a GET of a few dozen bytes) and the whole response (body + headers).
+    for (who, pcap) in [("local", &local_pcap), ("remote", &remote_pcap)] {
+        let (streams, text) = replayed_streams(pcap);
+        assert_eq!(
+            streams.len(),
+            sizes.len(),
+            "{who}: streams in the replay:\n{text}"
+        );
+        for (n, (req, resp)) in sizes.iter().zip(&streams) {
+            assert!(
+                (20..1000).contains(req) && *resp >= *n && *resp < n + 1000,
+                "{who}: the {n}-byte download replays as -> {req} B, <- {resp} B:\n{text}"
+            );
+        }
+    }
+    for (who, path) in [("local", &local_trace), ("remote", &remote_trace)] {
+        let t = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{who} trace: {e}"));
+        let streams = t
+            .lines()
+            .filter(|l| l.contains("/s") && l.contains("idle -> open"))
+            .count();
+        let closed = t
+            .lines()
+            .filter(|l| l.contains("/s") && l.contains("-> closed"))
+            .count();
+        assert!(
+            streams == sizes.len() && closed == sizes.len(),
+            "{who} trace: {streams} streams opened, {closed} closed, want {}:\n{t}",
+            sizes.len()
+        );
+    }
+}

@@ -16,7 +16,7 @@ use tunnelbed_carrier::tls::ClientTls;
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
 use tunnelbed_conformance::pong_check::{self, cases, faulty_remote, CheckConfig};
 
-use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::{usage, EXIT_FAILURE, EXIT_OK};
 
 /// Checker commands.
 #[derive(Subcommand, Debug)]
@@ -88,11 +88,6 @@ pub struct PongGoMockArgs {
     /// The one client id the mock accepts, as a UUID.
     #[arg(long = "client-id", value_name = "UUID")]
     pub client_id: String,
-}
-
-fn usage(e: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
-    eprintln!("error: {e}");
-    Ok(ExitCode::from(EXIT_USAGE))
 }
 
 /// Runs a `check` subcommand.

@@ -2,7 +2,7 @@
 //! with reference peers.
 //!
 //! Both roles run our sans-IO [`Kcp`] through the generic ARQ driver of
-//! `tunnelbed-netio` over [`TokioNet`], so what runs here is the code the simulator tests.
+//! `tunnelbed-netio` over real sockets (`TokioNet`, wrapped for `--pcap`), so what runs here is the code the simulator tests.
 //! The bulk data is SHA-256 in counter mode ([`pattern_fill`]): not periodic, so a lost,
 //! duplicated or reordered segment always changes the digest, and any offset can be
 //! recomputed on its own (the sender checks every echoed byte as it arrives). The reference
@@ -20,9 +20,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tunnelbed_kcp::{Kcp, KcpConfig};
 use tunnelbed_netio::arq::{self, ArqOptions, ArqServer, SessionEnd};
-use tunnelbed_netio::{TokioNet, Trace};
 
-use super::{EXIT_FAILURE, EXIT_OK};
+use super::observe::{stop_signal, Observe, ObserveArgs};
+use super::{runtime, EXIT_FAILURE, EXIT_OK};
 
 /// Text shared by both roles' `--profile` help, so the choice is documented once.
 const PROFILE_HELP: &str = "KCP knob preset. reference-peer (the default): the knobs of the \
@@ -81,6 +81,8 @@ pub struct EchoArgs {
     /// Most sessions at once; datagrams from further peers are dropped.
     #[arg(long, default_value_t = 1024)]
     pub max_sessions: usize,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// Arguments of `kcp send`.
@@ -109,6 +111,8 @@ pub struct SendArgs {
     /// server, or the link died).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub idle_timeout: Duration,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// KCP framing mode, to override a profile's choice.
@@ -231,13 +235,6 @@ pub fn pattern_fill(offset: u64, buf: &mut [u8]) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")
-}
-
 /// Runs a `kcp` subcommand.
 pub fn run(cmd: KcpCmd) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -247,6 +244,15 @@ pub fn run(cmd: KcpCmd) -> anyhow::Result<ExitCode> {
 }
 
 async fn echo(a: EchoArgs) -> anyhow::Result<ExitCode> {
+    let obs = a.observe.start("kcp-echo");
+    let r = echo_on(&a, &obs).await;
+    obs.finish()?;
+    r
+}
+
+async fn echo_on(a: &EchoArgs, obs: &Observe) -> anyhow::Result<ExitCode> {
+    let net = obs.net();
+    let trace = obs.trace();
     let cfg = config(&a.profile, a.mode);
     let conv = a.conv;
     let opts = ArqOptions {
@@ -257,7 +263,7 @@ async fn echo(a: EchoArgs) -> anyhow::Result<ExitCode> {
     let refused = AtomicU64::new(0);
     let make_cfg = cfg.clone();
     let mut srv = ArqServer::bind(
-        &TokioNet,
+        &net,
         a.listen,
         move |peer, first: &[u8]| {
             // Only a datagram carrying our conversation starts a session, so stray or
@@ -278,7 +284,7 @@ async fn echo(a: EchoArgs) -> anyhow::Result<ExitCode> {
             Some(Kcp::new(
                 conv,
                 &make_cfg,
-                Trace::disabled(),
+                trace.clone(),
                 format!("kcp[echo<-{peer}]"),
             ))
         },
@@ -298,9 +304,7 @@ async fn echo(a: EchoArgs) -> anyhow::Result<ExitCode> {
     let stop = async {
         match a.duration {
             Some(d) => tokio::time::sleep(d).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            None => stop_signal().await,
         }
     };
     tokio::pin!(stop);
@@ -333,6 +337,13 @@ fn fail(msg: String) -> anyhow::Result<ExitCode> {
 }
 
 async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
+    let obs = a.observe.start("kcp-send");
+    let r = send_on(&a, &obs).await;
+    obs.finish()?;
+    r
+}
+
+async fn send_on(a: &SendArgs, obs: &Observe) -> anyhow::Result<ExitCode> {
     let cfg = config(&a.profile, a.mode);
     let total = a.bytes;
     let bind: SocketAddr = if a.to.is_ipv4() {
@@ -344,8 +355,8 @@ async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: a.idle_timeout,
         ..ArqOptions::default()
     };
-    let kcp = Kcp::new(a.conv, &cfg, Trace::disabled(), "kcp[send]");
-    let (stream, mut session) = arq::connect(&TokioNet, bind, a.to, kcp, opts)
+    let kcp = Kcp::new(a.conv, &cfg, obs.trace(), "kcp[send]");
+    let (stream, mut session) = arq::connect(&obs.net(), bind, a.to, kcp, opts)
         .await
         .with_context(|| format!("opening a UDP socket towards {}", a.to))?;
     tracing::info!(

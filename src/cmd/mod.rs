@@ -10,6 +10,7 @@ mod h2tunnel;
 pub mod http_source;
 pub mod kcp;
 mod netem;
+mod observe;
 mod pong;
 mod replay;
 mod report;
@@ -23,6 +24,22 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// The command line was wrong (clap also exits 2).
 pub const EXIT_USAGE: u8 = 2;
+
+/// Reports a command-line mistake clap cannot see (a bad value inside a URL, an
+/// inconsistent pair of options) and exits with [`EXIT_USAGE`].
+pub(crate) fn usage(e: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {e}");
+    Ok(ExitCode::from(EXIT_USAGE))
+}
+
+/// The runtime every subcommand runs its roles on (multi-threaded, timers and I/O on).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
 
 /// tunnelbed: a deterministic testbed for tunnel and proxy protocols.
 ///

@@ -23,13 +23,14 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
-use tunnelbed_netio::{Net, TcpListen, TokioNet, Trace};
+use tunnelbed_netio::{Net, TcpListen};
 use tunnelbed_pong::local::serve_socks;
 use tunnelbed_pong::pool::{Pool, PoolConfig};
 use tunnelbed_pong::remote::{serve, RemoteConfig};
 use tunnelbed_pong::wire::parse_uuid;
 
-use super::{EXIT_OK, EXIT_USAGE};
+use super::observe::ObserveArgs;
+use super::{runtime, usage, EXIT_OK};
 
 /// pong roles on real sockets.
 #[derive(Subcommand, Debug)]
@@ -84,6 +85,8 @@ pub struct RemoteArgs {
     /// the connection after an accept-queue overflow), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub target_ack_timeout: f64,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// `pong local` arguments.
@@ -116,6 +119,8 @@ pub struct LocalArgs {
     /// seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
     pub max_age: f64,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 fn parse_url(s: &str, what: &str) -> Result<CarrierUrl, String> {
@@ -124,11 +129,6 @@ fn parse_url(s: &str, what: &str) -> Result<CarrierUrl, String> {
 
 fn secs(v: f64, what: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(v).map_err(|_| format!("{what} {v}: expected seconds >= 0"))
-}
-
-fn usage(e: String) -> anyhow::Result<ExitCode> {
-    eprintln!("error: {e}");
-    Ok(ExitCode::from(EXIT_USAGE))
 }
 
 fn needs_tls(kind: CarrierKind) -> bool {
@@ -152,17 +152,17 @@ pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             }
             let dial_timeout = match secs(a.dial_timeout, "--dial-timeout") {
                 Ok(d) if !d.is_zero() => d,
-                Ok(_) => return usage("--dial-timeout must be more than 0".into()),
+                Ok(_) => return usage("--dial-timeout must be more than 0"),
                 Err(e) => return usage(e),
             };
             let idle_timeout = match secs(a.idle_timeout, "--idle-timeout") {
                 Ok(d) if !d.is_zero() => d,
-                Ok(_) => return usage("--idle-timeout must be more than 0".into()),
+                Ok(_) => return usage("--idle-timeout must be more than 0"),
                 Err(e) => return usage(e),
             };
             let target_ack_timeout = match secs(a.target_ack_timeout, "--target-ack-timeout") {
                 Ok(d) if d >= Duration::from_millis(1) => d,
-                Ok(_) => return usage("--target-ack-timeout must be at least 0.001".into()),
+                Ok(_) => return usage("--target-ack-timeout must be at least 0.001"),
                 Err(e) => return usage(e),
             };
             let has_cert = a.cert.is_some() || a.self_signed_cert_out.is_some();
@@ -196,7 +196,7 @@ pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
                 Err(e) => return usage(format!("--client-id {e}")),
             };
             if a.max_streams_per_conn == 0 {
-                return usage("--max-streams-per-conn must be at least 1".into());
+                return usage("--max-streams-per-conn must be at least 1");
             }
             let (idle_close, max_age) = match (
                 secs(a.idle_close, "--idle-close"),
@@ -221,13 +221,9 @@ pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             cfg.max_streams_per_conn = a.max_streams_per_conn;
             cfg.idle_close = idle_close;
             cfg.max_age = max_age;
-            runtime()?.block_on(local(a.socks, cfg, Arc::new(tls)))
+            runtime()?.block_on(local(a.socks, cfg, Arc::new(tls), a.observe))
         }
     }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().context("starting the tokio runtime")
 }
 
 /// Resolves to the first address of `host:port`.
@@ -239,28 +235,7 @@ pub(super) async fn listen_addr(url: &CarrierUrl) -> anyhow::Result<SocketAddr> 
         .with_context(|| format!("{}: no address", url.host))
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM.
-pub(super) async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+pub(super) use super::observe::stop_signal;
 
 /// The certificate names of a self-signed certificate for `host`.
 fn cert_names(host: &str) -> Vec<String> {
@@ -334,7 +309,8 @@ fn write_pem(path: &Path, pem: &str) -> anyhow::Result<()> {
 async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow::Result<ExitCode> {
     let tls = server_tls(&a, &listen)?;
     let addr = listen_addr(&listen).await?;
-    let net = TokioNet;
+    let obs = a.observe.start("pong-remote");
+    let net = obs.net();
     let lsn = net
         .listen_tcp(addr)
         .await
@@ -356,27 +332,32 @@ async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow:
         listen.kind,
         tls,
         Arc::new(cfg),
-        Trace::disabled(),
+        obs.trace(),
         "remote".into(),
     );
-    tokio::select! {
-        r = server => {
-            r.with_context(|| format!("serving {shown}"))?;
-            anyhow::bail!("{shown}: the listener stopped");
-        }
+    let result = tokio::select! {
+        biased;
         _ = stop_signal() => {
             tracing::info!("pong remote: stopping");
             Ok(ExitCode::from(EXIT_OK))
         }
-    }
+        r = server => match r {
+            Ok(()) => Err(anyhow::anyhow!("{shown}: the listener stopped")),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("serving {shown}"))),
+        },
+    };
+    obs.finish()?;
+    result
 }
 
 async fn local(
     socks: SocketAddr,
     cfg: PoolConfig,
     tls: Arc<ClientTls>,
+    observe: ObserveArgs,
 ) -> anyhow::Result<ExitCode> {
-    let net = TokioNet;
+    let obs = observe.start("pong-local");
+    let net = obs.net();
     let lsn = net
         .listen_tcp(socks)
         .await
@@ -389,23 +370,31 @@ async fn local(
         cfg.idle_close,
         cfg.max_age
     );
-    let pool = Arc::new(Pool::new(net, cfg, tls, Trace::disabled(), "local".into()));
+    let pool = Arc::new(Pool::new(
+        net.clone(),
+        cfg,
+        tls,
+        obs.trace(),
+        "local".into(),
+    ));
     let maintenance = tokio::spawn(pool.clone().run_maintenance());
     eprintln!("pong local: SOCKS5 on {bound}");
     let result = tokio::select! {
+        biased;
+        _ = stop_signal() => {
+            tracing::info!("pong local: stopping");
+            Ok(ExitCode::from(EXIT_OK))
+        }
         r = serve_socks(net, lsn, pool.clone()) => {
             match r {
                 Ok(()) => Err(anyhow::anyhow!("SOCKS5 on {bound}: the listener stopped")),
                 Err(e) => Err(anyhow::Error::new(e).context(format!("SOCKS5 on {bound}"))),
             }
         }
-        _ = stop_signal() => {
-            tracing::info!("pong local: stopping");
-            Ok(ExitCode::from(EXIT_OK))
-        }
     };
     maintenance.abort();
     pool.shutdown().await;
+    obs.finish()?;
     result
 }
 

@@ -5,6 +5,7 @@
 
 pub mod driver;
 pub mod fuzzing;
+pub mod roles;
 pub mod stream;
 pub mod tunnel;
 pub mod wire;

@@ -66,6 +66,7 @@ struct Inner {
 pub struct Capture {
     inner: Arc<Mutex<Inner>>,
     clock: Clock,
+    sole: bool,
 }
 
 impl fmt::Debug for Capture {
@@ -98,6 +99,19 @@ impl Capture {
                 held: None,
             })),
             clock,
+            sole: false,
+        }
+    }
+
+    /// A capture that is the only observer of its connections (one real process, whose
+    /// peers do not record into it): TCP flows record what they read as the peer's data
+    /// segments and FIN, and accepted connections record their handshake, so the file
+    /// holds both directions. In the simulator every host records into one capture and
+    /// each segment is recorded once, by its sender.
+    pub fn sole_observer(clock: Clock, limit: usize) -> Self {
+        Self {
+            sole: true,
+            ..Self::with_limit(clock, limit)
         }
     }
 
@@ -269,8 +283,12 @@ impl CaptureIface {
             fin_out: false,
             fin_in: false,
         };
-        if we_connected {
-            let (a, b) = (local, peer);
+        if we_connected || self.cap.sole {
+            let (a, b) = if we_connected {
+                (local, peer)
+            } else {
+                (peer, local)
+            };
             let isn_a = isn(a, b);
             let isn_b = isn(b, a);
             flow.segment(a, b, isn_a, None, Flags::SYN, &[]);
@@ -371,10 +389,25 @@ impl TcpFlow {
     }
 
     /// Bytes this host read from the stream: recorded as our ACK (the data segments were
-    /// recorded by the sender's interface, so each segment appears once in the capture).
+    /// recorded by the sender's interface, so each segment appears once in the capture),
+    /// preceded by the peer's data segments when this capture is the sole observer.
     pub fn received(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
+        }
+        if self.iface.cap.sole {
+            let mut seq = self.rcv_nxt;
+            for chunk in data.chunks(SYNTH_MSS) {
+                self.segment(
+                    self.peer,
+                    self.local,
+                    seq,
+                    Some(self.snd_nxt),
+                    Flags::PSH,
+                    chunk,
+                );
+                seq = seq.wrapping_add(chunk.len() as u32);
+            }
         }
         self.rcv_nxt = self.rcv_nxt.wrapping_add(data.len() as u32);
         self.segment(
@@ -410,6 +443,16 @@ impl TcpFlow {
             return;
         }
         self.fin_in = true;
+        if self.iface.cap.sole {
+            self.segment(
+                self.peer,
+                self.local,
+                self.rcv_nxt,
+                Some(self.snd_nxt),
+                Flags::FIN,
+                &[],
+            );
+        }
         self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
         self.segment(
             self.local,

@@ -1,17 +1,19 @@
-//! What the h2tunnel scenarios share: a server that runs one tunnel per KCP session (as
-//! vproxy keeps one KCP per remote address), a client that connects one, and the
-//! deterministic payloads they exchange.
+//! What the h2tunnel scenarios share: the library's tunnel server (one tunnel per KCP
+//! session, as vproxy keeps one KCP per remote address, each stream forwarded to a target
+//! host), the target host, and a client that connects one tunnel.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tunnelbed_h2tunnel::{DriverConfig, Role, Running, TunnelStream};
+pub use tunnelbed_h2tunnel::roles::Target;
+use tunnelbed_h2tunnel::roles::{Carrier, ServerConfig, TunnelServer};
+use tunnelbed_h2tunnel::{DriverConfig, Role, Running};
 use tunnelbed_kcp::{Kcp, KcpConfig};
-use tunnelbed_netio::arq::{self, ArqOptions, ArqServer};
-use tunnelbed_netio::{Net, Trace};
+use tunnelbed_netio::arq::{self, ArqOptions};
+use tunnelbed_netio::{Net, TcpListen, Trace};
 
 use crate::simnet::any;
 
@@ -26,72 +28,46 @@ pub fn arq_options(idle: Duration) -> ArqOptions {
     }
 }
 
-/// Runs the tunnel server on `port` until the host stops: each KCP session (vproxy's
-/// `fast4`) carries one server-side tunnel; `handle` runs for every stream it accepts.
-/// `live` counts the server's tunnels that have not ended.
-pub async fn serve<N, F, Fut>(
+/// Runs the tunnel server on `port` until the host stops: the library role that
+/// `tunnelbed h2tunnel server --listen udp://..` runs, vproxy's `fast4` KCP under one
+/// server-side tunnel per session, every stream to `target` (forwarded by TCP, or a
+/// SOCKS5 request inside it). A stream idle for `idle` is reset. `live` counts the
+/// server's tunnels that have not ended.
+pub async fn serve<N: Net>(
     net: N,
     port: u16,
+    target: Target,
+    idle: Duration,
     trace: Trace,
     opts: ArqOptions,
     live: Arc<AtomicUsize>,
-    handle: F,
-) -> std::io::Result<()>
-where
-    N: Net,
-    F: Fn(TunnelStream) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let kcp_trace = trace.clone();
-    let mut srv = ArqServer::bind(
-        &net,
-        any(port),
-        move |peer, first: &[u8]| {
-            if !starts_session(first) {
-                return None;
-            }
-            Some(Kcp::new(
-                CONV,
-                &KcpConfig::fast4(),
-                kcp_trace.clone(),
-                format!("kcp[server<-{peer}]"),
-            ))
-        },
-        opts,
-    )
-    .await?;
-    while let Some((carrier, peer)) = srv.accept().await {
-        let running = tunnelbed_h2tunnel::driver::spawn(
-            carrier,
-            Role::Server,
-            DriverConfig::default(),
-            trace.clone(),
-            format!("h2t[server<-{peer}]"),
-        );
-        let Running {
-            mut accepted, done, ..
-        } = running;
-        let handle = handle.clone();
-        let live = live.clone();
-        live.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            let streams = tokio::spawn(async move {
-                while let Some(s) = accepted.recv().await {
-                    tokio::spawn(handle(s));
-                }
-            });
-            let _ = done.await;
-            streams.abort();
-            live.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    Ok(())
+) -> std::io::Result<()> {
+    let mut cfg = ServerConfig::new(Carrier::Udp(any(port)), target);
+    cfg.kcp = KcpConfig::fast4();
+    cfg.conv = CONV;
+    cfg.arq = opts;
+    cfg.idle_timeout = idle;
+    cfg.trace = trace;
+    TunnelServer::bind(net, cfg)
+        .await?
+        .count_into(live)
+        .run()
+        .await
 }
 
-/// Whether a datagram from an unknown address can start a session (see
-/// [`tunnelbed_kcp::wire::starts_session`]).
-pub fn starts_session(first: &[u8]) -> bool {
-    tunnelbed_kcp::wire::starts_session(first, CONV)
+/// Runs the target behind the tunnel server on `port`: every TCP connection the server
+/// forwards a stream to is handed to `handle`.
+pub async fn serve_target<N, F, Fut>(net: N, port: u16, handle: F) -> std::io::Result<()>
+where
+    N: Net,
+    F: Fn(N::Stream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let lsn = net.listen_tcp(any(port)).await?;
+    loop {
+        let (s, _) = lsn.accept().await?;
+        tokio::spawn(handle(s));
+    }
 }
 
 /// A client tunnel over a new KCP session (vproxy's `clientFast4`) to `server`.

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tunnelbed_h2tunnel::{Opener, TunnelStream};
+use tunnelbed_h2tunnel::Opener;
 use tunnelbed_netio::Net;
 
 use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::payload;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::h2t_common;
+use crate::simnet::HostNet;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -28,6 +29,7 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const PORT: u16 = 4200;
+const TARGET_PORT: u16 = 4201;
 const PARTITION_AT: Duration = Duration::from_secs(20);
 const HEAL_AT: Duration = Duration::from_secs(80);
 /// KCP sessions with no datagram for this long end (so do their tunnels).
@@ -83,7 +85,7 @@ async fn trickle(opener: Opener, seed: u64, k: u64) -> (std::io::Result<Vec<u8>>
     (got, sent)
 }
 
-async fn serve_echo(s: TunnelStream) {
+async fn serve_echo(s: <HostNet as Net>::Stream) {
     let (mut rd, mut wr) = tokio::io::split(s);
     if tokio::io::copy(&mut rd, &mut wr).await.is_ok() {
         let _ = wr.shutdown().await;
@@ -112,18 +114,30 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut sim = ctx.builder(Duration::from_secs(600)).build();
     let world = ctx.world.clone();
     let live_srv = live.clone();
+    // The target behind the tunnel server echoes every connection.
+    sim.host("target", move || {
+        let net = world.net("target");
+        async move {
+            h2t_common::serve_target(net, TARGET_PORT, serve_echo).await?;
+            Ok(())
+        }
+    });
+    // The tunnel server: the code `tunnelbed h2tunnel server --forward` runs.
+    let world = ctx.world.clone();
     sim.host("server", move || {
         let net = world.net("server");
         let trace = world.trace.clone();
         let live = live_srv.clone();
         async move {
+            let target = net.resolve("target", TARGET_PORT).await?[0];
             h2t_common::serve(
                 net,
                 PORT,
+                h2t_common::Target::Forward(target),
+                Duration::from_secs(300),
                 trace,
                 h2t_common::arq_options(IDLE),
                 live,
-                serve_echo,
             )
             .await?;
             Ok(())

@@ -2,20 +2,29 @@
 //! random request and response sizes, half-closes (each request ends with FIN before
 //! the response comes back), resets from the client mid-request and from the server
 //! before answering. Every completed stream's bytes are checked both ways; every reset
-//! stream must be reported to the application as a reset, never as a clean end.
+//! stream must be reported to the application as a reset, never as a clean end. The
+//! server is the library role `tunnelbed h2tunnel server --forward` runs; each stream
+//! goes on by TCP to a target host, where the server-side half of the test lives.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tunnelbed_netio::Net;
+use tunnelbed_h2tunnel::Opener;
+use tunnelbed_netio::{Net, TcpConn};
+use tunnelbed_socks5::handshake;
+use tunnelbed_socks5::wire::Addr;
 
 use crate::fault::FaultPlan;
-use crate::ledger::payload;
+use crate::ledger::{payload, FlowLedger};
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::h2t_common;
+use crate::scenarios::pong_common::{self as pc, AppSaw, TargetMode, TargetSaw};
+use crate::simnet::HostNet;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -27,6 +36,16 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const PORT: u16 = 4100;
+const TARGET_PORT: u16 = 4101;
+/// Streams to the slow-accepting target (tags from [`SLOW_TAG`]), HTTP/1.0 style.
+const SLOW_STREAMS: usize = 20;
+/// Tags of the slow target's streams start here.
+const SLOW_TAG: u32 = 20_000;
+/// A stream idle this long is reset by the tunnel server (a target that took the
+/// connection and never answers).
+const IDLE: Duration = Duration::from_secs(30);
+/// A slow-target stream not ended after this long is reported as hung.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(180);
 const STREAMS: usize = 200;
 
 /// What a stream does.
@@ -40,15 +59,22 @@ enum Mode {
     ServerReset = 2,
 }
 
-/// Header each stream starts with: index, request length, response length, mode.
-const HEADER: usize = 13;
+/// Header each stream starts with: a tag, index, request length, response length,
+/// mode. The tag keeps the target's TCP flows from looking like a tunnel to a dissector:
+/// without it, stream 4 with an empty request starts with the 9 bytes of the tunnel's
+/// handshake (a SETTINGS frame header).
+const HEADER: usize = 14;
+
+/// The first byte of every stream (any value but 0 would do: frame lengths start with 0).
+const TAG: u8 = b'S';
 
 fn header(i: u32, req: u32, resp: u32, mode: Mode) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
-    h[..4].copy_from_slice(&i.to_be_bytes());
-    h[4..8].copy_from_slice(&req.to_be_bytes());
-    h[8..12].copy_from_slice(&resp.to_be_bytes());
-    h[12] = mode as u8;
+    h[0] = TAG;
+    h[1..5].copy_from_slice(&i.to_be_bytes());
+    h[5..9].copy_from_slice(&req.to_be_bytes());
+    h[9..13].copy_from_slice(&resp.to_be_bytes());
+    h[13] = mode as u8;
     h
 }
 
@@ -58,6 +84,94 @@ fn size(rng: &mut impl Rng) -> usize {
         1..=6 => rng.gen_range(1..16 * 1024),
         7 | 8 => rng.gen_range(16 * 1024..96 * 1024),
         _ => rng.gen_range(96 * 1024..256 * 1024),
+    }
+}
+
+/// One stream to the slow target: when it starts, its request and answer sizes, the
+/// target's think time.
+#[derive(Clone, Copy, Debug)]
+struct SlowStream {
+    start: Duration,
+    req: usize,
+    resp: usize,
+    think_ms: u16,
+}
+
+fn slow_plan(ctx: &mut Ctx) -> (pc::SlowAccept, Vec<SlowStream>) {
+    let cfg = pc::SlowAccept::draw(&mut ctx.rng);
+    let streams = (0..SLOW_STREAMS)
+        .map(|_| {
+            let r = &mut ctx.rng;
+            SlowStream {
+                // After the other streams have started, so the data-path sabotage (a chunk
+                // lost after the first 2000 bytes) lands in their tracked traffic.
+                start: Duration::from_millis(r.gen_range(2500..3100)),
+                req: r.gen_range(16..2048),
+                resp: size(r),
+                think_ms: r.gen_range(0..100),
+            }
+        })
+        .collect();
+    (cfg, streams)
+}
+
+/// A stream through the tunnel's SOCKS5 to the slow target, HTTP/1.0 style: request,
+/// answer, close. Returns what the application saw and whether
+/// a clean answer was byte for byte the target's.
+async fn slow_stream(
+    opener: &Opener,
+    ledger: &FlowLedger,
+    target: SocketAddr,
+    seed: u64,
+    tag: u32,
+    st: &SlowStream,
+) -> (AppSaw, bool) {
+    let h = pc::Header {
+        tag,
+        req: st.req as u32,
+        resp: st.resp as u32,
+        mode: TargetMode::Http10,
+        slow_target: false,
+        untracked: true,
+        pace_ms: st.think_ms,
+    };
+    let body = pc::request_body(seed, tag, st.req);
+    let mut s = match opener.open().await {
+        Ok(s) => s,
+        Err(e) => return (AppSaw::Error(format!("open: {e}")), false),
+    };
+    match handshake::connect(&mut s, &Addr::Ip(target)).await {
+        Ok((0, _)) => {}
+        Ok((code, _)) => return (AppSaw::Error(format!("SOCKS5 reply {code}")), false),
+        Err(e) => return (AppSaw::Error(format!("SOCKS5: {e}")), false),
+    }
+    // HTTP/1.0 style: the request without a finish, the answer to its end (the target
+    // closes after answering), then our side closes.
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let sent = async {
+        wr.write_all(&h.encode()).await?;
+        wr.write_all(&body).await
+    }
+    .await;
+    let mut got = Vec::new();
+    let recv = rd.read_to_end(&mut got).await.map(|_| ());
+    let _ = wr.shutdown().await;
+    match (sent, recv) {
+        (Ok(()), Ok(())) => {
+            // A clean end promises the whole answer: it goes into the ledger as a flow
+            // (the target's answer is known from the seed), so the integrity check
+            // covers the slow target's answered streams too.
+            let want = pc::answer_body(seed, tag, st.resp);
+            let flow = format!("slow{tag}-resp");
+            ledger.sent(&flow, &want);
+            ledger.received(&flow, &got);
+            ledger.close(&flow);
+            (AppSaw::Clean(got.len()), got == want)
+        }
+        (s, r) => (
+            AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
+            false,
+        ),
     }
 }
 
@@ -80,20 +194,27 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let sabotage = ctx.sabotaged();
 
     let server_saw_reset = Arc::new(AtomicUsize::new(0));
+    let socks_failures = Arc::new(AtomicUsize::new(0));
     let client_saw_reset = Arc::new(AtomicUsize::new(0));
     let live = Arc::new(AtomicUsize::new(0));
+
+    let (slow_cfg, slow_plan) = slow_plan(ctx);
+    let slow_counts = pc::SlowLog::default();
+    let slow_log: pc::TargetLog = Arc::default();
+    let slow_out: Arc<Mutex<BTreeMap<u32, (AppSaw, bool)>>> = Arc::default();
 
     let mut sim = ctx.builder(Duration::from_secs(900)).build();
     let world = ctx.world.clone();
     let ledger = ctx.ledger.clone();
     let seen = server_saw_reset.clone();
     let live_srv = live.clone();
-    sim.host("server", move || {
-        let net = world.net("server");
+    // The target behind the tunnel server: each stream arrives as a TCP connection.
+    sim.host("target", move || {
+        let net = world.net("target");
         let ledger = ledger.clone();
         let seen = seen.clone();
         let spoiled = Arc::new(AtomicBool::new(false));
-        let handle = move |mut s: tunnelbed_h2tunnel::TunnelStream| {
+        let handle = move |mut s: <HostNet as Net>::Stream| {
             let ledger = ledger.clone();
             let seen = seen.clone();
             let spoiled = spoiled.clone();
@@ -105,11 +226,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     }
                     return;
                 }
-                let i = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-                let resp = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+                let i = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+                let resp = u32::from_be_bytes([h[9], h[10], h[11], h[12]]) as usize;
                 let req_flow = format!("s{i:03}-req");
-                if h[12] == Mode::ServerReset as u8 {
-                    s.reset();
+                if h[13] == Mode::ServerReset as u8 {
+                    s.abort();
                     return;
                 }
                 let mut got = Vec::new();
@@ -134,16 +255,42 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 let _ = s.shutdown().await;
             }
         };
+        async move {
+            h2t_common::serve_target(net, TARGET_PORT, handle).await?;
+            Ok(())
+        }
+    });
+
+    // A target that accepts slowly (a tiny backlog, one accept at a time), HTTP/1.0 style.
+    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), slow_log.clone());
+    let counts = slow_counts.clone();
+    sim.host("slow", move || {
+        pc::run_slow_target(
+            world.clone(),
+            "slow",
+            seed,
+            ledger.clone(),
+            log.clone(),
+            slow_cfg,
+            counts.clone(),
+        )
+    });
+
+    // The tunnel server: the code `tunnelbed h2tunnel server --socks5` runs.
+    let world = ctx.world.clone();
+    sim.host("server", move || {
+        let net = world.net("server");
         let trace = world.trace.clone();
         let live = live_srv.clone();
         async move {
             h2t_common::serve(
                 net,
                 PORT,
+                h2t_common::Target::Socks5,
+                IDLE,
                 trace,
                 h2t_common::arq_options(Duration::from_secs(60)),
                 live,
-                handle,
             )
             .await?;
             Ok(())
@@ -153,9 +300,13 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let world = ctx.world.clone();
     let ledger = ctx.ledger.clone();
     let seen = client_saw_reset.clone();
+    let slow_results = slow_out.clone();
+    let socks_failed = socks_failures.clone();
     sim.client("client", async move {
         let net = world.net("client");
         let server = net.resolve("server", PORT).await?[0];
+        let target = net.resolve("target", TARGET_PORT).await?[0];
+        let slow_target = net.resolve("slow", pc::TARGET_PORT).await?[0];
         let (tunnel, _) = h2t_common::connect_ready(
             &net,
             server,
@@ -171,9 +322,19 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             let opener = tunnel.opener.clone();
             let ledger = ledger.clone();
             let seen = seen.clone();
+            let socks_failed = socks_failed.clone();
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(start_ms)).await;
-                let s = opener.open().await?;
+                let mut s = opener.open().await?;
+                // A failed CONNECT is counted, not returned: the stream's flows then never
+                // complete, which the integrity check reports with the others.
+                match handshake::connect(&mut s, &Addr::Ip(target)).await {
+                    Ok((0, _)) => {}
+                    _ => {
+                        socks_failed.fetch_add(1, Ordering::SeqCst);
+                        return Ok(());
+                    }
+                }
                 let (mut rd, mut wr) = tokio::io::split(s);
                 let i = i as u32;
                 let body = payload(seed, u64::from(i), req);
@@ -218,14 +379,44 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 }
             }));
         }
+        let mut slow_tasks = Vec::new();
+        for (k, st) in slow_plan.into_iter().enumerate() {
+            let opener = tunnel.opener.clone();
+            let ledger = ledger.clone();
+            slow_tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(st.start).await;
+                let tag = SLOW_TAG + k as u32;
+                let r = tokio::time::timeout(
+                    STREAM_TIMEOUT,
+                    slow_stream(&opener, &ledger, slow_target, seed, tag, &st),
+                )
+                .await
+                .unwrap_or((AppSaw::Hung, false));
+                (tag, r)
+            }));
+        }
         for t in tasks {
             t.await??;
         }
+        for t in slow_tasks {
+            let (tag, r) = t.await?;
+            slow_results.lock().unwrap().insert(tag, r);
+        }
+        // The last streams' FINs are still crossing: let them land, so the capture shows
+        // every stream closed both ways.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         Ok(())
     });
 
     ctx.drive(&mut sim, &FaultPlan::new(), Duration::from_secs(600));
-    ctx.check_flows(2 * complete);
+    // Two flows per completed stream, and one per slow-target stream that ended cleanly.
+    let slow_clean_ends = slow_out
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|(saw, _)| matches!(saw, AppSaw::Clean(_)))
+        .count();
+    ctx.check_flows(2 * complete + slow_clean_ends);
     let cs = client_saw_reset.load(Ordering::SeqCst);
     let ss = server_saw_reset.load(Ordering::SeqCst);
     ctx.check(
@@ -236,6 +427,45 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
              client resets seen by the server {ss}/{expect_client_resets}"
         ),
     );
+    let failed_connects = socks_failures.load(Ordering::SeqCst);
+    ctx.check(
+        "socks5-connect",
+        failed_connects == 0,
+        format!("{failed_connects} of {STREAMS} SOCKS5 CONNECTs to the target failed"),
+    );
+    // The slow target: every stream ends, served ones intact, the others with an error
+    // at the application (never a hang, never a clean end that is short or wrong).
+    let slow = slow_out.lock().unwrap().clone();
+    let log = slow_log.lock().unwrap().clone();
+    let (mut slow_clean, mut slow_failed, mut slow_bad) = (0usize, 0usize, Vec::new());
+    for k in 0..SLOW_STREAMS as u32 {
+        let tag = SLOW_TAG + k;
+        match slow.get(&tag) {
+            Some((AppSaw::Clean(_), true)) if log.get(&tag) == Some(&TargetSaw::Complete) => {
+                slow_clean += 1
+            }
+            Some((AppSaw::Error(_), _)) => slow_failed += 1,
+            other => slow_bad.push(format!("s{tag}: app {other:?}, target {:?}", log.get(&tag))),
+        }
+    }
+    let (served, refused, lost) = (
+        slow_counts.served.load(Ordering::SeqCst),
+        slow_counts.refused.load(Ordering::SeqCst),
+        slow_counts.lost.load(Ordering::SeqCst),
+    );
+    ctx.check(
+        "slow-target",
+        slow_bad.is_empty(),
+        format!(
+            "{slow_cfg:?}: {slow_clean} answered intact, {slow_failed} failed at the \
+             application, {} wrong or hung {:?}; target served {served}, refused {refused}, \
+             lost {lost}",
+            slow_bad.len(),
+            slow_bad.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    ctx.metric("slow_answered", slow_clean);
+    ctx.metric("slow_failed", slow_failed);
     ctx.metric("streams", STREAMS);
     ctx.metric("complete", complete);
     Ok(())
