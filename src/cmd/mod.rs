@@ -10,6 +10,7 @@ mod h2tunnel;
 pub mod http_source;
 pub mod kcp;
 mod netem;
+mod plot;
 mod pong;
 mod replay;
 mod report;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
     #[command(subcommand)]
     Wireshark(wireshark::WiresharkCmd),
+    /// SVG pictures of a capture: time-sequence graphs and stream ladders.
+    #[command(subcommand)]
+    Plot(plot::PlotCmd),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -105,5 +109,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vless(c) => vless::run(c),
         Command::Wireshark(c) => wireshark::run(c),
         Command::Report(a) => report::run(a),
+        Command::Plot(c) => plot::run(c),
     }
 }
