@@ -111,7 +111,10 @@ fn count(lines: &BTreeMap<u32, Vec<String>>, f: impl Fn(&str) -> bool) -> usize 
 
 /// Checks the ladder of `scenario` against replay; `kinds` maps SVG classes to the
 /// replay lines they stand for. Returns (the SVG's path, a stream id with the most lines).
-fn check(d: &Path, scenario: &str, kinds: &[(&[&str], &dyn Fn(&str) -> bool)]) -> (PathBuf, u32) {
+/// SVG classes and the replay lines they stand for.
+type Kinds<'a> = [(&'a [&'a str], &'a dyn Fn(&str) -> bool)];
+
+fn check(d: &Path, scenario: &str, kinds: &Kinds<'_>) -> (PathBuf, u32) {
     let pcap = capture(d, scenario);
     let replay = tunnelbed(&["replay", pcap.to_str().unwrap()]);
     let svg_path = d.join(format!("{scenario}.svg"));

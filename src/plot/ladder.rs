@@ -299,7 +299,8 @@ pub fn build(capture: &[u8]) -> Result<Vec<Ladder>, String> {
         .map(|p| p.ts)
         .min()
         .unwrap_or_default();
-    type Marks = [(usize, usize, Duration)];
+    /// One direction's bytes and their (offset, packet, time) marks.
+    type Dir<'a> = (&'a [u8], &'a [(usize, usize, Duration)]);
     let mut out = Vec::new();
     let mut kcps: BTreeMap<(SocketAddr, SocketAddr), kcp::KcpDirection> = BTreeMap::new();
     for (k, f) in &flows.udp {
@@ -307,20 +308,14 @@ pub fn build(capture: &[u8]) -> Result<Vec<Ladder>, String> {
             kcps.insert(*k, kcp::reassemble(f)?);
         }
     }
-    let mut h2: Vec<(
-        String,
-        SocketAddr,
-        SocketAddr,
-        (&[u8], &Marks),
-        (&[u8], &Marks),
-    )> = Vec::new();
+    let mut h2: Vec<(&str, SocketAddr, SocketAddr, Dir<'_>, Dir<'_>)> = Vec::new();
     for ((src, dst), k) in &kcps {
         if h2t::is_h2tunnel(&k.bytes) && src <= dst {
             let b = kcps
                 .get(&(*dst, *src))
                 .map(|b| (&b.bytes[..], &b.marks[..]))
                 .unwrap_or((&[], &[]));
-            h2.push(("kcp".into(), *src, *dst, (&k.bytes[..], &k.marks[..]), b));
+            h2.push(("kcp", *src, *dst, (&k.bytes[..], &k.marks[..]), b));
         }
     }
     for ((src, dst), f) in &flows.tcp {
@@ -330,7 +325,7 @@ pub fn build(capture: &[u8]) -> Result<Vec<Ladder>, String> {
                 .get(&(*dst, *src))
                 .map(|b| (&b.bytes[..], &b.marks[..]))
                 .unwrap_or((&[], &[]));
-            h2.push(("tcp".into(), *src, *dst, (&f.bytes[..], &f.marks[..]), b));
+            h2.push(("tcp", *src, *dst, (&f.bytes[..], &f.marks[..]), b));
         }
     }
     for (carrier, src, dst, a, b) in h2 {
