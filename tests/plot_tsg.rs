@@ -148,6 +148,25 @@ fn kcp_retransmissions_match_replay_and_the_svg_renders() {
         std::fs::read_to_string(&auto).unwrap(),
         std::fs::read_to_string(&biggest.1).unwrap()
     );
+    // Zoom: one second of the transfer keeps a part of the marks.
+    let zoom = d.join("zoom.svg");
+    let line = tunnelbed(&[
+        "plot",
+        "tsg",
+        pcap.to_str().unwrap(),
+        "--from",
+        "1",
+        "--to",
+        "2",
+        "-o",
+        zoom.to_str().unwrap(),
+    ]);
+    let (z, full) = (
+        std::fs::read_to_string(&zoom).unwrap(),
+        std::fs::read_to_string(&biggest.1).unwrap(),
+    );
+    let all = |svg: &str| marks(svg, "data") + marks(svg, "late") + marks(svg, "retx");
+    assert!(all(&z) > 0 && all(&z) < all(&full), "zoom: {line}");
     chromium::assert_renders(&biggest.1, &d, 4);
 }
 

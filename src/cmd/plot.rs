@@ -46,6 +46,12 @@ pub struct TsgArgs {
     /// `SRC->DST` socket addresses (KCP over UDP or TCP).
     #[arg(long, default_value = "auto")]
     pub flow: FlowSpec,
+    /// Only from this many seconds after the capture's first packet (zoom).
+    #[arg(long)]
+    pub from: Option<f64>,
+    /// Only up to this many seconds after the capture's first packet (zoom).
+    #[arg(long)]
+    pub to: Option<f64>,
     /// The SVG file to write.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -75,8 +81,11 @@ pub fn run(c: PlotCmd) -> anyhow::Result<ExitCode> {
     match c {
         PlotCmd::Tsg(a) => {
             let bytes = read_capture(&a.capture)?;
-            let g = tsg::build(&bytes, &a.flow)
+            let mut g = tsg::build(&bytes, &a.flow)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", a.capture.display()))?;
+            if a.from.is_some() || a.to.is_some() {
+                g.between(a.from.unwrap_or(0.0), a.to.unwrap_or(f64::INFINITY));
+            }
             write(&a.out, &g.render())?;
             let c = g.counts;
             println!(

@@ -125,6 +125,8 @@ pub struct Tsg {
     pub window: Vec<(f64, f64)>,
     /// Marks per kind.
     pub counts: Counts,
+    /// A TCP graph: its acks are the cumulative ones (TCP has no selective ack segments).
+    pub tcp: bool,
 }
 
 /// A direction that has data, for choosing and for error messages.
@@ -334,6 +336,7 @@ fn tcp_graph(c: &Candidate, fwd: &[TcpSeg], back: &[TcpSeg], base: Duration) -> 
     let mut g = Tsg {
         title: format!("TCP {} -> {}: bytes over time", c.src, c.dst),
         unit: "sequence (bytes from the initial sequence number)",
+        tcp: true,
         ..Tsg::default()
     };
     let isn = fwd
@@ -388,11 +391,21 @@ fn tcp_graph(c: &Candidate, fwd: &[TcpSeg], back: &[TcpSeg], base: Duration) -> 
         }
     }
     g.count();
-    g.counts.acks = g.cumulative.len();
     g
 }
 
 impl Tsg {
+    /// Keeps only what happened between `from` and `to` seconds (to zoom into a dense
+    /// graph); the counts then describe what is kept.
+    pub fn between(&mut self, from: f64, to: f64) {
+        let keep = |t: f64| t >= from && t <= to;
+        self.data.retain(|d| keep(d.t));
+        self.acks.retain(|a| keep(a.0));
+        self.cumulative.retain(|a| keep(a.0));
+        self.window.retain(|a| keep(a.0));
+        self.count();
+    }
+
     /// One past the highest sequence any data segment covered.
     pub fn top(&self) -> u64 {
         self.data.iter().map(|d| d.hi as u64).max().unwrap_or(0)
@@ -404,7 +417,11 @@ impl Tsg {
             data: n(Kind::Data),
             late: n(Kind::Late),
             retransmissions: n(Kind::Retx),
-            acks: self.acks.len(),
+            acks: if self.tcp {
+                self.cumulative.len()
+            } else {
+                self.acks.len()
+            },
         };
     }
 
@@ -425,9 +442,26 @@ impl Tsg {
             .map(|d| d.hi)
             .chain(self.acks.iter().map(|a| a.1 + 1.0))
             .chain(self.cumulative.iter().map(|a| a.1))
+            .chain(self.window.iter().map(|a| a.1))
             .fold(0.0, f64::max);
-        let x = Scale::new(0.0, t_max * 1.02, 80.0, w - 20.0);
-        let y = Scale::new(0.0, y_max * 1.02, h - 50.0, 66.0);
+        let t_min = self
+            .data
+            .iter()
+            .map(|d| d.t)
+            .chain(self.acks.iter().map(|a| a.0))
+            .chain(self.cumulative.iter().map(|a| a.0))
+            .fold(f64::INFINITY, f64::min);
+        let t_min = if t_min.is_finite() { t_min } else { 0.0 };
+        let y_min = self
+            .data
+            .iter()
+            .map(|d| d.lo)
+            .chain(self.acks.iter().map(|a| a.1))
+            .chain(self.cumulative.iter().map(|a| a.1))
+            .fold(f64::INFINITY, f64::min);
+        let y_min = if y_min.is_finite() { y_min } else { 0.0 };
+        let x = Scale::new(t_min, t_min + (t_max - t_min) * 1.02, 80.0, w - 20.0);
+        let y = Scale::new(y_min, y_min + (y_max - y_min) * 1.02, h - 50.0, 66.0);
         let ibeam =
             |c: &str| format!("<path d=\"M6 1V11M3 1H9M3 11H9\" fill=\"none\" stroke=\"{c}\"/>");
         let c = &self.counts;
