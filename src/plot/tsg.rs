@@ -58,6 +58,16 @@ impl FromStr for FlowSpec {
     }
 }
 
+impl std::fmt::Display for FlowSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlowSpec::Auto => write!(f, "auto"),
+            FlowSpec::Conv(c) => write!(f, "conv={c}"),
+            FlowSpec::Addrs(a, b) => write!(f, "{a}->{b}"),
+        }
+    }
+}
+
 /// How a data segment counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -254,7 +264,7 @@ pub fn build(capture: &[u8], spec: &FlowSpec) -> Result<Tsg, String> {
     let Some(c) = chosen.cloned() else {
         let list: Vec<String> = all.iter().map(|c| format!("  {c}")).collect();
         return Err(format!(
-            "no direction with data matches {spec:?}; the capture has:\n{}",
+            "no direction with data matches --flow {spec}; the capture has:\n{}",
             if list.is_empty() {
                 "  (no KCP or TCP data)".to_string()
             } else {
@@ -583,6 +593,9 @@ mod tests {
         );
         assert!("10.0.0.1->x".parse::<FlowSpec>().is_err());
         assert!("conv=x".parse::<FlowSpec>().is_err());
+        for s in ["auto", "conv=7", "10.0.0.1:4000->10.0.0.2:5000"] {
+            assert_eq!(s.parse::<FlowSpec>().unwrap().to_string(), s);
+        }
     }
 
     #[test]
