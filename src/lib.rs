@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod cmd;
+pub mod plot;
 pub mod replay;
 pub mod wireshark;

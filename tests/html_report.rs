@@ -5,8 +5,11 @@
 //! far more than a blank page does.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+#[path = "support/chromium.rs"]
+mod chromium;
+use chromium::{png_size, screenshot};
 
 fn dir(test: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -22,60 +25,6 @@ fn tunnelbed(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-/// Headless Chromium's screenshot of `page` (1000 x 1600), or a failure saying how to
-/// install it. Bounded by a generous timeout.
-fn screenshot(page: &Path, png: &Path, profile: &Path) {
-    let found = Command::new("chromium")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "chromium is not installed: run `bash .ci/setup` or `apt-get install -y chromium`"
-    );
-    let mut child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1000,1600",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", page.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "chromium exited with {st}");
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium took over 180 s to render {}", page.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Width and height from a PNG's IHDR.
-fn png_size(b: &[u8]) -> (u32, u32) {
-    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    assert_eq!(&b[12..16], b"IHDR");
-    (
-        u32::from_be_bytes(b[16..20].try_into().unwrap()),
-        u32::from_be_bytes(b[20..24].try_into().unwrap()),
-    )
 }
 
 #[test]

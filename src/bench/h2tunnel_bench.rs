@@ -379,6 +379,21 @@ fn run_with(
     Ok(out)
 }
 
+/// Throughput over loss rate per stack, for the report's plot.
+pub fn goodput_series(results: &[Row]) -> Vec<super::report::Series> {
+    STACKS
+        .iter()
+        .enumerate()
+        .map(|(i, stack)| super::report::Series {
+            name: stack.name().to_string(),
+            points: results
+                .iter()
+                .filter_map(|(loss, figs)| figs.get(i).map(|f| (*loss, f.mbps)))
+                .collect(),
+        })
+        .collect()
+}
+
 /// The Markdown report.
 pub fn render(plan: &Plan, results: &[Row], facts: &RunFacts) -> String {
     let mut s = opening("h2tunnel benchmark: tunnelbed h2tunnel vs kcptun", facts);

@@ -420,6 +420,31 @@ pub fn verdicts(plan: &Plan, runs: &[Run]) -> Vec<String> {
     v
 }
 
+/// Goodput over loss rate per implementation, for the report's plot: one point per
+/// profile whose only impairment is i.i.d. loss (no jitter, burst loss, duplication or
+/// corruption: `clean`, `loss1`, `loss10`), at its loss rate.
+pub fn goodput_series(plan: &Plan, runs: &[Run]) -> Vec<super::report::Series> {
+    let loss_only: Vec<(&str, f64)> = plan
+        .profiles
+        .iter()
+        .filter(|(_, p)| {
+            p.jitter.is_zero() && p.burst.is_none() && p.duplicate == 0.0 && p.corrupt == 0.0
+        })
+        .map(|(n, p)| (n.as_str(), p.loss * 100.0))
+        .collect();
+    [Impl::Ours, Impl::Reference]
+        .into_iter()
+        .map(|imp| super::report::Series {
+            name: imp.label().to_string(),
+            points: loss_only
+                .iter()
+                .map(|(n, loss)| (*loss, summarize(runs, n, imp).goodput_mbs))
+                .filter(|(_, g)| g.is_finite())
+                .collect(),
+        })
+        .collect()
+}
+
 /// The Markdown report: the opening, knobs and method, the profiles, the median table,
 /// the acceptance checks and every run. `elapsed` is the wall time of all transfers.
 pub fn render(plan: &Plan, runs: &[Run], facts: &RunFacts, elapsed: Duration) -> String {

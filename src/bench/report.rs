@@ -1,6 +1,7 @@
 //! How every benchmark report is put together: the same opening lines (title, command,
 //! date, machine, load), then the bench's own setup lines and tables, written to the
-//! `--out` file the same way.
+//! `--out` file the same way; benches that vary the loss rate add a goodput-vs-loss plot
+//! (ours and the reference) as an SVG file beside the report.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -64,6 +65,109 @@ pub fn write_report(path: &Path, report: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))
+}
+
+/// One line of a goodput-vs-loss plot: an implementation's goodput at each loss rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The implementation, as the report's tables name it.
+    pub name: String,
+    /// (loss in percent, goodput in MB/s), in any order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Line colours, one per series in order.
+const SERIES_COLOURS: [&str; 4] = ["#1f4e9c", "#d62728", "#2a9d2a", "#8a6d00"];
+
+/// A goodput-vs-loss plot as a standalone SVG: one polyline with dots per series
+/// (`class="series"`, `class="point"`, each with `data-series`), loss on x, MB/s on y.
+pub fn goodput_plot(title: &str, series: &[Series]) -> String {
+    use crate::plot::svg::{esc, open, Frame, Scale};
+    let (w, h) = (760.0, 440.0);
+    let pts = || series.iter().flat_map(|s| s.points.iter());
+    let x_max = pts().map(|p| p.0).fold(0.0, f64::max);
+    let y_max = pts()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let x = Scale::new(0.0, x_max * 1.05, 70.0, w - 20.0);
+    let y = Scale::new(0.0, y_max * 1.1, h - 50.0, 60.0);
+    let legend: Vec<(&str, String, String)> = series
+        .iter()
+        .zip(SERIES_COLOURS.iter().cycle())
+        .map(|(s, c)| {
+            (
+                *c,
+                "<path d=\"M0 6H12\" stroke-width=\"2\"/><circle cx=\"6\" cy=\"6\" r=\"3\"/>"
+                    .to_string(),
+                s.name.clone(),
+            )
+        })
+        .collect();
+    let frame = Frame {
+        size: (w, h),
+        title,
+        labels: ("loss (%)", "goodput (MB/s)"),
+        legend: &legend,
+    };
+    let mut out = open(&frame, &x, &y);
+    for (s, colour) in series.iter().zip(SERIES_COLOURS.iter().cycle()) {
+        let mut p: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
+        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let line: Vec<String> = p
+            .iter()
+            .map(|(l, g)| format!("{:.1},{:.1}", x.px(*l), y.px(*g)))
+            .collect();
+        let _ = write!(
+            out,
+            "<polyline class=\"series\" data-series=\"{}\" points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>",
+            esc(&s.name),
+            line.join(" ")
+        );
+        for (l, g) in &p {
+            let _ = write!(
+                out,
+                "<circle class=\"point\" data-series=\"{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"><title>{}: {l}% loss, {g:.2} MB/s</title></circle>",
+                esc(&s.name),
+                x.px(*l),
+                y.px(*g),
+                esc(&s.name)
+            );
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Writes `report` to `path` and, when some series has points, `svg` beside it as
+/// `<stem>-goodput.svg`, with a section linking it appended to the report. Returns the
+/// plot's path when one was written.
+pub fn write_report_with_plot(
+    path: &Path,
+    report: &str,
+    series: &[Series],
+    title: &str,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if series.iter().all(|s| s.points.is_empty()) {
+        write_report(path, report)?;
+        return Ok(None);
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into());
+    let name = format!("{stem}-goodput.svg");
+    let svg_path = path.with_file_name(&name);
+    let mut doc = report.to_string();
+    let _ = write!(doc, "\n## Goodput vs loss\n\n![{title}]({name})\n");
+    write_report(path, &doc)?;
+    write_report(&svg_path, &goodput_plot(title, series))?;
+    Ok(Some(svg_path))
 }
 
 /// Machine facts: CPU model, cores, kernel, build.
@@ -142,5 +246,51 @@ mod tests {
         assert!(o.starts_with("# x benchmark\n\n- command: `tunnelbed bench x` (`tunnelbed` is"));
         assert!(o.contains("- date: 2026-12-01 (UTC)\n- machine: "));
         assert!(o.contains("at start: 1.00 1.00 1.00; at end: 2.00 1.00 1.00"));
+    }
+
+    #[test]
+    fn goodput_plot_has_both_series_and_is_linked() {
+        let series = [
+            Series {
+                name: "ours".into(),
+                points: vec![(10.0, 2.0), (0.0, 9.5), (1.0, 8.0)],
+            },
+            Series {
+                name: "ref <x>".into(),
+                points: vec![(0.0, 9.0), (1.0, 6.5), (10.0, 1.0)],
+            },
+        ];
+        let svg = goodput_plot("goodput", &series);
+        assert_eq!(svg.matches("<polyline class=\"series\"").count(), 2);
+        assert_eq!(
+            svg.matches("<circle class=\"point\" data-series=\"ours\"")
+                .count(),
+            3
+        );
+        assert_eq!(
+            svg.matches("<circle class=\"point\" data-series=\"ref &lt;x&gt;\"")
+                .count(),
+            3
+        );
+        let d = std::env::temp_dir().join(format!("tb-report-{}", std::process::id()));
+        let md = d.join("bench.md");
+        let plot = write_report_with_plot(&md, "# r\n", &series, "goodput")
+            .unwrap()
+            .unwrap();
+        assert_eq!(plot, d.join("bench-goodput.svg"));
+        assert_eq!(std::fs::read_to_string(&plot).unwrap(), svg);
+        let doc = std::fs::read_to_string(&md).unwrap();
+        assert!(doc.ends_with("## Goodput vs loss\n\n![goodput](bench-goodput.svg)\n"));
+        let empty = [Series {
+            name: "x".into(),
+            points: vec![],
+        }];
+        let md2 = d.join("none.md");
+        assert_eq!(
+            write_report_with_plot(&md2, "# r\n", &empty, "t").unwrap(),
+            None
+        );
+        assert!(!d.join("none-goodput.svg").exists());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::bench::kcp_bench::{self, Plan};
 use crate::bench::kcp_port::Knobs;
-use crate::bench::report::{command_line, write_report, RunFacts};
+use crate::bench::report::{command_line, write_report, write_report_with_plot, RunFacts};
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
@@ -308,7 +308,11 @@ fn run_kcp(a: KcpBenchArgs) -> anyhow::Result<ExitCode> {
 
     if let Some(out) = &a.out {
         let doc = kcp_bench::render(&plan, &runs, &facts, elapsed);
-        write_report(out, &doc)?;
+        let series = kcp_bench::goodput_series(&plan, &runs);
+        let title = "KCP goodput vs loss (loss-only profiles; median MB/s of virtual time)";
+        if let Some(svg) = write_report_with_plot(out, &doc, &series, title)? {
+            println!("wrote {}", svg.display());
+        }
         println!("wrote {}", out.display());
     }
     Ok(ExitCode::from(if failures.is_empty() {
@@ -363,7 +367,11 @@ fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
     let report = h2tunnel_bench::render(&plan, &results, &facts);
     print!("{report}");
     if let Some(p) = &a.out {
-        write_report(p, &report)?;
+        let series = h2tunnel_bench::goodput_series(&results);
+        let title = "h2tunnel throughput vs loss (median MB/s of bulk downloads)";
+        if let Some(svg) = write_report_with_plot(p, &report, &series, title)? {
+            println!("wrote {}", svg.display());
+        }
     }
     let failures: usize = results
         .iter()

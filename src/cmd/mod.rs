@@ -11,6 +11,7 @@ pub mod http_source;
 pub mod kcp;
 mod netem;
 mod observe;
+mod plot;
 mod pong;
 mod replay;
 mod report;
@@ -89,6 +90,9 @@ pub enum Command {
     /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
     #[command(subcommand)]
     Wireshark(wireshark::WiresharkCmd),
+    /// SVG pictures of a capture: time-sequence graphs and stream ladders.
+    #[command(subcommand)]
+    Plot(plot::PlotCmd),
 }
 
 /// Sends logs through `tracing` to stderr.
@@ -122,5 +126,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vless(c) => vless::run(c),
         Command::Wireshark(c) => wireshark::run(c),
         Command::Report(a) => report::run(a),
+        Command::Plot(c) => plot::run(c),
     }
 }

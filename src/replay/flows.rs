@@ -123,6 +123,7 @@ pub fn reassemble(bytes: &[u8]) -> Result<Flows, String> {
                 fin,
                 rst,
                 payload,
+                ..
             } => {
                 let f = flows.tcp.entry((src, dst)).or_default();
                 if syn {

@@ -11,12 +11,16 @@ use sha2::Digest;
 use super::stream_log::{line, render_connection, StreamLog};
 use tunnelbed_pong::wire::{Body, Frame, RawFrame, CONN_HEADER_LEN};
 
-/// One frame (or a framing error) and when the packet completing it was captured.
-struct At {
-    ts: Duration,
-    packet: usize,
-    /// The frame, an unknown type byte, or why the byte stream cannot be framed.
-    frame: Result<Result<Frame, (u32, u8, String)>, String>,
+/// One frame (or a framing error) and when the packet completing it was captured
+/// (public for `tunnelbed plot ladder`, which draws the same frames).
+pub struct At {
+    /// Capture time of the packet holding the frame's last byte.
+    pub ts: Duration,
+    /// That packet's number.
+    pub packet: usize,
+    /// The frame, an unknown type byte (stream id, type, error), or why the byte stream
+    /// cannot be framed.
+    pub frame: Result<Result<Frame, (u32, u8, String)>, String>,
 }
 
 /// Whether a local -> remote byte stream starts like pong: version 0, a 16-byte client
@@ -44,7 +48,7 @@ fn mark(marks: &[(usize, usize, Duration)], last: usize) -> (usize, Duration) {
 
 /// Splits `bytes` (starting at `skip`) into frames; returns them and the trailing bytes
 /// of an incomplete frame.
-fn frames(bytes: &[u8], skip: usize, marks: &[(usize, usize, Duration)]) -> (Vec<At>, usize) {
+pub fn frames(bytes: &[u8], skip: usize, marks: &[(usize, usize, Duration)]) -> (Vec<At>, usize) {
     let mut out = Vec::new();
     let mut off = skip.min(bytes.len());
     while off < bytes.len() {

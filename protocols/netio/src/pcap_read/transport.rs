@@ -28,6 +28,8 @@ pub enum Transport {
         dst: SocketAddr,
         /// Sequence number.
         seq: u32,
+        /// Acknowledgement number, when the ACK flag is set (time-sequence graphs plot it).
+        ack: Option<u32>,
         /// SYN flag.
         syn: bool,
         /// FIN flag.
@@ -97,6 +99,7 @@ pub fn decode_transport(p: &CapturedPacket) -> Result<Transport, TransportError>
             src: SocketAddr::new(sip, t.source_port()),
             dst: SocketAddr::new(dip, t.destination_port()),
             seq: t.sequence_number(),
+            ack: t.ack().then(|| t.acknowledgment_number()),
             syn: t.syn(),
             fin: t.fin(),
             rst: t.rst(),
