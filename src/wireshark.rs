@@ -16,6 +16,10 @@ pub const DISSECTORS: &[(&str, &str)] = &[
         "pong.lua",
         include_str!("../conformance/wireshark/pong.lua"),
     ),
+    (
+        "vless.lua",
+        include_str!("../conformance/wireshark/vless.lua"),
+    ),
 ];
 
 /// Where Wireshark (3.x, 4.x on Linux and macOS) loads a user's Lua plugins from:
