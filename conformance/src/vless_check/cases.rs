@@ -801,8 +801,8 @@ async fn udp_only_target(ctx: Arc<Ctx>) -> Outcome {
     b.send_to(b"from b", mapped)
         .await
         .map_err(|e| format!("checker: {e}"))?;
-    // a's marker after b's datagram: once it is in, b's would be too.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // a's marker after b's datagram (both sent from here, in order, to one socket):
+    // once the marker is back, b's datagram would be too.
     a.send_to(b"from a", mapped)
         .await
         .map_err(|e| format!("checker: {e}"))?;

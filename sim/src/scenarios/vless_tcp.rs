@@ -154,7 +154,15 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let seed = ctx.seed;
     let streams = plan(ctx);
     let plans: Vec<Plan> = streams.iter().map(|s| s.plan).collect();
-    let sabotage = ctx.sabotaged();
+    // The integrity sabotage spoils the first clean stream's answer.
+    let spoiled = ctx
+        .sabotaged()
+        .then(|| {
+            streams
+                .iter()
+                .position(|s| matches!(s.plan, Plan::Clean { .. }) && s.resp > 0)
+        })
+        .flatten();
     let faults = if ctx.profile == "clean" {
         FaultPlan::new()
     } else {
@@ -223,7 +231,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                         tag,
                         &st,
                         &ledger,
-                        sabotage && i == 0,
+                        spoiled == Some(i),
                     ),
                 )
                 .await
