@@ -62,8 +62,30 @@ function vless.init()
     conns = {}
 end
 
+-- Whether `a` is VLESS's addons message: protobuf fields 1 (flow) and 2 (seed), both
+-- length-delimited, filling `a` exactly (the empty string is no addons).
+local function addons_ok(a)
+    local i, n = 1, #a
+    while i <= n do
+        local key = a:byte(i)
+        if key ~= 0x0a and key ~= 0x12 then return false end
+        local len = a:byte(i + 1)
+        if len == nil or len > 127 then return false end
+        i = i + 2 + len
+        if i > n + 1 then return false end
+    end
+    return true
+end
+
+-- Whether `s` is a plausible host name (letters, digits, dots, dashes).
+local function hostname_ok(s)
+    return s:match("^[%w%.%-]+$") ~= nil
+end
+
 -- Length of the well-formed request header at the start of `s`, its version and
--- command; nil when `s` does not start with a whole one.
+-- command; nil when `s` does not start with a whole one. Strict on purpose (this is a
+-- heuristic over every TCP connection): commands 1 and 2 with a non-zero port and a
+-- real address, or a v1 CRUMFURS request alone in its segment; mux (3) is not claimed.
 local function header_len(s)
     local n = #s
     if n < 19 then return nil end
@@ -71,19 +93,25 @@ local function header_len(s)
     if ver ~= 0 and ver ~= 1 then return nil end
     local m = s:byte(18)
     local at = 19 + m
-    if n < at then return nil end
+    if n < at or not addons_ok(s:sub(19, at - 1)) then return nil end
     local cmd = s:byte(at)
-    if cmd == 3 or (cmd == 4 and ver == 1) then return at, ver, cmd end
+    if cmd == 4 and ver == 1 then
+        if n ~= at then return nil end
+        return at, ver, cmd
+    end
     if cmd ~= 1 and cmd ~= 2 then return nil end
     if n < at + 3 then return nil end
+    if s:byte(at + 1) == 0 and s:byte(at + 2) == 0 then return nil end
     local atyp = s:byte(at + 3)
     local need
     if atyp == 1 then
         need = at + 3 + 4
+        if n >= need and s:sub(at + 4, need) == "\0\0\0\0" then return nil end
     elseif atyp == 3 then
         need = at + 3 + 16
     elseif atyp == 2 and n >= at + 4 and s:byte(at + 4) > 0 then
         need = at + 4 + s:byte(at + 4)
+        if n >= need and not hostname_ok(s:sub(at + 5, need)) then return nil end
     end
     if need == nil or n < need then return nil end
     return need, ver, cmd
