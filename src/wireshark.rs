@@ -16,6 +16,10 @@ pub const DISSECTORS: &[(&str, &str)] = &[
         "pong.lua",
         include_str!("../conformance/wireshark/pong.lua"),
     ),
+    (
+        "vless.lua",
+        include_str!("../conformance/wireshark/vless.lua"),
+    ),
 ];
 
 /// Where Wireshark (3.x, 4.x on Linux and macOS) loads a user's Lua plugins from:
@@ -65,7 +69,7 @@ mod tests {
             assert_eq!(std::fs::read_to_string(p).expect("read back"), *src);
         }
         let args = tshark_args(&dir);
-        assert_eq!(args.len(), 6);
+        assert_eq!(args.len(), 2 * DISSECTORS.len());
         assert!(args[1].ends_with("h2tunnel.lua"), "{args:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

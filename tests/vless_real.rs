@@ -889,3 +889,266 @@ fn bad_command_lines_exit_2() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The checkers: `check vless` and `check fullcone` against ours and v2ray
+
+/// Runs `tunnelbed check ARGS`; returns the exit code, stdout and stderr. The checkers
+/// bound every wait themselves.
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
+        .arg("check")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running tunnelbed check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Case id -> status from a checker's table (`ID  LEVEL  STATUS  clause  detail`).
+fn statuses(table: &str, prefix: &str) -> BTreeMap<String, String> {
+    table
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            Some((w.first()?.to_string(), w.get(2)?.to_string()))
+        })
+        .collect()
+}
+
+/// The ids whose status is not PASS (with the status).
+fn departures(st: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    st.iter()
+        .filter(|(_, s)| *s != "PASS")
+        .map(|(i, s)| (i.clone(), s.clone()))
+        .collect()
+}
+
+fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(i, s)| (i.to_string(), s.to_string()))
+        .collect()
+}
+
+fn our_v1_server(listen: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "vless",
+        "server",
+        "--listen",
+        listen,
+        "--uuid",
+        ID,
+        "--version",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Proc::tunnelbed("vless server", &args, "vless server listening on ")
+}
+
+/// `check vless --version 1` passes every case against our server, over tcp and ws
+/// (over ws the half-close case is N/A: WebSocket has none).
+#[test]
+fn check_vless_passes_our_server() {
+    let dir = scratch("check-ours");
+    for (listen, na) in [
+        ("tcp://127.0.0.1:0", expect(&[])),
+        (
+            "ws://127.0.0.1:0/vless",
+            expect(&[("VLESS-TCP-HALF-CLOSE", "N/A")]),
+        ),
+    ] {
+        let (server, url) = our_v1_server(listen, &[]);
+        let junit = dir.join("ours.xml");
+        let (code, out, err) = check(&[
+            "vless",
+            "--server",
+            &url,
+            "--uuid",
+            ID,
+            "--version",
+            "1",
+            "--strict",
+            "--junit",
+            junit.to_str().unwrap(),
+        ]);
+        let st = statuses(&out, "VLESS-");
+        assert!(st.len() >= 30, "{out}\n{err}");
+        assert_eq!(departures(&st), na, "{out}\n{err}\n{}", server.tail());
+        assert_eq!(code, 0, "{out}\n{err}");
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        assert!(xml.contains("VLESS-AUTH-UNKNOWN-UUID-SILENT"));
+        eprintln!("{url}:\n{out}");
+    }
+}
+
+/// v2ray 4.34's VLESS inbound, checked as v0: what it does differently (see
+/// reports/vless-conformance.md) is exactly this list, so a change shows.
+#[test]
+fn check_vless_against_v2ray_finds_its_deviations() {
+    let dir = scratch("check-v2ray");
+    let (_v2, port) = start_v2ray(&dir, "v2ray server", |p| v2ray_server_config(p, ID, "tcp"));
+    let url = format!("tcp://127.0.0.1:{port}");
+    let (code, out, err) = check(&["vless", "--server", &url, "--uuid", ID, "--version", "0"]);
+    let st = statuses(&out, "VLESS-");
+    assert!(st.len() >= 30, "{out}\n{err}");
+    eprintln!("{out}");
+    assert_eq!(departures(&st), expect(V2RAY_DEPARTURES), "{out}\n{err}");
+    let fails = V2RAY_DEPARTURES.iter().any(|(_, s)| *s == "FAIL");
+    assert_eq!(code, if fails { 1 } else { 0 }, "{out}\n{err}");
+}
+
+/// Non-PASS results of `check vless --version 0` against v2ray 4.34 (v1 cases are N/A).
+const V2RAY_DEPARTURES: &[(&str, &str)] = &[
+    // It relays a request whose flow it does not implement.
+    ("VLESS-HDR-FLOW-UNKNOWN", "FAIL"),
+    // The client's FIN ends the whole connection: the target's answer after it is lost.
+    ("VLESS-TCP-HALF-CLOSE", "WARN"),
+    // Uplink frames are cut into datagrams of at most 2048 bytes.
+    ("VLESS-UDP-LARGE", "WARN"),
+    ("VLESS-UDP-LEN-OVERSIZE", "WARN"),
+    // Any source's datagram to the flow's port comes back as the target's.
+    ("VLESS-UDP-ONLY-TARGET", "WARN"),
+    ("VLESS-V1-CRUMFURS", "N/A"),
+    ("VLESS-V1-REPLY-SAME-PORT", "N/A"),
+    ("VLESS-V1-RESP-VERSION", "N/A"),
+    ("VLESS-V1-UMFURS", "N/A"),
+];
+
+/// `tunnelbed vless client` on `server_url` (tcp) speaking `version`; returns it and its
+/// SOCKS5 address.
+fn our_client(server_url: &str, version: &str) -> (Proc, String) {
+    Proc::tunnelbed(
+        "vless client",
+        &[
+            "vless",
+            "client",
+            "--socks",
+            "127.0.0.1:0",
+            "--server",
+            server_url,
+            "--uuid",
+            ID,
+            "--version",
+            version,
+        ],
+        "vless client: SOCKS5 on ",
+    )
+}
+
+/// Runs `check fullcone` on `socks` with the timer cases on (a 3 s mapping timeout, 2 s
+/// idle); returns the non-PASS cases and the NAT line.
+fn fullcone(socks: &str, tails: &dyn Fn() -> String) -> (BTreeMap<String, String>, String, i32) {
+    let (code, out, err) = check(&[
+        "fullcone",
+        "--socks",
+        socks,
+        "--mapping-timeout",
+        "3",
+        "--idle",
+        "2",
+    ]);
+    let st = statuses(&out, "FULLCONE-");
+    assert_eq!(st.len(), 8, "{out}\n{err}\n{}", tails());
+    let nat = out
+        .lines()
+        .find(|l| l.starts_with("NAT behaviour: "))
+        .unwrap_or_else(|| panic!("no NAT line:\n{out}\n{err}"))
+        .to_string();
+    eprintln!("{socks}:\n{out}");
+    (departures(&st), nat, code)
+}
+
+/// `check fullcone` through our v1 client and server: with the seed's mapping rule a
+/// destination nobody introduced gets a new socket (T1 and T4 fail: the finding in the
+/// README), everything else is full cone with true sources; with `--udp-mapping
+/// independent` every test passes: full cone.
+#[test]
+fn check_fullcone_on_our_v1() {
+    for (mapping, want, nat) in [
+        (
+            "seed",
+            expect(&[
+                ("FULLCONE-MAP-ADDRESS", "FAIL"),
+                ("FULLCONE-MAP-PORT", "FAIL"),
+            ]),
+            "mapping address-and-port-dependent, filtering endpoint-independent; sources reported truly",
+        ),
+        (
+            "independent",
+            expect(&[]),
+            "NAT behaviour: full cone: mapping endpoint-independent, filtering endpoint-independent; sources reported truly",
+        ),
+    ] {
+        let (server, url) = our_v1_server(
+            "tcp://127.0.0.1:0",
+            &["--udp-timeout", "3", "--udp-mapping", mapping],
+        );
+        let (client, socks) = our_client(&url, "1");
+        let tails = || format!("{}{}", server.tail(), client.tail());
+        let (dep, line, code) = fullcone(&socks, &tails);
+        assert_eq!(dep, want, "--udp-mapping {mapping}: {line}\n{}", tails());
+        assert!(line.contains(nat), "--udp-mapping {mapping}: {line}");
+        assert_eq!(code, i32::from(!want.is_empty()));
+    }
+}
+
+/// v0 has no CRUMFURS: our v0 client and server are a symmetric NAT that reports true
+/// sources; v2ray 4.34 (socks inbound -> vless -> vless inbound -> freedom) maps every
+/// destination anew and hands an unsolicited datagram to the application as if it came
+/// from the first destination.
+#[test]
+fn check_fullcone_on_v0_and_v2ray() {
+    let (server, url) = our_v1_server("tcp://127.0.0.1:0", &["--udp-timeout", "3"]);
+    let (client, socks) = our_client(&url, "0");
+    let tails = || format!("{}{}", server.tail(), client.tail());
+    let (dep, line, _) = fullcone(&socks, &tails);
+    assert_eq!(
+        dep,
+        expect(&[
+            ("FULLCONE-MAP-ADDRESS", "FAIL"),
+            ("FULLCONE-MAP-PORT", "FAIL"),
+            ("FULLCONE-FILTER-ADDRESS", "FAIL"),
+            ("FULLCONE-FILTER-SOURCE", "N/A"),
+            ("FULLCONE-FILTER-PORT", "FAIL"),
+            ("FULLCONE-REPLY-PORT", "FAIL"),
+        ]),
+        "{line}"
+    );
+    assert!(
+        line.starts_with("NAT behaviour: symmetric") && line.ends_with("sources reported truly"),
+        "{line}"
+    );
+    drop((server, client));
+
+    let dir = scratch("fullcone-v2ray");
+    let (v2s, sport) = start_v2ray(&dir, "v2ray server", |p| v2ray_server_config(p, ID, "tcp"));
+    let saddr: SocketAddr = format!("127.0.0.1:{sport}").parse().unwrap();
+    let (v2c, cport) = start_v2ray(&dir, "v2ray client", |p| {
+        v2ray_client_config(p, saddr, ID, "tcp")
+    });
+    let tails = || format!("{}{}", v2s.tail(), v2c.tail());
+    let (dep, line, _) = fullcone(&format!("127.0.0.1:{cport}"), &tails);
+    // v2ray's UDP session ends about 4 s after the last datagram *from* the destination,
+    // whatever the application keeps sending, so T5's 6 s of outbound-only traffic
+    // moves the mapping; T6's 2 s of silence is within it.
+    assert_eq!(
+        dep,
+        expect(&[
+            ("FULLCONE-MAP-ADDRESS", "FAIL"),
+            ("FULLCONE-MAP-PORT", "FAIL"),
+            ("FULLCONE-FILTER-SOURCE", "FAIL"),
+            ("FULLCONE-FILTER-PORT", "FAIL"),
+            ("FULLCONE-REPLY-PORT", "FAIL"),
+            ("FULLCONE-TIMER-REFRESH", "FAIL"),
+        ]),
+        "{line}\n{}",
+        tails()
+    );
+    assert!(line.ends_with("sources MISREPORTED"), "{line}");
+}

@@ -595,3 +595,136 @@ fn h2tunnel_over_tcp_is_reassembled_across_segments() {
         "tshark's h2tunnel frames over TCP differ from replay's"
     );
 }
+
+/// vless.lua against our own VLESS decoder on a vless-fullcone capture: every carrier's
+/// request (version, command, target), every UDP frame each way (lengths) and every
+/// UMFURS message (source) that tshark shows must be exactly what `tunnelbed_vless::wire`
+/// decodes from the reassembled TCP flows. The simulator's server listens on 443, which
+/// Wireshark gives to TLS first, so the heuristic dissectors go first here.
+#[test]
+fn vless_fullcone_matches_our_decoder() {
+    use tunnelbed_vless::wire::{decode_udp_frame, Request, Response, Umfurs, Version};
+    let pcap = capture("vless-fullcone");
+    let flows = replay::reassemble(&std::fs::read(&pcap).unwrap()).unwrap();
+    // (client, server) -> (version, cmd, target); (src, dst) -> frame lengths; sources.
+    let mut want_req: BTreeMap<(SocketAddr, SocketAddr), (u64, u64, String)> = BTreeMap::new();
+    let mut want_udp: BTreeMap<(SocketAddr, SocketAddr), Vec<u64>> = BTreeMap::new();
+    let mut want_umfurs: Vec<String> = Vec::new();
+    for ((src, dst), f) in &flows.tcp {
+        if dst.port() != 443 {
+            continue;
+        }
+        let Ok(Some((req, hlen))) = Request::decode(&f.bytes) else {
+            continue;
+        };
+        let target = req
+            .target
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        want_req.insert(
+            (*src, *dst),
+            (
+                u64::from(req.version.byte()),
+                u64::from(req.command.byte()),
+                target,
+            ),
+        );
+        let back = flows
+            .tcp
+            .get(&(*dst, *src))
+            .map(|b| &b.bytes[..])
+            .unwrap_or(&[]);
+        match req.command.byte() {
+            2 => {
+                let resp = match Response::decode(back, req.version) {
+                    Ok(Some((_, n))) => n,
+                    _ => back.len(),
+                };
+                for (s, d, bytes) in [(*src, *dst, &f.bytes[hlen..]), (*dst, *src, &back[resp..])] {
+                    let mut off = 0;
+                    while let Ok(Some((p, n))) = decode_udp_frame(&bytes[off..], 65_535) {
+                        want_udp.entry((s, d)).or_default().push(p.len() as u64);
+                        off += n;
+                    }
+                }
+            }
+            4 => {
+                let mut off = 1.min(back.len());
+                while let Ok(Some((m, n))) = Umfurs::decode(&back[off..], 65_535) {
+                    want_umfurs.push(m.from.to_string());
+                    off += n;
+                }
+            }
+            _ => {}
+        }
+        assert_eq!(req.version, Version::V1, "the scenario speaks v1");
+    }
+    assert!(
+        want_req.len() >= 4 && !want_umfurs.is_empty(),
+        "{want_req:?}"
+    );
+
+    let out = tshark(
+        &pcap,
+        "vless",
+        &[
+            "-o",
+            "tcp.try_heuristic_first:TRUE",
+            "-Y",
+            "vless",
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=|",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "vless.version",
+            "-e",
+            "vless.cmd",
+            "-e",
+            "vless.address",
+            "-e",
+            "vless.udp_len",
+            "-e",
+            "vless.umfurs_from",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "_ws.expert.message",
+        ],
+    );
+    let mut got_req = BTreeMap::new();
+    let mut got_udp: BTreeMap<(SocketAddr, SocketAddr), Vec<u64>> = BTreeMap::new();
+    let mut got_umfurs = Vec::new();
+    for l in out.lines() {
+        let c: Vec<&str> = l.split('\t').collect();
+        assert!(c.len() >= 11, "{l}");
+        assert!(c[9].is_empty() && c[10].is_empty(), "flagged: {l}");
+        let (s, d) = (addr(c[0], c[1]), addr(c[2], c[3]));
+        if !c[5].is_empty() {
+            got_req.insert((s, d), (num(c[4]), num(c[5]), c[6].to_string()));
+        }
+        if !c[7].is_empty() {
+            let e = got_udp.entry((s, d)).or_default();
+            e.extend(c[7].split('|').map(num));
+        }
+        if !c[8].is_empty() {
+            got_umfurs.extend(c[8].split('|').map(str::to_string));
+        }
+    }
+    assert_same(&got_req, &want_req, "requests");
+    assert_same(&got_udp, &want_udp, "UDP frames");
+    assert_eq!(got_umfurs, want_umfurs, "UMFURS sources");
+}

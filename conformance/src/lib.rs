@@ -12,5 +12,11 @@ pub mod h2tunnel_cases;
 /// `tunnelbed check pong`: the conformance checker for any pong remote (seed 001).
 pub mod pong_check;
 
+/// `tunnelbed check vless`: the conformance checker for any VLESS server (seed 004).
+pub mod vless_check;
+
+/// `tunnelbed check fullcone`: RFC 4787 NAT behaviour through any SOCKS5 UDP proxy.
+pub mod fullcone_check;
+
 /// Loopback ports that refuse connections without racing other tests for the port.
 pub mod ports;

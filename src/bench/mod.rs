@@ -11,7 +11,9 @@
 //! - `bench h2tunnel`: our h2tunnel against kcptun on real loopback sockets
 //!   ([`h2tunnel_bench`]);
 //! - `bench pong`: our pong local and remote against direct TCP on loopback
-//!   ([`pong_bench`]).
+//!   ([`pong_bench`]);
+//! - `bench vless`: our VLESS client and server against v2ray and the two-relay
+//!   reference on loopback ([`vless_bench`]).
 
 pub mod child;
 pub mod h2tunnel_bench;
@@ -22,5 +24,6 @@ pub mod measure;
 pub mod pong_bench;
 pub mod report;
 pub mod stats;
+pub mod vless_bench;
 
 pub use report::machine;

@@ -29,6 +29,24 @@ pub enum BenchCmd {
     /// carrier), p50/p99 of small request/response exchanges at many concurrent streams,
     /// and RSS with thousands of idle streams. Local and remote run as child processes.
     Pong(PongBenchArgs),
+    /// Our VLESS client and server against Debian's v2ray 4.34 and the two-relay TCP
+    /// reference, side by side in one run on loopback: download throughput and CPU per
+    /// GB. Needs `v2ray` (`apt-get install -y v2ray`).
+    Vless(VlessBenchArgs),
+}
+
+/// `bench vless` arguments.
+#[derive(Args, Debug)]
+pub struct VlessBenchArgs {
+    /// Also write the Markdown report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// MiB per download.
+    #[arg(long, default_value_t = 256)]
+    pub size: u64,
+    /// Timed downloads per stack (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
 }
 
 /// Carriers `bench pong` can run over.
@@ -204,6 +222,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Kcp(a) => run_kcp(a),
         BenchCmd::H2tunnel(a) => run_h2tunnel(a),
         BenchCmd::Pong(a) => run_pong(a),
+        BenchCmd::Vless(a) => run_vless(a),
     }
 }
 
@@ -439,6 +458,32 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("bench pong: wrote {}", p.display());
     }
     Ok(ExitCode::from(if results.failures() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }))
+}
+
+fn run_vless(a: VlessBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::bench::vless_bench::{self, Plan};
+    if a.size == 0 || a.size > 4096 || a.reps == 0 {
+        eprintln!("error: --size must be 1..=4096 MiB and --reps at least 1");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let plan = Plan {
+        size: (a.size as usize) << 20,
+        reps: a.reps,
+    };
+    let mut facts = RunFacts::start(command_line());
+    let rows = vless_bench::run(&plan, |step| eprintln!("bench vless: {step}"))?;
+    facts.finish();
+    let report = vless_bench::render(&plan, &rows, &facts);
+    print!("{report}");
+    if let Some(p) = &a.out {
+        write_report(p, &report)?;
+        eprintln!("bench vless: wrote {}", p.display());
+    }
+    Ok(ExitCode::from(if vless_bench::failures(&rows) == 0 {
         EXIT_OK
     } else {
         EXIT_FAILURE

@@ -14,9 +14,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tunnelbed_carrier::tls::ClientTls;
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_conformance::framework;
 use tunnelbed_conformance::pong_check::{self, cases, faulty_remote, CheckConfig};
 
-use super::{usage, EXIT_FAILURE, EXIT_OK};
+pub(super) use super::usage;
+use super::{EXIT_FAILURE, EXIT_OK};
 
 /// Checker commands.
 #[derive(Subcommand, Debug)]
@@ -36,6 +38,19 @@ pub enum CheckCmd {
     /// them. Prints `pong-go mock listening on tcp://ADDR` once bound; runs until
     /// Ctrl-C. A fixture for loopback only.
     PongGoMock(PongGoMockArgs),
+    /// Play the VLESS cases (stable ids such as VLESS-AUTH-UNKNOWN-UUID-SILENT) against
+    /// any VLESS server, ours or v2ray's, and print the table. Exit 0 when no case FAILs,
+    /// 1 when one does, 2 on a bad command line.
+    ///
+    /// The checker starts its own destinations (TCP echo and friends, UDP peers) on
+    /// --target-ip and asks the server to reach them. v1 cases (CRUMFURS, UMFURS) run
+    /// with --version 1 and are N/A otherwise.
+    Vless(super::check_vless::CheckVlessArgs),
+    /// RFC 4787 NAT behaviour through any SOCKS5 UDP proxy: T1-T4 (mapping, filtering,
+    /// true sources, replies from the mapped port), T5 refresh (--mapping-timeout) and
+    /// T6 lifetime (--idle), with peers on 127.0.0.2.. it runs itself; prints the table
+    /// and the NAT type (full cone, restricted, port-restricted, symmetric).
+    Fullcone(super::check_vless::CheckFullconeArgs),
 }
 
 /// `check pong` arguments.
@@ -95,6 +110,8 @@ pub fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
     match c {
         CheckCmd::Pong(a) => check_pong(a),
         CheckCmd::PongGoMock(a) => pong_go_mock(a),
+        CheckCmd::Vless(a) => super::check_vless::check_vless(a),
+        CheckCmd::Fullcone(a) => super::check_vless::check_fullcone(a),
     }
 }
 
@@ -161,14 +178,25 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));
-    print!("{}", report.table(a.clause_width));
-    if let Some(p) = &a.junit {
+    finish(&report, "pong", a.clause_width, a.junit.as_deref())
+}
+
+/// Prints a checker's table, writes its JUnit XML when asked, and maps the verdict to
+/// the exit code (shared by every `check` subcommand on the conformance framework).
+pub(super) fn finish(
+    report: &framework::Report,
+    checker: &str,
+    clause_width: usize,
+    junit: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    print!("{}", report.table(clause_width));
+    if let Some(p) = junit {
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        std::fs::write(p, pong_check::to_junit(&report))
+        std::fs::write(p, framework::to_junit(report, checker))
             .with_context(|| format!("writing {}", p.display()))?;
-        eprintln!("check pong: JUnit XML written to {}", p.display());
+        eprintln!("check {checker}: JUnit XML written to {}", p.display());
     }
     Ok(ExitCode::from(if report.passed() {
         EXIT_OK

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod check;
+mod check_vless;
 mod h2tunnel;
 pub mod http_source;
 pub mod kcp;

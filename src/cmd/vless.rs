@@ -65,6 +65,12 @@ pub struct ServerArgs {
     /// (RFC 4787 asks for at least 120; shorter only for tests).
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     pub udp_timeout: f64,
+    /// v1: where a datagram to a destination no socket knows leaves from. `seed` binds a
+    /// new socket, as seed 004 says (RFC 4787: endpoint-dependent mapping for new
+    /// destinations); `independent` reuses the user's socket, so every destination sees
+    /// the same port (endpoint-independent mapping: full cone with `check fullcone`).
+    #[arg(long, value_name = "seed|independent", default_value = "seed", value_parser = ["seed", "independent"])]
+    pub udp_mapping: String,
     /// Certificate chain (PEM) for tls:// and wss://.
     #[arg(
         long,
@@ -168,6 +174,7 @@ pub fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
                 },
                 cone: ConeConfig {
                     timeout: udp_timeout,
+                    independent_mapping: a.udp_mapping == "independent",
                     ..ConeConfig::default()
                 },
                 fallback: a.fallback,

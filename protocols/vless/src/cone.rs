@@ -25,6 +25,11 @@ pub struct ConeConfig {
     pub max_sockets: usize,
     /// Most mappings (remote addresses) one user may hold.
     pub max_mappings: usize,
+    /// Where a destination no socket knows leaves from. `false` is the seed's rule 3
+    /// (bind a new socket: RFC 4787 calls that endpoint-dependent mapping); `true` reuses
+    /// the user's oldest socket of the destination's address family, so every
+    /// destination sees one external port (endpoint-independent mapping, REQ-1).
+    pub independent_mapping: bool,
 }
 
 impl Default for ConeConfig {
@@ -33,6 +38,7 @@ impl Default for ConeConfig {
             timeout: Duration::from_secs(120),
             max_sockets: 64,
             max_mappings: 4096,
+            independent_mapping: false,
         }
     }
 }
@@ -108,7 +114,39 @@ impl ConeTable {
             m.last_out = now;
             return Route::Existing(m.sock);
         }
-        if self.socks.len() >= self.cfg.max_sockets || self.map.len() >= self.cfg.max_mappings {
+        if self.map.len() >= self.cfg.max_mappings {
+            self.note(now, "-", "full".into(), format!("no room to map {dest}"));
+            return Route::Full;
+        }
+        if self.cfg.independent_mapping {
+            let same_family = self
+                .map
+                .iter()
+                .filter(|(a, _)| a.is_ipv4() == dest.is_ipv4())
+                .map(|(_, m)| m.sock)
+                .min();
+            if let Some(id) = same_family {
+                if let Some(r) = self.socks.get_mut(&id) {
+                    *r += 1;
+                }
+                self.map.insert(
+                    dest,
+                    Mapping {
+                        sock: id,
+                        last_out: now,
+                        dialed: true,
+                    },
+                );
+                self.note(
+                    now,
+                    &format!("s{id}"),
+                    format!("s{id}"),
+                    format!("reuse for {dest}"),
+                );
+                return Route::Existing(id);
+            }
+        }
+        if self.socks.len() >= self.cfg.max_sockets {
             self.note(now, "-", "full".into(), format!("no room to dial {dest}"));
             return Route::Full;
         }
@@ -264,11 +302,34 @@ mod tests {
     }
 
     #[test]
+    fn independent_mapping_reuses_the_oldest_socket_per_family() {
+        let cfg = ConeConfig {
+            independent_mapping: true,
+            ..ConeConfig::default()
+        };
+        let mut t = ConeTable::new(cfg, Trace::disabled(), "u".into());
+        let s = Duration::from_secs;
+        assert_eq!(t.route(s(0), a("10.0.0.1:1")), Route::Dial(0));
+        assert_eq!(t.route(s(1), a("10.0.0.3:3")), Route::Existing(0));
+        assert_eq!(t.route(s(1), a("10.0.0.1:4")), Route::Existing(0));
+        // IPv6 cannot leave from the IPv4 socket.
+        assert_eq!(t.route(s(2), a("[::1]:5")), Route::Dial(1));
+        assert_eq!(t.route(s(2), a("[::2]:5")), Route::Existing(1));
+        assert_eq!(t.sockets(), 2);
+        // The socket lives until its last mapping expires.
+        t.route(s(100), a("10.0.0.3:3"));
+        assert!(t.handle_timeout(s(200)).contains(&1));
+        assert_eq!(t.socket_of(&a("10.0.0.3:3")), Some(0));
+        assert_eq!(t.handle_timeout(s(220)), vec![0]);
+    }
+
+    #[test]
     fn bounded() {
         let cfg = ConeConfig {
             timeout: Duration::from_secs(120),
             max_sockets: 2,
             max_mappings: 3,
+            ..ConeConfig::default()
         };
         let mut t = ConeTable::new(cfg, Trace::disabled(), "u".into());
         let z = Duration::ZERO;

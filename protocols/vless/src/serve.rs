@@ -199,7 +199,9 @@ impl<N: Net> Server<N> {
                 let answer = m.poll_transmit().unwrap_or_default();
                 let half_close = matches!(kind, CarrierKind::Tcp | CarrierKind::Tls);
                 self.relay_tcp(id, rd, wr, target, answer, early, half_close)
-                    .await
+                    .await;
+                // The relay ran outside the machine: record its end in the trace.
+                m.handle_eof(self.now());
             }
             Decision::Udp(target) => {
                 self.udp(id, conn, m, rd, wr, version, user, target).await;

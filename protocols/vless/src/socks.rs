@@ -129,15 +129,23 @@ impl<N: Net> Client<N> {
             command,
             target,
         };
-        let m = ClientSession::new(self.now(), &req, self.trace.clone(), format!("u{n}"))
+        let mut m = ClientSession::new(self.now(), &req, self.trace.clone(), format!("u{n}"))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let c = tokio::time::timeout(
             self.cfg.connect_timeout,
             tunnelbed_carrier::connect(&self.net, &self.cfg.server, &self.cfg.tls),
         )
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting to the server"))??;
-        Ok((c, m))
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting to the server"))
+        .and_then(|r| r);
+        match c {
+            Ok(c) => Ok((c, m)),
+            Err(e) => {
+                // No carrier: the machine ends here (no response will ever come).
+                m.handle_eof(self.now());
+                Err(e)
+            }
+        }
     }
 
     /// Serves one SOCKS5 client connection.
@@ -168,9 +176,27 @@ impl<N: Net> Client<N> {
 
     async fn relay(
         &self,
-        app: N::Stream,
+        mut app: N::Stream,
         carrier: BoxStream,
         mut m: ClientSession,
+    ) -> io::Result<()> {
+        let r = self.relay_inner(&mut app, carrier, &mut m).await;
+        // However the relay ended (it runs outside the machine once open), the machine
+        // records the end in the trace.
+        m.handle_eof(self.now());
+        if r.is_err() {
+            // A broken carrier (a reset, a crashed server) must not look like a clean
+            // end to the application: it gets a reset.
+            app.abort();
+        }
+        r
+    }
+
+    async fn relay_inner(
+        &self,
+        app: &mut N::Stream,
+        carrier: BoxStream,
+        m: &mut ClientSession,
     ) -> io::Result<()> {
         let (ard, mut awr) = tokio::io::split(app);
         let (mut crd, mut cwr) = tokio::io::split(carrier);
@@ -217,7 +243,7 @@ impl<N: Net> Client<N> {
             }
         }
         let half_close = matches!(self.cfg.server.kind, CarrierKind::Tcp | CarrierKind::Tls);
-        if app_done {
+        let r = if app_done {
             // The application already ended its side.
             if half_close {
                 cwr.shutdown().await?;
@@ -226,9 +252,11 @@ impl<N: Net> Client<N> {
             if !half_close {
                 let _ = cwr.shutdown().await;
             }
-            return r;
-        }
-        relay_carrier(ard, awr, crd, cwr, half_close, None).await
+            r
+        } else {
+            relay_carrier(ard, awr, crd, cwr, half_close, None).await
+        };
+        r
     }
 
     async fn udp_associate(self: Arc<Self>, mut ctl: N::Stream, from: Addr) -> io::Result<()> {

@@ -13,7 +13,10 @@ pub mod pong_remote_crash;
 pub mod pong_streams;
 pub mod tcp_echo;
 pub mod udp_echo;
+pub mod vless_common;
 pub mod vless_fullcone;
+pub mod vless_server_crash;
+pub mod vless_tcp;
 
 /// Every registered scenario.
 pub fn all() -> Vec<Scenario> {
@@ -28,6 +31,8 @@ pub fn all() -> Vec<Scenario> {
         pong_streams::SCENARIO,
         pong_remote_crash::SCENARIO,
         vless_fullcone::SCENARIO,
+        vless_tcp::SCENARIO,
+        vless_server_crash::SCENARIO,
     ]
 }
 

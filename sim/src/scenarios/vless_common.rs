@@ -1,0 +1,114 @@
+//! What the VLESS scenarios share: the server host (our `serve` over a socket-counting
+//! net, v1 with the full-cone table), the client host (our SOCKS5 front over one tcp
+//! carrier per request), the user ids, and a check of the transition trace for VLESS
+//! machines that never ended.
+//!
+//! Topology: `app` -> SOCKS5 -> client host -> tcp carrier -> `server` -> `target`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_netio::{Net, Trace, Transition};
+use tunnelbed_vless::serve::{serve, ServerConfig};
+use tunnelbed_vless::server::ServerSessionConfig;
+use tunnelbed_vless::socks::{serve_socks, ClientConfig};
+use tunnelbed_vless::wire::Version;
+
+use crate::scenarios::pong_common::{Gauged, Gauges};
+use crate::simnet::{any, SimWorld};
+
+/// The user the server allows.
+pub const USER: [u8; 16] = *b"tunnelbed-vless1";
+/// A user the server does not know.
+pub const STRANGER: [u8; 16] = *b"tunnelbed-intrud";
+/// Where the server listens for carriers.
+pub const SERVER_PORT: u16 = 443;
+/// Where a client's SOCKS5 front listens.
+pub const SOCKS_PORT: u16 = 1080;
+
+/// The server's settings in the scenarios: v1, [`USER`] only, short header and dial
+/// timeouts so a failure shows quickly.
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        session: ServerSessionConfig {
+            users: vec![USER],
+            version: Version::V1,
+            header_timeout: Duration::from_secs(5),
+            ..ServerSessionConfig::default()
+        },
+        dial_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    }
+}
+
+/// Runs our VLESS server on host `host` (call inside the host closure), its sockets
+/// counted in `gauges` (accepted carriers, dialed targets, UDP sockets); its trace ids
+/// are `{name}/c{n}`.
+pub async fn run_server(
+    world: SimWorld,
+    host: &str,
+    name: String,
+    gauges: Gauges,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // First, so it is dropped last when the server crashes: its connections then close
+    // in a fixed order (the run stays deterministic).
+    let _crash = world.crash_guard(host);
+    let net = Gauged::new(world.net(host), gauges);
+    let lsn = net.listen_tcp(any(SERVER_PORT)).await?;
+    serve(
+        net,
+        lsn,
+        CarrierKind::Tcp,
+        None,
+        server_config(),
+        world.trace.clone(),
+        name,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs our VLESS client (v0, tcp carrier to `server`) as user `user` on host `host`
+/// with its SOCKS5 front on `port`; its sockets are counted in `gauges` (the front's
+/// accepted connections, the carriers it dials).
+pub async fn run_client(
+    world: SimWorld,
+    host: &str,
+    user: [u8; 16],
+    port: u16,
+    gauges: Gauges,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let net = Gauged::new(world.net(host), gauges);
+    let lsn = net.listen_tcp(any(port)).await?;
+    let url: CarrierUrl = format!("tcp://server:{SERVER_PORT}").parse()?;
+    serve_socks(
+        net,
+        lsn,
+        ClientConfig::new(url, user, Version::V0),
+        world.trace.clone(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// VLESS machines (`vless-server[..]`, `vless-client[..]`) whose last state in the trace
+/// is not an end (closed, rejected, failed), leaving out those whose id starts with
+/// one of `skip` (a crashed server's: a dead process records no end).
+pub fn unended(trace: &Trace, skip: &[&str]) -> Vec<String> {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for t in trace.snapshot() {
+        let Transition { machine, to, .. } = t;
+        let ours = machine.starts_with("vless-server[") || machine.starts_with("vless-client[");
+        let skipped = skip
+            .iter()
+            .any(|p| machine.starts_with(&format!("vless-server[{p}")));
+        if ours && !skipped {
+            last.insert(machine.into_owned(), to.into_owned());
+        }
+    }
+    last.into_iter()
+        .filter(|(_, s)| !matches!(s.as_str(), "closed" | "rejected" | "failed"))
+        .map(|(m, s)| format!("{m} ({s})"))
+        .collect()
+}
