@@ -36,6 +36,9 @@ pub enum CheckCmd {
     /// them. Prints `pong-go mock listening on tcp://ADDR` once bound; runs until
     /// Ctrl-C. A fixture for loopback only.
     PongGoMock(PongGoMockArgs),
+    /// Play the Candy cases (seed 003 and the notes; ids such as CANDY-AUTH-REPLAY) against
+    /// a Candy server with fake clients; exit 0 when no case FAILs, 1 when one does.
+    Candy(super::candy::CheckCandyArgs),
 }
 
 /// `check pong` arguments.
@@ -100,6 +103,7 @@ pub fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
     match c {
         CheckCmd::Pong(a) => check_pong(a),
         CheckCmd::PongGoMock(a) => pong_go_mock(a),
+        CheckCmd::Candy(a) => super::candy::check(a),
     }
 }
 
