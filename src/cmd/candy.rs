@@ -245,6 +245,9 @@ pub struct CheckCandyArgs {
     /// Write JUnit XML here.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<std::path::PathBuf>,
+    /// Write the results as a Markdown table here (for `reports/`).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<std::path::PathBuf>,
     /// Print the cases and exit.
     #[arg(long)]
     pub list: bool,
@@ -296,6 +299,10 @@ pub fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(p, candy_check::to_junit(&report))
             .with_context(|| format!("writing {}", p.display()))?;
         eprintln!("check candy: JUnit XML written to {}", p.display());
+    }
+    if let Some(p) = &a.markdown {
+        let md = tunnelbed_conformance::framework::markdown_table(&report.cases, "Candy");
+        std::fs::write(p, md).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(ExitCode::from(if report.passed() {
         EXIT_OK

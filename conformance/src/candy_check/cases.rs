@@ -84,10 +84,8 @@ fn pass(s: impl Into<String>) -> Outcome {
 async fn pair(c: &Ctx) -> Result<(super::ctx::Peer, super::ctx::Peer), String> {
     let mut a = c.authed().await?;
     let mut b = c.authed().await?;
-    a.send(&forward(a.ip, b.ip, "hello-b")).await?;
-    b.expect_text("hello-b").await?;
-    b.send(&forward(b.ip, a.ip, "hello-a")).await?;
-    a.expect_text("hello-a").await?;
+    c.bind(&mut a, &mut b).await?;
+    c.bind(&mut b, &mut a).await?;
     Ok((a, b))
 }
 
@@ -96,6 +94,9 @@ async fn fwd_unicast(c: Arc<Ctx>) -> Outcome {
     let m = forward(a.ip, b.ip, "exact");
     a.send(&m).await?;
     let got = b.expect_msg("the FORWARD").await?;
+    if forward_text(&got).as_deref() != Some("exact") {
+        return Err(format!("{} got {:?} instead", b.ip, forward_text(&got)));
+    }
     let want = m.to_bytes().map_err(|e| e.to_string())?;
     if got[..] != want[..] {
         return Err(format!(
@@ -166,8 +167,7 @@ async fn auth_replay(c: Arc<Ctx>) -> Outcome {
     v.send(&c.vmac_msg(vm)).await?;
     v.send(&auth).await?;
     let mut a = c.authed().await?;
-    a.send(&forward(a.ip, ip, "victim-bound")).await?;
-    v.expect_text("victim-bound").await?;
+    c.bind(&mut a, &mut v).await?;
     let mut r = c.connect().await?;
     r.ip = ip;
     r.send(&auth).await?;
@@ -212,8 +212,7 @@ async fn auth_replace(c: Arc<Ctx>) -> Outcome {
     let ip = c.fresh_ip();
     let vm = c.vmac();
     let mut old = c.authed_as(ip, vm).await?;
-    a.send(&forward(a.ip, ip, "to-old")).await?;
-    old.expect_text("to-old").await?;
+    c.bind(&mut a, &mut old).await?;
     let mut new = c.connect().await?;
     new.ip = ip;
     new.send(&c.vmac_msg(vm)).await?;
@@ -284,8 +283,7 @@ async fn fwd_unknown(c: Arc<Ctx>) -> Outcome {
 async fn fan_out(c: &Ctx, dst: Ipv4Addr) -> Outcome {
     let (mut a, mut b) = pair(c).await?;
     let mut d = c.authed().await?;
-    b.send(&forward(b.ip, d.ip, "d-bound")).await?;
-    d.expect_text("d-bound").await?;
+    c.bind(&mut b, &mut d).await?;
     a.send(&forward(a.ip, dst, "group")).await?;
     b.expect_text("group").await?;
     d.expect_text("group").await?;
@@ -392,8 +390,7 @@ async fn vmac_no_auth(c: Arc<Ctx>) -> Outcome {
     p.send(&c.auth_msg(ip, unix_now())).await?;
     p.ip = ip;
     let mut a = c.authed().await?;
-    a.send(&forward(a.ip, ip, "after-vmac")).await?;
-    p.expect_text("after-vmac").await?;
+    c.bind(&mut a, &mut p).await?;
     pass("the connection authenticated after its VMAC and gets traffic")
 }
 
@@ -437,8 +434,7 @@ async fn dhcp_no_duplicate(c: Arc<Ctx>) -> Outcome {
     x.send(&c.auth_msg(gx.addr, unix_now())).await?;
     x.ip = gx.addr;
     let mut a = c.authed().await?;
-    a.send(&forward(a.ip, gx.addr, "x-bound")).await?;
-    x.expect_text("x-bound").await?;
+    c.bind(&mut a, &mut x).await?;
     let Some(gy) = pool_grant(&c, &gx.to_string(), c.vmac()).await? else {
         return Err("the server closed Y's DHCP".into());
     };
@@ -461,8 +457,7 @@ async fn dhcp_same_vmac(c: Arc<Ctx>) -> Outcome {
     x.send(&c.auth_msg(gx.addr, unix_now())).await?;
     x.ip = gx.addr;
     let mut a = c.authed().await?;
-    a.send(&forward(a.ip, gx.addr, "x-bound")).await?;
-    x.expect_text("x-bound").await?;
+    c.bind(&mut a, &mut x).await?;
     // The same client reconnects (its old connection still open) and asks again.
     let Some(again) = pool_grant(&c, &gx.to_string(), vm).await? else {
         return Err("the server closed the reconnect's DHCP".into());

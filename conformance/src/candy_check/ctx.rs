@@ -174,6 +174,39 @@ impl Ctx {
         Ok(p)
     }
 
+    /// Proves both `from` and `to` are bound (their AUTH processed): `from` sends probes
+    /// to `to` until one arrives (each AUTH goes on its own connection, so a packet sent
+    /// right after the receiver's AUTH may be routed before that AUTH is).
+    pub async fn bind(&self, from: &mut Peer, to: &mut Peer) -> Result<(), String> {
+        let end = tokio::time::Instant::now() + self.wait() * 2;
+        for i in 0u32.. {
+            from.send(&forward(from.ip, to.ip, &format!("{PROBE}{i}")))
+                .await?;
+            let step = (tokio::time::Instant::now() + Duration::from_millis(100)).min(end);
+            loop {
+                match to.recv_raw_until(step).await {
+                    Seen::Msg(b) if forward_text(&b).is_some_and(|t| t.starts_with(PROBE)) => {
+                        return Ok(())
+                    }
+                    Seen::Msg(_) => {}
+                    Seen::Closed => {
+                        return Err(format!("{} was closed before it was bound", to.ip))
+                    }
+                    Seen::Silent => break,
+                }
+            }
+            if tokio::time::Instant::now() >= end {
+                break;
+            }
+        }
+        Err(format!(
+            "{} -> {}: no packet got through within {:?}",
+            from.ip,
+            to.ip,
+            self.wait() * 2
+        ))
+    }
+
     /// Sends DHCP asking for `want` and returns the grant (after checking its hash).
     pub async fn dhcp(&self, p: &mut Peer, want: &str) -> Result<Option<Ipv4Cidr>, String> {
         p.send(&self.dhcp_msg(want)).await?;
@@ -195,6 +228,9 @@ impl Ctx {
         }
     }
 }
+
+/// The payload prefix of binding probes.
+pub const PROBE: &str = "probe:";
 
 /// A FORWARD message carrying a UDP datagram `src` -> `dst` with `text` as payload.
 pub fn forward(src: Ipv4Addr, dst: Ipv4Addr, text: &str) -> Message {
@@ -232,9 +268,19 @@ impl Peer {
         self.recv_for(self.wait).await
     }
 
-    /// Like [`Peer::recv`] with another wait.
+    /// Like [`Peer::recv`] with another wait. Late copies of binding probes
+    /// ([`Ctx::bind`]) are skipped.
     pub async fn recv_for(&mut self, wait: Duration) -> Seen {
         let end = tokio::time::Instant::now() + wait;
+        loop {
+            match self.recv_raw_until(end).await {
+                Seen::Msg(b) if forward_text(&b).is_some_and(|t| t.starts_with(PROBE)) => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn recv_raw_until(&mut self, end: tokio::time::Instant) -> Seen {
         loop {
             match tokio::time::timeout_at(end, self.ws.next()).await {
                 Err(_) => return Seen::Silent,
