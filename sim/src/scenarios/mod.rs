@@ -2,6 +2,7 @@
 
 use crate::scenario::Scenario;
 
+pub mod candy_mesh;
 pub mod h2t_common;
 pub mod h2tunnel_partition;
 pub mod h2tunnel_streams;
@@ -28,6 +29,7 @@ pub fn all() -> Vec<Scenario> {
         pong_streams::SCENARIO,
         pong_remote_crash::SCENARIO,
         vless_fullcone::SCENARIO,
+        candy_mesh::SCENARIO,
     ]
 }
 
