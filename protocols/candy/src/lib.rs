@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod connect;
+pub mod fuzzing;
 pub mod pool;
 pub mod serve;
 pub mod server;
