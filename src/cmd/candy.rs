@@ -131,6 +131,7 @@ pub fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
                 },
                 clock: clock(),
                 handshake_timeout: Duration::from_secs(10),
+                accept_unmasked: false,
             };
             runtime()?.block_on(server(url, cfg))
         }
@@ -168,6 +169,7 @@ pub fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
                 mtu: a.mtu,
                 clock: clock(),
                 connect_timeout: Duration::from_secs(10),
+                unmasked_seed: None,
             };
             runtime()?.block_on(client_role(cfg))
         }

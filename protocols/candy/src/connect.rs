@@ -59,6 +59,9 @@ pub struct ConnectConfig {
     pub clock: UnixClock,
     /// How long connecting and the WebSocket handshake may take.
     pub connect_timeout: Duration,
+    /// The simulator's deterministic handshake ([`ws::connect_unmasked`]) seeded with
+    /// this; `None` (real networks): a standard masked WebSocket client.
+    pub unmasked_seed: Option<u64>,
 }
 
 /// Why the client role stopped.
@@ -82,12 +85,18 @@ async fn open_ws<N: Net>(
     net: &N,
     url: &WsUrl,
     max: usize,
+    unmasked: Option<u64>,
 ) -> io::Result<WebSocketStream<N::Stream>> {
     let addrs = net.resolve(&url.host, url.port).await?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for a in addrs {
         match net.connect_tcp(a).await {
-            Ok(tcp) => return ws::connect(tcp, &url.to_url(), max).await,
+            Ok(tcp) => {
+                return match unmasked {
+                    Some(seed) => ws::connect_unmasked(tcp, url, max, seed).await,
+                    None => ws::connect(tcp, &url.to_url(), max).await,
+                }
+            }
             Err(e) => last = e,
         }
     }
@@ -111,13 +120,15 @@ pub async fn run_client<N: Net, O: OpenLink>(
     let mut reader: Option<tokio::task::JoinHandle<()>> = None;
     let (pkt_tx, mut pkt_rx) = mpsc::channel::<Result<Vec<u8>, IpLinkError>>(256);
     let now = || (cfg.clock)();
+    let mut attempts = 0u64;
     loop {
         while let Some(ev) = m.poll_event() {
             match ev {
                 ClientEvent::Connect => {
-                    let r =
-                        tokio::time::timeout(cfg.connect_timeout, open_ws(&net, &cfg.server, max))
-                            .await;
+                    attempts += 1;
+                    let seed = cfg.unmasked_seed.map(|s| s.wrapping_add(attempts));
+                    let open = open_ws(&net, &cfg.server, max, seed);
+                    let r = tokio::time::timeout(cfg.connect_timeout, open).await;
                     match r {
                         Ok(Ok(ws)) => {
                             conn = Some(ws);

@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub clock: UnixClock,
     /// How long the WebSocket handshake may take.
     pub handshake_timeout: Duration,
+    /// Also take unmasked client frames (the simulator's deterministic clients).
+    pub accept_unmasked: bool,
 }
 
 enum Out {
@@ -53,6 +55,7 @@ pub struct ServerHandle {
     next: AtomicU64,
     max_message: usize,
     handshake_timeout: Duration,
+    unmasked: bool,
 }
 
 impl ServerHandle {
@@ -120,6 +123,7 @@ pub fn server_handle(cfg: &ServeConfig, trace: Trace) -> io::Result<Arc<ServerHa
         next: AtomicU64::new(1),
         max_message: cfg.server.max_message,
         handshake_timeout: cfg.handshake_timeout,
+        unmasked: cfg.accept_unmasked,
     }))
 }
 
@@ -156,9 +160,12 @@ pub async fn serve_with<L: TcpListen>(listener: L, h: Arc<ServerHandle>) -> io::
 }
 
 async fn connection<S: TcpConn>(tcp: S, h: Arc<ServerHandle>) -> io::Result<()> {
-    let ws = tokio::time::timeout(h.handshake_timeout, ws::accept(tcp, h.max_message))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "websocket handshake"))??;
+    let ws = tokio::time::timeout(
+        h.handshake_timeout,
+        ws::accept(tcp, h.max_message, h.unmasked),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "websocket handshake"))??;
     let id = h.next.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel();

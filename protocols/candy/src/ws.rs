@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 /// The Unix time now, as a `Duration` since 1970: the real binary reads the system
@@ -27,14 +27,102 @@ pub fn config(max_message: usize) -> WebSocketConfig {
     c
 }
 
-/// Server handshake over `s` (any path is accepted).
+/// Server handshake over `s` (any path is accepted); `unmasked` also takes unmasked
+/// client frames (the simulator's clients, see [`connect_unmasked`]).
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
     max_message: usize,
+    unmasked: bool,
 ) -> io::Result<WebSocketStream<S>> {
-    tokio_tungstenite::accept_async_with_config(s, Some(config(max_message)))
+    let cfg = if unmasked {
+        accept_unmasked(max_message)
+    } else {
+        config(max_message)
+    };
+    tokio_tungstenite::accept_async_with_config(s, Some(cfg))
         .await
         .map_err(io::Error::other)
+}
+
+/// The simulator's client handshake: no randomness anywhere, so a capture replays byte
+/// for byte. The key comes from `seed`, and frames go unmasked (tungstenite masks client
+/// frames with an unseeded RNG); the server must be told to accept unmasked frames
+/// ([`accept_unmasked`]). Real networks use [`connect`]: RFC 6455 servers refuse
+/// unmasked client frames.
+pub async fn connect_unmasked<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    url: &WsUrl,
+    max_message: usize,
+    seed: u64,
+) -> io::Result<WebSocketStream<S>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&seed.to_be_bytes());
+    key[8..].copy_from_slice(&seed.rotate_left(29).to_le_bytes());
+    let host = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n\r\n",
+        url.path,
+        base64(&key)
+    );
+    s.write_all(req.as_bytes()).await?;
+    // The answer, byte by byte up to its blank line (the server sends nothing after it
+    // until we do), at most 4 KiB.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 4096 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handshake answer over 4 KiB",
+            ));
+        }
+        let mut b = [0u8; 1];
+        if s.read(&mut b).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during the handshake",
+            ));
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        let line = String::from_utf8_lossy(&head[..head.len().min(64)]).into_owned();
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("handshake refused: {line:?}"),
+        ));
+    }
+    let cfg = config(max_message).accept_unmasked_frames(true);
+    Ok(WebSocketStream::from_raw_socket(s, Role::Server, Some(cfg)).await)
+}
+
+/// The server config that also takes unmasked client frames (the simulator's clients).
+pub fn accept_unmasked(max_message: usize) -> WebSocketConfig {
+    config(max_message).accept_unmasked_frames(true)
+}
+
+/// Standard base64 with padding.
+fn base64(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Client handshake over `s` for `url` (`ws://host:port/path`; only the request line and
@@ -120,5 +208,14 @@ mod tests {
         assert!(WsUrl::parse("http://h:1").is_err());
         assert!(WsUrl::parse("ws://:1").is_err());
         assert!(WsUrl::parse("ws://h:x").is_err());
+    }
+
+    #[test]
+    fn base64_known_values() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xff; 16]), "/////////////////////w==");
     }
 }
