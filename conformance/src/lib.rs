@@ -9,6 +9,9 @@ pub mod framework;
 /// vproxy HTTP/2-framed tunnel cases (seed 000 and the notes), one stable ID per rule.
 pub mod h2tunnel_cases;
 
+/// `tunnelbed check candy`: the conformance checker for any Candy server (seed 003).
+pub mod candy_check;
+
 /// `tunnelbed check pong`: the conformance checker for any pong remote (seed 001).
 pub mod pong_check;
 

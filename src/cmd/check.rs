@@ -51,6 +51,9 @@ pub enum CheckCmd {
     /// T6 lifetime (--idle), with peers on 127.0.0.2.. it runs itself; prints the table
     /// and the NAT type (full cone, restricted, port-restricted, symmetric).
     Fullcone(super::check_vless::CheckFullconeArgs),
+    /// Play the Candy cases (seed 003 and the notes; ids such as CANDY-AUTH-REPLAY) against
+    /// a Candy server with fake clients; exit 0 when no case FAILs, 1 when one does.
+    Candy(super::candy::CheckCandyArgs),
 }
 
 /// `check pong` arguments.
@@ -112,6 +115,7 @@ pub fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
         CheckCmd::PongGoMock(a) => pong_go_mock(a),
         CheckCmd::Vless(a) => super::check_vless::check_vless(a),
         CheckCmd::Fullcone(a) => super::check_vless::check_fullcone(a),
+        CheckCmd::Candy(a) => super::candy::check(a),
     }
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod candy;
 mod check;
 mod check_vless;
 mod h2tunnel;
@@ -86,6 +87,9 @@ pub enum Command {
     /// VLESS v0/v1 on real sockets: `server` and `client` (SOCKS5 in); v1 has full-cone UDP.
     #[command(subcommand)]
     Vless(vless::VlessCmd),
+    /// Candy's WebSocket VPN on real sockets: `server` and `client` (a TUN device).
+    #[command(subcommand)]
+    Candy(candy::CandyCmd),
     /// Render DIR/index.html from a results folder (`sim all --out DIR` writes runs.jsonl).
     Report(report::ReportArgs),
     /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
@@ -125,6 +129,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pong(c) => pong::run(c),
         Command::Check(c) => check::run(c),
         Command::Vless(c) => vless::run(c),
+        Command::Candy(c) => candy::run(c),
         Command::Wireshark(c) => wireshark::run(c),
         Command::Report(a) => report::run(a),
         Command::Plot(c) => plot::run(c),

@@ -2,6 +2,7 @@
 
 use crate::scenario::Scenario;
 
+pub mod candy_mesh;
 pub mod h2t_common;
 pub mod h2tunnel_partition;
 pub mod h2tunnel_streams;
@@ -33,6 +34,7 @@ pub fn all() -> Vec<Scenario> {
         vless_fullcone::SCENARIO,
         vless_tcp::SCENARIO,
         vless_server_crash::SCENARIO,
+        candy_mesh::SCENARIO,
     ]
 }
 

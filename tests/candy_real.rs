@@ -1,0 +1,581 @@
+//! `tunnelbed candy` with real TUN devices in network namespaces this test creates (a
+//! server namespace and one per client, joined by veth pairs), against Candy's own
+//! client and server (lanthora/candy v6.1.8, built by `shared/peers/candy/build.sh`):
+//!
+//! - two of our clients through our server: ping both ways, 100 MB by kernel TCP
+//!   (python sockets at both ends) with matching SHA-256; a client with a wrong password
+//!   and packets with a spoofed source reach no other client;
+//! - Candy's two clients through our server, our two clients through Candy's server,
+//!   one Candy client and one of ours through our server: ping and 100 MB each.
+//!
+//! Needs root, iproute2, ping and python3; a missing Candy build fails with how to get it.
+//! The tests take a lock so only one world runs at a time (2-core machines).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const PW: &str = "tb-candy-secret";
+const POOL: &str = "10.77.0.0/24";
+const PORT: u16 = 18080;
+const BULK: u64 = 100_000_000;
+const WAIT: Duration = Duration::from_secs(60);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// A child process whose stdout and stderr lines are collected.
+struct Proc {
+    name: String,
+    child: Child,
+    log: Log,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        fn collect(r: impl Read + Send + 'static, log: Log) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    log.0.lock().unwrap().push(line);
+                    log.1.notify_all();
+                }
+            });
+        }
+        collect(child.stdout.take().unwrap(), log.clone());
+        collect(child.stderr.take().unwrap(), log.clone());
+        Proc {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    /// Waits (bounded) for a line containing `pat`; returns it.
+    fn wait_line(&mut self, pat: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        let (m, cv) = &*self.log;
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(l) = g.iter().find(|l| l.contains(pat)) {
+                return l.clone();
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "{}: no line with {pat:?} within {timeout:?}; output:\n{}",
+                    self.name,
+                    g.join("\n")
+                );
+            }
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for the process to exit; returns its output lines.
+    fn finish(&mut self, timeout: Duration) -> Vec<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // Let the reader threads drain the pipes.
+                let _ = self.wait_eof(Duration::from_secs(5));
+                return self.lines();
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!(
+                    "{}: still running after {timeout:?}:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_eof(&self, t: Duration) -> Option<()> {
+        let end = Instant::now() + t;
+        let (m, cv) = &*self.log;
+        let mut g = m.lock().unwrap();
+        let mut last = g.len();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let (ng, to) = cv
+                .wait_timeout(g, Duration::from_millis(200).min(left))
+                .unwrap();
+            g = ng;
+            if to.timed_out() && g.len() == last {
+                return Some(());
+            }
+            last = g.len();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ip(args: &[&str]) {
+    run(Command::new("ip").args(args));
+}
+
+/// The directory with Candy's archive, build script and run script.
+fn candy_peer_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("TUNNELBED_CANDY_PEER_DIR") {
+        return PathBuf::from(d);
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for a in here.ancestors() {
+        let d = a.join("shared/peers/candy");
+        if d.join("build.sh").is_file() {
+            return d;
+        }
+    }
+    panic!(
+        "Candy's peer files (shared/peers/candy/build.sh) not found above {}: set \
+         TUNNELBED_CANDY_PEER_DIR to that directory",
+        here.display()
+    )
+}
+
+/// Candy's binary, built (once, cached under $HOME/.cache/tunnelbed-peers) by build.sh.
+fn candy_bin() -> PathBuf {
+    let dir = candy_peer_dir();
+    let out = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .output()
+        .expect("running build.sh");
+    assert!(
+        out.status.success(),
+        "building Candy failed (run `bash {}/build.sh` by hand; it needs apt packages cmake \
+         make g++ pkg-config patch libssl-dev libspdlog-dev libpoco-dev, or run \
+         `bash .ci/setup`):\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn tunnelbed() -> &'static str {
+    env!("CARGO_BIN_EXE_tunnelbed")
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/candy_bulk.py")
+}
+
+/// Three or four namespaces: `srv` (10.99.N.1 toward each client) and one per client
+/// (10.99.N.2), joined by veth pairs; everything is deleted on drop.
+struct World {
+    tag: String,
+    clients: Vec<String>,
+    procs: Vec<Proc>,
+    candy_pids: Vec<i32>,
+    dir: PathBuf,
+}
+
+impl World {
+    fn new(n_clients: usize) -> World {
+        let tag = format!(
+            "tbc{}x{}",
+            std::process::id() % 100_000,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&tag);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = World {
+            clients: Vec::new(),
+            procs: Vec::new(),
+            candy_pids: Vec::new(),
+            dir,
+            tag: tag.clone(),
+        };
+        let srv = w.srv();
+        ip(&["netns", "add", &srv]);
+        ip(&["-n", &srv, "link", "set", "lo", "up"]);
+        for i in 1..=n_clients {
+            let ns = format!("{tag}c{i}");
+            ip(&["netns", "add", &ns]);
+            w.clients.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            let (s_if, c_if) = (format!("s{i}"), format!("c{i}"));
+            ip(&[
+                "link", "add", &s_if, "netns", &srv, "type", "veth", "peer", "name", &c_if,
+                "netns", &ns,
+            ]);
+            ip(&[
+                "-n",
+                &srv,
+                "addr",
+                "add",
+                &format!("10.99.{i}.1/24"),
+                "dev",
+                &s_if,
+            ]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.99.{i}.2/24"),
+                "dev",
+                &c_if,
+            ]);
+            ip(&["-n", &srv, "link", "set", &s_if, "up"]);
+            ip(&["-n", &ns, "link", "set", &c_if, "up"]);
+        }
+        w
+    }
+
+    fn srv(&self) -> String {
+        format!("{}s", self.tag)
+    }
+
+    fn exec(ns: &str, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, prog]);
+        c
+    }
+
+    fn our_server(&mut self) {
+        let mut c = Self::exec(&self.srv(), tunnelbed());
+        c.args([
+            "candy",
+            "server",
+            "--listen",
+            &format!("ws://0.0.0.0:{PORT}"),
+        ]);
+        c.args(["--password", PW, "--dhcp", POOL]);
+        let mut p = Proc::spawn("our server", c);
+        p.wait_line("candy server listening", WAIT);
+        self.procs.push(p);
+    }
+
+    fn candy_server(&mut self, bin: &Path) {
+        let pid = self.run_pair(
+            &self.srv(),
+            bin,
+            &[
+                "server",
+                "--ws",
+                &format!("ws://0.0.0.0:{PORT}"),
+                "--password",
+                PW,
+                "--dhcp",
+                POOL,
+                "--log",
+                &self.dir.join("candy-server.log").to_string_lossy(),
+            ],
+        );
+        self.candy_pids.push(pid);
+    }
+
+    fn run_pair(&self, ns: &str, bin: &Path, args: &[&str]) -> i32 {
+        let mut c = Self::exec(ns, "bash");
+        c.arg(candy_peer_dir().join("run-pair.sh"));
+        c.args(args);
+        c.args(["--candy", &bin.to_string_lossy()]);
+        let out = c.output().expect("run-pair.sh");
+        let pid: Option<i32> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+        assert!(
+            out.status.success() && pid.is_some(),
+            "run-pair.sh {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pid.unwrap_or_default()
+    }
+
+    /// Starts our client in client namespace `i` (1-based); returns its address.
+    fn our_client(&mut self, i: usize, password: &str, addr: Option<&str>) -> String {
+        let ns = self.clients[i - 1].clone();
+        let mut c = Self::exec(&ns, tunnelbed());
+        c.args([
+            "candy",
+            "client",
+            "--server",
+            &format!("ws://10.99.{i}.1:{PORT}"),
+        ]);
+        c.args(["--password", password, "--tun", "cnd0"]);
+        match addr {
+            Some(a) => c.args(["--ip", a]),
+            None => c.arg("--dhcp"),
+        };
+        let mut p = Proc::spawn(&format!("our client {i}"), c);
+        let line = p.wait_line("candy client up: cnd0 ", WAIT);
+        self.procs.push(p);
+        let cidr = line.rsplit(' ').next().unwrap_or_default();
+        cidr.split('/').next().unwrap_or_default().to_string()
+    }
+
+    /// Starts Candy's client in client namespace `i` with DHCP; returns its address.
+    fn candy_client(&mut self, i: usize, bin: &Path) -> String {
+        let ns = self.clients[i - 1].clone();
+        let name = format!("k{i}");
+        let pid = self.run_pair(
+            &ns,
+            bin,
+            &[
+                "client",
+                "--ws",
+                &format!("ws://10.99.{i}.1:{PORT}"),
+                "--password",
+                PW,
+                "--dhcp",
+                "--name",
+                &name,
+                "--state-dir",
+                &self.dir.join(format!("state-{i}")).to_string_lossy(),
+                "--log",
+                &self
+                    .dir
+                    .join(format!("candy-client-{i}.log"))
+                    .to_string_lossy(),
+            ],
+        );
+        self.candy_pids.push(pid);
+        let out = run(Command::new("ip").args([
+            "-n",
+            &ns,
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            &format!("candy-{name}"),
+        ]));
+        let cidr = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address on candy-{name}: {out}"));
+        cidr.split('/').next().unwrap_or_default().to_string()
+    }
+
+    /// Pings `to` from client namespace `i` (source `from`): every echo must come back.
+    /// A client prints its banner when it sends AUTH, so first wait (bounded) for one
+    /// echo to get through: the server may not have bound the peer's address yet.
+    fn ping(&self, i: usize, from: &str, to: &str) {
+        let ready = (0..20).any(|_| {
+            Self::exec(&self.clients[i - 1], "ping")
+                .args(["-c", "1", "-W", "1", "-I", from, to])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ready, "no echo from {to} to {from} within 20 tries");
+        let out = run(Self::exec(&self.clients[i - 1], "ping")
+            .args(["-c", "3", "-i", "0.2", "-W", "5", "-I", from, to]));
+        assert!(out.contains("3 received"), "ping {from} -> {to}:\n{out}");
+    }
+
+    /// 100 MB by kernel TCP from client `from_i` to `to_addr` in client `to_i`.
+    fn bulk(&self, from_i: usize, to_i: usize, to_addr: &str) -> (f64, String) {
+        let mut sink = Self::exec(&self.clients[to_i - 1], "python3");
+        sink.arg(script()).args(["sink", to_addr, "5001"]);
+        let mut sink = Proc::spawn("sink", sink);
+        sink.wait_line("listening", WAIT);
+        let mut src = Self::exec(&self.clients[from_i - 1], "python3");
+        src.arg(script())
+            .args(["source", to_addr, "5001", &BULK.to_string()]);
+        let start = Instant::now();
+        let mut src = Proc::spawn("source", src);
+        let sent = src.finish(Duration::from_secs(900));
+        let secs = start.elapsed().as_secs_f64();
+        let got = sink.finish(Duration::from_secs(60));
+        let sent = sent.iter().find(|l| l.starts_with("bytes ")).cloned();
+        let got = got.iter().find(|l| l.starts_with("bytes ")).cloned();
+        let want = format!("bytes {BULK} sha256 ");
+        assert!(
+            sent.as_deref().is_some_and(|s| s.starts_with(&want)),
+            "source: {sent:?}"
+        );
+        assert_eq!(
+            sent, got,
+            "the sink's length and SHA-256 differ from the source's"
+        );
+        (BULK as f64 / secs / 1e6, got.unwrap_or_default())
+    }
+
+    /// UDP from each sender (client, source address, text) to `dst`:5002 in client
+    /// `to_i`, then a marker from `marker` (client, source): returns what the listener got
+    /// up to the marker.
+    fn udp_probe(
+        &self,
+        senders: &[(usize, &str, &str)],
+        to_i: usize,
+        dst: &str,
+        marker: (usize, &str),
+    ) -> Vec<String> {
+        let mut l = Self::exec(&self.clients[to_i - 1], "python3");
+        l.arg(script()).args(["udp-listen", dst, "5002", "MARKER"]);
+        let mut l = Proc::spawn("udp listener", l);
+        l.wait_line("listening", WAIT);
+        for (i, src, text) in senders {
+            run(Self::exec(&self.clients[i - 1], "python3")
+                .arg(script())
+                .args(["udp-send", src, dst, "5002", text, "20"]));
+        }
+        run(Self::exec(&self.clients[marker.0 - 1], "python3")
+            .arg(script())
+            .args(["udp-send", marker.1, dst, "5002", "MARKER", "1"]));
+        l.finish(WAIT)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for pid in &self.candy_pids {
+            // SAFETY: kill(2) on a pid this test started (printed by run-pair.sh).
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+        }
+        self.procs.clear();
+        for pid in &self.candy_pids {
+            for _ in 0..100 {
+                // SAFETY: signal 0 only checks that the pid exists.
+                if unsafe { libc::kill(*pid, 0) } != 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // SAFETY: as above; it did not stop on SIGTERM within 5 s.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        for ns in self.clients.iter().chain(std::iter::once(&self.srv())) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn our_clients_through_our_server() {
+    let _g = lock();
+    let mut w = World::new(4);
+    w.our_server();
+    let a = w.our_client(1, PW, None);
+    let b = w.our_client(2, PW, None);
+    assert_ne!(a, b);
+    w.ping(1, &a, &b);
+    w.ping(2, &b, &a);
+    let (mbps, sum) = w.bulk(1, 2, &b);
+    eprintln!("ours->ours through ours: {mbps:.1} MB/s, {sum}");
+
+    // A wrong password (static address, so its TUN comes up anyway) reaches nobody.
+    let bad = w.our_client(3, "wrong", Some("10.77.0.200/24"));
+    // A spoofed source: client 4 (right password) gets a second address on its TUN
+    // and sends from it.
+    let d = w.our_client(4, PW, None);
+    ip(&[
+        "-n",
+        &w.clients[3],
+        "addr",
+        "add",
+        "10.77.0.201/32",
+        "dev",
+        "cnd0",
+    ]);
+    let got = w.udp_probe(
+        &[
+            (3, &bad, "WRONGPW"),
+            (4, "10.77.0.201", "SPOOF"),
+            (4, &d, "REAL"),
+        ],
+        2,
+        &b,
+        (4, &d),
+    );
+    let real = got.iter().filter(|l| l.starts_with("got REAL-")).count();
+    assert!(real >= 15, "the honest datagrams arrive: {got:?}");
+    assert!(
+        !got.iter()
+            .any(|l| l.contains("WRONGPW") || l.contains("SPOOF")),
+        "a wrong password or a spoofed source reached a client: {got:?}"
+    );
+}
+
+#[test]
+fn candy_clients_through_our_server() {
+    let bin = candy_bin();
+    let _g = lock();
+    let mut w = World::new(2);
+    w.our_server();
+    let a = w.candy_client(1, &bin);
+    let b = w.candy_client(2, &bin);
+    assert_ne!(a, b);
+    w.ping(1, &a, &b);
+    w.ping(2, &b, &a);
+    let (mbps, sum) = w.bulk(1, 2, &b);
+    eprintln!("candy->candy through ours: {mbps:.1} MB/s, {sum}");
+}
+
+#[test]
+fn our_clients_through_candy_server() {
+    let bin = candy_bin();
+    let _g = lock();
+    let mut w = World::new(2);
+    w.candy_server(&bin);
+    let a = w.our_client(1, PW, None);
+    let b = w.our_client(2, PW, None);
+    assert_ne!(a, b);
+    w.ping(1, &a, &b);
+    w.ping(2, &b, &a);
+    let (mbps, sum) = w.bulk(2, 1, &a);
+    eprintln!("ours->ours through candy: {mbps:.1} MB/s, {sum}");
+}
+
+#[test]
+fn candy_client_and_ours_through_our_server() {
+    let bin = candy_bin();
+    let _g = lock();
+    let mut w = World::new(2);
+    w.our_server();
+    let a = w.candy_client(1, &bin);
+    let b = w.our_client(2, PW, None);
+    assert_ne!(a, b);
+    w.ping(1, &a, &b);
+    w.ping(2, &b, &a);
+    let (mbps, sum) = w.bulk(1, 2, &b);
+    eprintln!("candy->ours through ours: {mbps:.1} MB/s, {sum}");
+    let (mbps, sum) = w.bulk(2, 1, &a);
+    eprintln!("ours->candy through ours: {mbps:.1} MB/s, {sum}");
+}

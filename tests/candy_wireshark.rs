@@ -1,0 +1,70 @@
+//! The Candy Lua dissector (`conformance/wireshark/candy.lua`) on a `candy-mesh` capture:
+//! tshark (Debian's `tshark`; `bash .ci/setup` installs it) must find every message the
+//! run sent — 4 VMAC, 4 DHCP requests and 4 grants, 4 AUTH, and 256 FORWARD (64 requests
+//! and 64 answers, each crossing client -> server and server -> client; the clean profile
+//! resends nothing) — hand each FORWARD's packet to the IP dissector, and report nothing
+//! malformed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tunnelbed_sim::scenario::{run, RunConfig};
+use tunnelbed_sim::scenarios;
+
+#[test]
+fn dissector_sees_every_candy_message() {
+    let s = scenarios::find("candy-mesh").expect("candy-mesh is registered");
+    let r = run(
+        &s,
+        &RunConfig {
+            seed: 3,
+            profile: "clean".into(),
+            capture: true,
+            sabotage: None,
+        },
+    )
+    .expect("the run");
+    assert!(r.ok(), "{}", r.failure_summary());
+    let pcap = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("candy-mesh.pcapng");
+    std::fs::write(&pcap, r.pcap.as_deref().expect("a capture")).unwrap();
+    let lua = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/wireshark/candy.lua");
+    let out = Command::new("tshark")
+        .arg("-X")
+        .arg(format!("lua_script:{}", lua.display()))
+        .arg("-r")
+        .arg(&pcap)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "candy.type",
+            "-e",
+            "ip.dst",
+            "-e",
+            "_ws.malformed",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("tshark: {e} (install Debian's tshark: bash .ci/setup)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tshark failed: {stderr}");
+    assert!(!stderr.contains("Lua"), "Lua errors: {stderr}");
+    let mut count = std::collections::BTreeMap::new();
+    for line in stdout.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert!(
+            cols.get(2).is_none_or(|m| m.is_empty()),
+            "malformed packet: {line}"
+        );
+        for t in cols[0].split(',').filter(|t| !t.is_empty()) {
+            *count.entry(t.to_string()).or_insert(0u32) += 1;
+        }
+    }
+    let get = |t: &str| count.get(t).copied().unwrap_or(0);
+    assert_eq!(get("4"), 4, "VMAC: {count:?}");
+    assert_eq!(get("2"), 8, "DHCP: {count:?}");
+    assert_eq!(get("0"), 4, "AUTH: {count:?}");
+    assert_eq!(get("1"), 256, "FORWARD: {count:?}");
+    // The inner packets are dissected: their virtual destinations show up as ip.dst.
+    assert!(stdout.contains("10.77.0.1"), "no inner IP packet dissected");
+}
