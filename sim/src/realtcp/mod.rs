@@ -19,6 +19,7 @@
 //! resets its next incarnation sends).
 
 pub mod stack;
+pub mod stall;
 pub mod stream;
 
 use std::fmt;

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tunnelbed_netio::iplink::IpLink;
 use tunnelbed_netio::CaptureIface;
 
+use super::stall::StallWatch;
 use crate::iplink::SimIpLink;
 
 /// Bytes of each connection's receive and send buffers (a 64 KiB window, as a kernel
@@ -30,11 +31,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A stream the application dropped lingers until its close completes; keepalives and
 /// this timeout make sure it does even when the peer went silent.
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
-/// The keepalive interval of dropped streams (see [`ORPHAN_TIMEOUT`]).
-const ORPHAN_KEEPALIVE: Duration = Duration::from_secs(15);
-/// How long a connection exposed to smoltcp's lost retransmission timer may go without
-/// progress before it gets duplicate ACKs (see [`StackInner::watch_stalls`]).
-const STALL_AFTER: Duration = Duration::from_millis(1500);
 /// Packets waiting for the driver beyond this are dropped (a full NIC ring).
 const RX_QUEUE_LIMIT: usize = 8192;
 /// How long the driver sleeps when smoltcp has no timer (it wakes on any event anyway).
@@ -122,10 +118,8 @@ pub struct StackInner {
     orphans: BTreeSet<SocketHandle>,
     next_port: u16,
     ip: Ipv4Addr,
-    /// (local port, peer address, peer port) -> the peer's last pure ACK, as received.
-    acks: BTreeMap<(u16, Ipv4Addr, u16), Vec<u8>>,
-    /// Connections exposed to a lost retransmission timer: (send queue, unchanged since).
-    stalls: BTreeMap<SocketHandle, (usize, Duration)>,
+    /// Gets smoltcp out of its retransmission stalls.
+    watch: StallWatch,
     /// The host crashed: its driver is gone.
     dead: bool,
 }
@@ -188,8 +182,7 @@ impl HostStack {
                 orphans: BTreeSet::new(),
                 next_port: 49_152 + (seed % span) as u16,
                 ip,
-                acks: BTreeMap::new(),
-                stalls: BTreeMap::new(),
+                watch: StallWatch::default(),
                 dead: false,
             }),
             wake: Notify::new(),
@@ -248,29 +241,6 @@ async fn drive(stack: Arc<HostStack>, link: Arc<SimIpLink>, capture: Option<Capt
             _ = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-/// The packets that make smoltcp fast-retransmit, from the peer's last pure ACK `ack`:
-/// smoltcp starts it on exactly the third duplicate ACK in a row, and its count may be
-/// past three already, so first a copy with the window one off (a window update, which
-/// resets the count), then four copies as received (the first a window update back,
-/// then three duplicates).
-fn dup_acks(ack: &[u8]) -> Vec<Vec<u8>> {
-    let mut bumped = ack.to_vec();
-    let ok = (|| {
-        let mut ip = Ipv4Packet::new_checked(&mut bumped[..]).ok()?;
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let mut t = TcpPacket::new_checked(ip.payload_mut()).ok()?;
-        t.set_window_len(t.window_len() ^ 1);
-        t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
-        Some(())
-    })();
-    let mut out = Vec::with_capacity(5);
-    if ok.is_some() {
-        out.push(bumped);
-    }
-    out.extend(std::iter::repeat_n(ack.to_vec(), 4));
-    out
 }
 
 fn closed_io(what: &str) -> io::Error {
@@ -500,124 +470,19 @@ impl StackInner {
         }
     }
 
-    /// Works around smoltcp 0.12 losing its retransmission timer: in CLOSE-WAIT,
-    /// LAST-ACK and CLOSING a partial ACK sets the timer to idle, so a segment lost after
-    /// the peer's FIN is never retransmitted and the connection stalls for good (seen
-    /// with `tcp-echo --seed 3 --profile lossy --tcp real`: the echo's tail lost after
-    /// the client's half-close). A connection in one of those states with data (or its
-    /// FIN) in flight and no progress for [`STALL_AFTER`] is handed three copies of the peer's last
-    /// pure ACK: duplicate ACKs, which start smoltcp's fast retransmit from the first
-    /// unacknowledged byte (see [`dup_acks`]). Nothing is sent or recorded
-    /// for them; on the wire it looks like a retransmission timeout.
-    ///
-    /// (Keepalive probes cannot do this: smoltcp sends them one byte below the highest
-    /// sequence number sent, so with data in flight the peer takes the probe's byte as
-    /// data, and after its FIN the probe's byte sits where the FIN is.) Dropped streams in
-    /// FIN-WAIT-2, with everything acknowledged, get a slow keepalive, so a peer that went
-    /// silent ends them. Returns when the next stall check is due.
-    #[allow(irrefutable_let_patterns)] // Only TCP sockets unless another crate adds kinds.
-    fn watch_stalls(&mut self, now: Duration) -> Option<Duration> {
-        let orphan = smol_duration(ORPHAN_KEEPALIVE);
-        let mut next: Option<Duration> = None;
-        let mut stalls = BTreeMap::new();
-        let mut live = BTreeSet::new();
-        for (h, sock) in self.sockets.iter_mut() {
-            let smoltcp::socket::Socket::Tcp(t) = sock else {
-                continue;
-            };
-            let tuple = match (t.local_endpoint(), t.remote_endpoint()) {
-                (Some(l), Some(r)) => match r.addr {
-                    #[allow(unreachable_patterns)]
-                    IpAddress::Ipv4(a) => Some((l.port, a, r.port)),
-                    #[allow(unreachable_patterns)]
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(k) = tuple {
-                live.insert(k);
-            }
-            let queued = t.send_queue();
-            // LAST-ACK and CLOSING: our FIN at least is unacknowledged.
-            let exposed = match t.state() {
-                tcp::State::CloseWait => queued > 0,
-                tcp::State::LastAck | tcp::State::Closing => true,
-                _ => false,
-            };
-            if exposed {
-                let (q, since) = match self.stalls.get(&h) {
-                    Some(&(q, since)) if q == queued => (q, since),
-                    _ => (queued, now),
-                };
-                let since = if now.saturating_sub(since) >= STALL_AFTER {
-                    if let Some(ack) = tuple.and_then(|k| self.acks.get(&k)) {
-                        for p in dup_acks(ack).into_iter().rev() {
-                            self.rx.push_front(p);
-                        }
-                    }
-                    now
-                } else {
-                    since
-                };
-                stalls.insert(h, (q, since));
-                let due = since + STALL_AFTER;
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
-            // Only in FIN-WAIT-2, where all we sent (our FIN too) is acknowledged.
-            let want =
-                (self.orphans.contains(&h) && t.state() == tcp::State::FinWait2).then_some(orphan);
-            if t.keep_alive() != want {
-                t.set_keep_alive(want);
-            }
-        }
-        self.stalls = stalls;
-        self.acks.retain(|k, _| live.contains(k));
-        next.map(|n| n.saturating_sub(now))
-    }
-
-    /// Remembers the peer's last pure ACK of each connection (see [`Self::watch_stalls`]).
-    fn note_ack(&mut self, p: &[u8]) {
-        let Ok(ip) = Ipv4Packet::new_checked(p) else {
-            return;
-        };
-        if ip.next_header() != IpProtocol::Tcp {
-            return;
-        }
-        let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
-            return;
-        };
-        let header = usize::from(t.header_len());
-        if !(t.ack() && !t.syn() && !t.fin() && !t.rst() && ip.payload().len() == header) {
-            return;
-        }
-        let key = (t.dst_port(), ip.src_addr(), t.src_port());
-        let ack = t.ack_number();
-        // Keep the newest: a reordered or duplicated older ACK would be ignored by smoltcp.
-        let newer = self.acks.get(&key).is_none_or(|old| {
-            Ipv4Packet::new_checked(&old[..])
-                .ok()
-                .and_then(|oi| {
-                    TcpPacket::new_checked(oi.payload())
-                        .ok()
-                        .map(|ot| ot.ack_number())
-                })
-                .is_none_or(|old_ack| ack.0.wrapping_sub(old_ack.0) >= 0)
-        });
-        if newer {
-            self.acks.insert(key, p.to_vec());
-        }
-    }
-
     /// Feeds received packets to smoltcp, sends what it has, tends the listeners; returns
     /// the packets to send and how long until smoltcp next needs a pump.
     fn pump(&mut self, now: Duration) -> (Vec<Vec<u8>>, Duration) {
         let ts = smol_now(now);
-        let stall_check = self.watch_stalls(now);
+        let (inject, stall_check) = self.watch.watch(now, &mut self.sockets, &self.orphans);
+        for p in inject.into_iter().rev() {
+            self.rx.push_front(p);
+        }
         while let Some(p) = self.rx.pop_front() {
             if !self.admit(&p) {
                 continue;
             }
-            self.note_ack(&p);
+            self.watch.note_rx(&p);
             self.dev.rx = Some(p);
             self.iface
                 .poll_ingress_single(ts, &mut self.dev, &mut self.sockets);
@@ -629,6 +494,9 @@ impl StackInner {
             if self.dev.tx.len() == before {
                 break;
             }
+        }
+        for p in &self.dev.tx {
+            self.watch.note_tx(p);
         }
         self.tend_listeners();
         self.reap_orphans();
