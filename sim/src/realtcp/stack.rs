@@ -120,6 +120,9 @@ pub struct StackInner {
     ip: Ipv4Addr,
     /// Gets smoltcp out of its retransmission stalls.
     watch: StallWatch,
+    /// Bytes a connection had received but not yet handed to the application when a
+    /// reset arrived: read before the reset is reported, as a kernel does.
+    leftover: BTreeMap<SocketHandle, VecDeque<u8>>,
     /// The host crashed: its driver is gone.
     dead: bool,
 }
@@ -183,6 +186,7 @@ impl HostStack {
                 next_port: 49_152 + (seed % span) as u16,
                 ip,
                 watch: StallWatch::default(),
+                leftover: BTreeMap::new(),
                 dead: false,
             }),
             wake: Notify::new(),
@@ -228,10 +232,15 @@ async fn drive(stack: Arc<HostStack>, link: Arc<SimIpLink>, capture: Option<Capt
     loop {
         let (out, delay) = stack.lock().pump(sim_now());
         for p in out {
-            // A packet the link refuses (larger than its MTU) is lost, as with DF set.
-            if link.send(&p).await.is_ok() {
-                if let Some(c) = &capture {
-                    c.raw_ip(&p);
+            // A reset goes out RST_COPIES times: smoltcp sends one and forgets the
+            // connection, and a lost reset leaves a peer that only reads hanging forever.
+            let copies = if is_rst(&p) { RST_COPIES } else { 1 };
+            for _ in 0..copies {
+                // A packet the link refuses (larger than its MTU) is lost, as with DF set.
+                if link.send(&p).await.is_ok() {
+                    if let Some(c) = &capture {
+                        c.raw_ip(&p);
+                    }
                 }
             }
         }
@@ -241,6 +250,17 @@ async fn drive(stack: Arc<HostStack>, link: Arc<SimIpLink>, capture: Option<Capt
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// How many times each reset is sent (see `drive`).
+const RST_COPIES: usize = 3;
+
+fn is_rst(p: &[u8]) -> bool {
+    Ipv4Packet::new_checked(p)
+        .ok()
+        .filter(|ip| ip.next_header() == IpProtocol::Tcp)
+        .and_then(|ip| TcpPacket::new_checked(ip.payload()).ok().map(|t| t.rst()))
+        .unwrap_or(false)
 }
 
 fn closed_io(what: &str) -> io::Error {
@@ -368,8 +388,10 @@ impl StackInner {
     /// The application dropped (or aborted) the stream on `h`: close or reset it, and
     /// free the socket once it is done.
     pub fn release(&mut self, h: SocketHandle, abort: bool) {
+        self.leftover.remove(&h);
         let s = self.tcp(h);
-        // A kernel resets a connection closed with unread input.
+        // A kernel resets a connection closed with unread input (the peer still reads
+        // what reached it first: see `save_before_reset`).
         if abort || s.recv_queue() > 0 {
             s.abort();
         } else {
@@ -394,6 +416,10 @@ impl StackInner {
         let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
             return true;
         };
+        if tcp.rst() {
+            self.save_before_reset(ip.src_addr(), tcp.src_port(), tcp.dst_port());
+            return true;
+        }
         if !tcp.syn() || tcp.ack() {
             return true;
         }
@@ -423,6 +449,38 @@ impl StackInner {
             return false;
         }
         true
+    }
+
+    /// A reset for (peer, our port) is about to reach smoltcp, which would throw away
+    /// what the connection received and the application has not read yet: keep it.
+    #[allow(irrefutable_let_patterns)] // Only TCP sockets unless another crate adds kinds.
+    fn save_before_reset(&mut self, peer: Ipv4Addr, peer_port: u16, port: u16) {
+        for (h, sock) in self.sockets.iter_mut() {
+            let smoltcp::socket::Socket::Tcp(t) = sock else {
+                continue;
+            };
+            let ours = t.local_endpoint().is_some_and(|e| e.port == port)
+                && t.remote_endpoint()
+                    .is_some_and(|e| e.addr == IpAddress::Ipv4(peer) && e.port == peer_port);
+            if !ours || t.recv_queue() == 0 || self.orphans.contains(&h) {
+                continue;
+            }
+            let keep = self.leftover.entry(h).or_default();
+            while t.can_recv() {
+                let taken = t.recv(|b| {
+                    keep.extend(b.iter());
+                    (b.len(), b.len())
+                });
+                if !matches!(taken, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Bytes kept from before a reset for `h` (see [`Self::save_before_reset`]).
+    pub fn leftover(&mut self, h: SocketHandle) -> Option<&mut VecDeque<u8>> {
+        self.leftover.get_mut(&h)
     }
 
     /// Moves handshaken connections to their accept queues, drops failed ones.
@@ -458,6 +516,14 @@ impl StackInner {
 
     /// Frees the sockets of dropped streams whose connection is over.
     fn reap_orphans(&mut self) {
+        for h in &self.orphans {
+            let s = self.sockets.get_mut::<tcp::Socket>(*h);
+            while s.can_recv() {
+                if s.recv(|b| (b.len(), ())).is_err() {
+                    break;
+                }
+            }
+        }
         let done: Vec<SocketHandle> = self
             .orphans
             .iter()

@@ -10,12 +10,18 @@
 //!   retransmission timeout, which backs off to 7-10 s gaps under 5% loss
 //!   (`pong-streams --seed 1 --profile lossy`: pong's 20 s idle timeout fired).
 //!
+//! - smoltcp has no persist timer: when the peer's window update after a zero window is
+//!   lost, the sender waits forever (`pong-streams --seed 1 --profile lossy`, a slow
+//!   reader).
+//!
 //! How: every [`WATCH_EVERY`], a connection with data or a FIN in flight whose peer has
-//! not advanced its ACK for [`STALL_AFTER`] (and advertises an open window) is handed
+//! not advanced its ACK for [`STALL_AFTER`] is handed
 //! duplicate ACKs made from the peer's newest segment header (sequence number set to
 //! what we acknowledge, so smoltcp accepts it): first one with the window one off,
 //! which resets smoltcp's duplicate count, then four as they are, the last three of
 //! which are duplicates; smoltcp then retransmits from the first unacknowledged byte.
+//! When the peer's window is zero, only the first (window 1) is handed over, which makes
+//! smoltcp send a one-byte window probe.
 //! Nothing is sent or recorded for them: on the wire it looks like a retransmission
 //! timeout of [`STALL_AFTER`] at most.
 //!
@@ -165,7 +171,7 @@ impl StallWatch {
                     _ => now,
                 };
                 let since = if now.saturating_sub(since) >= STALL_AFTER {
-                    if let Some(p) = peer.filter(|p| p.window > 0) {
+                    if let Some(p) = peer {
                         inject.extend(dup_acks(p));
                     }
                     now
@@ -215,6 +221,11 @@ fn dup_acks(peer: &Peer) -> Vec<Vec<u8>> {
         return Vec::new();
     };
     let mut out = vec![bumped];
+    if peer.window == 0 {
+        // A closed window: the one-off copy opens it by one byte, so smoltcp sends a
+        // window probe (it has no persist timer) and the peer answers with its window.
+        return out;
+    }
     out.extend(std::iter::repeat_n(same, 4));
     out
 }

@@ -173,6 +173,15 @@ impl AsyncRead for RealStream {
         if g.dead() {
             return Poll::Ready(Err(reset()));
         }
+        if let Some(kept) = g.leftover(this.h).filter(|k| !k.is_empty()) {
+            let n = kept.len().min(buf.remaining());
+            let (a, b) = kept.as_slices();
+            let from_a = n.min(a.len());
+            buf.put_slice(&a[..from_a]);
+            buf.put_slice(&b[..n - from_a]);
+            kept.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let s = g.tcp(this.h);
         match s.recv_slice(buf.initialize_unfilled()) {
             Ok(0) if buf.remaining() > 0 => {
