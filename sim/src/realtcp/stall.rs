@@ -78,8 +78,11 @@ fn smol(d: Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// A parsed IPv4 packet and the TCP segment it carries.
+type Segment<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
 /// The IPv4 and TCP headers of `p`, if it is a TCP segment.
-fn parse(p: &[u8]) -> Option<(Ipv4Packet<&[u8]>, TcpPacket<&[u8]>)> {
+fn parse(p: &[u8]) -> Option<Segment<'_>> {
     let ip = Ipv4Packet::new_checked(p).ok()?;
     if ip.next_header() != IpProtocol::Tcp {
         return None;
