@@ -20,8 +20,9 @@
 //! what we acknowledge, so smoltcp accepts it): first one with the window one off,
 //! which resets smoltcp's duplicate count, then four as they are, the last three of
 //! which are duplicates; smoltcp then retransmits from the first unacknowledged byte.
-//! When the peer's window is zero, only the first (window 1) is handed over, which makes
-//! smoltcp send a one-byte window probe.
+//! A connection that advertised a zero window and has room again, with the peer silent
+//! for [`STALL_AFTER`], is handed a segment just below what it acknowledges, which smoltcp
+//! answers with an ACK carrying its window: the update repeated.
 //! Nothing is sent or recorded for them: on the wire it looks like a retransmission
 //! timeout of [`STALL_AFTER`] at most.
 //!
@@ -59,6 +60,8 @@ struct Peer {
     window: u16,
     /// The ACK number of our last segment: what a segment from the peer must start at.
     our_ack: Option<TcpSeqNumber>,
+    /// The window field of our last segment.
+    our_window: u16,
 }
 
 /// The stall watch of one host stack (see the module notes).
@@ -123,7 +126,9 @@ impl StallWatch {
             return;
         }
         let key = (t.src_port(), ip.dst_addr(), t.dst_port());
-        self.peers.entry(key).or_default().our_ack = Some(t.ack_number());
+        let peer = self.peers.entry(key).or_default();
+        peer.our_ack = Some(t.ack_number());
+        peer.our_window = t.window_len();
     }
 
     /// Walks the connections (at most every [`WATCH_EVERY`]): returns the packets to hand
@@ -166,8 +171,12 @@ impl StallWatch {
                 tcp::State::FinWait1 | tcp::State::LastAck | tcp::State::Closing => true,
                 _ => false,
             };
-            if in_flight {
-                let peer = tuple.and_then(|k| self.peers.get(&k));
+            let peer = tuple.and_then(|k| self.peers.get(&k));
+            // We advertised a zero window and have room now: the update may be lost.
+            let closed_window = peer.is_some_and(|p| p.our_window == 0)
+                && t.recv_queue() < t.recv_capacity()
+                && t.may_recv();
+            if in_flight || closed_window {
                 let ack = peer.and_then(|p| p.ack);
                 let since = match self.stalls.get(&h) {
                     Some(&(a, since)) if a == ack => since,
@@ -175,7 +184,12 @@ impl StallWatch {
                 };
                 let since = if now.saturating_sub(since) >= STALL_AFTER {
                     if let Some(p) = peer {
-                        inject.extend(dup_acks(p));
+                        if in_flight {
+                            inject.extend(dup_acks(p));
+                        }
+                        if closed_window {
+                            inject.extend(window_reminder(p));
+                        }
                     }
                     now
                 } else {
@@ -223,12 +237,29 @@ fn dup_acks(peer: &Peer) -> Vec<Vec<u8>> {
     let (Some(bumped), Some(same)) = (build(peer.window ^ 1), build(peer.window)) else {
         return Vec::new();
     };
-    let mut out = vec![bumped];
     if peer.window == 0 {
-        // A closed window: the one-off copy opens it by one byte, so smoltcp sends a
-        // window probe (it has no persist timer) and the peer answers with its window.
-        return out;
+        // The peer's window is closed: its side repeats the update (`window_reminder`).
+        return Vec::new();
     }
+    let mut out = vec![bumped];
     out.extend(std::iter::repeat_n(same, 4));
     out
+}
+
+/// A segment from the peer just below what we acknowledge: smoltcp answers a segment
+/// outside its window with an ACK, which carries our current window to the peer. (A
+/// window probe from the sender, one byte past a zero window, would make smoltcp 0.12
+/// panic: it accepts the byte and then underflows computing its last window.)
+fn window_reminder(peer: &Peer) -> Option<Vec<u8>> {
+    let (h, our_ack) = (peer.header.as_ref()?, peer.our_ack?);
+    let mut b = h.clone();
+    let mut ip = Ipv4Packet::new_checked(&mut b[..]).ok()?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    ip.fill_checksum();
+    let mut t = TcpPacket::new_checked(ip.payload_mut()).ok()?;
+    t.set_seq_number(TcpSeqNumber(our_ack.0.wrapping_sub(1)));
+    t.set_fin(false);
+    t.set_psh(false);
+    t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    Some(b)
 }
