@@ -268,6 +268,7 @@ mod tests {
             datagrams_sent: 100,
             datagrams_dropped: 5,
             pcap: Some(format!("{scenario}-{profile}-{seed}.pcapng")),
+            tcp: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod iplink;
 pub mod ledger;
 pub mod link;
 pub mod profile;
+pub mod realtcp;
 pub mod record;
 pub mod report;
 pub mod sabotage;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::flatjson::{self, Value};
+use crate::realtcp::TcpMode;
 use crate::scenario::RunReport;
 
 /// A run's outcome without its trace and capture.
@@ -34,6 +35,8 @@ pub struct RunRecord {
     pub datagrams_dropped: u64,
     /// The run's capture file, relative to the report, when one was written.
     pub pcap: Option<String>,
+    /// Which TCP the run used (`ideal` when a line written before the field lacks it).
+    pub tcp: TcpMode,
 }
 
 impl RunRecord {
@@ -62,6 +65,7 @@ impl RunRecord {
             datagrams_sent: r.link.sent,
             datagrams_dropped: r.link.dropped(),
             pcap: None,
+            tcp: r.tcp,
         }
     }
 
@@ -108,6 +112,7 @@ impl RunRecord {
         if let Some(p) = &self.pcap {
             s.push_str(&format!(",\"pcap\":{}", flatjson::quote(p)));
         }
+        s.push_str(&format!(",\"tcp\":{}", flatjson::quote(self.tcp.name())));
         s.push('}');
         s
     }
@@ -154,6 +159,10 @@ impl RunRecord {
             pcap: match m.get("pcap") {
                 Some(Value::Str(p)) => Some(p.clone()),
                 _ => None,
+            },
+            tcp: match m.get("tcp") {
+                Some(Value::Str(t)) => t.parse()?,
+                _ => TcpMode::Ideal,
             },
         })
     }
@@ -249,6 +258,11 @@ mod tests {
             datagrams_sent: 10,
             datagrams_dropped: 1,
             pcap: (seed == 2).then(|| "x.pcapng".into()),
+            tcp: if seed == 2 {
+                TcpMode::Real
+            } else {
+                TcpMode::Ideal
+            },
         }
     }
 

@@ -12,6 +12,7 @@ use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::FlowLedger;
 use crate::link::{LinkModel, LinkParams, LinkStats};
 use crate::profile;
+use crate::realtcp::TcpMode;
 use crate::sabotage::Sabotage;
 use crate::simnet::SimWorld;
 
@@ -54,6 +55,8 @@ pub struct RunConfig {
     /// Deliberately break an invariant (to prove the checks and the sweep report
     /// failures); acts on seeds that are multiples of 4 (see [`crate::sabotage`]).
     pub sabotage: Option<Sabotage>,
+    /// Which TCP the hosts use: turmoil's ideal streams or real TCP over the link model.
+    pub tcp: TcpMode,
 }
 
 /// One invariant's verdict.
@@ -113,6 +116,7 @@ impl Ctx {
         };
         let link = LinkModel::new(cfg.seed ^ salt, params.clone());
         let mut world = SimWorld::new(link, cfg.capture);
+        world.set_tcp_mode(cfg.tcp, cfg.seed ^ salt);
         if active == Some(Sabotage::DataPath) {
             world.set_data_fault(DATA_FAULT_AFTER);
         }
@@ -328,6 +332,8 @@ pub struct RunReport {
     pub error: Option<String>,
     /// The run was asked to break an invariant on purpose.
     pub sabotage: Option<Sabotage>,
+    /// Which TCP the run used.
+    pub tcp: TcpMode,
 }
 
 impl RunReport {
@@ -339,10 +345,14 @@ impl RunReport {
     /// The one command line that replays this run exactly.
     pub fn replay_line(&self) -> String {
         format!(
-            "tunnelbed sim run {} --seed {} --profile {}{}",
+            "tunnelbed sim run {} --seed {} --profile {}{}{}",
             self.scenario,
             self.seed,
             self.profile,
+            match self.tcp {
+                TcpMode::Ideal => String::new(),
+                t => format!(" --tcp {t}"),
+            },
             self.sabotage
                 .map(|k| format!(" --sabotage {k}"))
                 .unwrap_or_default()
@@ -380,6 +390,7 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig) -> anyhow::Result<RunReport> {
         sim_time: ctx.elapsed,
         error,
         sabotage: cfg.sabotage,
+        tcp: cfg.tcp,
     })
 }
 

@@ -24,6 +24,9 @@ use tunnelbed_netio::{
 
 use crate::iplink::IpRoutes;
 use crate::link::LinkModel;
+use crate::realtcp::stack::HostStack;
+use crate::realtcp::stream::{RealListener, RealStream};
+use crate::realtcp::TcpMode;
 
 /// Shared state of one simulation run: link model, capture, trace and host names.
 #[derive(Clone)]
@@ -41,6 +44,83 @@ pub struct SimWorld {
     crashes: Crashes,
     /// The data-path sabotage's fault, when the run has one (see [`SimWorld::set_data_fault`]).
     data_fault: Option<Arc<DataFault>>,
+    /// Which TCP the hosts use (see [`crate::realtcp`]).
+    tcp_mode: TcpMode,
+    /// The hosts' TCP stacks in real-TCP mode.
+    stacks: Stacks,
+}
+
+/// The real-TCP stacks of a run, one per host incarnation, created on a host's first
+/// TCP use (inside its runtime, so a crash takes the stack down with the host).
+#[derive(Clone, Default)]
+struct Stacks(Arc<tokio::sync::Mutex<StacksInner>>);
+
+#[derive(Default)]
+struct StacksInner {
+    /// Seed of the run (ISNs and ephemeral ports).
+    seed: u64,
+    /// Host -> (incarnations so far, its current stack).
+    hosts: BTreeMap<String, (u64, std::sync::Weak<HostStack>)>,
+}
+
+/// The IP MTU of the hosts' stacks: the link's, so full segments fit (no PMTU discovery).
+const STACK_MTU_MAX: usize = 1500;
+
+impl Stacks {
+    /// The live stack of `host`, started when it has none (first use, or after a crash).
+    async fn stack(&self, world: &SimWorld, host: &str) -> io::Result<Arc<HostStack>> {
+        let mut g = self.0.lock().await;
+        if let Some((_, w)) = g.hosts.get(host) {
+            if let Some(s) = w.upgrade().filter(|s| !s.is_dead()) {
+                return Ok(s);
+            }
+        }
+        let IpAddr::V4(ip) = host_ip(host) else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "real TCP in the simulator is IPv4 only",
+            ));
+        };
+        let incarnation = g.hosts.get(host).map_or(0, |(n, _)| n + 1);
+        // The profile's MTU (overrides per host pair are not seen here).
+        let mtu = world
+            .link
+            .params(IpAddr::V4(ip), IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            .mtu
+            .clamp(576, STACK_MTU_MAX);
+        let mut cfg = tunnelbed_netio::iplink::IpLinkConfig::new(
+            &format!("{host}-tcp"),
+            Some(tunnelbed_netio::iplink::Ipv4Cidr {
+                addr: ip,
+                prefix: 32,
+            }),
+        );
+        cfg.mtu = mtu;
+        let link = crate::iplink::SimIpLink::open(
+            IpAddr::V4(ip),
+            world.link.clone(),
+            world.ip_routes.clone(),
+            cfg,
+        )
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        let seed = stack_seed(g.seed, host, incarnation);
+        let capture = world.capture.as_ref().map(|c| c.interface(host));
+        let stack = HostStack::start(ip, link, seed, mtu, capture);
+        g.hosts
+            .insert(host.to_string(), (incarnation, Arc::downgrade(&stack)));
+        Ok(stack)
+    }
+}
+
+/// A stack's seed from the run's, the host and its incarnation (FNV-1a).
+fn stack_seed(seed: u64, host: &str, incarnation: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in host.bytes().chain(incarnation.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Closing a crashed host's streams in a fixed order.
@@ -146,7 +226,23 @@ impl SimWorld {
             resets: Resets::default(),
             crashes: Crashes::default(),
             data_fault: None,
+            tcp_mode: TcpMode::Ideal,
+            stacks: Stacks::default(),
         }
+    }
+
+    /// Chooses the hosts' TCP (call before the hosts take their [`SimWorld::net`]); `seed`
+    /// drives the real stacks' initial sequence numbers and ports.
+    pub fn set_tcp_mode(&mut self, mode: TcpMode, seed: u64) {
+        self.tcp_mode = mode;
+        if let Ok(mut g) = self.stacks.0.try_lock() {
+            g.seed = seed;
+        }
+    }
+
+    /// Which TCP the hosts use.
+    pub fn tcp_mode(&self) -> TcpMode {
+        self.tcp_mode
     }
 
     /// Arms the data-path sabotage: one chunk written to a TCP stream (by any host) and
@@ -203,13 +299,18 @@ impl SimWorld {
     pub fn net(&self, name: &str) -> HostNet {
         self.register_host(name);
         let iface = self.capture.as_ref().map(|c| c.interface(name));
-        CaptureNet::maybe(
+        let net = CaptureNet::maybe(
             SimNet {
                 host: Arc::from(name),
                 world: self.clone(),
             },
             iface,
-        )
+        );
+        match self.tcp_mode {
+            TcpMode::Ideal => net,
+            // The host's stack records the real segments itself.
+            TcpMode::Real => net.without_tcp_records(),
+        }
     }
 
     fn knows(&self, name: &str) -> bool {
@@ -287,7 +388,7 @@ impl UdpSock for SimUdp {
 /// A turmoil TCP stream (reliable; stalls under holds and partitions). Aborting it is
 /// modelled with a reset mark its peer reads as `ConnectionReset` (see [`SimWorld`]'s
 /// reset marks).
-pub struct SimStream {
+pub struct IdealStream {
     /// Taken only when the stream is dropped.
     inner: Option<turmoil::net::TcpStream>,
     /// (local, peer).
@@ -300,7 +401,7 @@ pub struct SimStream {
     data_fault: Option<Arc<DataFault>>,
 }
 
-impl SimStream {
+impl IdealStream {
     fn new(inner: turmoil::net::TcpStream, host: &Arc<str>, world: &SimWorld) -> io::Result<Self> {
         let pair = (inner.local_addr()?, inner.peer_addr()?);
         // A mark may be there already: the peer accepted and aborted before our connect
@@ -339,7 +440,7 @@ impl SimStream {
     }
 }
 
-impl Drop for SimStream {
+impl Drop for IdealStream {
     fn drop(&mut self) {
         {
             let mut m = self.resets.lock();
@@ -361,7 +462,7 @@ impl Drop for SimStream {
     }
 }
 
-impl AsyncRead for SimStream {
+impl AsyncRead for IdealStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -388,7 +489,7 @@ impl AsyncRead for SimStream {
     }
 }
 
-impl AsyncWrite for SimStream {
+impl AsyncWrite for IdealStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this
@@ -409,7 +510,7 @@ impl AsyncWrite for SimStream {
     }
 }
 
-impl TcpConn for SimStream {
+impl IdealStream {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.get().local_addr()
     }
@@ -432,20 +533,109 @@ impl TcpConn for SimStream {
 }
 
 /// A turmoil TCP listener.
-pub struct SimListener {
+pub struct IdealListener {
     inner: turmoil::net::TcpListener,
     host: Arc<str>,
     world: SimWorld,
 }
 
+/// A TCP stream of the simulated network: turmoil's (`--tcp ideal`) or a host stack's
+/// real TCP connection (`--tcp real`, see [`crate::realtcp`]).
+pub enum SimStream {
+    /// turmoil's reliable stream.
+    Ideal(IdealStream),
+    /// smoltcp over the link model.
+    Real(RealStream),
+}
+
+/// A TCP listener of the simulated network (see [`SimStream`]).
+pub enum SimListener {
+    /// turmoil's listener.
+    Ideal(IdealListener),
+    /// A host stack's listening port.
+    Real(RealListener),
+}
+
 impl TcpListen for SimListener {
     type Stream = SimStream;
     async fn accept(&self) -> io::Result<(SimStream, SocketAddr)> {
-        let (s, a) = self.inner.accept().await?;
-        Ok((SimStream::new(s, &self.host, &self.world)?, a))
+        match self {
+            SimListener::Ideal(l) => {
+                let (s, a) = l.inner.accept().await?;
+                Ok((SimStream::Ideal(IdealStream::new(s, &l.host, &l.world)?), a))
+            }
+            SimListener::Real(l) => {
+                let (s, a) = l.accept().await?;
+                Ok((SimStream::Real(s), a))
+            }
+        }
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(resolve_local(self.inner.local_addr()?, &self.host))
+        match self {
+            SimListener::Ideal(l) => Ok(resolve_local(l.inner.local_addr()?, &l.host)),
+            SimListener::Real(l) => Ok(l.local_addr()),
+        }
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SimStream::Ideal(s) => Pin::new(s).poll_read(cx, buf),
+            SimStream::Real(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SimStream::Ideal(s) => Pin::new(s).poll_write(cx, b),
+            SimStream::Real(s) => Pin::new(s).poll_write(cx, b),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SimStream::Ideal(s) => Pin::new(s).poll_flush(cx),
+            SimStream::Real(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SimStream::Ideal(s) => Pin::new(s).poll_shutdown(cx),
+            SimStream::Real(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl TcpConn for SimStream {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            SimStream::Ideal(s) => s.local_addr(),
+            SimStream::Real(s) => Ok(s.local_addr()),
+        }
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            SimStream::Ideal(s) => s.peer_addr(),
+            SimStream::Real(s) => Ok(s.peer_addr()),
+        }
+    }
+    fn abort(self) {
+        match self {
+            SimStream::Ideal(s) => s.abort(),
+            SimStream::Real(s) => s.abort(),
+        }
+    }
+    fn set_unacked_timeout(&self, timeout: Duration) -> io::Result<()> {
+        if let SimStream::Real(s) = self {
+            s.set_unacked_timeout(timeout);
+        }
+        Ok(())
     }
 }
 
@@ -489,15 +679,37 @@ impl Net for SimNet {
         })
     }
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<SimStream> {
+        if self.world.tcp_mode == TcpMode::Real {
+            let SocketAddr::V4(v4) = addr else {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "real TCP in the simulator is IPv4 only",
+                ));
+            };
+            let stack = self.world.stacks.stack(&self.world, &self.host).await?;
+            let s = RealStream::connect(stack, v4, self.world.data_fault.clone()).await?;
+            return Ok(SimStream::Real(s));
+        }
         let s = turmoil::net::TcpStream::connect(addr).await?;
-        SimStream::new(s, &self.host, &self.world)
+        Ok(SimStream::Ideal(IdealStream::new(
+            s,
+            &self.host,
+            &self.world,
+        )?))
     }
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<SimListener> {
-        Ok(SimListener {
+        if self.world.tcp_mode == TcpMode::Real {
+            // Checks the address as for turmoil (ours, unspecified or loopback).
+            self.bind_addr(addr)?;
+            let stack = self.world.stacks.stack(&self.world, &self.host).await?;
+            let l = RealListener::bind(stack, addr.port(), self.world.data_fault.clone())?;
+            return Ok(SimListener::Real(l));
+        }
+        Ok(SimListener::Ideal(IdealListener {
             inner: turmoil::net::TcpListener::bind(self.bind_addr(addr)?).await?,
             host: self.host.clone(),
             world: self.world.clone(),
-        })
+        }))
     }
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         if let Ok(ip) = host.parse::<IpAddr>() {

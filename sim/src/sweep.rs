@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::realtcp::TcpMode;
 use crate::record::RunRecord;
 use crate::scenario::{run, RunConfig, RunReport, Scenario};
 
@@ -43,6 +44,27 @@ pub fn sweep(
     sabotage: Option<crate::sabotage::Sabotage>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> anyhow::Result<SweepResult> {
+    sweep_tcp(
+        scenario,
+        seeds,
+        profile,
+        TcpMode::Ideal,
+        jobs,
+        sabotage,
+        progress,
+    )
+}
+
+/// [`sweep`] with a choice of TCP (see [`crate::realtcp`]).
+pub fn sweep_tcp(
+    scenario: &Scenario,
+    seeds: &[u64],
+    profile: &str,
+    tcp: TcpMode,
+    jobs: usize,
+    sabotage: Option<crate::sabotage::Sabotage>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<SweepResult> {
     // Fail on a bad profile before spawning anything.
     crate::profile::params(profile, 0)
         .ok_or_else(|| anyhow::anyhow!("unknown profile {profile:?}"))?;
@@ -63,6 +85,7 @@ pub fn sweep(
                     profile: profile.to_string(),
                     capture: false,
                     sabotage,
+                    tcp,
                 };
                 let report = match run(scenario, &cfg) {
                     Ok(r) => r,
@@ -79,6 +102,7 @@ pub fn sweep(
                         sim_time: Default::default(),
                         error: Some(e.to_string()),
                         sabotage,
+                        tcp,
                     },
                 };
                 records

@@ -13,6 +13,7 @@ fn cfg(seed: u64, profile: &str) -> RunConfig {
         profile: profile.into(),
         capture: false,
         sabotage: None,
+        tcp: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ fn pong_streams(seed: u64, profile: &str) -> tunnelbed_sim::RunReport {
             profile: profile.into(),
             capture: true,
             sabotage: None,
+            tcp: Default::default(),
         },
     )
     .unwrap();

@@ -225,6 +225,7 @@ fn crash_replays_while_other_tasks_are_spawned() {
         profile: "lossy".into(),
         capture: true,
         sabotage: None,
+        tcp: Default::default(),
     };
     let mut results = Vec::new();
     for _ in 0..2 {

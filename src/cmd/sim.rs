@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use tunnelbed_sim::realtcp::TcpMode;
 use tunnelbed_sim::record::{self, RunRecord};
 use tunnelbed_sim::sabotage::Sabotage;
 use tunnelbed_sim::scenario::{check_determinism, run as run_once, RunConfig, RunReport};
@@ -38,6 +39,11 @@ pub struct RunArgs {
     /// Link profile: clean, lossy, hostile, or swarm (drawn from the seed).
     #[arg(long, default_value = "clean")]
     pub profile: String,
+    /// TCP in the simulation: ideal (turmoil's reliable streams) or real (smoltcp at
+    /// both ends over the link model: loss, duplication, reordering, corruption, MTU and
+    /// bandwidth hit TCP segments, and the pcap holds the real segments).
+    #[arg(long, default_value = "ideal", value_name = "MODE")]
+    pub tcp: TcpMode,
     /// Write the capture (pcapng) here.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
@@ -65,6 +71,11 @@ pub struct SweepArgs {
     /// Link profile (swarm draws different parameters for every seed).
     #[arg(long, default_value = "swarm")]
     pub profile: String,
+    /// TCP in the simulation: ideal (turmoil's reliable streams) or real (smoltcp at
+    /// both ends over the link model: loss, duplication, reordering, corruption, MTU and
+    /// bandwidth hit TCP segments, and the pcap holds the real segments).
+    #[arg(long, default_value = "ideal", value_name = "MODE")]
+    pub tcp: TcpMode,
     /// Parallel runs (default: every core).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -103,6 +114,11 @@ pub struct AllArgs {
     /// Also write DIR/index.html: the matrix, plots, and failing runs with pcap links.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// TCP in the simulation: ideal (turmoil's reliable streams) or real (smoltcp at
+    /// both ends over the link model: loss, duplication, reordering, corruption, MTU and
+    /// bandwidth hit TCP segments, and the pcap holds the real segments).
+    #[arg(long, default_value = "ideal", value_name = "MODE")]
+    pub tcp: TcpMode,
     /// Deliberately break an invariant on seeds that are multiples of 4 (the kinds as for
     /// `sim run --sabotage`; integrity when no kind is given).
     #[arg(long, num_args = 0..=1, default_missing_value = "integrity", value_name = "KIND")]
@@ -196,10 +212,14 @@ pub fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
 
 fn print_report(r: &RunReport) {
     println!(
-        "{} seed {} profile {}: {} (sim time {:.3}s)",
+        "{} seed {} profile {}{}: {} (sim time {:.3}s)",
         r.scenario,
         r.seed,
         r.profile,
+        match r.tcp {
+            TcpMode::Ideal => String::new(),
+            t => format!(" tcp {t}"),
+        },
         if r.ok() { "PASS" } else { "FAIL" },
         r.sim_time.as_secs_f64()
     );
@@ -264,6 +284,7 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         profile: a.profile.clone(),
         capture: a.pcap.is_some(),
         sabotage: a.sabotage,
+        tcp: a.tcp,
     };
     let (r, det) = if a.check_determinism {
         let (r, d) = check_determinism(&s, &cfg)?;
@@ -337,7 +358,7 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
     let seeds = sweep::shard_seeds(a.seeds.clone(), k, n);
     let pb = bar(seeds.len() as u64);
     pb.set_message(format!("{} on {}", s.name, a.profile));
-    let res = sweep::sweep(&s, &seeds, &a.profile, jobs, a.sabotage, &|d| {
+    let res = sweep::sweep_tcp(&s, &seeds, &a.profile, a.tcp, jobs, a.sabotage, &|d| {
         pb.set_position(d)
     })?;
     pb.finish_and_clear();
@@ -354,9 +375,13 @@ fn run_sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
     }
     let failing: Vec<String> = res.failures.iter().map(|f| f.seed.to_string()).collect();
     println!(
-        "sweep {} --profile {} seeds {}..{}{}: {} runs, {} passed, {} failed{}",
+        "sweep {} --profile {}{} seeds {}..{}{}: {} runs, {} passed, {} failed{}",
         s.name,
         a.profile,
+        match a.tcp {
+            TcpMode::Ideal => String::new(),
+            t => format!(" --tcp {t}"),
+        },
         a.seeds.start,
         a.seeds.end,
         match a.shard {
@@ -409,11 +434,15 @@ fn run_all(a: AllArgs) -> anyhow::Result<ExitCode> {
             profile: p.clone(),
             capture: true,
             sabotage: a.sabotage,
+            tcp: a.tcp,
         };
         let mut r = run_once(&s, &cfg)?;
         let mut rec = RunRecord::from_report(&r);
         if let Some(pcap) = r.pcap.take() {
-            let name = format!("{}-{}-{}.pcapng", s.name, p, seed);
+            let name = match a.tcp {
+                TcpMode::Ideal => format!("{}-{}-{}.pcapng", s.name, p, seed),
+                t => format!("{}-{}-{}-tcp-{t}.pcapng", s.name, p, seed),
+            };
             write_file(&a.out.join(&name), &pcap)?;
             rec.pcap = Some(name);
         }

@@ -17,6 +17,9 @@ use crate::net::{Net, TcpConn, TcpListen, UdpSock};
 pub struct CaptureNet<N> {
     inner: N,
     iface: Option<CaptureIface>,
+    /// Whether TCP streams record synthesized segments (false when the network below
+    /// records the real segments itself, as the simulator's real-TCP mode does).
+    record_tcp: bool,
 }
 
 impl<N: Net> CaptureNet<N> {
@@ -25,17 +28,37 @@ impl<N: Net> CaptureNet<N> {
         Self {
             inner,
             iface: Some(iface),
+            record_tcp: true,
         }
     }
 
     /// Wraps `inner` without recording, so callers can use one type either way.
     pub fn passthrough(inner: N) -> Self {
-        Self { inner, iface: None }
+        Self {
+            inner,
+            iface: None,
+            record_tcp: true,
+        }
     }
 
     /// Wraps `inner`, recording only when `iface` is given.
     pub fn maybe(inner: N, iface: Option<CaptureIface>) -> Self {
-        Self { inner, iface }
+        Self {
+            inner,
+            iface,
+            record_tcp: true,
+        }
+    }
+
+    /// Stops TCP streams from recording synthesized segments, for a network whose TCP
+    /// segments are real packets it records itself (UDP and IP links still record here).
+    pub fn without_tcp_records(mut self) -> Self {
+        self.record_tcp = false;
+        self
+    }
+
+    fn tcp_iface(&self) -> Option<&CaptureIface> {
+        self.iface.as_ref().filter(|_| self.record_tcp)
     }
 
     /// The wrapped network.
@@ -221,12 +244,12 @@ impl<N: Net> Net for CaptureNet<N> {
     }
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<Self::Stream> {
         let s = self.inner.connect_tcp(addr).await?;
-        CapturedStream::new(s, self.iface.as_ref(), true)
+        CapturedStream::new(s, self.tcp_iface(), true)
     }
     async fn listen_tcp(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
         Ok(CapturedListener {
             inner: self.inner.listen_tcp(addr).await?,
-            iface: self.iface.clone(),
+            iface: self.tcp_iface().cloned(),
         })
     }
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {

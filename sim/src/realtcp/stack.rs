@@ -1,0 +1,577 @@
+//! [`HostStack`]: one simulated host's smoltcp interface and TCP sockets, pumped by a
+//! driver task over the host's [`SimIpLink`] (see the module notes in [`super`]).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
+use tokio::sync::Notify;
+use tunnelbed_netio::iplink::IpLink;
+use tunnelbed_netio::CaptureIface;
+
+use super::stall::StallWatch;
+use crate::iplink::SimIpLink;
+
+/// Bytes of each connection's receive and send buffers (a 64 KiB window, as a kernel
+/// without window scaling offers).
+pub const BUFFER: usize = 64 * 1024;
+/// Connections a listener holds in its accept queue; SYNs beyond it are dropped, as
+/// Linux drops them when the accept queue is full (the client retries).
+pub const BACKLOG: usize = 128;
+/// How long a connect waits for the handshake before it fails with `TimedOut`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A stream the application dropped lingers until its close completes; keepalives and
+/// this timeout make sure it does even when the peer went silent.
+const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Packets waiting for the driver beyond this are dropped (a full NIC ring).
+const RX_QUEUE_LIMIT: usize = 8192;
+/// How long the driver sleeps when smoltcp has no timer (it wakes on any event anyway).
+const IDLE: Duration = Duration::from_secs(3600);
+/// The shortest sleep between two pumps, so a stack that always wants to act at once
+/// cannot stop virtual time.
+const MIN_DELAY: Duration = Duration::from_micros(100);
+/// Egress rounds per pump (each sends at most one segment per socket).
+const MAX_EGRESS_ROUNDS: usize = 512;
+
+fn smol_now(now: Duration) -> SmolInstant {
+    SmolInstant::from_micros(i64::try_from(now.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn smol_duration(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn sim_now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// The device smoltcp polls: one received packet at a time in, sent packets queued out.
+struct QueueDev {
+    rx: Option<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+    mtu: usize,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut b = vec![0; len];
+        let r = f(&mut b);
+        self.0.push(b);
+        r
+    }
+}
+
+impl Device for QueueDev {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.take()?;
+        Some((Rx(p), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = self.mtu;
+        c
+    }
+}
+
+/// A listening port: sockets in LISTEN or SYN-RECEIVED, and connections ready to accept.
+#[derive(Default)]
+struct Listener {
+    pending: Vec<SocketHandle>,
+    ready: VecDeque<SocketHandle>,
+    waker: Option<Waker>,
+}
+
+/// The state behind a [`HostStack`]'s lock.
+pub struct StackInner {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: QueueDev,
+    rx: VecDeque<Vec<u8>>,
+    listeners: BTreeMap<u16, Listener>,
+    /// Streams the application dropped, closing (or resetting) in the background.
+    orphans: BTreeSet<SocketHandle>,
+    next_port: u16,
+    ip: Ipv4Addr,
+    /// Gets smoltcp out of its retransmission stalls.
+    watch: StallWatch,
+    /// Bytes a connection had received but not yet handed to the application when a
+    /// reset arrived: read before the reset is reported, as a kernel does.
+    leftover: BTreeMap<SocketHandle, VecDeque<u8>>,
+    /// The host crashed: its driver is gone.
+    dead: bool,
+}
+
+/// One host's TCP stack (see the module notes).
+pub struct HostStack {
+    inner: Mutex<StackInner>,
+    wake: Notify,
+}
+
+/// Marks the stack dead when the host's driver task is dropped (a crash).
+struct DeadOnDrop(Arc<HostStack>);
+
+impl Drop for DeadOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().dead = true;
+    }
+}
+
+fn new_socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+    );
+    s.set_congestion_control(tcp::CongestionControl::Reno);
+    s
+}
+
+impl HostStack {
+    /// Starts the stack of a host at `ip` over `link` (inside the host's runtime: its
+    /// driver tasks are the host's and die with it). `seed` drives smoltcp's initial
+    /// sequence numbers and our ephemeral ports; `mtu` is the IP MTU of the link.
+    pub(crate) fn start(
+        ip: Ipv4Addr,
+        link: SimIpLink,
+        seed: u64,
+        mtu: usize,
+        capture: Option<CaptureIface>,
+    ) -> Arc<HostStack> {
+        let mut dev = QueueDev {
+            rx: None,
+            tx: Vec::new(),
+            mtu,
+        };
+        let mut cfg = Config::new(HardwareAddress::Ip);
+        cfg.random_seed = seed;
+        let mut iface = Interface::new(cfg, &mut dev, smol_now(sim_now()));
+        iface.update_ip_addrs(|a| {
+            // Every other host is on-link: a medium-IP interface needs no neighbours.
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), 0));
+        });
+        let span = 65_535 - 49_152;
+        let stack = Arc::new(HostStack {
+            inner: Mutex::new(StackInner {
+                iface,
+                sockets: SocketSet::new(Vec::new()),
+                dev,
+                rx: VecDeque::new(),
+                listeners: BTreeMap::new(),
+                orphans: BTreeSet::new(),
+                next_port: 49_152 + (seed % span) as u16,
+                ip,
+                watch: StallWatch::default(),
+                leftover: BTreeMap::new(),
+                dead: false,
+            }),
+            wake: Notify::new(),
+        });
+        let link = Arc::new(link);
+        tokio::spawn(receive(stack.clone(), link.clone()));
+        tokio::spawn(drive(stack.clone(), link, capture));
+        stack
+    }
+
+    /// The stack's state.
+    pub fn lock(&self) -> MutexGuard<'_, StackInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the driver to pump soon (after the application read, wrote or closed).
+    pub fn kick(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether the host crashed (its driver is gone).
+    pub fn is_dead(&self) -> bool {
+        self.lock().dead
+    }
+}
+
+async fn receive(stack: Arc<HostStack>, link: Arc<SimIpLink>) {
+    let mut buf = vec![0u8; 65_535];
+    while let Ok(n) = link.recv(&mut buf).await {
+        {
+            let mut g = stack.lock();
+            if g.rx.len() >= RX_QUEUE_LIMIT {
+                continue;
+            }
+            g.rx.push_back(buf[..n].to_vec());
+        }
+        stack.kick();
+    }
+}
+
+async fn drive(stack: Arc<HostStack>, link: Arc<SimIpLink>, capture: Option<CaptureIface>) {
+    let _dead = DeadOnDrop(stack.clone());
+    loop {
+        let (out, delay) = stack.lock().pump(sim_now());
+        for p in out {
+            // A reset goes out RST_COPIES times: smoltcp sends one and forgets the
+            // connection, and a lost reset leaves a peer that only reads hanging forever.
+            let copies = if is_rst(&p) { RST_COPIES } else { 1 };
+            for _ in 0..copies {
+                // A packet the link refuses (larger than its MTU) is lost, as with DF set.
+                if link.send(&p).await.is_ok() {
+                    if let Some(c) = &capture {
+                        c.raw_ip(&p);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = stack.wake.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// How many times each reset is sent (see `drive`).
+const RST_COPIES: usize = 3;
+
+fn is_rst(p: &[u8]) -> bool {
+    Ipv4Packet::new_checked(p)
+        .ok()
+        .filter(|ip| ip.next_header() == IpProtocol::Tcp)
+        .and_then(|ip| TcpPacket::new_checked(ip.payload()).ok().map(|t| t.rst()))
+        .unwrap_or(false)
+}
+
+fn closed_io(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, what.to_string())
+}
+
+impl StackInner {
+    /// The TCP socket behind `h`.
+    pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    /// Whether the host crashed.
+    pub fn dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Our address.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    fn port_taken(&self, port: u16) -> bool {
+        self.listeners.contains_key(&port)
+            || self.sockets.iter().any(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => {
+                    t.local_endpoint().is_some_and(|e| e.port == port)
+                }
+                #[allow(unreachable_patterns)]
+                _ => false,
+            })
+    }
+
+    fn ephemeral_port(&mut self) -> io::Result<u16> {
+        for _ in 0..(65_536 - 49_152) {
+            let p = self.next_port;
+            self.next_port = if p == 65_535 { 49_152 } else { p + 1 };
+            if !self.port_taken(p) {
+                return Ok(p);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "no free ephemeral port",
+        ))
+    }
+
+    /// Opens a connection to `remote`; returns its socket and our address.
+    pub fn connect(&mut self, remote: SocketAddrV4) -> io::Result<(SocketHandle, SocketAddr)> {
+        if self.dead {
+            return Err(closed_io("the host's TCP stack is gone"));
+        }
+        let port = self.ephemeral_port()?;
+        let mut s = new_socket();
+        s.set_timeout(Some(smoltcp::time::Duration::from_micros(
+            CONNECT_TIMEOUT.as_micros() as u64,
+        )));
+        let cx = self.iface.context();
+        s.connect(cx, (IpAddress::Ipv4(*remote.ip()), remote.port()), port)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let h = self.sockets.add(s);
+        Ok((h, SocketAddr::V4(SocketAddrV4::new(self.ip, port))))
+    }
+
+    /// Starts listening on `port` (0: an ephemeral one); returns the port.
+    pub fn listen(&mut self, port: u16) -> io::Result<u16> {
+        if self.dead {
+            return Err(closed_io("the host's TCP stack is gone"));
+        }
+        let port = if port == 0 {
+            self.ephemeral_port()?
+        } else {
+            port
+        };
+        if self.listeners.contains_key(&port) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("TCP port {port} is already listening"),
+            ));
+        }
+        self.listeners.insert(port, Listener::default());
+        self.add_listen_socket(port)?;
+        Ok(port)
+    }
+
+    fn add_listen_socket(&mut self, port: u16) -> io::Result<()> {
+        let mut s = new_socket();
+        s.listen(port)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let h = self.sockets.add(s);
+        if let Some(l) = self.listeners.get_mut(&port) {
+            l.pending.push(h);
+        }
+        Ok(())
+    }
+
+    /// Stops listening on `port`: connections not yet accepted are reset.
+    pub fn unlisten(&mut self, port: u16) {
+        let Some(l) = self.listeners.remove(&port) else {
+            return;
+        };
+        for h in l.pending.into_iter().chain(l.ready) {
+            self.tcp(h).abort();
+            self.orphans.insert(h);
+        }
+    }
+
+    /// The next connection accepted on `port`, or `Pending` (waking `waker` later).
+    pub fn poll_accept(&mut self, port: u16, waker: &Waker) -> Poll<io::Result<SocketHandle>> {
+        if self.dead {
+            return Poll::Ready(Err(closed_io("the host's TCP stack is gone")));
+        }
+        let Some(l) = self.listeners.get_mut(&port) else {
+            return Poll::Ready(Err(closed_io("the listener is closed")));
+        };
+        match l.ready.pop_front() {
+            Some(h) => Poll::Ready(Ok(h)),
+            None => {
+                l.waker = Some(waker.clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The application dropped (or aborted) the stream on `h`: close or reset it, and
+    /// free the socket once it is done.
+    pub fn release(&mut self, h: SocketHandle, abort: bool) {
+        self.leftover.remove(&h);
+        let s = self.tcp(h);
+        // A kernel resets a connection closed with unread input (the peer still reads
+        // what reached it first: see `save_before_reset`).
+        if abort || s.recv_queue() > 0 {
+            s.abort();
+        } else {
+            s.close();
+            s.set_timeout(Some(smol_duration(ORPHAN_TIMEOUT)));
+        }
+        self.orphans.insert(h);
+    }
+
+    /// Whether packet `p` goes on to smoltcp. Handles what smoltcp's first-match socket
+    /// lookup would get wrong for a listener: a repeated SYN of a connection that exists
+    /// is dropped (a LISTEN socket earlier in the set would open a second connection with
+    /// the same four-tuple), a SYN to a full accept queue is dropped, and every other new
+    /// SYN finds a LISTEN socket waiting.
+    fn admit(&mut self, p: &[u8]) -> bool {
+        let Ok(ip) = Ipv4Packet::new_checked(p) else {
+            return true;
+        };
+        if ip.next_header() != IpProtocol::Tcp {
+            return true;
+        }
+        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+            return true;
+        };
+        if tcp.rst() {
+            self.save_before_reset(ip.src_addr(), tcp.src_port(), tcp.dst_port());
+            return true;
+        }
+        if !tcp.syn() || tcp.ack() {
+            return true;
+        }
+        let port = tcp.dst_port();
+        let src = (IpAddress::Ipv4(ip.src_addr()), tcp.src_port());
+        let Some(l) = self.listeners.get(&port) else {
+            return true;
+        };
+        let known = self.sockets.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => {
+                t.local_endpoint().is_some_and(|e| e.port == port)
+                    && t.remote_endpoint()
+                        .is_some_and(|e| (e.addr, e.port) == (src.0, src.1))
+                    && !matches!(t.state(), tcp::State::TimeWait | tcp::State::Closed)
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        });
+        if known || l.ready.len() >= BACKLOG {
+            return false;
+        }
+        let free = l
+            .pending
+            .iter()
+            .any(|h| self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen);
+        if !free && self.add_listen_socket(port).is_err() {
+            return false;
+        }
+        true
+    }
+
+    /// A reset for (peer, our port) is about to reach smoltcp, which would throw away
+    /// what the connection received and the application has not read yet: keep it.
+    #[allow(irrefutable_let_patterns)] // Only TCP sockets unless another crate adds kinds.
+    fn save_before_reset(&mut self, peer: Ipv4Addr, peer_port: u16, port: u16) {
+        for (h, sock) in self.sockets.iter_mut() {
+            let smoltcp::socket::Socket::Tcp(t) = sock else {
+                continue;
+            };
+            let ours = t.local_endpoint().is_some_and(|e| e.port == port)
+                && t.remote_endpoint()
+                    .is_some_and(|e| e.addr == IpAddress::Ipv4(peer) && e.port == peer_port);
+            if !ours || t.recv_queue() == 0 || self.orphans.contains(&h) {
+                continue;
+            }
+            let keep = self.leftover.entry(h).or_default();
+            while t.can_recv() {
+                let taken = t.recv(|b| {
+                    keep.extend(b.iter());
+                    (b.len(), b.len())
+                });
+                if !matches!(taken, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Bytes kept from before a reset for `h` (see [`Self::save_before_reset`]).
+    pub fn leftover(&mut self, h: SocketHandle) -> Option<&mut VecDeque<u8>> {
+        self.leftover.get_mut(&h)
+    }
+
+    /// Moves handshaken connections to their accept queues, drops failed ones.
+    fn tend_listeners(&mut self) {
+        let mut dropped = Vec::new();
+        for l in self.listeners.values_mut() {
+            let mut woke = false;
+            l.pending.retain(|h| {
+                let st = self.sockets.get::<tcp::Socket>(*h).state();
+                match st {
+                    tcp::State::Listen | tcp::State::SynReceived => true,
+                    tcp::State::Closed | tcp::State::TimeWait => {
+                        dropped.push(*h);
+                        false
+                    }
+                    _ => {
+                        l.ready.push_back(*h);
+                        woke = true;
+                        false
+                    }
+                }
+            });
+            if woke {
+                if let Some(w) = l.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        for h in dropped {
+            self.sockets.remove(h);
+        }
+    }
+
+    /// Frees the sockets of dropped streams whose connection is over.
+    fn reap_orphans(&mut self) {
+        for h in &self.orphans {
+            let s = self.sockets.get_mut::<tcp::Socket>(*h);
+            while s.can_recv() {
+                if s.recv(|b| (b.len(), ())).is_err() {
+                    break;
+                }
+            }
+        }
+        let done: Vec<SocketHandle> = self
+            .orphans
+            .iter()
+            .copied()
+            .filter(|h| self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Closed)
+            .collect();
+        for h in done {
+            self.orphans.remove(&h);
+            self.sockets.remove(h);
+        }
+    }
+
+    /// Feeds received packets to smoltcp, sends what it has, tends the listeners; returns
+    /// the packets to send and how long until smoltcp next needs a pump.
+    fn pump(&mut self, now: Duration) -> (Vec<Vec<u8>>, Duration) {
+        let ts = smol_now(now);
+        let (inject, stall_check) = self.watch.watch(now, &mut self.sockets, &self.orphans);
+        for p in inject.into_iter().rev() {
+            self.rx.push_front(p);
+        }
+        while let Some(p) = self.rx.pop_front() {
+            if !self.admit(&p) {
+                continue;
+            }
+            self.watch.note_rx(&p);
+            self.dev.rx = Some(p);
+            self.iface
+                .poll_ingress_single(ts, &mut self.dev, &mut self.sockets);
+            self.dev.rx = None;
+        }
+        for _ in 0..MAX_EGRESS_ROUNDS {
+            let before = self.dev.tx.len();
+            self.iface.poll_egress(ts, &mut self.dev, &mut self.sockets);
+            if self.dev.tx.len() == before {
+                break;
+            }
+        }
+        for p in &self.dev.tx {
+            self.watch.note_tx(p);
+        }
+        self.tend_listeners();
+        self.reap_orphans();
+        let delay = self
+            .iface
+            .poll_delay(ts, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+            .unwrap_or(IDLE);
+        let delay = stall_check.map_or(delay, |d| delay.min(d));
+        (std::mem::take(&mut self.dev.tx), delay.max(MIN_DELAY))
+    }
+}

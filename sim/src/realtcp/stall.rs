@@ -1,0 +1,265 @@
+//! [`StallWatch`]: gets smoltcp 0.12 out of retransmission stalls a kernel's TCP does
+//! not have, so a lossy run measures the protocols above TCP rather than smoltcp's gaps.
+//!
+//! What it works around (both seen in our runs, seeds in the README):
+//! - In CLOSE-WAIT, LAST-ACK and CLOSING a partial ACK sets smoltcp's retransmission
+//!   timer to idle, so a segment (or the FIN) lost after the peer's FIN is never sent
+//!   again and the connection hangs for good (`tcp-echo --seed 3 --profile lossy`).
+//! - Fast retransmit starts only on exactly the third pure duplicate ACK; a peer that is
+//!   itself sending data acknowledges with data segments, so the loss waits for the
+//!   retransmission timeout, which backs off to 7-10 s gaps under 5% loss
+//!   (`pong-streams --seed 1 --profile lossy`: pong's 20 s idle timeout fired).
+//!
+//! - smoltcp has no persist timer: when the peer's window update after a zero window is
+//!   lost, the sender waits forever (`pong-streams --seed 1 --profile lossy`, a slow
+//!   reader).
+//!
+//! How: every [`WATCH_EVERY`], a connection with data or a FIN in flight whose peer has
+//! not advanced its ACK for [`STALL_AFTER`] is handed
+//! duplicate ACKs made from the peer's newest segment header (sequence number set to
+//! what we acknowledge, so smoltcp accepts it): first one with the window one off,
+//! which resets smoltcp's duplicate count, then four as they are, the last three of
+//! which are duplicates; smoltcp then retransmits from the first unacknowledged byte.
+//! A connection that advertised a zero window and has room again, with the peer silent
+//! for [`STALL_AFTER`], is handed a segment just below what it acknowledges, which smoltcp
+//! answers with an ACK carrying its window: the update repeated.
+//! Nothing is sent or recorded for them: on the wire it looks like a retransmission
+//! timeout of [`STALL_AFTER`] at most.
+//!
+//! Keepalive probes cannot do this: smoltcp sends them one byte below the highest
+//! sequence number sent, so with data (or a FIN) in flight the peer takes the probe's
+//! byte as data. Dropped streams in FIN-WAIT-2, with everything acknowledged, get a slow
+//! keepalive here, so a peer that went silent ends them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber};
+
+/// How long an ACK may stand still with data in flight before the watch steps in.
+pub const STALL_AFTER: Duration = Duration::from_millis(1500);
+/// How often the watch walks every connection.
+pub const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// The keepalive interval of dropped streams in FIN-WAIT-2.
+const ORPHAN_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// (local port, peer address, peer port).
+type Tuple = (u16, Ipv4Addr, u16);
+
+/// What we know of a connection from the packets crossing the interface.
+#[derive(Default)]
+struct Peer {
+    /// The peer's newest segment (by ACK number), IP and TCP headers only.
+    header: Option<Vec<u8>>,
+    /// Its ACK number.
+    ack: Option<TcpSeqNumber>,
+    /// Its window field (as sent, unscaled).
+    window: u16,
+    /// The ACK number of our last segment: what a segment from the peer must start at.
+    our_ack: Option<TcpSeqNumber>,
+    /// The window field of our last segment.
+    our_window: u16,
+}
+
+/// The stall watch of one host stack (see the module notes).
+#[derive(Default)]
+pub struct StallWatch {
+    peers: BTreeMap<Tuple, Peer>,
+    /// Connections with something in flight: (the peer's ACK then, unchanged since).
+    stalls: BTreeMap<SocketHandle, (Option<TcpSeqNumber>, Duration)>,
+    next_watch: Duration,
+}
+
+fn later(a: TcpSeqNumber, b: TcpSeqNumber) -> bool {
+    a.0.wrapping_sub(b.0) >= 0
+}
+
+fn smol(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A parsed IPv4 packet and the TCP segment it carries.
+type Segment<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
+/// The IPv4 and TCP headers of `p`, if it is a TCP segment.
+fn parse(p: &[u8]) -> Option<Segment<'_>> {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    if ip.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((Ipv4Packet::new_unchecked(p), t))
+}
+
+impl StallWatch {
+    /// Notes a packet received from a peer (before smoltcp sees it).
+    pub fn note_rx(&mut self, p: &[u8]) {
+        let Some((ip, t)) = parse(p) else { return };
+        if !t.ack() || t.syn() || t.rst() {
+            return;
+        }
+        let key = (t.dst_port(), ip.src_addr(), t.src_port());
+        let peer = self.peers.entry(key).or_default();
+        let ack = t.ack_number();
+        if peer.ack.is_some_and(|old| !later(ack, old)) {
+            // A reordered or duplicated older segment.
+            return;
+        }
+        let len = usize::from(ip.header_len()) + usize::from(t.header_len());
+        let mut h = p.get(..len).map(<[u8]>::to_vec);
+        if let Some(h) = h.as_mut() {
+            let mut ipm = Ipv4Packet::new_unchecked(&mut h[..]);
+            ipm.set_total_len(len as u16);
+        }
+        peer.header = h;
+        peer.ack = Some(ack);
+        peer.window = t.window_len();
+    }
+
+    /// Notes a packet we send.
+    pub fn note_tx(&mut self, p: &[u8]) {
+        let Some((ip, t)) = parse(p) else { return };
+        if !t.ack() || t.rst() {
+            return;
+        }
+        let key = (t.src_port(), ip.dst_addr(), t.dst_port());
+        let peer = self.peers.entry(key).or_default();
+        peer.our_ack = Some(t.ack_number());
+        peer.our_window = t.window_len();
+    }
+
+    /// Walks the connections (at most every [`WATCH_EVERY`]): returns the packets to hand
+    /// smoltcp as if received, and how long until the watch next needs to run.
+    #[allow(irrefutable_let_patterns)] // Only TCP sockets unless another crate adds kinds.
+    pub fn watch(
+        &mut self,
+        now: Duration,
+        sockets: &mut SocketSet<'static>,
+        orphans: &BTreeSet<SocketHandle>,
+    ) -> (Vec<Vec<u8>>, Option<Duration>) {
+        let mut inject = Vec::new();
+        if now < self.next_watch {
+            return (
+                inject,
+                (!self.stalls.is_empty()).then(|| self.next_watch - now),
+            );
+        }
+        self.next_watch = now + WATCH_EVERY;
+        let mut stalls = BTreeMap::new();
+        let mut live = BTreeSet::new();
+        for (h, sock) in sockets.iter_mut() {
+            let smoltcp::socket::Socket::Tcp(t) = sock else {
+                continue;
+            };
+            let tuple = match (t.local_endpoint(), t.remote_endpoint()) {
+                #[allow(unreachable_patterns)]
+                (Some(l), Some(r)) => match r.addr {
+                    IpAddress::Ipv4(a) => Some((l.port, a, r.port)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(k) = tuple {
+                live.insert(k);
+            }
+            let state = t.state();
+            let in_flight = match state {
+                tcp::State::Established | tcp::State::CloseWait => t.send_queue() > 0,
+                tcp::State::FinWait1 | tcp::State::LastAck | tcp::State::Closing => true,
+                _ => false,
+            };
+            let peer = tuple.and_then(|k| self.peers.get(&k));
+            // We advertised a zero window and have room now: the update may be lost.
+            let closed_window = peer.is_some_and(|p| p.our_window == 0)
+                && t.recv_queue() < t.recv_capacity()
+                && t.may_recv();
+            if in_flight || closed_window {
+                let ack = peer.and_then(|p| p.ack);
+                let since = match self.stalls.get(&h) {
+                    Some(&(a, since)) if a == ack => since,
+                    _ => now,
+                };
+                let since = if now.saturating_sub(since) >= STALL_AFTER {
+                    if let Some(p) = peer {
+                        if in_flight {
+                            inject.extend(dup_acks(p));
+                        }
+                        if closed_window {
+                            inject.extend(window_reminder(p));
+                        }
+                    }
+                    now
+                } else {
+                    since
+                };
+                stalls.insert(h, (ack, since));
+            }
+            let want = (orphans.contains(&h) && state == tcp::State::FinWait2)
+                .then(|| smol(ORPHAN_KEEPALIVE));
+            if t.keep_alive() != want {
+                t.set_keep_alive(want);
+            }
+        }
+        self.stalls = stalls;
+        self.peers.retain(|k, _| live.contains(k));
+        let next = self
+            .stalls
+            .values()
+            .map(|(_, since)| *since + STALL_AFTER)
+            .min()
+            .map(|due| due.saturating_sub(now).max(WATCH_EVERY));
+        (inject, next)
+    }
+}
+
+/// Duplicate ACKs from `peer`'s newest header (see the module notes): one with the
+/// window one off, then four as they are. Empty when we lack what to build them from.
+fn dup_acks(peer: &Peer) -> Vec<Vec<u8>> {
+    let (Some(h), Some(our_ack)) = (&peer.header, peer.our_ack) else {
+        return Vec::new();
+    };
+    let build = |window: u16| -> Option<Vec<u8>> {
+        let mut b = h.clone();
+        let mut ip = Ipv4Packet::new_checked(&mut b[..]).ok()?;
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        ip.fill_checksum();
+        let mut t = TcpPacket::new_checked(ip.payload_mut()).ok()?;
+        t.set_seq_number(our_ack);
+        t.set_fin(false);
+        t.set_psh(false);
+        t.set_window_len(window);
+        t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+        Some(b)
+    };
+    let (Some(bumped), Some(same)) = (build(peer.window ^ 1), build(peer.window)) else {
+        return Vec::new();
+    };
+    if peer.window == 0 {
+        // The peer's window is closed: its side repeats the update (`window_reminder`).
+        return Vec::new();
+    }
+    let mut out = vec![bumped];
+    out.extend(std::iter::repeat_n(same, 4));
+    out
+}
+
+/// A segment from the peer just below what we acknowledge: smoltcp answers a segment
+/// outside its window with an ACK, which carries our current window to the peer. (A
+/// window probe from the sender, one byte past a zero window, would make smoltcp 0.12
+/// panic: it accepts the byte and then underflows computing its last window.)
+fn window_reminder(peer: &Peer) -> Option<Vec<u8>> {
+    let (h, our_ack) = (peer.header.as_ref()?, peer.our_ack?);
+    let mut b = h.clone();
+    let mut ip = Ipv4Packet::new_checked(&mut b[..]).ok()?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    ip.fill_checksum();
+    let mut t = TcpPacket::new_checked(ip.payload_mut()).ok()?;
+    t.set_seq_number(TcpSeqNumber(our_ack.0.wrapping_sub(1)));
+    t.set_fin(false);
+    t.set_psh(false);
+    t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    Some(b)
+}

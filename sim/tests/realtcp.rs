@@ -1,0 +1,113 @@
+//! Real TCP in the simulator (`--tcp real`): TCP-carried scenarios pass over smoltcp
+//! under the link model, the capture holds real segments that Wireshark's TCP analysis
+//! reads (retransmissions included), and a seed replays byte for byte.
+
+use std::process::Command;
+
+use tunnelbed_sim::realtcp::TcpMode;
+use tunnelbed_sim::scenario::{check_determinism, run, RunConfig};
+use tunnelbed_sim::scenarios;
+
+fn cfg(seed: u64, profile: &str, capture: bool) -> RunConfig {
+    RunConfig {
+        seed,
+        profile: profile.into(),
+        capture,
+        sabotage: None,
+        tcp: TcpMode::Real,
+    }
+}
+
+fn scenario(name: &str) -> tunnelbed_sim::Scenario {
+    scenarios::find(name).unwrap_or_else(|| panic!("scenario {name} is registered"))
+}
+
+/// Runs tshark on `pcap` with display filter `filter`; the matching frame numbers.
+fn tshark_frames(pcap: &[u8], filter: &str) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("tunnelbed-realtcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!(
+        "{}.pcapng",
+        filter.replace(|c: char| !c.is_alphanumeric(), "_")
+    ));
+    std::fs::write(&path, pcap).expect("write pcap");
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        // Verify the checksums (Wireshark leaves them unverified by default).
+        .args([
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+        ])
+        .args(["-Y", filter, "-T", "fields", "-e", "frame.number"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("tshark is needed for this test ({e}); install it: apt-get install -y tshark")
+        });
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&path);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn tcp_echo_passes_on_lossy_with_real_tcp() {
+    let r = run(&scenario("tcp-echo"), &cfg(3, "lossy", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+    assert!(
+        r.replay_line().ends_with("--tcp real"),
+        "{}",
+        r.replay_line()
+    );
+    // The TCP segments crossed the link model, so it counted (and dropped) some.
+    assert!(r.link.sent > 0 && r.link.dropped() > 0, "{:?}", r.link);
+}
+
+#[test]
+fn lossy_capture_shows_real_segments_and_retransmissions_to_tshark() {
+    let r = run(&scenario("tcp-echo"), &cfg(3, "lossy", true)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+    let pcap = r.pcap.expect("captured");
+    let retrans = tshark_frames(&pcap, "tcp.analysis.retransmission");
+    assert!(
+        !retrans.is_empty(),
+        "5% loss on TCP segments must show retransmissions"
+    );
+    let dup_acks = tshark_frames(&pcap, "tcp.analysis.duplicate_ack");
+    assert!(
+        !dup_acks.is_empty(),
+        "lost segments must draw duplicate ACKs"
+    );
+    let bad = tshark_frames(
+        &pcap,
+        "tcp.checksum.status == 0 || ip.checksum.status == 0 || _ws.malformed",
+    );
+    assert!(bad.is_empty(), "bad checksums or malformed frames: {bad:?}");
+    // Real handshakes: every connection's SYN and SYN-ACK are in the capture.
+    let syns = tshark_frames(&pcap, "tcp.flags == 0x002");
+    assert!(syns.len() >= 16, "{} SYNs for 16 connections", syns.len());
+}
+
+#[test]
+fn vless_over_real_tcp_passes_on_hostile() {
+    let r = run(&scenario("vless-fullcone"), &cfg(3, "hostile", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+    assert!(r.link.sent > 0, "VLESS's TCP crossed the link model");
+}
+
+#[test]
+fn real_tcp_replays_byte_for_byte() {
+    let (r, d) = check_determinism(&scenario("tcp-echo"), &cfg(7, "hostile", true)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+    assert!(d.ok(), "{d:?}");
+    assert!(d.pcap_sizes.0 > 10_000, "{d:?}");
+}
