@@ -1,5 +1,5 @@
 //! The Wireshark dissectors shipped in `conformance/wireshark/` (KCP, h2tunnel inside
-//! KCP or TCP, pong), embedded in the binary so `tunnelbed wireshark install` can put
+//! KCP or TCP, pong, VLESS, Candy), embedded in the binary so `tunnelbed wireshark install` can put
 //! them where Wireshark and tshark load personal Lua plugins.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +19,10 @@ pub const DISSECTORS: &[(&str, &str)] = &[
     (
         "vless.lua",
         include_str!("../conformance/wireshark/vless.lua"),
+    ),
+    (
+        "candy.lua",
+        include_str!("../conformance/wireshark/candy.lua"),
     ),
 ];
 
@@ -64,7 +68,7 @@ mod tests {
     fn install_writes_every_dissector() {
         let dir = std::env::temp_dir().join(format!("tunnelbed-ws-{}", std::process::id()));
         let files = install(&dir).expect("install");
-        assert_eq!(files.len(), 3);
+        assert_eq!(files.len(), DISSECTORS.len());
         for (p, (_, src)) in files.iter().zip(DISSECTORS) {
             assert_eq!(std::fs::read_to_string(p).expect("read back"), *src);
         }

@@ -21,6 +21,7 @@ fn dissector_sees_every_candy_message() {
             profile: "clean".into(),
             capture: true,
             sabotage: None,
+            tcp: Default::default(),
         },
     )
     .expect("the run");

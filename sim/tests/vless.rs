@@ -44,6 +44,7 @@ fn vless_tcp_endings() {
             profile: "clean".into(),
             capture: false,
             sabotage: None,
+            tcp: Default::default(),
         },
     )
     .unwrap();
