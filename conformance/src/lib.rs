@@ -12,5 +12,9 @@ pub mod h2tunnel_cases;
 /// `tunnelbed check pong`: the conformance checker for any pong remote (seed 001).
 pub mod pong_check;
 
+/// `tunnelbed check tcpstack`: scripted segment exchanges against our TCP stack and
+/// the Linux kernel (seed 002).
+pub mod tcpstack_check;
+
 /// Loopback ports that refuse connections without racing other tests for the port.
 pub mod ports;

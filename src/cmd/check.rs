@@ -36,6 +36,11 @@ pub enum CheckCmd {
     /// them. Prints `pong-go mock listening on tcp://ADDR` once bound; runs until
     /// Ctrl-C. A fixture for loopback only.
     PongGoMock(PongGoMockArgs),
+    /// Play the packetdrill-style scripts of seed 002 (stable ids such as
+    /// TCP-ACK-AFTER-READ) against our TCP stack under a virtual clock and, with
+    /// --kernel, against the Linux kernel through a TUN device in a network namespace
+    /// the command makes (needs root). Exit 0 when no case FAILs.
+    Tcpstack(super::tcpstack::CheckTcpstackArgs),
 }
 
 /// `check pong` arguments.
@@ -100,6 +105,7 @@ pub fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
     match c {
         CheckCmd::Pong(a) => check_pong(a),
         CheckCmd::PongGoMock(a) => pong_go_mock(a),
+        CheckCmd::Tcpstack(a) => super::tcpstack::check(a),
     }
 }
 

@@ -14,6 +14,7 @@ mod pong;
 mod replay;
 mod report;
 mod sim;
+mod tcpstack;
 mod vless;
 mod wireshark;
 
@@ -67,6 +68,9 @@ pub enum Command {
     /// VLESS v0/v1 on real sockets: `server` and `client` (SOCKS5 in); v1 has full-cone UDP.
     #[command(subcommand)]
     Vless(vless::VlessCmd),
+    /// vproxy's user-space TCP stack on a TUN device: `serve` (echo, bulk HTTP, forward).
+    #[command(subcommand)]
+    Tcpstack(tcpstack::TcpstackCmd),
     /// Render DIR/index.html from a results folder (`sim all --out DIR` writes runs.jsonl).
     Report(report::ReportArgs),
     /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
@@ -103,6 +107,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pong(c) => pong::run(c),
         Command::Check(c) => check::run(c),
         Command::Vless(c) => vless::run(c),
+        Command::Tcpstack(c) => tcpstack::run(c),
         Command::Wireshark(c) => wireshark::run(c),
         Command::Report(a) => report::run(a),
     }

@@ -12,6 +12,9 @@ pub mod pong_common;
 pub mod pong_remote_crash;
 pub mod pong_streams;
 pub mod tcp_echo;
+pub mod tcpstack_bulk;
+pub mod tcpstack_common;
+pub mod tcpstack_many;
 pub mod udp_echo;
 pub mod vless_fullcone;
 
@@ -28,6 +31,8 @@ pub fn all() -> Vec<Scenario> {
         pong_streams::SCENARIO,
         pong_remote_crash::SCENARIO,
         vless_fullcone::SCENARIO,
+        tcpstack_bulk::SCENARIO,
+        tcpstack_many::SCENARIO,
     ]
 }
 
