@@ -274,7 +274,7 @@ fn bench_tcpstack_against_kernel_tcp() {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let md = format!(
             "# tcpstack benchmark: our stack over TUN vs the kernel's TCP over veth\n\n\
-             - command: `TUNNELBED_BENCH_MB={mb} TUNNELBED_BENCH_REPS={reps} TUNNELBED_BENCH_OUT={path} cargo test --release --test tcpstack_bench -- --nocapture`\n\
+             - command: `TUNNELBED_BENCH_MB={mb} TUNNELBED_BENCH_REPS={reps} TUNNELBED_BENCH_OUT={path} cargo test {profile}--test tcpstack_bench -- --nocapture` ({build} build of both servers: the ratio compares two {build} binaries)\n\
              - ours: curl (kernel TCP) downloads `GET /bytes/N` from `tunnelbed tcpstack serve --http-source` (our stack, vproxy's constants: MSS 1360, 45-segment cap, RTO 200 ms, ACK 20 ms after read) through a TUN device\n\
              - kernel: curl downloads the same bytes from `tunnelbed http-source` (kernel TCP) across a veth pair into a second namespace\n\
              - both in namespaces the test made, alternating order each repetition; every download SHA-256 checked; MB = 10^6 bytes; medians of {reps}\n\
@@ -282,7 +282,9 @@ fn bench_tcpstack_against_kernel_tcp() {
              - load average at the end: {}\n\n\
              | link | MB per download | ours MB/s | kernel MB/s | ratio | ours, every rep | kernel, every rep |\n|---|---:|---:|---:|---:|---|---|\n{}\n",
             load.trim(),
-            table.join("\n")
+            table.join("\n"),
+            profile = if cfg!(debug_assertions) { "" } else { "--release " },
+            build = if cfg!(debug_assertions) { "debug" } else { "release" },
         );
         std::fs::write(&path, md).expect("writing the table");
     }

@@ -7,7 +7,7 @@
 //! - 120 echo connections, staggered over 3 s, each checked by hash (the ledger);
 //! - 10 clients that vanish mid-transfer (once all are established with part of their
 //!   upload acknowledged, their link goes away: no RST, no FIN; the echo's idle bound
-//!   of 5 s and the stack's retransmission limit must clear them);
+//!   of 30 s and the stack's retransmission limit must clear them);
 //! - 10 clients that abort (RST) with data in flight.
 //!
 //! Afterwards our stack's table must be empty: nothing leaks, whatever the peers did.
@@ -120,7 +120,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             syn_rcvd_timeout: Duration::from_secs(5),
             ..StackConfig::default()
         },
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         Service::Echo,
         slot.clone(),
     );

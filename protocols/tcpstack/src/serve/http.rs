@@ -38,7 +38,12 @@ async fn read_timed<S: AsyncRead + Unpin>(
 /// Serves one connection: reads one request head, answers it, half-closes, and waits
 /// (at most `idle`) for the client to close and to acknowledge our FIN, since dropping
 /// earlier would reset it.
-pub async fn serve_http(mut s: TcpStackStream, max_bytes: u64, idle: Duration) -> io::Result<()> {
+pub async fn serve_http(
+    mut s: TcpStackStream,
+    max_bytes: u64,
+    idle: Duration,
+    linger: Duration,
+) -> io::Result<()> {
     let mut req = Vec::new();
     let mut buf = [0u8; 2048];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -52,7 +57,7 @@ pub async fn serve_http(mut s: TcpStackStream, max_bytes: u64, idle: Duration) -
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
             )
             .await?;
-            return finish(s, idle).await;
+            return finish(s, idle, linger).await;
         }
     }
     let line = String::from_utf8_lossy(&req);
@@ -68,7 +73,7 @@ pub async fn serve_http(mut s: TcpStackStream, max_bytes: u64, idle: Duration) -
             .as_bytes(),
         )
         .await?;
-        return finish(s, idle).await;
+        return finish(s, idle, linger).await;
     };
     s.write_all(
         format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n")
@@ -85,14 +90,14 @@ pub async fn serve_http(mut s: TcpStackStream, max_bytes: u64, idle: Duration) -
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write stalled"))??;
         off += k as u64;
     }
-    finish(s, idle).await
+    finish(s, idle, linger).await
 }
 
 /// Half-closes, drains until the client's end of stream and lingers until our FIN is
-/// acknowledged (each bounded by `idle`).
-async fn finish(mut s: TcpStackStream, idle: Duration) -> io::Result<()> {
+/// acknowledged (bounded by `idle` and `linger`).
+async fn finish(mut s: TcpStackStream, idle: Duration, linger: Duration) -> io::Result<()> {
     s.shutdown().await?;
     let mut buf = [0u8; 2048];
     while read_timed(&mut s, &mut buf, idle).await? > 0 {}
-    super::relay::linger(&s, idle).await
+    super::relay::linger(&s, linger).await
 }

@@ -59,6 +59,10 @@ pub struct ServeConfig {
     pub stack: StackConfig,
     /// A connection with no progress for this long is dropped.
     pub idle: Duration,
+    /// How long a finished connection waits for the peer to acknowledge our FIN before
+    /// it is dropped (and reset): longer than `idle`, because a lost FIN is only sent
+    /// again after the retransmission timeout, which doubles each time.
+    pub linger: Duration,
 }
 
 impl ServeConfig {
@@ -71,6 +75,7 @@ impl ServeConfig {
             service,
             stack: StackConfig::default(),
             idle: Duration::from_secs(120),
+            linger: Duration::from_secs(120),
         }
     }
 }
@@ -106,6 +111,7 @@ pub struct Server<N> {
     listener: TcpStackListener,
     service: Service,
     idle: Duration,
+    linger: Duration,
 }
 
 /// Opens the link `cfg.link` on `net`, starts the stack over it and listens on
@@ -130,6 +136,7 @@ pub async fn start<N: Net + IpNet>(
         listener,
         service: cfg.service,
         idle: cfg.idle,
+        linger: cfg.linger,
     })
 }
 
@@ -154,19 +161,31 @@ impl<N: Net> Server<N> {
                 s = self.listener.accept() => {
                     // The listener only fails when it is gone, which `run` never does.
                     let Ok(s) = s else { return Ok(()) };
-                    tokio::spawn(serve_one(self.net.clone(), s, self.service.clone(), self.idle));
+                    tokio::spawn(serve_one(
+                        self.net.clone(),
+                        s,
+                        self.service.clone(),
+                        self.idle,
+                        self.linger,
+                    ));
                 }
             }
         }
     }
 }
 
-async fn serve_one<N: Net>(net: N, s: TcpStackStream, service: Service, idle: Duration) {
+async fn serve_one<N: Net>(
+    net: N,
+    s: TcpStackStream,
+    service: Service,
+    idle: Duration,
+    linger: Duration,
+) {
     let peer = s.addrs().map(|(_, r)| r);
     let r = match service {
-        Service::Echo => echo(s, idle, net.data_fault()).await,
-        Service::HttpSource { max_bytes } => serve_http(s, max_bytes, idle).await,
-        Service::Forward { host, port } => forward(&net, s, &host, port, idle).await,
+        Service::Echo => echo(s, idle, linger, net.data_fault()).await,
+        Service::HttpSource { max_bytes } => serve_http(s, max_bytes, idle, linger).await,
+        Service::Forward { host, port } => forward(&net, s, &host, port, idle, linger).await,
     };
     if let Err(e) = r {
         tracing::debug!("tcpstack serve: {peer:?}: {e}");

@@ -45,11 +45,11 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 }
 
-/// Lingers (bounded by `idle`) until the peer acknowledged everything and our FIN, so
+/// Lingers (at most `bound`) until the peer acknowledged everything and our FIN, so
 /// the reset that dropping the stream sends cannot strand the peer (see
 /// [`TcpStackStream::linger`]).
-pub(crate) async fn linger(s: &TcpStackStream, idle: Duration) -> io::Result<()> {
-    tokio::time::timeout(idle, s.linger())
+pub(crate) async fn linger(s: &TcpStackStream, bound: Duration) -> io::Result<()> {
+    tokio::time::timeout(bound, s.linger())
         .await
         .map_err(|_| idle_error())?
 }
@@ -60,6 +60,7 @@ pub(crate) async fn linger(s: &TcpStackStream, idle: Duration) -> io::Result<()>
 pub async fn echo(
     mut s: TcpStackStream,
     idle: Duration,
+    linger_for: Duration,
     fault: Option<Arc<DataFault>>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
@@ -69,7 +70,7 @@ pub async fn echo(
             .map_err(|_| idle_error())??;
         if n == 0 {
             s.shutdown().await?;
-            return linger(&s, idle).await;
+            return linger(&s, linger_for).await;
         }
         if dropped(&fault, n) {
             continue;
@@ -89,6 +90,7 @@ pub async fn forward<N: Net>(
     host: &str,
     port: u16,
     idle: Duration,
+    linger_for: Duration,
 ) -> io::Result<()> {
     let addrs = tokio::time::timeout(idle, net.resolve(host, port))
         .await
@@ -113,5 +115,5 @@ pub async fn forward<N: Net>(
         tr.unsplit(tw).abort();
         return r.map(|_| ());
     }
-    linger(&cr.unsplit(cw), idle).await
+    linger(&cr.unsplit(cw), linger_for).await
 }
