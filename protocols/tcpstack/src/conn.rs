@@ -571,6 +571,9 @@ impl Conn {
                 ctx.stats.synack_resent += 1;
                 self.note(ctx, "recv SYN again, resend SYN|ACK".into());
                 self.send_syn(ctx);
+                // The peer is alive: its half-open entry gets the full time again, so a
+                // SYN-ACK just sent is not answered by a RST for an expired entry.
+                self.syn_deadline = Some(ctx.now + ctx.cfg.syn_rcvd_timeout);
             } else {
                 self.challenge_ack(ctx, "SYN on a synchronized connection");
             }
