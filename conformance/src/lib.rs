@@ -20,6 +20,9 @@ pub mod vless_check;
 
 /// `tunnelbed check fullcone`: RFC 4787 NAT behaviour through any SOCKS5 UDP proxy.
 pub mod fullcone_check;
+/// `tunnelbed check tcpstack`: scripted segment exchanges against our TCP stack and
+/// the Linux kernel (seed 002).
+pub mod tcpstack_check;
 
 /// Loopback ports that refuse connections without racing other tests for the port.
 pub mod ports;

@@ -54,6 +54,11 @@ pub enum CheckCmd {
     /// Play the Candy cases (seed 003 and the notes; ids such as CANDY-AUTH-REPLAY) against
     /// a Candy server with fake clients; exit 0 when no case FAILs, 1 when one does.
     Candy(super::candy::CheckCandyArgs),
+    /// Play the packetdrill-style scripts of seed 002 (stable ids such as
+    /// TCP-ACK-AFTER-READ) against our TCP stack under a virtual clock and, with
+    /// --kernel, against the Linux kernel through a TUN device in a network namespace
+    /// the command makes (needs root). Exit 0 when no case FAILs.
+    Tcpstack(super::tcpstack::CheckTcpstackArgs),
 }
 
 /// `check pong` arguments.
@@ -116,6 +121,7 @@ pub fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
         CheckCmd::Vless(a) => super::check_vless::check_vless(a),
         CheckCmd::Fullcone(a) => super::check_vless::check_fullcone(a),
         CheckCmd::Candy(a) => super::candy::check(a),
+        CheckCmd::Tcpstack(a) => super::tcpstack::check(a),
     }
 }
 

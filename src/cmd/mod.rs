@@ -18,6 +18,7 @@ mod pong;
 mod replay;
 mod report;
 mod sim;
+mod tcpstack;
 mod vless;
 mod wireshark;
 
@@ -90,6 +91,9 @@ pub enum Command {
     /// Candy's WebSocket VPN on real sockets: `server` and `client` (a TUN device).
     #[command(subcommand)]
     Candy(candy::CandyCmd),
+    /// vproxy's user-space TCP stack on a TUN device: `serve` (echo, bulk HTTP, forward).
+    #[command(subcommand)]
+    Tcpstack(tcpstack::TcpstackCmd),
     /// Render DIR/index.html from a results folder (`sim all --out DIR` writes runs.jsonl).
     Report(report::ReportArgs),
     /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
@@ -130,6 +134,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(c) => check::run(c),
         Command::Vless(c) => vless::run(c),
         Command::Candy(c) => candy::run(c),
+        Command::Tcpstack(c) => tcpstack::run(c),
         Command::Wireshark(c) => wireshark::run(c),
         Command::Report(a) => report::run(a),
         Command::Plot(c) => plot::run(c),

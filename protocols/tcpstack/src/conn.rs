@@ -571,6 +571,9 @@ impl Conn {
                 ctx.stats.synack_resent += 1;
                 self.note(ctx, "recv SYN again, resend SYN|ACK".into());
                 self.send_syn(ctx);
+                // The peer is alive: its half-open entry gets the full time again, so a
+                // SYN-ACK just sent is not answered by a RST for an expired entry.
+                self.syn_deadline = Some(ctx.now + ctx.cfg.syn_rcvd_timeout);
             } else {
                 self.challenge_ack(ctx, "SYN on a synchronized connection");
             }
@@ -694,6 +697,10 @@ impl Conn {
             self.event(ctx, Event::Writable(self.id));
         }
         let fin_acked = self.fin_queued && ack.gt(self.data_end());
+        if fin_acked && self.snd_buf.is_empty() {
+            // Whoever waits for everything to arrive (the socket API's linger) may go on.
+            self.event(ctx, Event::Writable(self.id));
+        }
         if self.close_requested && self.snd_buf.is_empty() {
             self.send_rst(ctx);
             self.enter_closed(
@@ -939,6 +946,11 @@ impl Conn {
     /// Bytes written but not yet acked.
     pub fn unacked(&self) -> usize {
         self.snd_buf.len()
+    }
+
+    /// Whether our FIN was sent and acknowledged (so all we wrote arrived).
+    pub fn fin_acked(&self) -> bool {
+        self.fin_queued && self.snd_buf.is_empty() && self.snd_una.gt(self.data_end())
     }
 
     /// Our FIN after the buffered data (shutdown of the write side).

@@ -10,6 +10,7 @@ pub mod config;
 mod conn;
 pub mod fuzzing;
 pub mod seq;
+pub mod serve;
 pub mod socket;
 pub mod stack;
 pub mod wire;

@@ -285,6 +285,31 @@ impl TcpStackStream {
     }
 }
 
+impl TcpStackStream {
+    /// After `shutdown`: waits until every byte written and the FIN are acknowledged,
+    /// or the connection ends. Dropping the stream resets the connection (seed 002),
+    /// and that RST is never sent again: an application that wants its peer to see the
+    /// FIN, not a lost RST, lingers here first.
+    pub async fn linger(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if g.stack.fin_acked(self.id) {
+                return Poll::Ready(Ok(()));
+            }
+            match g.stack.state(self.id) {
+                None | Some(State::Closed) => Poll::Ready(Ok(())),
+                Some(_) => {
+                    if let Some(w) = g.conns.get_mut(&self.id) {
+                        w.write = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
 impl AsyncRead for TcpStackStream {
     fn poll_read(
         self: Pin<&mut Self>,

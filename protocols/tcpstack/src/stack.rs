@@ -692,6 +692,12 @@ impl Stack {
         self.conns.get(&id).map_or(0, Conn::unacked)
     }
 
+    /// Whether a connection's FIN was sent and acknowledged, with every byte before it
+    /// (false when it is gone).
+    pub fn fin_acked(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(Conn::fin_acked)
+    }
+
     /// The (local, remote) addresses of a connection.
     pub fn addrs(&self, id: ConnId) -> Option<(SocketAddrV4, SocketAddrV4)> {
         self.conns.get(&id).map(|c| (c.local, c.remote))

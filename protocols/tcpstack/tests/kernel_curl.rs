@@ -1,5 +1,6 @@
 //! curl (the kernel's TCP) downloads from a small HTTP responder running on our async
-//! socket API, over a TUN device inside a network namespace the test thread makes for
+//! socket API, over netio's TUN link (`TunLink`, as the socket API's `PacketIo` through
+//! `serve::IpLinkIo`) inside a network namespace the test thread makes for
 //! itself. One 20 MB download (4 MB under loss) and 10 parallel 1 MB downloads, each checked
 //! by SHA-256.
 //! The tokio runtime is single-threaded and lives on the namespaced thread, so curl
@@ -8,18 +9,16 @@
 //! Needs root, /dev/net/tun, iproute2's `ip`, nftables' `nft` and curl; a missing one fails the test with
 //! what to install.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tunnelbed_netio::Trace;
-use tunnelbed_tcpstack::socket::{PacketIo, TcpStack, TcpStackStream};
+use tunnelbed_netio::{IpLinkConfig, Ipv4Cidr, Trace, TunLink};
+use tunnelbed_tcpstack::serve::IpLinkIo;
+use tunnelbed_tcpstack::socket::{TcpStack, TcpStackStream};
 use tunnelbed_tcpstack::StackConfig;
 
 const TUN: &str = "tbcurl0";
@@ -30,53 +29,6 @@ fn sh(args: &[&str]) {
         .status()
         .unwrap_or_else(|e| panic!("{args:?}: {e} (apt-get install iproute2 nftables)"));
     assert!(st.success(), "{args:?} failed");
-}
-
-fn open_tun(name: &str) -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .expect("/dev/net/tun (needs root and the tun module)");
-    let mut req = [0u8; 40];
-    req[..name.len()].copy_from_slice(name.as_bytes());
-    let flags: i16 = (libc::IFF_TUN | libc::IFF_NO_PI) as i16;
-    req[16..18].copy_from_slice(&flags.to_ne_bytes());
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x400454ca, req.as_mut_ptr()) };
-    assert!(r == 0, "TUNSETIFF: {}", io::Error::last_os_error());
-    let fl = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
-    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) };
-    f
-}
-
-/// A TUN fd as [`PacketIo`].
-struct TunIo(AsyncFd<std::fs::File>);
-
-impl PacketIo for TunIo {
-    async fn send(&self, packet: Bytes) -> io::Result<()> {
-        loop {
-            let mut g = self.0.writable().await?;
-            match g.try_io(|f| f.get_ref().write(&packet)) {
-                Ok(r) => return r.map(|_| ()),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    async fn recv(&self) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let mut g = self.0.readable().await?;
-            match g.try_io(|f| f.get_ref().read(&mut buf)) {
-                Ok(r) => {
-                    let n = r?;
-                    buf.truncate(n);
-                    return Ok(Bytes::from(buf));
-                }
-                Err(_would_block) => continue,
-            }
-        }
-    }
 }
 
 fn body(n: usize) -> Vec<u8> {
@@ -133,10 +85,17 @@ fn run_in_namespace(drop_tenth: bool) {
         "unshare(CLONE_NEWNET): {} (run as root)",
         io::Error::last_os_error()
     );
-    let tun = open_tun(TUN);
     sh(&["ip", "link", "set", "lo", "up"]);
-    sh(&["ip", "addr", "add", "10.9.1.1/24", "dev", TUN]);
-    sh(&["ip", "link", "set", TUN, "up"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // netio's TUN link: creates the device, gives the kernel's side 10.9.1.1/24 and
+    // brings it up (it needs the runtime for its AsyncFd).
+    let cfg = IpLinkConfig::new(TUN, Ipv4Cidr::new(Ipv4Addr::new(10, 9, 1, 1), 24));
+    let link = rt
+        .block_on(async { TunLink::open(&cfg) })
+        .unwrap_or_else(|e| panic!("TUN {TUN}: {e} (needs root and /dev/net/tun)"));
     if drop_tenth {
         sh(&["nft", "add", "table", "inet", "tbloss"]);
         sh(&[
@@ -153,17 +112,8 @@ fn run_in_namespace(drop_tenth: bool) {
             "mod", "10", "0", "drop",
         ]);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     rt.block_on(async move {
-        // SAFETY: the File is moved into the AsyncFd, which owns it (and its fd) until
-        // it is dropped; nothing else registers or closes that fd.
-        let Ok(fd) = (unsafe { AsyncFd::register(tun) }) else {
-            panic!("registering the TUN fd with tokio failed");
-        };
-        let io = TunIo(fd);
+        let io = IpLinkIo::new(link);
         let (stack, driver) = TcpStack::spawn(io, StackConfig::default(), Trace::disabled());
         let l = stack
             .listen(SocketAddrV4::new(Ipv4Addr::new(10, 9, 1, 2), 8080), 128)

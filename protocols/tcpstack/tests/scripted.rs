@@ -55,8 +55,11 @@ fn synack_is_resent_only_when_the_syn_is() {
     assert_eq!(out[0].tcp.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(out[0].tcp.seq, OUR_ISN);
     assert_eq!(s.stack.stats().synack_resent, 1);
-    // Nobody completes it: the half-open connection expires (our limit) silently.
-    s.at(30_000);
+    // Nobody completes it: the half-open connection expires (our limit) silently, 30 s
+    // after the last SYN (the repeated SYN at 10 s showed the peer alive).
+    s.at(39_999);
+    assert_eq!(s.stack.connection_count(), 1);
+    s.at(40_000);
     assert!(s.take().is_empty());
     assert_eq!(s.stack.connection_count(), 0);
     insta::assert_snapshot!(s.render());

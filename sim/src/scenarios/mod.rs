@@ -13,6 +13,9 @@ pub mod pong_common;
 pub mod pong_remote_crash;
 pub mod pong_streams;
 pub mod tcp_echo;
+pub mod tcpstack_bulk;
+pub mod tcpstack_common;
+pub mod tcpstack_many;
 pub mod udp_echo;
 pub mod vless_common;
 pub mod vless_fullcone;
@@ -35,6 +38,8 @@ pub fn all() -> Vec<Scenario> {
         vless_tcp::SCENARIO,
         vless_server_crash::SCENARIO,
         candy_mesh::SCENARIO,
+        tcpstack_bulk::SCENARIO,
+        tcpstack_many::SCENARIO,
     ]
 }
 
