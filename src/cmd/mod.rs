@@ -96,7 +96,7 @@ pub enum Command {
     Tcpstack(tcpstack::TcpstackCmd),
     /// Render DIR/index.html from a results folder (`sim all --out DIR` writes runs.jsonl).
     Report(report::ReportArgs),
-    /// Wireshark: install the Lua dissectors for KCP, h2tunnel and pong.
+    /// Wireshark: install the Lua dissectors for KCP, h2tunnel, pong, VLESS and Candy.
     #[command(subcommand)]
     Wireshark(wireshark::WiresharkCmd),
     /// SVG pictures of a capture: time-sequence graphs and stream ladders.

@@ -11,7 +11,7 @@ use super::{EXIT_OK, EXIT_USAGE};
 /// Wireshark helpers.
 #[derive(Subcommand, Debug)]
 pub enum WiresharkCmd {
-    /// Copy the KCP, h2tunnel and pong dissectors to Wireshark's personal plugin folder.
+    /// Copy the KCP, h2tunnel, pong, VLESS and Candy dissectors to Wireshark's personal plugin folder.
     Install(InstallArgs),
 }
 
