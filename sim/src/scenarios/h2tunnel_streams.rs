@@ -23,7 +23,7 @@ use crate::fault::FaultPlan;
 use crate::ledger::{payload, FlowLedger};
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::h2t_common;
-use crate::scenarios::pong_common::{self as pc, AppSaw, TargetMode, TargetSaw};
+use crate::scenarios::pong_common::{self as pc, AppSaw, SlowStream, TargetSaw};
 use crate::simnet::HostNet;
 
 /// Registry entry.
@@ -87,32 +87,10 @@ fn size(rng: &mut impl Rng) -> usize {
     }
 }
 
-/// One stream to the slow target: when it starts, its request and answer sizes, the
-/// target's think time.
-#[derive(Clone, Copy, Debug)]
-struct SlowStream {
-    start: Duration,
-    req: usize,
-    resp: usize,
-    think_ms: u16,
-}
-
+/// The slow target's streams start after the others have started, so the data-path
+/// sabotage (a chunk lost after the first 2000 bytes) lands in their tracked traffic.
 fn slow_plan(ctx: &mut Ctx) -> (pc::SlowAccept, Vec<SlowStream>) {
-    let cfg = pc::SlowAccept::draw(&mut ctx.rng);
-    let streams = (0..SLOW_STREAMS)
-        .map(|_| {
-            let r = &mut ctx.rng;
-            SlowStream {
-                // After the other streams have started, so the data-path sabotage (a chunk
-                // lost after the first 2000 bytes) lands in their tracked traffic.
-                start: Duration::from_millis(r.gen_range(2500..3100)),
-                req: r.gen_range(16..2048),
-                resp: size(r),
-                think_ms: r.gen_range(0..100),
-            }
-        })
-        .collect();
-    (cfg, streams)
+    pc::slow_plan(&mut ctx.rng, SLOW_STREAMS, 2500..3100, size)
 }
 
 /// A stream through the tunnel's SOCKS5 to the slow target, HTTP/1.0 style: request,
@@ -126,15 +104,7 @@ async fn slow_stream(
     tag: u32,
     st: &SlowStream,
 ) -> (AppSaw, bool) {
-    let h = pc::Header {
-        tag,
-        req: st.req as u32,
-        resp: st.resp as u32,
-        mode: TargetMode::Http10,
-        slow_target: false,
-        untracked: true,
-        pace_ms: st.think_ms,
-    };
+    let h = st.header(tag);
     let body = pc::request_body(seed, tag, st.req);
     let mut s = match opener.open().await {
         Ok(s) => s,

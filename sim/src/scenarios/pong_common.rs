@@ -678,6 +678,56 @@ impl SlowAccept {
     }
 }
 
+/// One stream to a slow target: when it starts, its request and answer sizes, the
+/// target's think time. Shared by every scenario with a slow-accepting target.
+#[derive(Clone, Copy, Debug)]
+pub struct SlowStream {
+    /// When the application opens it.
+    pub start: Duration,
+    /// Request bytes after the header.
+    pub req: usize,
+    /// Answer bytes.
+    pub resp: usize,
+    /// The target's think time before answering, in milliseconds.
+    pub think_ms: u16,
+}
+
+impl SlowStream {
+    /// The header of this stream (tag `tag`): HTTP/1.0 style, kept out of the target's
+    /// ledger (whether it is served depends on the backlog).
+    pub fn header(&self, tag: u32) -> Header {
+        Header {
+            tag,
+            req: self.req as u32,
+            resp: self.resp as u32,
+            mode: TargetMode::Http10,
+            slow_target: false,
+            untracked: true,
+            pace_ms: self.think_ms,
+        }
+    }
+}
+
+/// A slow target drawn from the seed and `n` streams to it, starting within
+/// `start_ms` (milliseconds) with answers of `size` bytes.
+pub fn slow_plan<R: rand::Rng>(
+    rng: &mut R,
+    n: usize,
+    start_ms: std::ops::Range<u64>,
+    size: impl Fn(&mut R) -> usize,
+) -> (SlowAccept, Vec<SlowStream>) {
+    let cfg = SlowAccept::draw(rng);
+    let streams = (0..n)
+        .map(|_| SlowStream {
+            start: Duration::from_millis(rng.gen_range(start_ms.clone())),
+            req: rng.gen_range(16..2048),
+            resp: size(rng),
+            think_ms: rng.gen_range(0..100),
+        })
+        .collect();
+    (cfg, streams)
+}
+
 /// Counts of a slow target's connections, for the checks.
 #[derive(Clone, Default, Debug)]
 pub struct SlowLog {

@@ -24,7 +24,8 @@ use tunnelbed_socks5::Addr;
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::pong_common::{
-    self as pc, AppSaw, Gauges, Header, Order, PoolSlot, TargetLog, TargetMode, TargetSaw,
+    self as pc, AppSaw, Gauges, Header, Order, PoolSlot, SlowStream, TargetLog, TargetMode,
+    TargetSaw,
 };
 
 /// Registry entry.
@@ -166,30 +167,8 @@ fn plan(ctx: &mut Ctx) -> Vec<Stream> {
         .collect()
 }
 
-/// One stream to the slow target: when it starts, its request and answer sizes, the
-/// target's think time.
-#[derive(Clone, Copy, Debug)]
-struct SlowStream {
-    start: Duration,
-    req: usize,
-    resp: usize,
-    think_ms: u16,
-}
-
 fn slow_plan(ctx: &mut Ctx) -> (pc::SlowAccept, Vec<SlowStream>) {
-    let cfg = pc::SlowAccept::draw(&mut ctx.rng);
-    let streams = (0..SLOW_STREAMS)
-        .map(|_| {
-            let r = &mut ctx.rng;
-            SlowStream {
-                start: Duration::from_millis(r.gen_range(0..600)),
-                req: r.gen_range(16..2048),
-                resp: size(r),
-                think_ms: r.gen_range(0..100),
-            }
-        })
-        .collect();
-    (cfg, streams)
+    pc::slow_plan(&mut ctx.rng, SLOW_STREAMS, 0..600, size)
 }
 
 #[derive(Default)]
@@ -697,15 +676,7 @@ async fn slow_stream<N: Net>(
     tag: u32,
     st: &SlowStream,
 ) -> (AppSaw, bool) {
-    let h = Header {
-        tag,
-        req: st.req as u32,
-        resp: st.resp as u32,
-        mode: TargetMode::Http10,
-        slow_target: false,
-        untracked: true,
-        pace_ms: st.think_ms,
-    };
+    let h = st.header(tag);
     let body = pc::request_body(seed, tag, st.req);
     let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
         Ok(s) => s,

@@ -257,10 +257,20 @@ async fn serve_stream<N: Net>(net: N, mut s: TunnelStream, target: Target, timer
             }
         },
         Target::Socks5 => {
-            let req = match handshake::accept(&mut s).await {
-                Ok(r) => r,
-                Err(e) => {
+            // A stream that never sends its request would hold this task until the tunnel
+            // ends: the idle timeout bounds the wait, as it bounds a spliced stream.
+            let req = match tokio::time::timeout(timers.idle, handshake::accept(&mut s)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
                     tracing::info!("stream {sid}: SOCKS5: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(
+                        "stream {sid}: no SOCKS5 request within {:?}; resetting",
+                        timers.idle
+                    );
+                    s.reset();
                     return;
                 }
             };
