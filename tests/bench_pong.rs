@@ -17,6 +17,8 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         .args([
             "--idle-streams",
             "60",
+            "--memory-cycles",
+            "2",
             "--streams",
             "20",
             "--exchanges",
@@ -41,6 +43,8 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         "| tls | 60 of 60 |",
         "| ws | 60 of 60 |",
         "RLIMIT_NOFILE",
+        "### Open and close, 2 times in the same processes",
+        "Streams up per cycle: tcp 60, 60; tls 60, 60; ws 60, 60.",
         "load average",
     ] {
         assert!(report.contains(want), "missing {want:?} in:\n{report}");

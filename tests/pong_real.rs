@@ -1195,9 +1195,22 @@ fn a_target_reset_reaches_an_application_that_keeps_its_side_open() {
 /// Every download must now either arrive intact or fail loudly (curl reports an error,
 /// here the RST the local sends when the remote's target ack timeout fires); none may
 /// hang until curl's own `--max-time`, and none may end clean with wrong bytes.
+///
+/// `TUNNELBED_PY_ORIGIN_N` sets the number of parallel downloads (default 100; the
+/// issue's case is 200) and `TUNNELBED_PY_ORIGIN_ACK_TIMEOUT` the remote's
+/// `--target-ack-timeout` in seconds (default 3, so lost connections fail quickly; the
+/// role's own default is 30).
 #[test]
 fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
-    const N: usize = 100;
+    let n: usize = std::env::var("TUNNELBED_PY_ORIGIN_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(100);
+    let ack_timeout = std::env::var("TUNNELBED_PY_ORIGIN_ACK_TIMEOUT")
+        .ok()
+        .filter(|v| v.parse::<u32>().is_ok_and(|s| s > 0))
+        .unwrap_or_else(|| "3".to_string());
     const SIZE: usize = 300_000;
     let dir = scratch("python-origin");
     let www = dir.join("www");
@@ -1224,7 +1237,7 @@ fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
     let (remote, url) = start_remote_with(
         "tcp://127.0.0.1:0",
         &dir,
-        &["--target-ack-timeout", "3", "--idle-timeout", "60"],
+        &["--target-ack-timeout", &ack_timeout, "--idle-timeout", "60"],
     );
     let (local, socks) = start_local("127.0.0.1:0", &url, ID, &dir);
     let tails = || format!("{}{}{}", local.tail(), remote.tail(), origin.tail());
@@ -1233,12 +1246,12 @@ fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
     cmd.args([
         "--parallel",
         "--parallel-max",
-        &N.to_string(),
+        &n.to_string(),
         "--parallel-immediate",
     ])
     .args(["--socks5-hostname", &socks])
     .args(["-w", "%{exitcode} %{filename_effective}\\n"]);
-    for i in 0..N {
+    for i in 0..n {
         cmd.arg("-o")
             .arg(dir.join(format!("body-{i}")))
             .arg(format!("http://{http}/f.bin?{i}"));
@@ -1252,7 +1265,7 @@ fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
         }
     }
     let (mut intact, mut loud, mut hung, mut wrong) = (0, 0, Vec::new(), Vec::new());
-    for i in 0..N {
+    for i in 0..n {
         let p = dir.join(format!("body-{i}"));
         let got = std::fs::read(&p).unwrap_or_default();
         let code = code_of.get(p.to_str().unwrap()).copied();
@@ -1266,14 +1279,14 @@ fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
         }
     }
     eprintln!(
-        "{N} parallel downloads from a backlog-5 python origin: {intact} intact, {loud} failed \
+        "{n} parallel downloads from a backlog-5 python origin: {intact} intact, {loud} failed \
          loudly, {} hung, {} wrong",
         hung.len(),
         wrong.len()
     );
     assert!(
         hung.is_empty() && wrong.is_empty(),
-        "{} hung {hung:?}, {} wrong {wrong:?} (of {N}; {intact} intact, {loud} failed loudly)\n{}",
+        "{} hung {hung:?}, {} wrong {wrong:?} (of {n}; {intact} intact, {loud} failed loudly)\n{}",
         hung.len(),
         wrong.len(),
         tails()

@@ -72,6 +72,9 @@ pub struct Plan {
     pub exchanges: usize,
     /// Idle streams for the memory figures (0 skips the memory phase).
     pub idle_streams: usize,
+    /// Times the idle streams are opened and closed again in the same processes, so a
+    /// leak shows as RSS that keeps growing from cycle to cycle (at least 1).
+    pub memory_cycles: usize,
 }
 
 /// `tcp`, `tls`, `ws` or `wss`.
@@ -203,11 +206,20 @@ pub fn child_main(spec: &str) -> anyhow::Result<()> {
                 }
             }
             "hold" => {
+                // Holds every connection until the other side ends it, then closes, as
+                // a server does: a half-open stream left behind would count as memory
+                // the proxies keep.
                 banner()?;
-                let mut held = Vec::new();
                 loop {
-                    let (s, _) = listener.accept().await?;
-                    held.push(s);
+                    let (mut s, _) = listener.accept().await?;
+                    tokio::spawn(async move {
+                        let mut sink = [0u8; 1024];
+                        while let Ok(n) = s.read(&mut sink).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    });
                 }
             }
             _ => bail!("unknown child role {spec:?}"),
@@ -518,8 +530,22 @@ pub struct Memory {
     pub fds: [usize; 2],
     /// Opening took this long.
     pub open_time: Duration,
+    /// Every cycle, the first included: RSS with the streams open and after closing.
+    pub cycles: Vec<MemoryCycle>,
     /// Anything that went wrong.
     pub note: Option<String>,
+}
+
+/// One open-and-close cycle of the memory check: a leak shows as `closed` figures that
+/// keep rising from cycle to cycle, a retained allocator pool as figures that stay flat.
+#[derive(Clone, Debug)]
+pub struct MemoryCycle {
+    /// Streams that came up end to end in this cycle.
+    pub opened: usize,
+    /// RSS KiB of the local with the streams open and after closing them.
+    pub local_kib: [u64; 2],
+    /// The same for the remote.
+    pub remote_kib: [u64; 2],
 }
 
 /// Everything a run measured.
@@ -666,7 +692,13 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Result
                 plan.idle_streams,
                 scheme(k)
             ));
-            memory.push(rt.block_on(measure_memory(k, plan.idle_streams, nofile.0))?);
+            memory.push(rt.block_on(measure_memory(
+                k,
+                plan.idle_streams,
+                plan.memory_cycles.max(1),
+                nofile.0,
+                &mut progress,
+            ))?);
         }
     }
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -763,7 +795,13 @@ pub fn settle_times(n: usize) -> (Duration, Duration) {
     (ms(n / 10, 100, 1000), ms(n / 5, 200, 2000))
 }
 
-async fn measure_memory(kind: CarrierKind, n: usize, nofile: u64) -> anyhow::Result<Memory> {
+async fn measure_memory(
+    kind: CarrierKind,
+    n: usize,
+    cycles: usize,
+    nofile: u64,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Memory> {
     let (hold, target) = spawn_child("hold")?;
     let (procs, socks) = start_pong(kind)?;
     let (remote, local) = (procs[0].pid(), procs[1].pid());
@@ -771,11 +809,11 @@ async fn measure_memory(kind: CarrierKind, n: usize, nofile: u64) -> anyhow::Res
         via: Some(socks),
         socks: true,
     };
-    let mut note = None;
+    let mut notes = Vec::new();
     // Each of the four processes holds one descriptor per stream (plus carriers).
     let room = (nofile as usize).saturating_sub(n / 30 + 200);
     let n_try = if n > room {
-        note = Some(format!(
+        notes.push(format!(
             "RLIMIT_NOFILE {nofile} leaves room for {room} streams per process; opened {room} of {n}"
         ));
         room
@@ -788,17 +826,91 @@ async fn measure_memory(kind: CarrierKind, n: usize, nofile: u64) -> anyhow::Res
         s.write_all(b"x").await?;
         s.shutdown().await?;
     }
-    let (settle, after_close) = settle_times(n);
+    let (settle, _) = settle_times(n);
     tokio::time::sleep(settle).await;
-    let hold_fds0 = fd_count(hold.pid());
     let fds0 = [fd_count(local), fd_count(remote)];
     let before = [rss_kib(local)?, rss_kib(remote)?];
 
-    let t0 = Instant::now();
+    let mut done: Vec<MemoryCycle> = Vec::with_capacity(cycles);
+    let mut first: Option<(usize, [usize; 2], Duration)> = None;
+    for c in 0..cycles {
+        if cycles > 1 {
+            progress(&format!(
+                "memory over {}: cycle {} of {cycles}",
+                scheme(kind),
+                c + 1
+            ));
+        }
+        let t0 = Instant::now();
+        let HeldStreams {
+            streams,
+            opened,
+            failed,
+        } = open_idle_streams(&route, target, hold.pid(), n_try).await;
+        let open_time = t0.elapsed();
+        tokio::time::sleep(settle).await;
+        let during = [rss_kib(local)?, rss_kib(remote)?];
+        let fds = [
+            fd_count(local).saturating_sub(fds0[0]),
+            fd_count(remote).saturating_sub(fds0[1]),
+        ];
+        if failed > 0 {
+            notes.push(format!("cycle {}: {failed} SOCKS5 opens failed", c + 1));
+        }
+        drop(streams);
+        tokio::time::sleep(settle_times(n).1).await;
+        let after = [rss_kib(local)?, rss_kib(remote)?];
+        first.get_or_insert((opened, fds, open_time));
+        done.push(MemoryCycle {
+            opened,
+            local_kib: [during[0], after[0]],
+            remote_kib: [during[1], after[1]],
+        });
+    }
+    drop(procs);
+    drop(hold);
+    let (opened, fds, open_time) = first.unwrap_or((0, [0, 0], Duration::ZERO));
+    let (during, after) = match done.first() {
+        Some(c) => (
+            [c.local_kib[0], c.remote_kib[0]],
+            [c.local_kib[1], c.remote_kib[1]],
+        ),
+        None => (before, before),
+    };
+    Ok(Memory {
+        carrier: kind,
+        asked: n,
+        opened,
+        local_kib: [before[0], during[0], after[0]],
+        remote_kib: [before[1], during[1], after[1]],
+        fds,
+        open_time,
+        cycles: done,
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    })
+}
+
+/// Idle streams held open through pong, and how many came up end to end.
+struct HeldStreams {
+    streams: Vec<tokio::net::TcpStream>,
+    opened: usize,
+    failed: usize,
+}
+
+/// Opens `n_try` streams through SOCKS5 (64 at a time) to the holding child, waits
+/// (bounded, 60 s) until the child holds every one that opened.
+async fn open_idle_streams(
+    route: &Route,
+    target: SocketAddr,
+    hold: u32,
+    n_try: usize,
+) -> HeldStreams {
+    let hold_fds0 = fd_count(hold);
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n_try {
         let sem = sem.clone();
+        let route = *route;
         tasks.spawn(async move {
             let _p = sem.acquire_owned().await.ok()?;
             tokio::time::timeout(Duration::from_secs(30), route.connect(target))
@@ -807,11 +919,11 @@ async fn measure_memory(kind: CarrierKind, n: usize, nofile: u64) -> anyhow::Res
                 .ok()
         });
     }
-    let mut held = Vec::with_capacity(n_try);
+    let mut streams = Vec::with_capacity(n_try);
     let mut failed = 0usize;
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok(Some(s)) => held.push(s),
+            Ok(Some(s)) => streams.push(s),
             _ => failed += 1,
         }
     }
@@ -819,41 +931,17 @@ async fn measure_memory(kind: CarrierKind, n: usize, nofile: u64) -> anyhow::Res
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut opened;
     loop {
-        opened = fd_count(hold.pid()).saturating_sub(hold_fds0);
-        if opened >= held.len() || Instant::now() > deadline {
+        opened = fd_count(hold).saturating_sub(hold_fds0);
+        if opened >= streams.len() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let open_time = t0.elapsed();
-    tokio::time::sleep(settle).await;
-    let during = [rss_kib(local)?, rss_kib(remote)?];
-    let fds = [
-        fd_count(local).saturating_sub(fds0[0]),
-        fd_count(remote).saturating_sub(fds0[1]),
-    ];
-    if failed > 0 {
-        let m = format!("{failed} SOCKS5 opens failed");
-        note = Some(match note {
-            Some(n) => format!("{n}; {m}"),
-            None => m,
-        });
-    }
-    drop(held);
-    tokio::time::sleep(after_close).await;
-    let after = [rss_kib(local)?, rss_kib(remote)?];
-    drop(procs);
-    drop(hold);
-    Ok(Memory {
-        carrier: kind,
-        asked: n,
+    HeldStreams {
         opened: opened.min(n_try),
-        local_kib: [before[0], during[0], after[0]],
-        remote_kib: [before[1], during[1], after[1]],
-        fds,
-        open_time,
-        note,
-    })
+        streams,
+        failed,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -957,10 +1045,11 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
     );
     let _ = writeln!(
         s,
-        "- memory: fresh local and remote per carrier; after one warm-up stream, {} streams are opened through SOCKS5 (64 at a time) to a child that accepts and holds connections, and left idle; VmRSS of the local and the remote before, with all streams open ({} ms after the last was dialed) and {} ms after closing them",
+        "- memory: fresh local and remote per carrier; after one warm-up stream, {} streams are opened through SOCKS5 (64 at a time) to a child that accepts and holds connections, and left idle; VmRSS of the local and the remote before, with all streams open ({} ms after the last was dialed) and {} ms after closing them; open and close repeated {} times in the same processes",
         plan.idle_streams,
         settle_times(plan.idle_streams).0.as_millis(),
-        settle_times(plan.idle_streams).1.as_millis()
+        settle_times(plan.idle_streams).1.as_millis(),
+        plan.memory_cycles.max(1)
     );
     let _ = writeln!(s, "- run took {:.1} s\n", r.elapsed.as_secs_f64());
 
@@ -1083,6 +1172,68 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
                 m.fds[0],
                 m.fds[1],
                 m.open_time.as_secs_f64()
+            );
+        }
+        if r.memory.iter().any(|m| m.cycles.len() > 1) {
+            let _ = writeln!(
+                s,
+                "\n### Open and close, {} times in the same processes\n\nRSS in MiB with the streams open / after closing them, cycle by cycle; a leak shows as \"closed\" figures that keep rising after the first cycle.\n",
+                plan.memory_cycles
+            );
+            let n = r.memory.iter().map(|m| m.cycles.len()).max().unwrap_or(0);
+            let mut head = String::from("| carrier | process |");
+            let mut rule = String::from("|---|---|");
+            for c in 1..=n {
+                let _ = write!(head, " cycle {c} |");
+                rule.push_str("---:|");
+            }
+            head.push_str(" closed, last minus first cycle (MiB) |");
+            rule.push_str("---:|");
+            let _ = writeln!(s, "{head}\n{rule}");
+            for m in &r.memory {
+                for (who, pick) in [("local", 0usize), ("remote", 1)] {
+                    let kib = |c: &MemoryCycle| {
+                        if pick == 0 {
+                            c.local_kib
+                        } else {
+                            c.remote_kib
+                        }
+                    };
+                    let mut row = format!("| {} | {who} |", scheme(m.carrier));
+                    for c in &m.cycles {
+                        let [open, closed] = kib(c);
+                        let _ = write!(
+                            row,
+                            " {:.1} / {:.1} |",
+                            open as f64 / 1024.0,
+                            closed as f64 / 1024.0
+                        );
+                    }
+                    let closed: Vec<u64> = m.cycles.iter().map(|c| kib(c)[1]).collect();
+                    let drift = match (closed.first(), closed.last()) {
+                        (Some(&a), Some(&b)) => (b as f64 - a as f64) / 1024.0,
+                        _ => 0.0,
+                    };
+                    let _ = write!(row, " {drift:+.1} |");
+                    let _ = writeln!(s, "{row}");
+                }
+            }
+            let _ = writeln!(
+                s,
+                "\nStreams up per cycle: {}.",
+                r.memory
+                    .iter()
+                    .map(|m| format!(
+                        "{} {}",
+                        scheme(m.carrier),
+                        m.cycles
+                            .iter()
+                            .map(|c| c.opened.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
         for m in &r.memory {

@@ -92,6 +92,10 @@ pub struct PongBenchArgs {
     /// Idle streams for the memory figures (0 skips them).
     #[arg(long, default_value_t = 10_000)]
     pub idle_streams: usize,
+    /// Times the idle streams are opened and closed in the same processes (a leak shows
+    /// as RSS after closing that keeps rising from cycle to cycle).
+    #[arg(long, default_value_t = 5)]
+    pub memory_cycles: usize,
     /// Concurrent streams for the latency figures.
     #[arg(long, default_value_t = 200)]
     pub streams: usize,
@@ -416,9 +420,15 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
             carriers.push(*c);
         }
     }
-    if a.size == 0 || a.size > 4096 || a.reps == 0 || a.streams == 0 || carriers.is_empty() {
+    if a.size == 0
+        || a.size > 4096
+        || a.reps == 0
+        || a.streams == 0
+        || a.memory_cycles == 0
+        || carriers.is_empty()
+    {
         eprintln!(
-            "error: --size must be 1..=4096 MiB, --reps and --streams at least 1, --carrier not empty"
+            "error: --size must be 1..=4096 MiB, --reps, --streams and --memory-cycles at least 1, --carrier not empty"
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
@@ -429,6 +439,7 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
         streams: a.streams,
         exchanges: a.exchanges,
         idle_streams: a.idle_streams,
+        memory_cycles: a.memory_cycles,
     };
     let mut facts = RunFacts::start(String::new());
     let results = pong_bench::run(&plan, |step| eprintln!("bench pong: {step}"))?;
@@ -439,11 +450,12 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
         .map(|&k| pong_bench::scheme(k))
         .collect();
     let mut command = format!(
-        "tunnelbed bench pong --size {} --reps {} --carrier {} --idle-streams {} --streams {} --exchanges {}",
+        "tunnelbed bench pong --size {} --reps {} --carrier {} --idle-streams {} --memory-cycles {} --streams {} --exchanges {}",
         a.size,
         a.reps,
         names.join(","),
         a.idle_streams,
+        a.memory_cycles,
         a.streams,
         a.exchanges
     );
