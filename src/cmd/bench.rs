@@ -221,7 +221,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Runs a `bench` subcommand.
-pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Kcp(a) => run_kcp(a),
         BenchCmd::H2tunnel(a) => run_h2tunnel(a),

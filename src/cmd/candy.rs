@@ -107,7 +107,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs a `candy` subcommand.
-pub fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
     match c {
         CandyCmd::Server(a) => {
             let url = match WsUrl::parse(&a.listen) {
@@ -256,7 +256,7 @@ pub struct CheckCandyArgs {
 }
 
 /// Runs `check candy`.
-pub fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
     use tunnelbed_conformance::candy_check::{self, cases, CheckConfig};
     if a.list {
         for c in cases::all() {

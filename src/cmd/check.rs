@@ -114,7 +114,7 @@ pub struct PongGoMockArgs {
 }
 
 /// Runs a `check` subcommand.
-pub fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(c: CheckCmd) -> anyhow::Result<ExitCode> {
     match c {
         CheckCmd::Pong(a) => check_pong(a),
         CheckCmd::PongGoMock(a) => pong_go_mock(a),

@@ -85,7 +85,7 @@ pub(super) fn wait_secs(w: f64) -> Result<Duration, String> {
 }
 
 /// Runs `check vless`.
-pub fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
     if a.list {
         return Ok(list(&cases::all()));
     }
@@ -182,7 +182,7 @@ pub struct CheckFullconeArgs {
 }
 
 /// Runs `check fullcone`.
-pub fn check_fullcone(a: CheckFullconeArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn check_fullcone(a: CheckFullconeArgs) -> anyhow::Result<ExitCode> {
     use tunnelbed_conformance::fullcone_check::{self, app::bindable, Setup, Timers};
     if a.list {
         return Ok(list(&fullcone_check::cases::all()));

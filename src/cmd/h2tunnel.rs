@@ -107,7 +107,7 @@ fn kcp_config(name: &str) -> Result<KcpConfig, String> {
 }
 
 /// Runs an `h2tunnel` subcommand.
-pub fn run(cmd: H2tunnelCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(cmd: H2tunnelCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         H2tunnelCmd::Server(a) => {
             let listen: Carrier = match a.listen.parse() {

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::EXIT_OK;
 
+/// Arguments of `http-source`, the deterministic HTTP origin the tests download from.
 #[derive(Args, Debug)]
 pub struct HttpSourceArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks one; printed on stdout).
@@ -49,6 +50,7 @@ pub fn expected_sha256(n: u64) -> String {
     hex::encode(h.finalize())
 }
 
+/// Serves `GET /bytes/N` until interrupted.
 pub fn run(a: HttpSourceArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {

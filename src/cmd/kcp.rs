@@ -81,6 +81,7 @@ pub struct EchoArgs {
     /// Most sessions at once; datagrams from further peers are dropped.
     #[arg(long, default_value_t = 1024)]
     pub max_sessions: usize,
+    /// `--pcap` / `--trace`, as on every real role.
     #[command(flatten)]
     pub observe: ObserveArgs,
 }
@@ -111,6 +112,7 @@ pub struct SendArgs {
     /// server, or the link died).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub idle_timeout: Duration,
+    /// `--pcap` / `--trace`, as on every real role.
     #[command(flatten)]
     pub observe: ObserveArgs,
 }

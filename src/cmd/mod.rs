@@ -55,10 +55,12 @@ pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// The job to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Every subcommand of `tunnelbed`; each parses its own arguments and calls library code.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Scenarios on the simulated network: list, run, sweep, all, merge.

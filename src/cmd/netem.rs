@@ -53,7 +53,7 @@ pub struct NetemArgs {
 const UP_SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1));
 const UP_DST: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 255, 0, 2));
 
-pub fn run(a: NetemArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: NetemArgs) -> anyhow::Result<ExitCode> {
     let Some(mut params) = profile::params(&a.profile, a.seed) else {
         eprintln!(
             "error: unknown profile {:?}; known: {}",

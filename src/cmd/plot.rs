@@ -77,7 +77,7 @@ fn write(p: &Path, svg: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a `tunnelbed plot` subcommand: writes the SVG and prints what it shows.
-pub fn run(c: PlotCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(c: PlotCmd) -> anyhow::Result<ExitCode> {
     match c {
         PlotCmd::Tsg(a) => {
             let bytes = read_capture(&a.capture)?;

@@ -136,7 +136,7 @@ fn needs_tls(kind: CarrierKind) -> bool {
 }
 
 /// Runs a `pong` subcommand.
-pub fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
     match c {
         PongCmd::Remote(a) => {
             let listen = match parse_url(&a.listen, "--listen") {

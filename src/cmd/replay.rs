@@ -17,7 +17,7 @@ pub struct ReplayArgs {
 const MAX_CAPTURE: u64 = 2 << 30;
 
 /// Runs `tunnelbed replay`: the report on stdout, or a one-line error naming the packet.
-pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let len = std::fs::metadata(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?
         .len();

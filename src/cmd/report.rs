@@ -17,7 +17,7 @@ pub struct ReportArgs {
 }
 
 /// Reads DIR/runs.jsonl and writes DIR/index.html.
-pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let src = a.dir.join("runs.jsonl");
     let text =
         std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;

@@ -189,7 +189,7 @@ fn check_profile(p: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SimCmd::List => {
             for s in scenarios::all() {
@@ -598,7 +598,7 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes `dir/index.html` for `records`, whose captures are in `pcap_dir`: links are
 /// relative when the page sits beside them, absolute paths otherwise. Returns the page.
-pub fn write_html(
+pub(super) fn write_html(
     dir: &Path,
     pcap_dir: &Path,
     title: &str,

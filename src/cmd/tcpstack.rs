@@ -73,7 +73,7 @@ pub struct ServeArgs {
 }
 
 /// Runs a `tcpstack` subcommand.
-pub fn run(c: TcpstackCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(c: TcpstackCmd) -> anyhow::Result<ExitCode> {
     match c {
         TcpstackCmd::Serve(a) => serve(a),
     }
@@ -178,7 +178,7 @@ fn write_file(p: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `check tcpstack`.
-pub fn check(a: CheckTcpstackArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn check(a: CheckTcpstackArgs) -> anyhow::Result<ExitCode> {
     if a.list {
         for c in tcheck::cases::all() {
             let k = match c.body.kernel {

@@ -127,7 +127,7 @@ fn needs_tls(kind: CarrierKind) -> bool {
 }
 
 /// Runs a `vless` subcommand.
-pub fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
     match c {
         VlessCmd::Server(a) => {
             let listen: CarrierUrl = match a.listen.parse() {

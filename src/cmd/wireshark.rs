@@ -24,7 +24,7 @@ pub struct InstallArgs {
 }
 
 /// Runs a `wireshark` subcommand.
-pub fn run(cmd: WiresharkCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn run(cmd: WiresharkCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         WiresharkCmd::Install(a) => {
             let Some(dir) = a.dir.or_else(crate::wireshark::default_plugin_dir) else {

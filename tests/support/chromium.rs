@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Headless Chromium's screenshot of `page` (1000 x 1600), or a failure saying how to
 /// install it. Bounded by a generous timeout.
-pub fn screenshot(page: &Path, png: &Path, profile: &Path) {
+pub(crate) fn screenshot(page: &Path, png: &Path, profile: &Path) {
     let found = Command::new("chromium")
         .arg("--version")
         .output()
@@ -52,7 +52,7 @@ pub fn screenshot(page: &Path, png: &Path, profile: &Path) {
 }
 
 /// Width and height from a PNG's IHDR.
-pub fn png_size(b: &[u8]) -> (u32, u32) {
+pub(crate) fn png_size(b: &[u8]) -> (u32, u32) {
     assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     assert_eq!(&b[12..16], b"IHDR");
     (
@@ -63,7 +63,7 @@ pub fn png_size(b: &[u8]) -> (u32, u32) {
 
 /// Screenshots `file` and a blank page of the same window in `dir` and checks the
 /// picture holds far more than the blank one (`factor` times its PNG size at least).
-pub fn assert_renders(file: &Path, dir: &Path, factor: usize) {
+pub(crate) fn assert_renders(file: &Path, dir: &Path, factor: usize) {
     let blank = dir.join("blank.html");
     std::fs::write(&blank, "<!DOCTYPE html><html><body></body></html>").unwrap();
     let (shot, blank_shot) = (dir.join("shot.png"), dir.join("blank.png"));

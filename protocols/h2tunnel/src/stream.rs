@@ -99,7 +99,7 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub fn new(state: StreamState) -> Self {
+    pub(crate) fn new(state: StreamState) -> Self {
         Self {
             state,
             rx: VecDeque::new(),

@@ -170,7 +170,7 @@ impl Conn {
     }
 
     /// A passive open: `syn` arrived on a listener; answers with SYN-ACK.
-    pub fn passive(
+    pub(crate) fn passive(
         ctx: &mut Ctx<'_>,
         id: ConnId,
         listener: ListenerId,
@@ -193,7 +193,7 @@ impl Conn {
     }
 
     /// An active open: sends SYN.
-    pub fn active(
+    pub(crate) fn active(
         ctx: &mut Ctx<'_>,
         id: ConnId,
         local: SocketAddrV4,
@@ -265,7 +265,7 @@ impl Conn {
 
     /// The acknowledgment number we may send: up to what the application has read, plus
     /// the FIN once everything before it was read.
-    pub fn ack_value(&self) -> Seq {
+    pub(crate) fn ack_value(&self) -> Seq {
         if self.fin_rcvd {
             if self.rcv_buf.is_empty() {
                 self.rcv_nxt
@@ -360,7 +360,7 @@ impl Conn {
     }
 
     /// Earliest time this connection needs [`Conn::on_timeout`].
-    pub fn poll_timeout(&self) -> Option<Duration> {
+    pub(crate) fn poll_timeout(&self) -> Option<Duration> {
         let mut t = self.rto_at;
         for x in [self.ack_at, self.syn_deadline].into_iter().flatten() {
             t = Some(t.map_or(x, |t| t.min(x)));
@@ -372,7 +372,7 @@ impl Conn {
     }
 
     /// Timers: SYN_RCVD expiry, retransmission (or zero-window probe), delayed ACK.
-    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
         if self.state == State::Closed {
             return;
         }
@@ -451,7 +451,7 @@ impl Conn {
 
     /// Sends what the window, the cap and the buffers allow, then a pure ACK if one is
     /// due and no segment carried it.
-    pub fn flush(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn flush(&mut self, ctx: &mut Ctx<'_>) {
         if self.reset_sent
             || matches!(
                 self.state,
@@ -535,7 +535,7 @@ impl Conn {
     }
 
     /// One segment for this connection.
-    pub fn on_segment(&mut self, ctx: &mut Ctx<'_>, h: &TcpHeader, payload: &[u8]) {
+    pub(crate) fn on_segment(&mut self, ctx: &mut Ctx<'_>, h: &TcpHeader, payload: &[u8]) {
         if self.reset_sent || matches!(self.state, State::Closed | State::Listen) {
             return;
         }
@@ -869,7 +869,7 @@ impl Conn {
 
     /// Reads buffered data; the ACK for it follows after the delayed-ACK time (at once
     /// when the read reaches a FIN). `Ok(0)` is end of stream.
-    pub fn read(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Result<usize, StackError> {
+    pub(crate) fn read(&mut self, ctx: &mut Ctx<'_>, buf: &mut [u8]) -> Result<usize, StackError> {
         if self.state == State::Closed {
             if let Some(r) = self.reason {
                 if r != CloseReason::Closed {
@@ -897,7 +897,7 @@ impl Conn {
     }
 
     /// Buffers data to send (as much as the send buffer takes).
-    pub fn write(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Result<usize, StackError> {
+    pub(crate) fn write(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Result<usize, StackError> {
         match self.state {
             State::Closed => return Err(self.reason.unwrap_or(CloseReason::Closed).into()),
             _ if self.fin_queued || self.reset_sent => return Err(StackError::Shutdown),
@@ -915,12 +915,12 @@ impl Conn {
     }
 
     /// Bytes the application may still write without blocking.
-    pub fn send_space(&self, cfg: &StackConfig) -> usize {
+    pub(crate) fn send_space(&self, cfg: &StackConfig) -> usize {
         cfg.send_buffer.saturating_sub(self.snd_buf.len())
     }
 
     /// The view [`crate::Stack::info`] gives.
-    pub fn info(&self) -> crate::stack::ConnInfo {
+    pub(crate) fn info(&self) -> crate::stack::ConnInfo {
         crate::stack::ConnInfo {
             state: self.state,
             snd_una: self.snd_una,
@@ -934,27 +934,27 @@ impl Conn {
     }
 
     /// Bytes buffered for the application to read.
-    pub fn readable(&self) -> usize {
+    pub(crate) fn readable(&self) -> usize {
         self.rcv_buf.len()
     }
 
     /// Whether the peer's FIN has arrived.
-    pub fn fin_received(&self) -> bool {
+    pub(crate) fn fin_received(&self) -> bool {
         self.fin_rcvd
     }
 
     /// Bytes written but not yet acked.
-    pub fn unacked(&self) -> usize {
+    pub(crate) fn unacked(&self) -> usize {
         self.snd_buf.len()
     }
 
     /// Whether our FIN was sent and acknowledged (so all we wrote arrived).
-    pub fn fin_acked(&self) -> bool {
+    pub(crate) fn fin_acked(&self) -> bool {
         self.fin_queued && self.snd_buf.is_empty() && self.snd_una.gt(self.data_end())
     }
 
     /// Our FIN after the buffered data (shutdown of the write side).
-    pub fn shutdown(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StackError> {
+    pub(crate) fn shutdown(&mut self, ctx: &mut Ctx<'_>) -> Result<(), StackError> {
         if self.fin_queued {
             return Ok(());
         }
@@ -971,7 +971,7 @@ impl Conn {
 
     /// The application is done: RST at once when no data is un-acked, else FIN after the
     /// data and RST once it is all acked.
-    pub fn close(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn close(&mut self, ctx: &mut Ctx<'_>) {
         if self.state == State::Closed {
             self.released = true;
             return;
@@ -1009,7 +1009,7 @@ impl Conn {
     }
 
     /// Resets the connection because its listener closed (seed: close(lsn_fd)).
-    pub fn abort(&mut self, ctx: &mut Ctx<'_>, cause: &'static str) {
+    pub(crate) fn abort(&mut self, ctx: &mut Ctx<'_>, cause: &'static str) {
         if self.state == State::Closed {
             return;
         }

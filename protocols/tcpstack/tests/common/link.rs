@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 /// Link faults.
 #[derive(Clone, Copy, Debug)]
-pub struct Faults {
+pub(crate) struct Faults {
     pub loss: f64,
     pub dup: f64,
     pub delay_ms: u64,
@@ -18,7 +18,7 @@ pub struct Faults {
 }
 
 /// Packets in flight, keyed by delivery time and a counter (stable order).
-pub struct Link {
+pub(crate) struct Link {
     rng: ChaCha8Rng,
     faults: Faults,
     pub queue: BTreeMap<(Duration, u64), (bool, Bytes)>,
@@ -28,7 +28,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(seed: u64, faults: Faults) -> Link {
+    pub(crate) fn new(seed: u64, faults: Faults) -> Link {
         Link {
             rng: ChaCha8Rng::seed_from_u64(seed),
             faults,
@@ -40,7 +40,7 @@ impl Link {
     }
 
     /// Takes the next packet due at or before `now`: (towards B, bytes).
-    pub fn pop_due(&mut self, now: Duration) -> Option<(bool, Bytes)> {
+    pub(crate) fn pop_due(&mut self, now: Duration) -> Option<(bool, Bytes)> {
         let (&k, _) = self.queue.iter().next()?;
         if k.0 > now {
             return None;
@@ -48,7 +48,7 @@ impl Link {
         self.queue.remove(&k)
     }
 
-    pub fn send(&mut self, now: Duration, to_b: bool, p: Bytes) {
+    pub(crate) fn send(&mut self, now: Duration, to_b: bool, p: Bytes) {
         self.carried += 1;
         if self.rng.gen_bool(self.faults.loss) {
             self.lost += 1;
@@ -67,7 +67,7 @@ impl Link {
         }
     }
 
-    pub fn next_due(&self) -> Option<Duration> {
+    pub(crate) fn next_due(&self) -> Option<Duration> {
         self.queue.keys().next().map(|k| k.0)
     }
 }

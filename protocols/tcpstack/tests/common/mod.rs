@@ -3,7 +3,7 @@
 //! ways so tests can snapshot the exchange next to the transition trace.
 #![allow(dead_code)]
 
-pub mod link;
+pub(crate) mod link;
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -17,21 +17,21 @@ use tunnelbed_tcpstack::{
 };
 
 /// Our stack's address.
-pub const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub(crate) const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// The scripted peer's address.
-pub const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub(crate) const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 /// The listening port.
-pub const PORT: u16 = 80;
+pub(crate) const PORT: u16 = 80;
 /// The peer's port.
-pub const PEER_PORT: u16 = 40000;
+pub(crate) const PEER_PORT: u16 = 40000;
 /// Our ISN in scripts (fixed so logs are stable).
-pub const OUR_ISN: u32 = 1000;
+pub(crate) const OUR_ISN: u32 = 1000;
 /// The peer's ISN in scripts.
-pub const PEER_ISN: u32 = 5000;
+pub(crate) const PEER_ISN: u32 = 5000;
 
 /// A segment the peer sends.
 #[derive(Clone, Debug)]
-pub struct Seg {
+pub(crate) struct Seg {
     pub src: SocketAddrV4,
     pub dst: SocketAddrV4,
     pub tcp: TcpHeader,
@@ -57,58 +57,58 @@ impl Seg {
         }
     }
     /// SYN with MSS 1460 and window scale 7 (as Linux would offer).
-    pub fn syn(seq: u32) -> Seg {
+    pub(crate) fn syn(seq: u32) -> Seg {
         let mut s = Seg::new(TcpFlags::SYN, seq, 0);
         s.tcp.options.mss = Some(1460);
         s.tcp.options.window_scale = Some(7);
         s
     }
     /// Bare ACK.
-    pub fn ack(seq: u32, ack: u32) -> Seg {
+    pub(crate) fn ack(seq: u32, ack: u32) -> Seg {
         Seg::new(TcpFlags::ACK, seq, ack)
     }
     /// Data with ACK and PSH.
-    pub fn data(seq: u32, ack: u32, d: &[u8]) -> Seg {
+    pub(crate) fn data(seq: u32, ack: u32, d: &[u8]) -> Seg {
         let mut s = Seg::new(TcpFlags::ACK | TcpFlags::PSH, seq, ack);
         s.payload = d.to_vec();
         s
     }
     /// FIN|ACK.
-    pub fn fin(seq: u32, ack: u32) -> Seg {
+    pub(crate) fn fin(seq: u32, ack: u32) -> Seg {
         Seg::new(TcpFlags::FIN | TcpFlags::ACK, seq, ack)
     }
     /// RST (no ACK).
-    pub fn rst(seq: u32) -> Seg {
+    pub(crate) fn rst(seq: u32) -> Seg {
         Seg::new(TcpFlags::RST, seq, 0)
     }
     /// Any flags.
-    pub fn flags(flags: TcpFlags, seq: u32, ack: u32) -> Seg {
+    pub(crate) fn flags(flags: TcpFlags, seq: u32, ack: u32) -> Seg {
         Seg::new(flags, seq, ack)
     }
     /// Sets the window field.
-    pub fn win(mut self, w: u16) -> Seg {
+    pub(crate) fn win(mut self, w: u16) -> Seg {
         self.tcp.window = w;
         self
     }
     /// Removes the options.
-    pub fn no_options(mut self) -> Seg {
+    pub(crate) fn no_options(mut self) -> Seg {
         self.tcp.options = TcpOptions::default();
         self
     }
     /// From another peer port.
-    pub fn sport(mut self, p: u16) -> Seg {
+    pub(crate) fn sport(mut self, p: u16) -> Seg {
         self.src.set_port(p);
         self.tcp.src_port = p;
         self
     }
     /// To another local port.
-    pub fn dport(mut self, p: u16) -> Seg {
+    pub(crate) fn dport(mut self, p: u16) -> Seg {
         self.dst.set_port(p);
         self.tcp.dst_port = p;
         self
     }
     /// The raw IPv4 packet.
-    pub fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         Packet {
             ip: Ipv4Header {
                 src: *self.src.ip(),
@@ -130,14 +130,14 @@ impl Seg {
 
 /// A segment the stack sent.
 #[derive(Clone, Debug)]
-pub struct Out {
+pub(crate) struct Out {
     pub ip: Ipv4Header,
     pub tcp: TcpHeader,
     pub payload: Vec<u8>,
 }
 
 /// One line for a segment: flags, numbers, length, options.
-pub fn describe(tcp: &TcpHeader, len: usize) -> String {
+pub(crate) fn describe(tcp: &TcpHeader, len: usize) -> String {
     let mut s = format!(
         "{}:{} {} seq={} ack={} win={} len={}",
         tcp.src_port, tcp.dst_port, tcp.flags, tcp.seq, tcp.ack, tcp.window, len
@@ -153,7 +153,7 @@ pub fn describe(tcp: &TcpHeader, len: usize) -> String {
 }
 
 /// The scripted exchange.
-pub struct Script {
+pub(crate) struct Script {
     pub stack: Stack,
     pub trace: Trace,
     pub now: Duration,
@@ -163,7 +163,7 @@ pub struct Script {
 }
 
 /// The config scripts use: fixed ISN, vproxy's defaults otherwise.
-pub fn config() -> StackConfig {
+pub(crate) fn config() -> StackConfig {
     StackConfig {
         fixed_isn: Some(OUR_ISN),
         ..StackConfig::default()
@@ -172,7 +172,7 @@ pub fn config() -> StackConfig {
 
 impl Script {
     /// A stack listening on 10.0.0.1:80 with an accept backlog of 8.
-    pub fn new(cfg: StackConfig) -> Script {
+    pub(crate) fn new(cfg: StackConfig) -> Script {
         let trace = Trace::recording();
         let mut stack = Stack::new(cfg, trace.clone());
         let lid = stack
@@ -189,14 +189,14 @@ impl Script {
     }
 
     /// Moves the clock to `ms` and runs due timers.
-    pub fn at(&mut self, ms: u64) {
+    pub(crate) fn at(&mut self, ms: u64) {
         self.now = Duration::from_millis(ms);
         self.stack.handle_timeout(self.now);
         self.drain();
     }
 
     /// The peer sends `s`.
-    pub fn send(&mut self, s: &Seg) -> Result<(), DecodeError> {
+    pub(crate) fn send(&mut self, s: &Seg) -> Result<(), DecodeError> {
         let _ = writeln!(
             self.log,
             "{:>7}ms <- {}",
@@ -209,7 +209,7 @@ impl Script {
     }
 
     /// The peer sends raw bytes (logged with `label`).
-    pub fn send_raw(&mut self, b: &[u8], label: &str) -> Result<(), DecodeError> {
+    pub(crate) fn send_raw(&mut self, b: &[u8], label: &str) -> Result<(), DecodeError> {
         let r = self.stack.handle_input(self.now, b);
         let _ = writeln!(
             self.log,
@@ -225,7 +225,7 @@ impl Script {
     }
 
     /// Takes what the stack transmitted, logging it.
-    pub fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         while let Some(b) = self.stack.poll_transmit() {
             let p = Packet::decode(&b).expect("our own packets decode");
             let _ = writeln!(
@@ -243,13 +243,13 @@ impl Script {
     }
 
     /// Segments sent since the last call.
-    pub fn take(&mut self) -> Vec<Out> {
+    pub(crate) fn take(&mut self) -> Vec<Out> {
         self.drain();
         std::mem::take(&mut self.sent)
     }
 
     /// Pending events.
-    pub fn events(&mut self) -> Vec<Event> {
+    pub(crate) fn events(&mut self) -> Vec<Event> {
         let mut v = Vec::new();
         while let Some(e) = self.stack.poll_event() {
             v.push(e);
@@ -258,7 +258,7 @@ impl Script {
     }
 
     /// Application write, logged; what it sends is drained.
-    pub fn write(&mut self, c: ConnId, d: &[u8]) -> Result<usize, StackError> {
+    pub(crate) fn write(&mut self, c: ConnId, d: &[u8]) -> Result<usize, StackError> {
         let r = self.stack.write(self.now, c, d);
         self.note(&format!("appl: write {} bytes -> {r:?}", d.len()));
         self.drain();
@@ -266,7 +266,7 @@ impl Script {
     }
 
     /// Application read, logged.
-    pub fn read(&mut self, c: ConnId, b: &mut [u8]) -> Result<usize, StackError> {
+    pub(crate) fn read(&mut self, c: ConnId, b: &mut [u8]) -> Result<usize, StackError> {
         let r = self.stack.read(self.now, c, b);
         self.note(&format!("appl: read up to {} bytes -> {r:?}", b.len()));
         self.drain();
@@ -274,7 +274,7 @@ impl Script {
     }
 
     /// Application shutdown, logged.
-    pub fn shutdown(&mut self, c: ConnId) -> Result<(), StackError> {
+    pub(crate) fn shutdown(&mut self, c: ConnId) -> Result<(), StackError> {
         let r = self.stack.shutdown(self.now, c);
         self.note(&format!("appl: shutdown -> {r:?}"));
         self.drain();
@@ -282,7 +282,7 @@ impl Script {
     }
 
     /// Application close, logged.
-    pub fn close(&mut self, c: ConnId) -> Result<(), StackError> {
+    pub(crate) fn close(&mut self, c: ConnId) -> Result<(), StackError> {
         let r = self.stack.close(self.now, c);
         self.note(&format!("appl: close -> {r:?}"));
         self.drain();
@@ -290,17 +290,17 @@ impl Script {
     }
 
     /// Adds a note to the log.
-    pub fn note(&mut self, s: &str) {
+    pub(crate) fn note(&mut self, s: &str) {
         let _ = writeln!(self.log, "{:>7}ms    # {s}", self.now.as_millis());
     }
 
     /// The log and the trace, for snapshots.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         format!("{}\n--- transitions ---\n{}", self.log, self.trace.render())
     }
 
     /// Handshake with the peer's SYN options; returns the accepted handle.
-    pub fn establish(&mut self) -> tunnelbed_tcpstack::ConnId {
+    pub(crate) fn establish(&mut self) -> tunnelbed_tcpstack::ConnId {
         self.send(&Seg::syn(PEER_ISN)).unwrap();
         self.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1)).unwrap();
         self.stack.accept(self.lid).expect("a connection to accept")
