@@ -829,6 +829,7 @@ async fn measure_memory(
     let (settle, _) = settle_times(n);
     tokio::time::sleep(settle).await;
     let fds0 = [fd_count(local), fd_count(remote)];
+    let hold_base = fd_count(hold.pid());
     let before = [rss_kib(local)?, rss_kib(remote)?];
 
     let mut done: Vec<MemoryCycle> = Vec::with_capacity(cycles);
@@ -846,7 +847,7 @@ async fn measure_memory(
             streams,
             opened,
             failed,
-        } = open_idle_streams(&route, target, hold.pid(), n_try).await;
+        } = open_idle_streams(&route, target, hold.pid(), hold_base, n_try).await;
         let open_time = t0.elapsed();
         tokio::time::sleep(settle).await;
         let during = [rss_kib(local)?, rss_kib(remote)?];
@@ -858,6 +859,20 @@ async fn measure_memory(
             notes.push(format!("cycle {}: {failed} SOCKS5 opens failed", c + 1));
         }
         drop(streams);
+        // Wait (bounded) until the target has seen every stream end, so the figures
+        // after closing are of streams that ended end to end, and the next cycle starts
+        // from the same place.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while fd_count(hold.pid()) > hold_base && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lingering = fd_count(hold.pid()).saturating_sub(hold_base);
+        if lingering > 0 {
+            notes.push(format!(
+                "cycle {}: {lingering} streams still open at the target 60 s after closing",
+                c + 1
+            ));
+        }
         tokio::time::sleep(settle_times(n).1).await;
         let after = [rss_kib(local)?, rss_kib(remote)?];
         first.get_or_insert((opened, fds, open_time));
@@ -898,14 +913,15 @@ struct HeldStreams {
 }
 
 /// Opens `n_try` streams through SOCKS5 (64 at a time) to the holding child, waits
-/// (bounded, 60 s) until the child holds every one that opened.
+/// (bounded, 60 s) until the child holds every one that opened (`hold_fds0`: its
+/// descriptors with no stream open).
 async fn open_idle_streams(
     route: &Route,
     target: SocketAddr,
     hold: u32,
+    hold_fds0: usize,
     n_try: usize,
 ) -> HeldStreams {
-    let hold_fds0 = fd_count(hold);
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n_try {
