@@ -73,11 +73,14 @@ impl CarrierKind {
         !matches!(self, CarrierKind::Tcp | CarrierKind::Tls)
     }
 
-    /// Whether one direction can end while the other goes on (TCP's FIN, HTTP/2's
-    /// END_STREAM); WebSocket's close message ends both.
-    pub fn half_close(self) -> bool {
-        !matches!(self, CarrierKind::Ws | CarrierKind::Wss)
-    }
+    /// The kinds from before the HTTP carriers, for protocols that only take those
+    /// (VLESS).
+    pub const TCP_TLS_WS: [CarrierKind; 4] = [
+        CarrierKind::Tcp,
+        CarrierKind::Tls,
+        CarrierKind::Ws,
+        CarrierKind::Wss,
+    ];
 }
 
 /// Schemes the parser accepts, for error messages.
@@ -98,6 +101,24 @@ pub struct CarrierUrl {
 }
 
 impl CarrierUrl {
+    /// Parses `s` and accepts only the kinds in `allowed` (a protocol that runs over
+    /// some carriers only refuses the others with the same kind of message).
+    pub fn parse_among(s: &str, allowed: &[CarrierKind]) -> Result<Self, String> {
+        let u: Self = s.parse()?;
+        if allowed.contains(&u.kind) {
+            return Ok(u);
+        }
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|k| format!("{}://", k.scheme()))
+            .collect();
+        Err(format!(
+            "{s:?}: unsupported scheme {:?} here (use {})",
+            u.kind.scheme(),
+            names.join(", ")
+        ))
+    }
+
     /// `host:port` as an HTTP authority (IPv6 addresses in brackets).
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
@@ -200,6 +221,9 @@ mod tests {
         assert!(err("http://x:1/p?q=1").contains("no query"));
         assert!(err("https://u:p@x:1/").contains("no user"));
         assert!(err("nonsense").contains("expected tcp://"));
+        let e = CarrierUrl::parse_among("h2c://x:1", &CarrierKind::TCP_TLS_WS).unwrap_err();
+        assert!(e.contains("unsupported scheme \"h2c\" here (use tcp://, tls://, ws://, wss://)"));
+        assert!(CarrierUrl::parse_among("wss://x:1/p", &CarrierKind::TCP_TLS_WS).is_ok());
         assert!(err("http://x:99999/").contains("invalid port"));
     }
 }
