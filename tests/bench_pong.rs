@@ -14,6 +14,7 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
     let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
         .args(["bench", "pong", "--size", "1", "--reps", "2"])
         .args(["--carrier", "tcp,tls", "--carrier", "ws"])
+        .args(["--carrier", "h2c,h2,http,https"])
         .args([
             "--idle-streams",
             "60",
@@ -37,11 +38,21 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         "| **pong over tcp** | ",
         "| **pong over tls** | ",
         "| **pong over ws** | ",
+        "| **pong over h2c** | ",
+        "| **pong over h2** | ",
+        "| **pong over http** | ",
+        "| **pong over https** | ",
         "pong over ws: ",
-        "integrity: all 15 downloads (warm-ups included) arrived whole",
+        "pong over https: ",
+        "of the two-relay reference",
+        "integrity: all 27 downloads (warm-ups included) arrived whole",
         "| tcp | 60 of 60 |",
         "| tls | 60 of 60 |",
         "| ws | 60 of 60 |",
+        "| h2c | 60 of 60 |",
+        "| h2 | 60 of 60 |",
+        "| http | 60 of 60 |",
+        "| https | 60 of 60 |",
         "RLIMIT_NOFILE",
         "### Open and close, 2 times in the same processes",
         "Streams up per cycle: tcp 60, 60; tls 60, 60; ws 60, 60.",
@@ -60,7 +71,7 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         .filter(|l| l.starts_with("| "))
         .skip(1)
         .collect();
-    assert_eq!(rows.len(), 5, "{lat}");
+    assert_eq!(rows.len(), 9, "{lat}");
     for r in rows {
         assert!(r.trim_end().ends_with("| 0 |"), "failed streams in {r:?}");
     }

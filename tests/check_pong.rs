@@ -88,22 +88,48 @@ fn case_ids() -> Vec<String> {
 
 #[test]
 fn our_remote_passes_every_case_strict_with_junit() {
-    let (_remote, url) = start(
-        &[
-            "pong",
-            "remote",
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--client-id",
-            ID,
-        ],
-        "pong remote listening on",
-    );
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("check_pong");
+    passes_every_case_over("tcp");
+}
+
+#[test]
+fn our_remote_passes_every_case_over_h2c() {
+    passes_every_case_over("h2c");
+}
+
+#[test]
+fn our_remote_passes_every_case_over_h2() {
+    passes_every_case_over("h2");
+}
+
+#[test]
+fn our_remote_passes_every_case_over_http() {
+    passes_every_case_over("http");
+}
+
+#[test]
+fn our_remote_passes_every_case_over_https() {
+    passes_every_case_over("https");
+}
+
+/// `check pong --strict --junit` against `pong remote` listening on `scheme`: every
+/// case passes (for TLS carriers the checker trusts the remote's self-signed
+/// certificate with `--ca`).
+fn passes_every_case_over(scheme: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("check_pong-{scheme}"));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("remote-cert.pem");
+    let cert = cert.to_str().unwrap();
+    let listen = format!("{scheme}://127.0.0.1:0");
+    let tls = matches!(scheme, "tls" | "wss" | "h2" | "https");
+    let mut args = vec!["pong", "remote", "--listen", &listen, "--client-id", ID];
+    if tls {
+        args.extend(["--self-signed-cert-out", cert]);
+    }
+    let (_remote, url) = start(&args, "pong remote listening on");
     let junit = dir.join("out/pong.xml");
     let t0 = Instant::now();
-    let (code, table, err) = check(&[
+    let mut check_args = vec![
         "--remote",
         &url,
         "--client-id",
@@ -111,8 +137,12 @@ fn our_remote_passes_every_case_strict_with_junit() {
         "--strict",
         "--junit",
         junit.to_str().unwrap(),
-    ]);
-    println!("{table}\n({:?})", t0.elapsed());
+    ];
+    if tls {
+        check_args.extend(["--ca", cert]);
+    }
+    let (code, table, err) = check(&check_args);
+    println!("over {scheme}://\n{table}\n({:?})", t0.elapsed());
     assert_eq!(code, 0, "{table}\n{err}");
     let ids = case_ids();
     for id in &ids {

@@ -192,13 +192,12 @@ async fn start_ours(kind: CarrierKind) -> (String, ClientTls) {
         .await
         .unwrap();
     let addr = tunnelbed_netio::TcpListen::local_addr(&lsn).unwrap();
-    let (tls, client_tls) = match kind {
-        CarrierKind::Tls | CarrierKind::Wss => {
-            let s = ServerTls::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-            let c = ClientTls::trusting_der(&s.cert_der).unwrap();
-            (Some(Arc::new(s)), c)
-        }
-        _ => (None, ClientTls::insecure()),
+    let (tls, client_tls) = if kind.uses_tls() {
+        let s = ServerTls::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let c = ClientTls::trusting_der(&s.cert_der).unwrap();
+        (Some(Arc::new(s)), c)
+    } else {
+        (None, ClientTls::insecure())
     };
     let cfg = RemoteConfig {
         allowed: vec![CLIENT_ID],
@@ -213,13 +212,8 @@ async fn start_ours(kind: CarrierKind) -> (String, ClientTls) {
         Trace::disabled(),
         "remote".into(),
     ));
-    let scheme = match kind {
-        CarrierKind::Tcp => "tcp",
-        CarrierKind::Tls => "tls",
-        CarrierKind::Ws => "ws",
-        CarrierKind::Wss => "wss",
-    };
-    let host = if kind == CarrierKind::Tcp || kind == CarrierKind::Ws {
+    let scheme = kind.scheme();
+    let host = if !kind.uses_tls() {
         addr.ip().to_string()
     } else {
         "localhost".into()

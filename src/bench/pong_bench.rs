@@ -54,8 +54,14 @@ pub const MSG: usize = 100;
 /// Buffer size of each direction of the reference relay.
 pub const RELAY_BUF: usize = 64 * 1024;
 
-/// The must-show target: pong throughput at least this share of direct TCP.
-pub const TARGET_RATIO: f64 = 0.8;
+/// Issue 14's target for pong over tcp: throughput at least this share of the two-relay
+/// reference measured in the same run (a proxy path crosses three TCP connections, so
+/// direct TCP is no fair yardstick).
+pub const TARGET_TCP: f64 = 0.95;
+
+/// Issue 14's target for the other carriers (set for tls and ws; the HTTP carriers are
+/// held to the same).
+pub const TARGET_OTHER: f64 = 0.75;
 
 /// What a run measures.
 #[derive(Clone, Debug)]
@@ -77,24 +83,16 @@ pub struct Plan {
     pub memory_cycles: usize,
 }
 
-/// `tcp`, `tls`, `ws` or `wss`.
+/// The carrier's URL scheme (`tcp`, `tls`, `ws`, `wss`, `h2c`, `h2`, `http`, `https`).
 pub fn scheme(k: CarrierKind) -> &'static str {
-    match k {
-        CarrierKind::Tcp => "tcp",
-        CarrierKind::Tls => "tls",
-        CarrierKind::Ws => "ws",
-        CarrierKind::Wss => "wss",
-    }
+    k.scheme()
 }
 
 fn parse_scheme(s: &str) -> anyhow::Result<CarrierKind> {
-    Ok(match s {
-        "tcp" => CarrierKind::Tcp,
-        "tls" => CarrierKind::Tls,
-        "ws" => CarrierKind::Ws,
-        "wss" => CarrierKind::Wss,
-        _ => bail!("unknown carrier {s:?}"),
-    })
+    match CarrierKind::from_scheme(s) {
+        Some(k) => Ok(k),
+        None => bail!("unknown carrier {s:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -151,14 +149,13 @@ pub fn child_main(spec: &str) -> anyhow::Result<()> {
         match role {
             "remote" => {
                 let kind = parse_scheme(arg)?;
-                let tls = match kind {
-                    CarrierKind::Tls | CarrierKind::Wss => {
-                        Some(Arc::new(ServerTls::self_signed(&[
-                            "localhost".into(),
-                            "127.0.0.1".into(),
-                        ])?))
-                    }
-                    _ => None,
+                let tls = if kind.uses_tls() {
+                    Some(Arc::new(ServerTls::self_signed(&[
+                        "localhost".into(),
+                        "127.0.0.1".into(),
+                    ])?))
+                } else {
+                    None
                 };
                 let cfg = RemoteConfig {
                     allowed: vec![CLIENT_ID],
@@ -973,28 +970,42 @@ fn spread(v: &[f64]) -> (f64, f64) {
     }
 }
 
-/// The verdict line of each pong carrier against the 80% target.
+/// The verdict line of each pong carrier against its target share of the two-relay
+/// reference.
 pub fn verdicts(r: &Results) -> Vec<String> {
-    let direct = median(&r.bulk[0].mbps);
+    let reference = r
+        .bulk
+        .iter()
+        .find(|b| b.kind == StackKind::Relay)
+        .map(|b| median(&b.mbps))
+        .unwrap_or(0.0);
     r.bulk
         .iter()
-        .filter(|b| matches!(b.kind, StackKind::Pong(_)))
-        .map(|b| {
-            let ratio = if direct > 0.0 {
-                median(&b.mbps) / direct
+        .filter_map(|b| match b.kind {
+            StackKind::Pong(k) => Some((b, k)),
+            _ => None,
+        })
+        .map(|(b, k)| {
+            let target = if k == CarrierKind::Tcp {
+                TARGET_TCP
+            } else {
+                TARGET_OTHER
+            };
+            let ratio = if reference > 0.0 {
+                median(&b.mbps) / reference
             } else {
                 0.0
             };
             format!(
-                "{}: {:.0}% of direct TCP ({}: target {:.0}%)",
+                "{}: {:.0}% of the two-relay reference ({}: target {:.0}%)",
                 b.kind.name(),
                 ratio * 100.0,
-                if ratio >= TARGET_RATIO && b.failures.is_empty() {
+                if ratio >= target && b.failures.is_empty() {
                     "MET"
                 } else {
                     "NOT MET"
                 },
-                TARGET_RATIO * 100.0
+                target * 100.0
             )
         })
         .collect()
@@ -1021,7 +1032,7 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
     );
     let _ = writeln!(
         s,
-        "- path through pong: client -> SOCKS5 CONNECT (no auth, IPv4 target) -> pong local -> carrier (`tcp://`, `tls://` rustls with a self-signed certificate, `ws://` one binary message per write) -> pong remote -> target; all sockets `TCP_NODELAY`"
+        "- path through pong: client -> SOCKS5 CONNECT (no auth, IPv4 target) -> pong local -> carrier (`tcp://`; `tls://` rustls with a self-signed certificate; `ws://`/`wss://` one binary message per write; `h2c://`/`h2://` one HTTP/2 POST whose request and response bodies carry the bytes, h2 crate, 4 MiB stream window; `http://`/`https://` a POST answered 200, then raw bytes) -> pong remote -> target; all sockets `TCP_NODELAY`"
     );
     let _ = writeln!(
         s,
@@ -1073,13 +1084,24 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
     let _ = writeln!(s, "## Throughput\n");
     let _ = writeln!(
         s,
-        "| stack | median MB/s | min-max MB/s | ratio to direct | per-rep ratios | CPU ms/MB app + path | failures | every rep (MB/s) |"
+        "| stack | median MB/s | min-max MB/s | ratio to direct | ratio to reference | per-rep ratios (to direct) | CPU ms/MB app + path | failures | every rep (MB/s) |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let reference = r
+        .bulk
+        .iter()
+        .find(|b| b.kind == StackKind::Relay)
+        .map(|b| median(&b.mbps))
+        .unwrap_or(0.0);
     for b in &r.bulk {
         let m = median(&b.mbps);
         let (lo, hi) = spread(&b.mbps);
         let ratio = if direct > 0.0 { m / direct } else { 0.0 };
+        let to_ref = if reference > 0.0 {
+            format!("{:.2}", m / reference)
+        } else {
+            "-".into()
+        };
         let per: Vec<f64> = b
             .mbps
             .iter()
@@ -1102,7 +1124,7 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
         };
         let _ = writeln!(
             s,
-            "| {name} | {m:.0} | {lo:.0}-{hi:.0} | {:.2} | {plo:.2}-{phi:.2} | {cpu} | {} | {} |",
+            "| {name} | {m:.0} | {lo:.0}-{hi:.0} | {:.2} | {to_ref} | {plo:.2}-{phi:.2} | {cpu} | {} | {} |",
             ratio,
             b.failures.len(),
             all.join(", ")

@@ -25,8 +25,8 @@ pub enum BenchCmd {
     /// `kcptun-server` (`apt-get install -y kcptun`).
     H2tunnel(H2tunnelBenchArgs),
     /// Our pong local and remote on loopback against direct TCP, in one run: bulk
-    /// throughput through SOCKS5 -> local -> carrier -> remote (ratio to direct TCP, per
-    /// carrier), p50/p99 of small request/response exchanges at many concurrent streams,
+    /// throughput through SOCKS5 -> local -> carrier -> remote (ratio to direct TCP and to
+    /// a chain of two plain TCP relays, per carrier), p50/p99 of small request/response exchanges at many concurrent streams,
     /// and RSS with thousands of idle streams. Local and remote run as child processes.
     Pong(PongBenchArgs),
     /// Our VLESS client and server against Debian's v2ray 4.34 and the two-relay TCP
@@ -60,6 +60,14 @@ pub enum PongCarrier {
     Ws,
     /// WebSocket over TLS.
     Wss,
+    /// One HTTP/2 request over cleartext TCP.
+    H2c,
+    /// One HTTP/2 request over TLS.
+    H2,
+    /// HTTP/1.1 POST, then raw bytes.
+    Http,
+    /// HTTP/1.1 POST over TLS, then raw bytes.
+    Https,
 }
 
 impl PongCarrier {
@@ -70,6 +78,10 @@ impl PongCarrier {
             PongCarrier::Tls => K::Tls,
             PongCarrier::Ws => K::Ws,
             PongCarrier::Wss => K::Wss,
+            PongCarrier::H2c => K::H2c,
+            PongCarrier::H2 => K::H2,
+            PongCarrier::Http => K::Http,
+            PongCarrier::Https => K::Https,
         }
     }
 }
@@ -87,7 +99,12 @@ pub struct PongBenchArgs {
     #[arg(long, default_value_t = 7)]
     pub reps: usize,
     /// Carriers to run pong over (repeat the flag or separate with commas).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp,tls,ws")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "tcp,tls,ws,wss,h2c,h2,http,https"
+    )]
     pub carrier: Vec<PongCarrier>,
     /// Idle streams for the memory figures (0 skips them).
     #[arg(long, default_value_t = 10_000)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use tunnelbed_carrier::tls::ClientTls;
-use tunnelbed_carrier::{CarrierKind, CarrierUrl};
+use tunnelbed_carrier::CarrierUrl;
 use tunnelbed_conformance::framework;
 use tunnelbed_conformance::pong_check::{self, cases, faulty_remote, CheckConfig};
 
@@ -64,8 +64,9 @@ pub enum CheckCmd {
 /// `check pong` arguments.
 #[derive(Args, Debug)]
 pub struct CheckPongArgs {
-    /// The remote under test: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH] or
-    /// wss://HOST:PORT[/PATH].
+    /// The remote under test: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH],
+    /// wss://HOST:PORT[/PATH], h2c://HOST:PORT[/PATH], h2://HOST:PORT[/PATH],
+    /// http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH].
     #[arg(long, value_name = "URL")]
     pub remote: String,
     /// A client id the remote allows, as a UUID (8-4-4-4-12 hex digits).
@@ -91,7 +92,7 @@ pub struct CheckPongArgs {
     /// Address the checker's destinations listen on and the remote is asked to dial.
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     pub target_ip: IpAddr,
-    /// Trust the certificate(s) in this PEM file for tls:// and wss://.
+    /// Trust the certificate(s) in this PEM file for tls://, wss://, h2:// and https://.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub ca: Option<PathBuf>,
     /// Accept any certificate from the remote.
@@ -164,8 +165,7 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
     if a.clause_width < 10 {
         return usage("--clause-width must be at least 10");
     }
-    let tls_carrier = matches!(remote.kind, CarrierKind::Tls | CarrierKind::Wss);
-    if tls_carrier && a.ca.is_none() && !a.insecure {
+    if remote.kind.uses_tls() && a.ca.is_none() && !a.insecure {
         return usage(format!(
             "--remote {remote}: a TLS carrier needs --ca FILE (the remote's certificate or \
              its CA) or --insecure"

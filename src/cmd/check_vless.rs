@@ -92,7 +92,7 @@ pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
     let (Some(server), Some(uuid)) = (a.server, a.uuid) else {
         return usage("--server and --uuid are required");
     };
-    let server: CarrierUrl = match server.parse() {
+    let server = match CarrierUrl::parse_among(&server, &CarrierKind::TCP_TLS_WS) {
         Ok(u) => u,
         Err(e) => return usage(format!("--server {e}")),
     };

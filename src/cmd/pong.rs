@@ -1,6 +1,7 @@
 //! `tunnelbed pong`: the pong multiplexed proxy (seed 001) on real sockets.
 //!
-//! `pong remote` accepts carriers (`tcp://`, `tls://`, `ws://`, `wss://`), checks each
+//! `pong remote` accepts carriers (`tcp://`, `tls://`, `ws://`, `wss://`, `h2c://`,
+//! `h2://`, `http://`, `https://`), checks each
 //! connection's client id against the allow list (an unknown id is closed with nothing
 //! written back) and dials the destination of every stream (TCP for connect streams,
 //! UDP for relay streams). `pong local` is a SOCKS5 server (no authentication; CONNECT
@@ -48,15 +49,17 @@ pub enum PongCmd {
 /// `pong remote` arguments.
 #[derive(Args, Debug)]
 pub struct RemoteArgs {
-    /// Carrier to listen on: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH] or
-    /// wss://HOST:PORT[/PATH] (port 0 picks a free one; WebSocket accepts any path).
+    /// Carrier to listen on: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH],
+    /// wss://HOST:PORT[/PATH], h2c://HOST:PORT[/PATH], h2://HOST:PORT[/PATH],
+    /// http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH] (port 0 picks a free one;
+    /// WebSocket and HTTP listeners accept any path).
     #[arg(long, value_name = "URL")]
     pub listen: String,
     /// A client id allowed to connect, as a UUID (8-4-4-4-12 hex digits). Repeat for
     /// several.
     #[arg(long = "client-id", value_name = "UUID", required = true)]
     pub client_ids: Vec<String>,
-    /// Certificate chain (PEM) for tls:// and wss://.
+    /// Certificate chain (PEM) for tls://, wss://, h2:// and https://.
     #[arg(
         long,
         value_name = "FILE",
@@ -67,7 +70,7 @@ pub struct RemoteArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// For tls:// and wss:// without --cert: make a self-signed certificate for the
+    /// For tls://, wss://, h2:// and https:// without --cert: make a self-signed certificate for the
     /// listen host (and localhost, 127.0.0.1, ::1) and write it as PEM to FILE, for
     /// locals to trust with --ca FILE.
     #[arg(long, value_name = "FILE")]
@@ -95,14 +98,15 @@ pub struct LocalArgs {
     /// Where SOCKS5 clients connect, e.g. 127.0.0.1:1080 (port 0 picks a free one).
     #[arg(long, value_name = "ADDR")]
     pub socks: SocketAddr,
-    /// The remote: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH] or
-    /// wss://HOST:PORT[/PATH].
+    /// The remote: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH],
+    /// wss://HOST:PORT[/PATH], h2c://HOST:PORT[/PATH], h2://HOST:PORT[/PATH],
+    /// http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH].
     #[arg(long, value_name = "URL")]
     pub remote: String,
     /// Our client id, as a UUID (8-4-4-4-12 hex digits).
     #[arg(long = "client-id", value_name = "UUID")]
     pub client_id: String,
-    /// Trust the certificate(s) in this PEM file for tls:// and wss:// (a CA, or the
+    /// Trust the certificate(s) in this PEM file for tls://, wss://, h2:// and https:// (a CA, or the
     /// remote's self-signed certificate).
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub ca: Option<PathBuf>,
@@ -132,7 +136,7 @@ fn secs(v: f64, what: &str) -> Result<Duration, String> {
 }
 
 fn needs_tls(kind: CarrierKind) -> bool {
-    matches!(kind, CarrierKind::Tls | CarrierKind::Wss)
+    kind.uses_tls()
 }
 
 /// Runs a `pong` subcommand.
@@ -174,7 +178,7 @@ pub(super) fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             }
             if !needs_tls(listen.kind) && has_cert {
                 return usage(format!(
-                    "--listen {listen}: certificates are only for tls:// and wss://"
+                    "--listen {listen}: certificates are only for tls://, wss://, h2:// and https://"
                 ));
             }
             let cfg = RemoteConfig {

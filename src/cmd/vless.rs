@@ -130,7 +130,7 @@ fn needs_tls(kind: CarrierKind) -> bool {
 pub(super) fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
     match c {
         VlessCmd::Server(a) => {
-            let listen: CarrierUrl = match a.listen.parse() {
+            let listen = match CarrierUrl::parse_among(&a.listen, &CarrierKind::TCP_TLS_WS) {
                 Ok(u) => u,
                 Err(e) => return usage(format!("--listen {e}")),
             };
@@ -184,7 +184,7 @@ pub(super) fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(server(a, listen, cfg))
         }
         VlessCmd::Client(a) => {
-            let url: CarrierUrl = match a.server.parse() {
+            let url = match CarrierUrl::parse_among(&a.server, &CarrierKind::TCP_TLS_WS) {
                 Ok(u) => u,
                 Err(e) => return usage(format!("--server {e}")),
             };

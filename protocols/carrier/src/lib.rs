@@ -1,8 +1,12 @@
 //! Carriers: the ordered byte streams proxy protocols run over — `tcp://`, `tls://`
-//! (rustls), `ws://` and `wss://` (tokio-tungstenite, one binary message per write).
-//! Each is set up over a TCP stream from any `Net`, so the same code runs for real and
-//! in simulation, and each is handed back as one boxed byte stream.
+//! (rustls), `ws://` and `wss://` (tokio-tungstenite, one binary message per write),
+//! `h2c://` and `h2://` (one HTTP/2 request whose two bodies are the stream, the `h2`
+//! crate) and `http://` and `https://` (a `POST` answered `200`, then raw bytes). Each
+//! is set up over a TCP stream from any `Net`, so the same code runs for real and in
+//! simulation, and each is handed back as one boxed byte stream.
 
+pub mod http1;
+pub mod http2;
 pub mod tls;
 pub mod url;
 pub mod ws;
@@ -51,6 +55,16 @@ async fn wrap_client<S: TcpConn>(
             let t = tls.connect(&url.host, tcp).await?;
             Box::new(ws::client(t, url).await?)
         }
+        CarrierKind::H2c => Box::new(http2::client(tcp, url).await?),
+        CarrierKind::H2 => {
+            let t = tls.connect_h2(&url.host, tcp).await?;
+            Box::new(http2::client(t, url).await?)
+        }
+        CarrierKind::Http => Box::new(http1::client(tcp, url).await?),
+        CarrierKind::Https => {
+            let t = tls.connect(&url.host, tcp).await?;
+            Box::new(http1::client(t, url).await?)
+        }
     })
 }
 
@@ -64,7 +78,7 @@ pub async fn accept<S: TcpConn>(
         tls.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "tls:// and wss:// listeners need a certificate",
+                "tls://, wss://, h2:// and https:// listeners need a certificate",
             )
         })
     };
@@ -75,6 +89,16 @@ pub async fn accept<S: TcpConn>(
         CarrierKind::Wss => {
             let t = need_tls()?.accept(tcp).await?;
             Box::new(ws::server(t).await?)
+        }
+        CarrierKind::H2c => Box::new(http2::server(tcp).await?),
+        CarrierKind::H2 => {
+            let t = need_tls()?.accept_h2(tcp).await?;
+            Box::new(http2::server(t).await?)
+        }
+        CarrierKind::Http => Box::new(http1::server(tcp).await?),
+        CarrierKind::Https => {
+            let t = need_tls()?.accept(tcp).await?;
+            Box::new(http1::server(t).await?)
         }
     })
 }

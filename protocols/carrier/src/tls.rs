@@ -24,6 +24,8 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 #[derive(Clone)]
 pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,
+    /// The same certificate offering ALPN `h2` (for `h2://` listeners).
+    h2_acceptor: tokio_rustls::TlsAcceptor,
     /// The certificate served (DER), so tests and tools can trust it.
     pub cert_der: Vec<u8>,
 }
@@ -54,10 +56,17 @@ impl ServerTls {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(other)?;
-        Ok(Self {
+        Ok(Self::from_config(cfg, first))
+    }
+
+    fn from_config(cfg: ServerConfig, cert_der: Vec<u8>) -> Self {
+        let mut h2 = cfg.clone();
+        h2.alpn_protocols = vec![b"h2".to_vec()];
+        Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
-            cert_der: first,
-        })
+            h2_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(h2)),
+            cert_der,
+        }
     }
 
     fn from_der(cert: Vec<u8>, key: Vec<u8>) -> io::Result<Self> {
@@ -70,10 +79,7 @@ impl ServerTls {
                 PrivateKeyDer::try_from(key).map_err(other)?,
             )
             .map_err(other)?;
-        Ok(Self {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
-            cert_der: cert,
-        })
+        Ok(Self::from_config(cfg, cert))
     }
 
     /// The served certificate as PEM, for clients to trust.
@@ -94,6 +100,22 @@ impl ServerTls {
         s: S,
     ) -> io::Result<tokio_rustls::server::TlsStream<S>> {
         self.acceptor.accept(s).await
+    }
+
+    /// Runs the server handshake offering ALPN `h2`; fails unless the client agreed to
+    /// it (an HTTP/2 server must not guess).
+    pub async fn accept_h2<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        s: S,
+    ) -> io::Result<tokio_rustls::server::TlsStream<S>> {
+        let t = self.h2_acceptor.accept(s).await?;
+        if t.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client did not offer ALPN h2",
+            ));
+        }
+        Ok(t)
     }
 }
 
@@ -131,6 +153,8 @@ fn base64_encode(data: &[u8]) -> String {
 #[derive(Clone)]
 pub struct ClientTls {
     connector: tokio_rustls::TlsConnector,
+    /// The same trust asking for ALPN `h2` (for `h2://` carriers).
+    h2_connector: tokio_rustls::TlsConnector,
 }
 
 impl ClientTls {
@@ -158,9 +182,16 @@ impl ClientTls {
             .map_err(other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self {
+        Ok(Self::from_config(cfg))
+    }
+
+    fn from_config(cfg: ClientConfig) -> Self {
+        let mut h2 = cfg.clone();
+        h2.alpn_protocols = vec![b"h2".to_vec()];
+        Self {
             connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
-        })
+            h2_connector: tokio_rustls::TlsConnector::from(Arc::new(h2)),
+        }
     }
 
     /// Accepts any server certificate. Only for tests against throwaway servers.
@@ -171,9 +202,7 @@ impl ClientTls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnything))
             .with_no_client_auth();
-        Self {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
-        }
+        Self::from_config(cfg)
     }
 
     /// Runs the client handshake, checking the certificate against `host`.
@@ -184,6 +213,23 @@ impl ClientTls {
     ) -> io::Result<tokio_rustls::client::TlsStream<S>> {
         let name = ServerName::try_from(host.to_string()).map_err(other)?;
         self.connector.connect(name, s).await
+    }
+
+    /// Runs the client handshake asking for ALPN `h2`; fails unless the server agreed.
+    pub async fn connect_h2<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        host: &str,
+        s: S,
+    ) -> io::Result<tokio_rustls::client::TlsStream<S>> {
+        let name = ServerName::try_from(host.to_string()).map_err(other)?;
+        let t = self.h2_connector.connect(name, s).await?;
+        if t.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server did not agree to ALPN h2",
+            ));
+        }
+        Ok(t)
     }
 }
 
