@@ -55,7 +55,7 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         "| https | 60 of 60 |",
         "RLIMIT_NOFILE",
         "### Open and close, 2 times in the same processes",
-        "Streams up per cycle: tcp 60, 60; tls 60, 60; ws 60, 60.",
+        "Streams up per cycle: tcp 60, 60; tls 60, 60; ws 60, 60; h2c 60, 60; h2 60, 60; http 60, 60; https 60, 60.",
         "load average",
     ] {
         assert!(report.contains(want), "missing {want:?} in:\n{report}");
