@@ -30,6 +30,11 @@ use crate::iplink::SimIpLink;
 /// numbers with underflow" in `window_to_update`, called from `dispatch`): swarm seeds
 /// 3, 4, 9, 10 and 11 of pong-streams. smoltcp 0.13 rejects such bytes (its PR #1079).
 pub const BUFFER: usize = 65_535;
+// A larger buffer turns window scaling on (see above): refuse to build.
+const _: () = assert!(
+    BUFFER <= 65_535,
+    "a buffer over 65 535 bytes turns on window scaling"
+);
 /// Connections a listener holds in its accept queue; SYNs beyond it are dropped, as
 /// Linux drops them when the accept queue is full (the client retries).
 pub const BACKLOG: usize = 128;
