@@ -111,3 +111,22 @@ fn real_tcp_replays_byte_for_byte() {
     assert!(d.ok(), "{d:?}");
     assert!(d.pcap_sizes.0 > 10_000, "{d:?}");
 }
+
+/// Swarm seed 9 (MTU 1301: an odd MSS of 1261, 4 ms jitter) made smoltcp 0.12 panic in
+/// `window_to_update` while the buffers were 64 KiB (window scaling's rounding moved the
+/// advertised edge back by a byte; see `realtcp::stack::BUFFER`).
+#[test]
+fn pong_streams_swarm_seed_9_real_tcp_passes_without_smoltcp_panic() {
+    let r = run(&scenario("pong-streams"), &cfg(9, "swarm", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+}
+
+/// Over real TCP at 5% loss, phase A of pong-remote-crash was still running at the
+/// crash (3.4 s on seed 1): 18 of its 24 streams were reset with the carriers, and the
+/// transfers meant to be in flight at the crash ran after the restart. Real TCP now
+/// crashes the remote later (`REAL_TCP_CRASH_DELAY`).
+#[test]
+fn pong_remote_crash_lossy_seed_1_real_tcp_passes() {
+    let r = run(&scenario("pong-remote-crash"), &cfg(1, "lossy", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+}

@@ -20,9 +20,21 @@ use tunnelbed_netio::CaptureIface;
 use super::stall::StallWatch;
 use crate::iplink::SimIpLink;
 
-/// Bytes of each connection's receive and send buffers (a 64 KiB window, as a kernel
-/// without window scaling offers).
-pub const BUFFER: usize = 64 * 1024;
+/// Bytes of each connection's receive and send buffers: the largest window a TCP without
+/// window scaling offers. Not 64 KiB: a 65 536-byte buffer makes smoltcp scale its window
+/// by 1 bit, and rounding the free space down to even bytes moves the advertised right
+/// edge back by one byte whenever an odd-sized segment arrives (an MSS of 1261 or 1225 on
+/// swarm's MTUs). The peer's next segment, sent under the older edge, then ends one byte
+/// past the newer one; smoltcp 0.12 accepts it (it bounds a segment by its buffer, not by
+/// what it advertised) and then panics computing its last window ("subtract sequence
+/// numbers with underflow" in `window_to_update`, called from `dispatch`): swarm seeds
+/// 3, 4, 9, 10 and 11 of pong-streams. smoltcp 0.13 rejects such bytes (its PR #1079).
+pub const BUFFER: usize = 65_535;
+// A larger buffer turns window scaling on (see above): refuse to build.
+const _: () = assert!(
+    BUFFER <= 65_535,
+    "a buffer over 65 535 bytes turns on window scaling"
+);
 /// Connections a listener holds in its accept queue; SYNs beyond it are dropped, as
 /// Linux drops them when the accept queue is full (the client retries).
 pub const BACKLOG: usize = 128;

@@ -24,6 +24,7 @@ use tunnelbed_socks5::Addr;
 
 use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::FlowLedger;
+use crate::realtcp::TcpMode;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::pong_common::{
     self as pc, AppSaw, Gauges, Header, Order, PoolSlot, TargetLog, TargetMode,
@@ -53,6 +54,18 @@ const PIECES: usize = 150;
 const PIECE: usize = 2048;
 const PIECE_PAUSE: Duration = Duration::from_millis(50);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much later the remote crashes with `--tcp real`. Phase A (24 streams, about
+/// 0.6 MB each way in all) ends in well under a second over turmoil's streams, but real
+/// TCP at 5% loss moves about 150 KB/s per carrier (Reno's loss-bound rate at a 40-60 ms
+/// RTT), with retransmission timeouts on top: `pong-remote-crash --seed 1 --profile lossy
+/// --tcp real` still had 18 of its 24 phase-A streams waiting for their end at the
+/// crash (3.4 s), and the long transfers meant to be in flight at the crash then ran
+/// wholly after the restart.
+const REAL_TCP_CRASH_DELAY: Duration = Duration::from_secs(20);
+/// With `--tcp real`, the long transfers start this long before the crash (they last
+/// `PIECES` x `PIECE_PAUSE`, 7.5 s); over turmoil's streams they start right after
+/// phase A, as before.
+const LONG_LEAD: Duration = Duration::from_secs(2);
 
 fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
@@ -174,6 +187,14 @@ type DirectLog = Arc<Mutex<BTreeMap<String, AppSaw>>>;
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let seed = ctx.seed;
     let crash_at = Duration::from_millis(3000 + ctx.rng.gen_range(0..1000));
+    // Phase A must end before the crash. Over real TCP it can take far longer than over
+    // turmoil's streams (see `REAL_TCP_CRASH_DELAY`), so there the crash comes later; the
+    // draws stay the same, so ideal runs keep their traces.
+    let real_tcp = ctx.world.tcp_mode() == TcpMode::Real;
+    let crash_at = match ctx.world.tcp_mode() {
+        TcpMode::Real => crash_at + REAL_TCP_CRASH_DELAY,
+        TcpMode::Ideal => crash_at,
+    };
     let down = Duration::from_millis(ctx.rng.gen_range(1000..4000));
     let bounce_at = crash_at + down;
     let sizes_a: Vec<(usize, usize)> = (0..PHASE_A)
@@ -285,6 +306,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             out.lock().unwrap().phase_a.push(r);
         }
         out.lock().unwrap().opened_before = pool.stats().await.carriers_opened;
+        if real_tcp {
+            // Phase A ended well before the later crash: start the long transfers
+            // shortly before it, so they are in flight when it comes.
+            tokio::time::sleep(crash_at.saturating_sub(LONG_LEAD).saturating_sub(now())).await;
+        }
         // Long transfers in flight when the remote crashes.
         let mut long = Vec::new();
         for k in 0..DOWNLOADS + UPLOADS {
