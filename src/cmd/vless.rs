@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tunnelbed_carrier::tls::ClientTls;
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
-use tunnelbed_netio::{Net, TcpListen, TokioNet, Trace};
+use tunnelbed_netio::{TcpListen, TokioNet, Trace};
 use tunnelbed_pong::wire::parse_uuid;
 use tunnelbed_vless::cone::{ConeConfig, MappingRule};
 use tunnelbed_vless::serve::{serve, ServerConfig};
@@ -226,10 +226,7 @@ async fn server(a: ServerArgs, listen: CarrierUrl, cfg: ServerConfig) -> anyhow:
     )?;
     let addr = listen_addr(&listen).await?;
     let net = TokioNet;
-    let lsn = net
-        .listen_tcp(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let lsn = listen_deep(addr).with_context(|| format!("binding {addr}"))?;
     let bound = TcpListen::local_addr(&lsn)?;
     let mut shown = listen.clone();
     shown.port = bound.port();
@@ -255,12 +252,27 @@ async fn server(a: ServerArgs, listen: CarrierUrl, cfg: ServerConfig) -> anyhow:
     }
 }
 
+/// Accept queue of the server's and the client's listeners.
+const BACKLOG: u32 = 4096;
+
+/// A TCP listener with a [`BACKLOG`]-deep accept queue (the kernel caps it at
+/// `net.core.somaxconn`), as `TokioNet::listen_tcp` would give but deeper: its 128 made
+/// 200 connections opened at once through the client (`bench vless`) overflow the queue,
+/// and each dropped SYN cost its application a 1 s retransmission.
+fn listen_deep(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(BACKLOG)
+}
+
 async fn client(socks: SocketAddr, cfg: ClientConfig) -> anyhow::Result<ExitCode> {
     let net = TokioNet;
-    let lsn = net
-        .listen_tcp(socks)
-        .await
-        .with_context(|| format!("binding {socks}"))?;
+    let lsn = listen_deep(socks).with_context(|| format!("binding {socks}"))?;
     let bound = TcpListen::local_addr(&lsn)?;
     tracing::info!("vless client: server {}, {}", cfg.server, cfg.version);
     eprintln!("vless client: SOCKS5 on {bound}");
