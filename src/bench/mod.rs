@@ -2,7 +2,8 @@
 //! a `Plan`, a `run` that measures, and a `render` that writes the Markdown report,
 //! opening with [`report::opening`].
 //!
-//! - shared: [`stats`] (the one median and percentile), [`child`] (child processes
+//! - shared: [`stats`] (the one median and percentile), [`latency`] (small-request
+//!   round trips at many concurrent connections), [`child`] (child processes
 //!   waited for with a bound and killed on drop), [`measure`] (CPU, memory, load),
 //!   [`report`] (the opening lines, the date, writing the file);
 //! - `bench kcp`: a virtual-time loop over the simulator's link model ([`link_loop`]),
@@ -19,6 +20,7 @@ pub mod child;
 pub mod h2tunnel_bench;
 pub mod kcp_bench;
 pub mod kcp_port;
+pub mod latency;
 pub mod link_loop;
 pub mod measure;
 pub mod pong_bench;

@@ -3,9 +3,14 @@
 //! outbound -> VLESS inbound -> freedom) and the two-relay TCP chain that `bench pong`
 //! uses as the limit of this topology, with the same settings: loopback, tcp carrier, no
 //! encryption, one download at a time of the same incompressible payload, the stacks
-//! taking turns in every repetition so load drifts hit them alike.
+//! taking turns in every repetition so load drifts hit them alike. Then small-request
+//! latency through each stack, measured as `bench pong` does ([`super::latency`]):
+//! `streams` connections at once (200 by default) to an echo target, each doing
+//! `exchanges` 100-byte round trips; the stacks take turns over `reps` rounds and the
+//! samples of a stack are pooled for its p50 and p99.
 //!
-//! Every download is checked byte for byte; a short or altered one is a failure.
+//! Every download and every answer is checked byte for byte; a short or altered one is a
+//! failure.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::child::{spawn_banner, spawn_until, Pipe, Proc};
+use super::latency::{self, Route, Sample, MSG};
 use super::measure::proc_cpu;
 use super::report::{opening, RunFacts};
 use super::stats::median;
@@ -29,9 +35,16 @@ const UUID: &str = "5d8a1c3e-7b24-4f6a-9e10-2c4b6d8f0a13";
 pub struct Plan {
     /// Bytes per download.
     pub size: usize,
-    /// Timed downloads per stack.
+    /// Timed downloads per stack, and latency rounds per stack.
     pub reps: usize,
+    /// Concurrent connections per latency round.
+    pub streams: usize,
+    /// Timed round trips per connection and round.
+    pub exchanges: usize,
 }
+
+/// The issue's throughput target: ours at least this share of the two-relay reference.
+pub const TARGET_RATIO: f64 = 0.95;
 
 /// The stacks compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +74,10 @@ struct Stack {
     via: SocketAddr,
     socks: bool,
     procs: Vec<Proc>,
+    /// How the latency rounds reach the echo target.
+    echo: Route,
+    /// Processes only the latency rounds use (kept alive, CPU not counted).
+    _echo_procs: Vec<Proc>,
 }
 
 impl Stack {
@@ -173,35 +190,51 @@ fn v2ray(dir: &Path) -> anyhow::Result<(Vec<Proc>, SocketAddr)> {
     ))
 }
 
-fn start(kind: StackKind, source: SocketAddr, dir: &Path) -> anyhow::Result<Stack> {
+/// Starts a stack. The relays forward to one fixed target, so the reference gets a
+/// second chain of two relays to the echo target for the latency rounds (not counted in
+/// its CPU); the SOCKS5 stacks reach both targets themselves.
+fn start(
+    kind: StackKind,
+    source: SocketAddr,
+    echo: SocketAddr,
+    dir: &Path,
+) -> anyhow::Result<Stack> {
+    let socks = |kind, procs, via| Stack {
+        kind,
+        via,
+        socks: true,
+        procs,
+        echo: Route {
+            via: Some(via),
+            socks: true,
+        },
+        _echo_procs: Vec::new(),
+    };
     Ok(match kind {
         StackKind::Relay => {
             let (b, baddr) = relay(source)?;
             let (a, aaddr) = relay(baddr)?;
+            let (d, daddr) = relay(echo)?;
+            let (c, caddr) = relay(daddr)?;
             Stack {
                 kind,
                 via: aaddr,
                 socks: false,
                 procs: vec![a, b],
+                echo: Route {
+                    via: Some(caddr),
+                    socks: false,
+                },
+                _echo_procs: vec![c, d],
             }
         }
         StackKind::Ours => {
-            let (procs, socks) = ours()?;
-            Stack {
-                kind,
-                via: socks,
-                socks: true,
-                procs,
-            }
+            let (procs, via) = ours()?;
+            socks(kind, procs, via)
         }
         StackKind::V2ray => {
-            let (procs, socks) = v2ray(dir)?;
-            Stack {
-                kind,
-                via: socks,
-                socks: true,
-                procs,
-            }
+            let (procs, via) = v2ray(dir)?;
+            socks(kind, procs, via)
         }
     })
 }
@@ -300,10 +333,18 @@ pub struct Row {
     pub cpu_per_gb: f64,
     /// Failed downloads and why.
     pub failures: Vec<String>,
+    /// Small-request latency, every round pooled.
+    pub latency: Sample,
 }
 
-/// Runs the plan: one warm-up and `reps` timed downloads per stack, taking turns.
+/// Runs the plan: one warm-up and `reps` timed downloads per stack, taking turns; then
+/// `reps` latency rounds per stack, taking turns.
 pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<Row>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench-app")
+        .build()?;
+    let echo = rt.block_on(latency::start_echo())?;
     let data = Arc::new(payload(plan.size));
     let source = start_source(data.clone())?;
     let dir = std::env::temp_dir().join(format!("tunnelbed-bench-vless-{}", std::process::id()));
@@ -312,7 +353,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<Ro
     let mut stacks = Vec::new();
     for k in kinds {
         progress(&format!("starting {}", k.name()));
-        stacks.push(start(k, source, &dir)?);
+        stacks.push(start(k, source, echo, &dir)?);
     }
     let timeout = Duration::from_secs(120) + Duration::from_secs((plan.size >> 20) as u64);
     let mut buf = vec![0u8; plan.size];
@@ -323,11 +364,14 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<Ro
             mbps: Vec::new(),
             cpu_per_gb: 0.0,
             failures: Vec::new(),
+            latency: Sample::default(),
         })
         .collect();
     let mut cpu = vec![0.0f64; kinds.len()];
     for rep in 0..=plan.reps {
-        for (i, st) in stacks.iter().enumerate() {
+        for j in 0..stacks.len() {
+            let i = (j + rep) % stacks.len();
+            let st = &stacks[i];
             buf.iter_mut().for_each(|b| *b = 0);
             let c0 = st.cpu();
             let r = download(st, source, &mut buf, timeout);
@@ -348,22 +392,103 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Vec<Ro
         let moved = r.mbps.len() as f64 * plan.size as f64 / 1e9;
         r.cpu_per_gb = if moved > 0.0 { cpu[i] / moved } else { 0.0 };
     }
+    drop(buf);
+    for round in 0..plan.reps {
+        for j in 0..stacks.len() {
+            let i = (j + round) % stacks.len();
+            let st = &stacks[i];
+            let l = rt.block_on(latency::measure(
+                st.echo,
+                echo,
+                plan.streams,
+                plan.exchanges,
+            ));
+            progress(&format!(
+                "latency round {}/{} {}: p99 {:.2} ms, {} failed streams",
+                round + 1,
+                plan.reps,
+                st.kind.name(),
+                l.rtt(99.0),
+                l.failures
+            ));
+            if l.failures > 0 {
+                rows[i].failures.push(format!(
+                    "latency round {}: {} of {} streams failed",
+                    round + 1,
+                    l.failures,
+                    plan.streams
+                ));
+            }
+            rows[i].latency.absorb(l);
+        }
+    }
+    drop(stacks);
+    rt.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// The issue's targets, one line each: ours against the reference (throughput) and
+/// against v2ray (throughput, CPU per GB, small-request p99), MET or NOT MET.
+pub fn verdicts(rows: &[Row]) -> Vec<String> {
+    let get = |k| rows.iter().find(|r: &&Row| r.kind == k);
+    let (Some(rf), Some(o), Some(v)) = (
+        get(StackKind::Relay),
+        get(StackKind::Ours),
+        get(StackKind::V2ray),
+    ) else {
+        return Vec::new();
+    };
+    let met = |ok: bool| if ok { "MET" } else { "NOT MET" };
+    let (mr, mo, mv) = (median(&rf.mbps), median(&o.mbps), median(&v.mbps));
+    let clean = o.failures.is_empty();
+    vec![
+        format!(
+            "throughput: ours {:.2} of the two-relay reference ({}: target {TARGET_RATIO:.2})",
+            ratio(mo, mr),
+            met(clean && mo >= TARGET_RATIO * mr)
+        ),
+        format!(
+            "throughput: ours {:.2}x v2ray ({}: target ahead of v2ray)",
+            ratio(mo, mv),
+            met(clean && mo > mv)
+        ),
+        format!(
+            "CPU per GB: ours {:.2}x v2ray ({}: target less than v2ray)",
+            ratio(o.cpu_per_gb, v.cpu_per_gb),
+            met(clean && o.cpu_per_gb > 0.0 && o.cpu_per_gb < v.cpu_per_gb)
+        ),
+        format!(
+            "small-request p99: ours {:.2} ms, v2ray {:.2} ms, reference {:.2} ms (ours/v2ray {:.2}, ours/reference {:.2})",
+            o.latency.rtt(99.0),
+            v.latency.rtt(99.0),
+            rf.latency.rtt(99.0),
+            ratio(o.latency.rtt(99.0), v.latency.rtt(99.0)),
+            ratio(o.latency.rtt(99.0), rf.latency.rtt(99.0)),
+        ),
+    ]
 }
 
 /// The Markdown report.
 pub fn render(plan: &Plan, rows: &[Row], facts: &RunFacts) -> String {
     let mut s = opening(
-        "bench vless: TCP downloads through VLESS, ours and v2ray",
+        "bench vless: TCP downloads and small-request latency through VLESS, ours and v2ray",
         facts,
     );
     s.push_str(&format!(
-        "\n{} MiB per download, {} timed downloads per stack (after one warm-up), the stacks taking turns; loopback, tcp carrier, no TLS, one connection at a time. CPU is user+system of the stack's processes (client and server, or both relays) per GB moved.\n\n",
+        "\n{} MiB per download, {} timed downloads per stack (after one warm-up), the stacks taking turns (the order rotates every repetition); loopback, tcp carrier, no TLS, one connection at a time. CPU is user+system of the stack's processes (client and server, or both relays) per GB moved.\n\n",
         plan.size >> 20,
         plan.reps
     ));
-    s.push_str("| stack | MB/s median | min..max | of the reference | CPU s per GB | failures |\n|---|---|---|---|---|---|\n");
+    s.push_str("## Throughput\n\n| stack | MB/s median | min..max | of the reference | CPU s per GB | failures |\n|---|---|---|---|---|---|\n");
     let reference = rows
         .iter()
         .find(|r| r.kind == StackKind::Relay)
@@ -375,11 +500,11 @@ pub fn render(plan: &Plan, rows: &[Row], facts: &RunFacts) -> String {
             .mbps
             .iter()
             .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
-        let ratio = if reference > 0.0 { m / reference } else { 0.0 };
         s.push_str(&format!(
-            "| {} | {m:.0} | {:.0}..{hi:.0} | {ratio:.2} | {:.2} | {} |\n",
+            "| {} | {m:.0} | {:.0}..{hi:.0} | {:.2} | {:.2} | {} |\n",
             r.kind.name(),
             if r.mbps.is_empty() { 0.0 } else { lo },
+            ratio(m, reference),
             r.cpu_per_gb,
             if r.failures.is_empty() {
                 "0".to_string()
@@ -388,19 +513,32 @@ pub fn render(plan: &Plan, rows: &[Row], facts: &RunFacts) -> String {
             }
         ));
     }
-    let get = |k| rows.iter().find(|r| r.kind == k);
-    if let (Some(o), Some(v)) = (get(StackKind::Ours), get(StackKind::V2ray)) {
-        let (mo, mv) = (median(&o.mbps), median(&v.mbps));
+    s.push_str(&format!(
+        "\n## Small-request latency ({} concurrent connections, {MSG}-byte request/answer)\n\n{} rounds per stack, the stacks taking turns (the order rotates every round); in each round {} connections open at once through the stack to an echo target (SOCKS5 CONNECT for ours and v2ray; for the reference, plain TCP into a second chain of two relays ending at the echo target), then each does {} timed round trips back to back (closed loop), {} samples per stack in all; percentiles by nearest rank over the pooled samples. *open* is connect + SOCKS5 + the first exchange, every connection opening at once.\n\n",
+        plan.streams,
+        plan.reps,
+        plan.streams,
+        plan.exchanges,
+        plan.reps * plan.streams * plan.exchanges
+    ));
+    s.push_str("| stack | RTT p50 (ms) | RTT p99 (ms) | RTT max (ms) | exchanges/s | open p50 (ms) | open p99 (ms) | failed streams |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let l = &r.latency;
         s.push_str(&format!(
-            "\nours / v2ray: throughput {:.2}x, CPU per GB {:.2}x; ours / reference: {:.2}.\n",
-            if mv > 0.0 { mo / mv } else { 0.0 },
-            if v.cpu_per_gb > 0.0 {
-                o.cpu_per_gb / v.cpu_per_gb
-            } else {
-                0.0
-            },
-            if reference > 0.0 { mo / reference } else { 0.0 }
+            "| {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {} |\n",
+            r.kind.name(),
+            l.rtt(50.0),
+            l.rtt(99.0),
+            l.rtt(100.0),
+            l.rate(),
+            l.open(50.0),
+            l.open(99.0),
+            l.failures
         ));
+    }
+    s.push_str("\n## Targets (issue 12)\n\n");
+    for v in verdicts(rows) {
+        s.push_str(&format!("- {v}\n"));
     }
     s
 }

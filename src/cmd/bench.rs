@@ -30,8 +30,9 @@ pub enum BenchCmd {
     /// and RSS with thousands of idle streams. Local and remote run as child processes.
     Pong(PongBenchArgs),
     /// Our VLESS client and server against Debian's v2ray 4.34 and the two-relay TCP
-    /// reference, side by side in one run on loopback: download throughput and CPU per
-    /// GB. Needs `v2ray` (`apt-get install -y v2ray`).
+    /// reference, side by side in one run on loopback: download throughput, CPU per GB,
+    /// and p50/p99 of small requests at 200 concurrent connections. Needs `v2ray`
+    /// (`apt-get install -y v2ray`).
     Vless(VlessBenchArgs),
 }
 
@@ -44,9 +45,15 @@ pub struct VlessBenchArgs {
     /// MiB per download.
     #[arg(long, default_value_t = 256)]
     pub size: u64,
-    /// Timed downloads per stack (the median is reported).
+    /// Timed downloads per stack (the median is reported), and latency rounds per stack.
     #[arg(long, default_value_t = 7)]
     pub reps: usize,
+    /// Concurrent connections in each latency round.
+    #[arg(long, default_value_t = 200)]
+    pub streams: usize,
+    /// Timed 100-byte request/answer round trips per connection and round.
+    #[arg(long, default_value_t = 50)]
+    pub exchanges: usize,
 }
 
 /// Carriers `bench pong` can run over.
@@ -495,13 +502,16 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
 
 fn run_vless(a: VlessBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::bench::vless_bench::{self, Plan};
-    if a.size == 0 || a.size > 4096 || a.reps == 0 {
-        eprintln!("error: --size must be 1..=4096 MiB and --reps at least 1");
-        return Ok(ExitCode::from(EXIT_USAGE));
+    if a.size == 0 || a.size > 4096 || a.reps == 0 || a.streams == 0 || a.exchanges == 0 {
+        return super::usage(
+            "--size must be 1..=4096 MiB, --reps, --streams and --exchanges at least 1",
+        );
     }
     let plan = Plan {
         size: (a.size as usize) << 20,
         reps: a.reps,
+        streams: a.streams,
+        exchanges: a.exchanges,
     };
     let mut facts = RunFacts::start(command_line());
     let rows = vless_bench::run(&plan, |step| eprintln!("bench vless: {step}"))?;

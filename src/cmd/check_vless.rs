@@ -15,8 +15,8 @@ use tunnelbed_conformance::vless_check::{self, cases, CheckConfig};
 use tunnelbed_pong::wire::parse_uuid;
 use tunnelbed_vless::wire::Version;
 
-use super::check::{finish, usage};
-use super::EXIT_OK;
+use super::check::finish;
+use super::{runtime, usage, EXIT_OK};
 
 /// `check vless` arguments.
 #[derive(Args, Debug)]
@@ -132,7 +132,7 @@ pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
     cfg.target_ip = a.target_ip;
     cfg.cases = chosen;
     let total = cfg.cases.len();
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let rt = runtime()?;
     let mut done = 0usize;
     let report = rt.block_on(vless_check::run_with(cfg, |c| {
         done += 1;
@@ -236,7 +236,7 @@ pub(super) fn check_fullcone(a: CheckFullconeArgs) -> anyhow::Result<ExitCode> {
     } else {
         chosen.len()
     };
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let rt = runtime()?;
     let mut done = 0usize;
     let r = rt.block_on(fullcone_check::run(setup, timers, chosen, |c| {
         done += 1;

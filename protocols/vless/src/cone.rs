@@ -1,8 +1,9 @@
 //! The server's full-cone socket table for one user (seed 004), sans-IO.
 //!
 //! A map from remote address to the UDP socket that address is bound to. For a datagram
-//! to D: reuse the socket that dialed D; else the socket D has sent to; else dial a new
-//! socket. Every source that sends to a socket joins the map with that socket. A mapping
+//! to D: reuse the socket that dialed D; else the socket D has sent to; else (the
+//! [`MappingRule`]) reuse the user's socket, or dial a new one as the seed's rule 3 says.
+//! Every source that sends to a socket joins the map with that socket. A mapping
 //! lives for `timeout` after the last outbound datagram to its address (RFC 4787: at
 //! least 2 minutes, refreshed by outbound traffic); a socket closes when no mapping
 //! points at it any more. Sockets, mappings are bounded.
@@ -16,6 +17,46 @@ use tunnelbed_netio::Trace;
 /// Names one socket of the table (the driver keeps the socket itself).
 pub type SockId = u64;
 
+/// Where a datagram to a destination no socket knows (neither dialed nor heard from)
+/// leaves from: the seed's rule 3, or the reading that makes the table a full cone.
+///
+/// The seed calls its table full cone, but its rule 3 ("else dial a new one") gives every
+/// destination nobody introduced a port of its own: RFC 4787 calls that
+/// endpoint-dependent mapping, and `check fullcone` fails T1 and T4 on it. The default
+/// keeps rules 1 and 2 and the learning rule, and only a user's first destination (per
+/// address family) dials, so every destination sees one external port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MappingRule {
+    /// Reuse the user's oldest socket of the destination's address family; dial only
+    /// when there is none (endpoint-independent mapping, RFC 4787 REQ-1: full cone).
+    #[default]
+    Independent,
+    /// The seed's literal rule 3: bind a new socket (endpoint-dependent mapping for
+    /// destinations nobody introduced). Kept to compare with the seed's design.
+    Seed,
+}
+
+impl MappingRule {
+    /// Every rule with its command-line name.
+    pub const ALL: [(&'static str, MappingRule); 2] = [
+        ("independent", MappingRule::Independent),
+        ("seed", MappingRule::Seed),
+    ];
+
+    /// The rule called `name` (`independent` or `seed`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+    }
+
+    /// The command-line name of the rule.
+    pub fn name(self) -> &'static str {
+        match self {
+            MappingRule::Independent => "independent",
+            MappingRule::Seed => "seed",
+        }
+    }
+}
+
 /// Limits and timer of a table.
 #[derive(Clone, Debug)]
 pub struct ConeConfig {
@@ -25,11 +66,9 @@ pub struct ConeConfig {
     pub max_sockets: usize,
     /// Most mappings (remote addresses) one user may hold.
     pub max_mappings: usize,
-    /// Where a destination no socket knows leaves from. `false` is the seed's rule 3
-    /// (bind a new socket: RFC 4787 calls that endpoint-dependent mapping); `true` reuses
-    /// the user's oldest socket of the destination's address family, so every
-    /// destination sees one external port (endpoint-independent mapping, REQ-1).
-    pub independent_mapping: bool,
+    /// Where a destination no socket knows leaves from (default: the user's socket,
+    /// full cone; [`MappingRule::Seed`] dials a new one as the seed's rule 3 says).
+    pub mapping: MappingRule,
 }
 
 impl Default for ConeConfig {
@@ -38,7 +77,7 @@ impl Default for ConeConfig {
             timeout: Duration::from_secs(120),
             max_sockets: 64,
             max_mappings: 4096,
-            independent_mapping: false,
+            mapping: MappingRule::default(),
         }
     }
 }
@@ -118,7 +157,7 @@ impl ConeTable {
             self.note(now, "-", "full".into(), format!("no room to map {dest}"));
             return Route::Full;
         }
-        if self.cfg.independent_mapping {
+        if self.cfg.mapping == MappingRule::Independent {
             let same_family = self
                 .map
                 .iter()
@@ -263,9 +302,26 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn seed_rule() -> ConeConfig {
+        ConeConfig {
+            mapping: MappingRule::Seed,
+            ..ConeConfig::default()
+        }
+    }
+
+    #[test]
+    fn default_is_full_cone() {
+        assert_eq!(ConeConfig::default().mapping, MappingRule::Independent);
+        for (name, rule) in MappingRule::ALL {
+            assert_eq!(MappingRule::from_name(name), Some(rule));
+            assert_eq!(rule.name(), name);
+        }
+        assert_eq!(MappingRule::from_name("full"), None);
+    }
+
     #[test]
     fn seed_rules_in_order() {
-        let mut t = ConeTable::new(ConeConfig::default(), Trace::disabled(), "u".into());
+        let mut t = ConeTable::new(seed_rule(), Trace::disabled(), "u".into());
         let s = Duration::from_secs;
         // 1. a new destination is dialed; sending again reuses that socket.
         assert_eq!(t.route(s(0), a("10.0.0.1:1")), Route::Dial(0));
@@ -303,13 +359,12 @@ mod tests {
 
     #[test]
     fn independent_mapping_reuses_the_oldest_socket_per_family() {
-        let cfg = ConeConfig {
-            independent_mapping: true,
-            ..ConeConfig::default()
-        };
-        let mut t = ConeTable::new(cfg, Trace::disabled(), "u".into());
+        let mut t = ConeTable::new(ConeConfig::default(), Trace::disabled(), "u".into());
         let s = Duration::from_secs;
         assert_eq!(t.route(s(0), a("10.0.0.1:1")), Route::Dial(0));
+        // Rule 2 and learning as the seed says: a source heard on socket 0 is mapped.
+        assert_eq!(t.learn(s(0), 0, a("10.0.0.2:2")), Learn::New);
+        assert_eq!(t.route(s(0), a("10.0.0.2:2")), Route::Existing(0));
         assert_eq!(t.route(s(1), a("10.0.0.3:3")), Route::Existing(0));
         assert_eq!(t.route(s(1), a("10.0.0.1:4")), Route::Existing(0));
         // IPv6 cannot leave from the IPv4 socket.
@@ -329,7 +384,7 @@ mod tests {
             timeout: Duration::from_secs(120),
             max_sockets: 2,
             max_mappings: 3,
-            ..ConeConfig::default()
+            ..seed_rule()
         };
         let mut t = ConeTable::new(cfg, Trace::disabled(), "u".into());
         let z = Duration::ZERO;

@@ -4,10 +4,11 @@
 //!
 //! UDP: a v0 request gets a socket of its own, and only datagrams from its target come
 //! back (what v2ray does, minus its mislabelling). A v1 request goes through the user's
-//! full-cone table ([`ConeTable`]): the socket is chosen by the seed's rules, every
-//! source that sends to one of the user's sockets is learned, datagrams from a request's
-//! own target come back on that request's connection and all others go to the user's
-//! CRUMFURS channel as UMFURS messages, with their true source.
+//! full-cone table ([`ConeTable`]): the socket is chosen by the seed's rules 1 and 2,
+//! else by the table's [`MappingRule`](crate::cone::MappingRule) (by default the user's
+//! socket: full cone), every source that sends to one of the user's sockets is learned,
+//! datagrams from a request's own target come back on that request's connection and all
+//! others go to the user's CRUMFURS channel as UMFURS messages, with their true source.
 //!
 //! A rejected connection is closed with nothing written and nothing dialed (or its
 //! unread bytes are handed to the fallback address), and a log line names the reason.

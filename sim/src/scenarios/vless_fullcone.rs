@@ -1,11 +1,13 @@
 //! `vless-fullcone`: VLESS v1's full-cone UDP, hole-punching style. An application
-//! behind our VLESS client (SOCKS5 UDP ASSOCIATE) contacts `peer1` only; `peer1` tells
-//! `peer2` and `peer3` the address the datagram came from (the server's mapped port),
-//! and they send to it first, unsolicited. Their datagrams must reach the application
-//! with their own addresses (through the CRUMFURS channel), the application answers
-//! each, and every answer must leave the server from the same mapped port. Datagrams
-//! are resent until answered, since the link model may drop them. When the
-//! application ends its association, every carrier connection must close.
+//! behind our VLESS client (SOCKS5 UDP ASSOCIATE) contacts `peer1` and `peer4` only;
+//! `peer1` tells `peer2` and `peer3` the address the datagram came from (the server's
+//! mapped port), and they send to it first, unsolicited. Their datagrams must reach the
+//! application with their own addresses (through the CRUMFURS channel), the application
+//! answers each, and every answer must leave the server from the same mapped port; so
+//! must the datagrams to `peer4`, a second destination nobody introduced (the server's
+//! default mapping rule is endpoint-independent; the seed's literal rule 3 would dial a
+//! new port for it). Datagrams are resent until answered, since the link model may drop
+//! them. When the application ends its association, every carrier connection must close.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use tunnelbed_carrier::{CarrierKind, CarrierUrl};
 use tunnelbed_netio::{Net, TcpListen, UdpSock};
 use tunnelbed_socks5::handshake;
 use tunnelbed_socks5::{Addr, UdpHeader};
+use tunnelbed_vless::cone::{ConeConfig, MappingRule};
 use tunnelbed_vless::serve::{serve, ServerConfig};
 use tunnelbed_vless::server::ServerSessionConfig;
 use tunnelbed_vless::socks::{serve_socks, ClientConfig};
@@ -30,7 +33,7 @@ use crate::simnet::any;
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
     name: "vless-fullcone",
-    about: "VLESS v1 full-cone UDP: peers the application never contacted send first and are answered from the same server port",
+    about: "VLESS v1 full-cone UDP: peers the application never contacted send first and are answered from the same server port, which a second destination also sees",
     profiles: &["clean", "lossy"],
     default_seeds: 3,
     run,
@@ -70,6 +73,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     version: Version::V1,
                     ..ServerSessionConfig::default()
                 },
+                // The library's default (full cone), spelled out: the check below needs it.
+                cone: ConeConfig {
+                    mapping: MappingRule::Independent,
+                    ..ConeConfig::default()
+                },
                 ..ServerConfig::default()
             };
             serve(
@@ -101,28 +109,32 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
     });
 
-    // peer1: answers whoever writes, and publishes the first source it sees.
-    let (world, m, s) = (ctx.world.clone(), mapped.clone(), seen.clone());
-    sim.host("peer1", move || {
-        let net = world.net("peer1");
-        let (m, s) = (m.clone(), s.clone());
-        async move {
-            let sock = net.bind_udp(any(PEER_PORT)).await?;
-            let mut buf = vec![0u8; 2048];
-            loop {
-                let (n, from) = sock.recv_from(&mut buf).await?;
-                if buf[..n].starts_with(b"hello") {
-                    s.lock()
-                        .unwrap()
-                        .entry("peer1".into())
-                        .or_default()
-                        .insert(from);
-                    m.lock().unwrap().get_or_insert(from);
-                    sock.send_to(b"welcome", from).await?;
+    // peer1 and peer4: answer whoever writes; peer1 publishes the first source it sees.
+    for name in ["peer1", "peer4"] {
+        let (world, m, s) = (ctx.world.clone(), mapped.clone(), seen.clone());
+        sim.host(name, move || {
+            let net = world.net(name);
+            let (m, s) = (m.clone(), s.clone());
+            async move {
+                let sock = net.bind_udp(any(PEER_PORT)).await?;
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    let (n, from) = sock.recv_from(&mut buf).await?;
+                    if buf[..n].starts_with(b"hello") {
+                        s.lock()
+                            .unwrap()
+                            .entry(name.into())
+                            .or_default()
+                            .insert(from);
+                        if name == "peer1" {
+                            m.lock().unwrap().get_or_insert(from);
+                        }
+                        sock.send_to(b"welcome", from).await?;
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 
     // peer2, peer3: punch the published address until answered. Under --sabotage the
     // answers are recorded with a flipped byte (the integrity check must notice).
@@ -182,6 +194,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let net = world.net("app");
         let front = net.resolve("local", SOCKS_PORT).await?[0];
         let peer1 = net.resolve("peer1", PEER_PORT).await?[0];
+        let peer4 = net.resolve("peer4", PEER_PORT).await?[0];
         for p in ["peer2", "peer3"] {
             let a = net.resolve(p, PEER_PORT).await?[0];
             addrs.lock().unwrap().insert(p.to_string(), a);
@@ -201,12 +214,16 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             let _ = UdpHeader { addr: Addr::Ip(to) }.encode(p, &mut out);
             out
         };
-        let mut welcomed = false;
+        // peer4 is contacted once peer1 has answered: a second destination of a mapping
+        // that already exists.
+        let mut welcomed: BTreeSet<SocketAddr> = BTreeSet::new();
         let mut answered: BTreeSet<SocketAddr> = BTreeSet::new();
         let mut buf = vec![0u8; 4096];
-        while !flags.iter().all(|f| f.load(Ordering::Relaxed)) {
-            if !welcomed {
+        while !(flags.iter().all(|f| f.load(Ordering::Relaxed)) && welcomed.contains(&peer4)) {
+            if !welcomed.contains(&peer1) {
                 sock.send_to(&send(peer1, b"hello"), relay).await?;
+            } else if !welcomed.contains(&peer4) {
+                sock.send_to(&send(peer4, b"hello"), relay).await?;
             }
             let deadline = tokio::time::Instant::now() + RESEND;
             while let Ok(r) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
@@ -215,8 +232,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     continue;
                 };
                 let Addr::Ip(src) = h.addr else { continue };
-                if p == b"welcome" && src == peer1 {
-                    welcomed = true;
+                if p == b"welcome" && (src == peer1 || src == peer4) {
+                    welcomed.insert(src);
                 } else if let Some(name) = p.strip_prefix(b"punch from ") {
                     let name = String::from_utf8_lossy(name).to_string();
                     saw.lock().unwrap().insert(name.clone(), src);
@@ -244,7 +261,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let same = mapped.is_some() && ports.len() == 1 && ports.iter().next() == mapped.as_ref();
     ctx.check(
         "same-mapping",
-        same && seen.len() == 3,
+        same && seen.len() == 4,
         format!(
             "{} peers saw the client from {:?} (first contact mapped to {mapped:?})",
             seen.len(),
