@@ -495,18 +495,74 @@ fn zero_window_is_probed() {
     s.at(200);
     let out = s.take();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].payload.len(), 1, "a one-byte probe");
-    // The peer drops the probe and says its window is still 0; then it opens.
+    assert_eq!(
+        (out[0].tcp.seq, out[0].payload.len()),
+        (OUR_ISN, 0),
+        "an empty probe one below the window: it takes no sequence space"
+    );
+    // The peer answers that its window is still 0; the probes go on, doubling.
     s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(0)).unwrap();
+    assert!(s.take().is_empty());
+    s.at(599);
+    assert!(s.take().is_empty(), "the second probe waits 400 ms");
+    s.at(600);
+    assert_eq!(s.take().len(), 1, "second probe");
+    // Then the window opens: everything goes at once, from the first byte, and the
+    // retransmission timeout is back at its start (the probes doubled it).
     s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(1000))
         .unwrap();
     let out = s.take();
-    let sent: usize = out.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].tcp.seq, out[0].payload.len()), (OUR_ISN + 1, 100));
+    s.at(799);
+    assert!(s.take().is_empty());
+    s.at(800);
+    let out = s.take();
     assert_eq!(
-        sent, 99,
-        "the rest after the probed byte (go-back on the next rto)"
+        (out.len(), out[0].tcp.seq),
+        (1, OUR_ISN + 1),
+        "resent after 200 ms, not after the probes' 800 ms"
     );
     insta::assert_snapshot!(s.render());
+}
+
+/// Resending from the oldest un-acked byte (go-back-N), no segment spans the highest
+/// byte sent before: each is all old bytes or starts the new ones. Wireshark marks the
+/// highest contiguous byte sent only when a segment starts exactly there, so a resent
+/// segment across it left the mark behind, and the peer's next ACK beyond the mark was
+/// flagged "ACKed segment that wasn't captured" although every byte was in the capture.
+#[test]
+fn resent_segments_do_not_span_the_highest_byte_sent() {
+    // A cap of two segments, so data waits beyond the highest byte sent.
+    let mut s = Script::new(tunnelbed_tcpstack::StackConfig {
+        cap_segments: 2,
+        ..config()
+    });
+    let c = s.establish();
+    s.take();
+    assert_eq!(s.write(c, &[1u8; 1000]), Ok(1000));
+    assert_eq!(s.take().len(), 1);
+    assert_eq!(s.write(c, &[2u8; 5000]), Ok(5000));
+    let out = s.take();
+    assert_eq!(
+        out.len(),
+        1,
+        "one full segment; then the cap (2 x 1360) is 360 away"
+    );
+    let high = OUR_ISN + 1 + 1000 + 1360;
+    s.at(200);
+    let out = s.take();
+    assert!(!out.is_empty(), "the go-back round");
+    assert_eq!(out[0].tcp.seq, OUR_ISN + 1);
+    for o in &out {
+        let (a, b) = (o.tcp.seq, o.tcp.seq + o.payload.len() as u32);
+        assert!(
+            b <= high || a >= high,
+            "segment [{a}, {b}) spans the highest byte sent before, {high}"
+        );
+    }
+    let sent: usize = out.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 2360, "the round resends what was in flight");
 }
 
 #[test]
