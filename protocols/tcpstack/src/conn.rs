@@ -668,8 +668,13 @@ impl Conn {
                         self.rto_at = None;
                         self.rto = ctx.cfg.rto_initial;
                     }
-                    // The peer answered: probes so far do not count toward giving up.
-                    self.retries = 0;
+                    if !self.close_requested {
+                        // The peer answered: probes so far do not count toward giving
+                        // up. Once the application has closed, they do (as Linux counts
+                        // an orphan's probes): a peer that keeps its window shut for
+                        // ever must not keep a closed connection for ever.
+                        self.retries = 0;
+                    }
                 }
             }
         }

@@ -582,3 +582,52 @@ fn challenge_acks_are_rate_limited() {
     assert_eq!(s.take().len(), 1, "a new second, a new allowance");
     assert_eq!(s.stack.state(c), Some(State::Established));
 }
+
+/// A peer that answers every zero-window probe but never opens its window keeps a live
+/// connection (each answer shows it alive), but not a closed one: after the
+/// application's close the probes count toward the close retries (7), as Linux counts
+/// an orphan's probes, and the connection is reset.
+#[test]
+fn a_closed_connection_stops_probing_a_window_that_never_opens() {
+    let mut s = Script::new(config());
+    s.send(&Seg::syn(PEER_ISN).no_options()).unwrap();
+    s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(0)).unwrap();
+    let c = s.stack.accept(s.lid).unwrap();
+    assert_eq!(s.write(c, &[6u8; 100]), Ok(100));
+    s.take();
+    let mut probes = 0;
+    let mut answer = |s: &mut Script, probes: &mut usize| {
+        let t = s.stack.poll_timeout().expect("a probe timer");
+        s.at(t.as_millis() as u64);
+        let out = s.take();
+        if out
+            .iter()
+            .any(|o| o.payload.is_empty() && !o.tcp.flags.contains(TcpFlags::RST))
+        {
+            *probes += 1;
+            s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1).win(0)).unwrap();
+        }
+        out
+    };
+    // Open: twenty answered probes, and the connection lives on.
+    for _ in 0..20 {
+        answer(&mut s, &mut probes);
+    }
+    assert_eq!(probes, 20);
+    assert_eq!(s.stack.state(c), Some(State::Established));
+    assert_eq!(s.close(c), Ok(()));
+    let mut reset = false;
+    for _ in 0..20 {
+        if s.stack.connection_count() == 0 {
+            break;
+        }
+        let out = answer(&mut s, &mut probes);
+        reset |= out.iter().any(|o| o.tcp.flags.contains(TcpFlags::RST));
+    }
+    assert!(reset, "the closed connection is reset");
+    assert_eq!(s.stack.connection_count(), 0, "and gone");
+    assert!(
+        probes <= 20 + 8,
+        "at most the close retries after close: {probes}"
+    );
+}
