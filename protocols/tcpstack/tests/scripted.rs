@@ -596,7 +596,7 @@ fn a_closed_connection_stops_probing_a_window_that_never_opens() {
     assert_eq!(s.write(c, &[6u8; 100]), Ok(100));
     s.take();
     let mut probes = 0;
-    let mut answer = |s: &mut Script, probes: &mut usize| {
+    let answer = |s: &mut Script, probes: &mut usize| {
         let t = s.stack.poll_timeout().expect("a probe timer");
         s.at(t.as_millis() as u64);
         let out = s.take();
