@@ -660,21 +660,14 @@ impl Conn {
                 self.snd_wnd = u32::from(h.window) << self.snd_scale;
                 self.snd_wl1 = seq;
                 self.snd_wl2 = ack;
-                if was_zero && self.snd_nxt == self.snd_una {
-                    if self.snd_wnd > 0 {
-                        // Window opened: send at once, not after the probe timer, and
-                        // with the first timeout again (probes doubled it while the
-                        // peer, alive, kept its window shut).
-                        self.rto_at = None;
-                        self.rto = ctx.cfg.rto_initial;
-                    }
-                    if !self.close_requested {
-                        // The peer answered: probes so far do not count toward giving
-                        // up. Once the application has closed, they do (as Linux counts
-                        // an orphan's probes): a peer that keeps its window shut for
-                        // ever must not keep a closed connection for ever.
-                        self.retries = 0;
-                    }
+                if was_zero && self.snd_wnd > 0 && self.snd_nxt == self.snd_una {
+                    // Window opened: send at once, not after the probe timer, and with
+                    // the first timeout again (the probes doubled it). Probes count
+                    // toward the retransmission limits, answered or not, so a peer that
+                    // keeps its window shut does not keep a connection for ever.
+                    self.rto_at = None;
+                    self.rto = ctx.cfg.rto_initial;
+                    self.retries = 0;
                 }
             }
         }

@@ -583,10 +583,11 @@ fn challenge_acks_are_rate_limited() {
     assert_eq!(s.stack.state(c), Some(State::Established));
 }
 
-/// A peer that answers every zero-window probe but never opens its window keeps a live
-/// connection (each answer shows it alive), but not a closed one: after the
-/// application's close the probes count toward the close retries (7), as Linux counts
-/// an orphan's probes, and the connection is reset.
+/// A peer that answers every zero-window probe but never opens its window does not keep
+/// a connection for ever: probes count toward the retransmission limits, answered or
+/// not, so after the application's close the close retries (7) end it with a reset
+/// (`tcpstack-many` swarm seed 3 leaked 5 closed connections when answers reset the
+/// count).
 #[test]
 fn a_closed_connection_stops_probing_a_window_that_never_opens() {
     let mut s = Script::new(config());
@@ -609,11 +610,11 @@ fn a_closed_connection_stops_probing_a_window_that_never_opens() {
         }
         out
     };
-    // Open: twenty answered probes, and the connection lives on.
-    for _ in 0..20 {
+    // Open: ten answered probes (under the limit of 15), and the connection lives on.
+    for _ in 0..10 {
         answer(&mut s, &mut probes);
     }
-    assert_eq!(probes, 20);
+    assert_eq!(probes, 10);
     assert_eq!(s.stack.state(c), Some(State::Established));
     assert_eq!(s.close(c), Ok(()));
     let mut reset = false;
