@@ -16,9 +16,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand};
 use tunnelbed_conformance::tcpstack_check as tcheck;
-use tunnelbed_netio::{IpLinkConfig, Ipv4Cidr, TokioNet, Trace};
+use tunnelbed_netio::{IpLinkConfig, Ipv4Cidr};
 use tunnelbed_tcpstack::serve::{start, ServeConfig, Service};
 
+use super::observe::ObserveArgs;
 use super::pong::stop_signal;
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
@@ -70,6 +71,11 @@ pub struct ServeArgs {
     /// Drop a connection after this many seconds without progress.
     #[arg(long, default_value_t = 120.0)]
     pub idle_timeout: f64,
+    /// `--pcap` records every IPv4 packet on the TUN device as it is (both ways, our
+    /// stack's segments as sent); `--trace` records the stack's state transitions and
+    /// rule firings (retransmissions, challenge ACKs).
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// Runs a `tcpstack` subcommand.
@@ -127,17 +133,21 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     cfg.stack.mss = cfg.stack.mss.min(a.mtu.saturating_sub(40) as u16);
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
-        let server = start(TokioNet, cfg, Trace::disabled())
+        let obs = a.observe.start("tcpstack-serve");
+        let server = start(obs.net(), cfg, obs.trace())
             .await
             .with_context(|| format!("starting on TUN {}", a.tun))?;
         eprintln!("tcpstack serve listening on {listen} via {}", a.tun);
-        tokio::select! {
-            r = server.run() => {
-                r.with_context(|| format!("serving on TUN {}", a.tun))?;
-                anyhow::bail!("TUN {}: the stack stopped", a.tun);
-            }
+        let result = tokio::select! {
+            biased;
             _ = stop_signal() => Ok(ExitCode::from(EXIT_OK)),
-        }
+            r = server.run() => match r {
+                Ok(()) => Err(anyhow::anyhow!("TUN {}: the stack stopped", a.tun)),
+                Err(e) => Err(anyhow::Error::new(e).context(format!("serving on TUN {}", a.tun))),
+            },
+        };
+        obs.finish()?;
+        result
     })
 }
 

@@ -230,6 +230,39 @@ impl IpLink for TunLink {
         }
     }
 
+    fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, IpLinkError> {
+        check_recv_buf(buf, self.mtu)?;
+        loop {
+            // A plain non-blocking read, past tokio's readiness flag: the kernel queues
+            // its answers during our own writes, before the reactor has seen the edge.
+            // An empty queue (EAGAIN) leaves the flag alone; `recv` clears it itself.
+            // SAFETY: reads at most `buf.len()` bytes into a live, exclusive slice.
+            let n = unsafe {
+                libc::read(
+                    self.fd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast::<libc::c_void>(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(None),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(IpLinkError::Io {
+                        op: "read from the TUN device",
+                        source: e,
+                    }),
+                };
+            }
+            let n = n as usize;
+            if check_ipv4(&buf[..n]).is_ok() {
+                return Ok(Some(n));
+            }
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn mtu(&self) -> usize {
         self.mtu
     }

@@ -438,13 +438,16 @@ impl Conn {
             self.recover = Some(self.snd_max);
             self.dupacks = 0;
         } else {
-            // Zero window: probe with one byte beyond it.
-            self.note(ctx, format!("zero window: probe at seq {}", self.snd_nxt));
-            let off = self.snd_nxt.since(self.data_start) as usize;
-            let b = [self.snd_buf.get(off).copied().unwrap_or(0)];
-            self.emit(ctx, self.snd_nxt, TcpFlags::ACK, &b);
-            self.snd_nxt = self.snd_nxt.plus(1);
-            self.snd_max = self.snd_max.max(self.snd_nxt);
+            // Zero window: probe with an empty segment one byte below the window, which
+            // the peer must answer with an ACK carrying its window (as Linux probes).
+            // It takes no sequence space: a probe byte sent beyond the window and
+            // dropped there left a hole before everything sent once the window opened,
+            // and a capture analyser saw that byte's ACK as the ACK of an unseen segment.
+            self.note(
+                ctx,
+                format!("zero window: probe at seq {}", self.snd_una.minus(1)),
+            );
+            self.emit(ctx, self.snd_una.minus(1), TcpFlags::ACK, &[]);
             self.rto_at = Some(ctx.now + self.rto);
         }
     }
@@ -477,11 +480,21 @@ impl Conn {
                 } else {
                     0
                 };
-                let len = avail.min(room).min(mss);
+                let full = avail.min(room).min(mss);
                 let in_flight = self.snd_nxt.since(self.snd_una);
-                if len == 0 || (len < mss && len < avail && in_flight > 0) {
+                if full == 0 || (full < mss && full < avail && in_flight > 0) {
                     break;
                 }
+                let resend = self.snd_nxt.lt(self.snd_max);
+                // A resent segment ends where the first sending stopped, so each segment
+                // is either all old bytes or starts the new ones (capture analysers track
+                // the highest contiguous byte from segment starts, and a resent segment
+                // straddling it left Wireshark's mark behind: "ACKed unseen segment").
+                let len = if resend {
+                    full.min(self.snd_max.since(self.snd_nxt))
+                } else {
+                    full
+                };
                 let off = self.snd_nxt.since(self.data_start) as usize;
                 let payload: Vec<u8> = self
                     .snd_buf
@@ -493,7 +506,7 @@ impl Conn {
                 if fin {
                     flags = flags | TcpFlags::FIN;
                 }
-                if self.snd_nxt.lt(self.snd_max) {
+                if resend {
                     ctx.stats.segments_resent += 1;
                 }
                 self.emit(ctx, self.snd_nxt, flags, &payload);
@@ -648,8 +661,13 @@ impl Conn {
                 self.snd_wl1 = seq;
                 self.snd_wl2 = ack;
                 if was_zero && self.snd_wnd > 0 && self.snd_nxt == self.snd_una {
-                    // Window opened: send at once, not after the probe timer.
+                    // Window opened: send at once, not after the probe timer, and with
+                    // the first timeout again (the probes doubled it). Probes count
+                    // toward the retransmission limits, answered or not, so a peer that
+                    // keeps its window shut does not keep a connection for ever.
                     self.rto_at = None;
+                    self.rto = ctx.cfg.rto_initial;
+                    self.retries = 0;
                 }
             }
         }

@@ -45,6 +45,16 @@ impl<L: IpLink> IpLink for CapturedIpLink<L> {
         Ok(n)
     }
 
+    fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, IpLinkError> {
+        let n = self.inner.try_recv(buf)?;
+        if let (Some(n), Some(i)) = (n, &self.iface) {
+            if !self.inner.sender_records() {
+                i.raw_ip(&buf[..n]);
+            }
+        }
+        Ok(n)
+    }
+
     fn mtu(&self) -> usize {
         self.inner.mtu()
     }

@@ -204,6 +204,16 @@ pub trait IpLink: Send + Sync + 'static {
     /// Waits for the next IPv4 packet and copies it into `buf`, which must hold at least
     /// [`IpLink::mtu`] bytes; returns its length. Packets other than IPv4 are skipped.
     fn recv(&self, buf: &mut [u8]) -> impl Future<Output = Result<usize, IpLinkError>> + Send;
+    /// Takes the next packet only if one is already waiting (`Ok(None)` otherwise),
+    /// without waiting or registering interest. A driver that sends a burst calls it
+    /// between packets: a peer that answers at once (the kernel behind a TUN device
+    /// answers inside our write) would otherwise overflow the device's queue with
+    /// answers nobody reads during the burst. The default has nothing waiting (links
+    /// whose peers answer later, like the simulator's).
+    fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, IpLinkError> {
+        let _ = buf;
+        Ok(None)
+    }
     /// The largest packet the link carries.
     fn mtu(&self) -> usize;
     /// The interface name.

@@ -49,4 +49,12 @@ impl<L: IpLink> PacketIo for IpLinkIo<L> {
         buf.truncate(n);
         Ok(Bytes::from(buf))
     }
+
+    fn try_recv(&self) -> io::Result<Option<Bytes>> {
+        let mut buf = vec![0u8; self.link.mtu()];
+        Ok(self.link.try_recv(&mut buf)?.map(|n| {
+            buf.truncate(n);
+            Bytes::from(buf)
+        }))
+    }
 }
