@@ -11,7 +11,6 @@ pub mod client;
 pub mod connect;
 pub mod fuzzing;
 pub mod pool;
-pub mod raw;
 pub mod serve;
 pub mod server;
 pub mod wire;
