@@ -48,8 +48,8 @@ use super::stats::{median, percentile};
 /// The client id the bench's local and remote share.
 pub const CLIENT_ID: [u8; 16] = *b"tunnelbed-bench!";
 
-/// Bytes of each latency request and answer.
-pub const MSG: usize = 100;
+/// Bytes of each latency request and answer (the shared latency method's).
+pub const MSG: usize = super::latency::MSG;
 
 /// Buffer size of each direction of the reference relay.
 pub const RELAY_BUF: usize = 64 * 1024;
@@ -421,29 +421,6 @@ fn listen_deep() -> io::Result<tokio::net::TcpListener> {
     s.listen(BACKLOG)
 }
 
-/// An echo target: every `MSG`-byte request is answered with `MSG` bytes (each XOR 0xA5).
-async fn start_echo() -> io::Result<SocketAddr> {
-    let l = listen_deep()?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut b = [0u8; MSG];
-                while s.read_exact(&mut b).await.is_ok() {
-                    for x in b.iter_mut() {
-                        *x ^= 0xA5;
-                    }
-                    if s.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
-
 /// One download into `buf`; returns the elapsed time (connect to end of file) and bytes.
 fn download(
     route: Route,
@@ -587,7 +564,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Result
     let data = Arc::new(payload(plan.size));
     let want: [u8; 32] = Sha256::digest(&data[..]).into();
     let source = start_source(data.clone())?;
-    let echo = rt.block_on(start_echo())?;
+    let echo = rt.block_on(super::latency::start_echo())?;
 
     let mut kinds = vec![StackKind::Direct, StackKind::Relay];
     kinds.extend(plan.carriers.iter().map(|&k| StackKind::Pong(k)));
@@ -709,22 +686,8 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Result
     })
 }
 
-async fn exchange(s: &mut tokio::net::TcpStream, stream: usize, k: usize) -> io::Result<()> {
-    let mut req = [0u8; MSG];
-    req[..4].copy_from_slice(&(stream as u32).to_le_bytes());
-    req[4..8].copy_from_slice(&(k as u32).to_le_bytes());
-    for (i, x) in req.iter_mut().enumerate().skip(8) {
-        *x = (i + stream + k) as u8;
-    }
-    s.write_all(&req).await?;
-    let mut ans = [0u8; MSG];
-    s.read_exact(&mut ans).await?;
-    if ans.iter().zip(req.iter()).any(|(a, r)| *a != r ^ 0xA5) {
-        return Err(io::Error::other("wrong answer"));
-    }
-    Ok(())
-}
-
+/// The latency figures of one stack, measured as every bench does
+/// ([`super::latency::measure`]), with the samples sorted for the report.
 async fn measure_latency(
     kind: StackKind,
     route: Route,
@@ -732,54 +695,18 @@ async fn measure_latency(
     streams: usize,
     exchanges: usize,
 ) -> Latency {
-    let barrier = Arc::new(tokio::sync::Barrier::new(streams + 1));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..streams {
-        let barrier = barrier.clone();
-        tasks.spawn(async move {
-            let t0 = Instant::now();
-            let opened = tokio::time::timeout(Duration::from_secs(30), async {
-                let mut s = route.connect(echo).await?;
-                exchange(&mut s, i, 0).await?;
-                io::Result::Ok(s)
-            })
-            .await;
-            let open_ms = t0.elapsed().as_secs_f64() * 1e3;
-            barrier.wait().await;
-            let mut s = match opened {
-                Ok(Ok(s)) => s,
-                _ => return Err(()),
-            };
-            let mut rtts = Vec::with_capacity(exchanges);
-            for k in 1..=exchanges {
-                let t = Instant::now();
-                match tokio::time::timeout(Duration::from_secs(30), exchange(&mut s, i, k)).await {
-                    Ok(Ok(())) => rtts.push(t.elapsed().as_secs_f64() * 1e3),
-                    _ => return Err(()),
-                }
-            }
-            Ok((open_ms, rtts))
-        });
-    }
-    barrier.wait().await;
-    let t0 = Instant::now();
+    let via = super::latency::Route {
+        via: route.via,
+        socks: route.socks,
+    };
+    let m = super::latency::measure(via, echo, streams, exchanges).await;
     let mut out = Latency {
         kind,
-        rtt_ms: Vec::new(),
-        open_ms: Vec::new(),
-        failures: 0,
-        wall: Duration::ZERO,
+        rtt_ms: m.rtt_ms,
+        open_ms: m.open_ms,
+        failures: m.failures,
+        wall: m.wall,
     };
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok((o, rtts))) => {
-                out.open_ms.push(o);
-                out.rtt_ms.extend(rtts);
-            }
-            _ => out.failures += 1,
-        }
-    }
-    out.wall = t0.elapsed();
     out.rtt_ms.sort_by(|a, b| a.total_cmp(b));
     out.open_ms.sort_by(|a, b| a.total_cmp(b));
     out
