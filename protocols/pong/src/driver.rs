@@ -1,4 +1,4 @@
-//! The async driver: runs one pong session ([`Local`] or [`Remote`]) over any ordered
+//! The async driver: runs one pong [`Session`] (either [`Side`]) over any ordered
 //! byte stream (a TCP, TLS or WebSocket carrier) and hands each stream to the
 //! application: a [`PongStream`] (`AsyncRead + AsyncWrite`) for connect streams, a
 //! [`PongDatagrams`] for relay streams.
@@ -37,7 +37,7 @@ use tokio_util::sync::PollSender;
 use tunnelbed_netio::Trace;
 
 use crate::session::{
-    Blocked, ConnState, DialError, Event, Local, ProtocolError, Remote, SessionConfig, StreamError,
+    ConnState, DialError, Event, ProtocolError, Session, SessionConfig, Side, StreamError,
 };
 use crate::stream::{Recv, ResetCause, StreamKind};
 use crate::wire::{Address, RstCode, RstInfo, MAX_PAYLOAD};
@@ -533,8 +533,8 @@ pub fn spawn_local<C>(
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let m = Local::new(cfg.session.clone(), client_id, trace, id);
-    start(carrier, Machine::Local(m), cfg).0
+    let m = Session::local(cfg.session.clone(), client_id, trace, id);
+    start(carrier, m, cfg).0
 }
 
 /// Starts the remote end over `carrier`: the client id arrives on `hello`, streams on
@@ -543,13 +543,13 @@ pub fn spawn_remote<C>(carrier: C, cfg: DriverConfig, trace: Trace, id: String) 
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let m = Remote::new(cfg.session.clone(), trace, id);
-    let (mut conn, hello) = start(carrier, Machine::Remote(m), cfg);
+    let m = Session::remote(cfg.session.clone(), trace, id);
+    let (mut conn, hello) = start(carrier, m, cfg);
     conn.hello = Some(hello);
     conn
 }
 
-fn start<C>(carrier: C, m: Machine, cfg: DriverConfig) -> (PongConn, oneshot::Receiver<[u8; 16]>)
+fn start<C>(carrier: C, m: Session, cfg: DriverConfig) -> (PongConn, oneshot::Receiver<[u8; 16]>)
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -584,69 +584,6 @@ where
     (conn, hello_rx)
 }
 
-/// Either side's machine, behind the calls the driver needs.
-enum Machine {
-    Local(Local),
-    Remote(Remote),
-}
-
-macro_rules! both {
-    ($self:ident, $m:ident => $e:expr) => {
-        match $self {
-            Machine::Local($m) => $e,
-            Machine::Remote($m) => $e,
-        }
-    };
-}
-
-impl Machine {
-    fn handle_input(&mut self, now: Duration, d: &[u8]) -> usize {
-        both!(self, m => m.handle_input(now, d))
-    }
-    fn handle_carrier_closed(&mut self, now: Duration) {
-        both!(self, m => m.handle_carrier_closed(now))
-    }
-    fn shutdown(&mut self, now: Duration, r: &str) {
-        both!(self, m => m.shutdown(now, r))
-    }
-    fn poll_transmit(&mut self) -> Option<Bytes> {
-        both!(self, m => m.poll_transmit())
-    }
-    fn poll_event(&mut self) -> Option<Event> {
-        both!(self, m => m.poll_event())
-    }
-    fn send(&mut self, now: Duration, sid: u32, d: &[u8]) -> Result<usize, StreamError> {
-        both!(self, m => m.send(now, sid, d))
-    }
-    fn send_datagram(&mut self, now: Duration, sid: u32, d: &[u8]) -> Result<(), StreamError> {
-        both!(self, m => m.send_datagram(now, sid, d))
-    }
-    fn recv(&mut self, now: Duration, sid: u32) -> Result<Recv, StreamError> {
-        both!(self, m => m.recv(now, sid))
-    }
-    fn finish(&mut self, now: Duration, sid: u32) -> Result<(), StreamError> {
-        both!(self, m => m.finish(now, sid))
-    }
-    fn close(&mut self, now: Duration, sid: u32) -> Result<(), StreamError> {
-        both!(self, m => m.close(now, sid))
-    }
-    fn reset(&mut self, now: Duration, sid: u32, i: RstInfo) -> Result<(), StreamError> {
-        both!(self, m => m.reset(now, sid, i))
-    }
-    fn state(&self) -> ConnState {
-        both!(self, m => m.state())
-    }
-    fn input_blocked(&self) -> Option<Blocked> {
-        both!(self, m => m.input_blocked())
-    }
-    fn pending_output(&self) -> usize {
-        both!(self, m => m.pending_output())
-    }
-    fn is_live(&self, sid: u32) -> bool {
-        both!(self, m => m.stream_state(sid).is_some_and(|s| !s.is_terminal()))
-    }
-}
-
 /// Application data and ends, through a bounded queue (this is what backpressures
 /// writers).
 /// Ends of writing travel here too, so they stay behind the data written before them.
@@ -678,7 +615,7 @@ struct DrvStream {
 }
 
 struct Task {
-    m: Machine,
+    m: Session,
     cfg: DriverConfig,
     streams: BTreeMap<u32, DrvStream>,
     stats: Arc<ConnStats>,
@@ -763,7 +700,7 @@ impl Task {
             let out_room = unsent.is_none()
                 && self.cmd.is_none()
                 && self.m.pending_output() < self.cfg.session.max_output / 2;
-            let can_open = !opens_gone && matches!(self.m, Machine::Local(_));
+            let can_open = !opens_gone && self.m.side() == Side::Local;
             tokio::select! {
                 biased;
                 c = ctl.recv() => {
@@ -883,8 +820,8 @@ impl Task {
                     };
                     if self.incoming.try_send(inc).is_err() {
                         // Nobody takes streams (or the backlog is full): refuse it.
-                        if let Machine::Remote(r) = &mut self.m {
-                            let _ = r.dial_failed(
+                        if self.m.side() == Side::Remote {
+                            let _ = self.m.dial_failed(
                                 now,
                                 stream_id,
                                 &DialError::Other("remote is not accepting streams".into()),
@@ -914,8 +851,8 @@ impl Task {
     }
 
     fn reject(&mut self, now: Duration) {
-        if let Machine::Remote(r) = &mut self.m {
-            let _ = r.reject_client(now);
+        if self.m.side() == Side::Remote {
+            let _ = self.m.reject_client(now);
         }
         self.end
             .get_or_insert(ConnEnd::Shutdown("client id not allowed".into()));
@@ -947,12 +884,12 @@ impl Task {
         cmd_tx: &mpsc::Sender<Cmd>,
         now: Duration,
     ) -> Result<Opened, StreamError> {
-        let Machine::Local(l) = &mut self.m else {
+        if self.m.side() != Side::Local {
             return Err(StreamError::Connection(self.m.state()));
-        };
+        }
         let sid = match kind {
-            StreamKind::Tcp => l.open_connect(now, addr)?,
-            StreamKind::Udp => l.open_relay(now, addr)?,
+            StreamKind::Tcp => self.m.open_connect(now, addr)?,
+            StreamKind::Udp => self.m.open_relay(now, addr)?,
         };
         Ok(self.attach(sid, kind, cmd_tx))
     }
@@ -1043,7 +980,7 @@ impl Task {
             Cmd::Finish(sid) => {
                 if let Some(s) = self.streams.get_mut(&sid) {
                     s.reader_done = true;
-                    if self.m.is_live(sid) {
+                    if self.m.stream_state(sid).is_some_and(|s| !s.is_terminal()) {
                         let _ = self.m.finish(now, sid);
                     }
                 }
@@ -1064,7 +1001,7 @@ impl Task {
             Ctl::Dropped(sid, unread) => {
                 if let Some(s) = self.streams.get_mut(&sid) {
                     s.writer_done = true;
-                    if unread && self.m.is_live(sid) {
+                    if unread && self.m.stream_state(sid).is_some_and(|s| !s.is_terminal()) {
                         // Dropped with input unread: abort.
                         let _ = self.m.reset(
                             now,
@@ -1080,21 +1017,21 @@ impl Task {
                 self.retire(sid, now);
             }
             Ctl::Reset(sid, info) => {
-                if self.m.is_live(sid) {
+                if self.m.stream_state(sid).is_some_and(|s| !s.is_terminal()) {
                     let _ = self.m.reset(now, sid, info.clone());
                 }
                 self.signal(sid, StreamEnd::Reset(ResetCause::Sent(info)));
                 self.forget(sid);
             }
             Ctl::Dialed(sid, r) => {
-                if let Machine::Remote(m) = &mut self.m {
+                if self.m.side() == Side::Remote {
                     match r {
                         Ok(()) => {
-                            let _ = m.dial_succeeded(now, sid);
+                            let _ = self.m.dial_succeeded(now, sid);
                         }
                         Err(e) => {
                             let info = e.rst();
-                            let _ = m.dial_failed(now, sid, &e);
+                            let _ = self.m.dial_failed(now, sid, &e);
                             self.signal(sid, StreamEnd::Reset(ResetCause::Sent(info)));
                             self.forget(sid);
                         }
@@ -1102,9 +1039,9 @@ impl Task {
                 }
             }
             Ctl::Approve(ok) => {
-                if let Machine::Remote(m) = &mut self.m {
+                if self.m.side() == Side::Remote {
                     if ok {
-                        let _ = m.accept_client(now);
+                        let _ = self.m.accept_client(now);
                     } else {
                         self.reject(now);
                     }
@@ -1124,7 +1061,7 @@ impl Task {
             return;
         };
         if s.reader_done && s.writer_done {
-            if self.m.is_live(sid) {
+            if self.m.stream_state(sid).is_some_and(|s| !s.is_terminal()) {
                 let _ = self.m.close(now, sid);
             }
             self.forget(sid);

@@ -12,7 +12,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use tunnelbed_netio::Trace;
 
-use crate::session::{DialError, Event, Remote, SessionConfig};
+use crate::session::{DialError, Event, Session, SessionConfig};
 use crate::stream::{Recv, DATAGRAM_OVERHEAD};
 use crate::wire::{
     self, Address, Body, ConnHeader, DecodeError, Frame, RawFrame, RstCode, RstInfo,
@@ -300,7 +300,7 @@ pub struct SessionSummary {
 }
 
 struct Run {
-    r: Remote,
+    r: Session,
     cfg: SessionConfig,
     queued: Vec<u8>,
     /// Streams whose dial the driver has not answered yet.
@@ -479,7 +479,7 @@ pub fn run_remote_session(data: &[u8]) -> Option<SessionSummary> {
         ended_memory: 1 + setup.ended_memory as usize % 8,
     };
     let mut run = Run {
-        r: Remote::new(cfg.clone(), Trace::disabled(), "pong[fuzz]"),
+        r: Session::remote(cfg.clone(), Trace::disabled(), "pong[fuzz]"),
         cfg,
         queued: Vec::new(),
         dialing: Vec::new(),

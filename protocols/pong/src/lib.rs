@@ -1,5 +1,5 @@
 //! The pong multiplexed proxy protocol (seed 001): the wire codec ([`wire`]), the sans-IO
-//! session machines for both ends ([`Local`], [`Remote`]) with their streams
+//! session machine for both ends ([`Session`], its [`Side`]) with their streams
 //! ([`stream`]), and the fuzz bodies ([`fuzzing`]) that a stable `cargo test` replays.
 //!
 //! [`driver`] runs a machine over any carrier byte stream with tokio; the machines
@@ -16,8 +16,7 @@ pub mod stream;
 pub mod wire;
 
 pub use session::{
-    Blocked, ConnState, DialError, Event, Local, ProtocolError, Remote, SessionConfig, Side,
-    StreamError,
+    Blocked, ConnState, DialError, Event, ProtocolError, Session, SessionConfig, Side, StreamError,
 };
 pub use stream::{End, Recv, ResetCause, StreamKind, StreamState};
 pub use wire::{

@@ -9,7 +9,7 @@ use tunnelbed_netio::Trace;
 use tunnelbed_pong::wire::{encode_raw, frame_type, CONN_HEADER_LEN};
 use tunnelbed_pong::{
     Address, Blocked, Body, ConnHeader, ConnState, DecodeError, DialError, End, Event, Frame,
-    FrameError, Local, ProtocolError, Recv, Remote, ResetCause, RstCode, RstInfo, SessionConfig,
+    FrameError, ProtocolError, Recv, ResetCause, RstCode, RstInfo, Session, SessionConfig, Side,
     StreamError, StreamKind, StreamState,
 };
 
@@ -74,7 +74,7 @@ fn decode_all(mut b: &[u8]) -> Vec<Frame> {
 
 /// A remote session driven by a script that plays the local side byte by byte.
 struct Script {
-    r: Remote,
+    r: Session,
     trace: Trace,
     now: Duration,
     log: Vec<String>,
@@ -85,7 +85,7 @@ impl Script {
     fn new(cfg: SessionConfig) -> Self {
         let trace = Trace::recording();
         let mut s = Script {
-            r: Remote::new(cfg, trace.clone(), "pong[remote]"),
+            r: Session::remote(cfg, trace.clone(), "pong[remote]"),
             trace,
             now: Duration::ZERO,
             log: Vec::new(),
@@ -180,13 +180,13 @@ fn connect_then_data_without_waiting() {
     // Local and remote back to back; the local side sends connect and data before it has
     // read a single byte from the remote.
     let trace = Trace::recording();
-    let mut l = Local::new(
+    let mut l = Session::local(
         SessionConfig::default(),
         CLIENT,
         trace.clone(),
         "pong[local]",
     );
-    let mut r = Remote::new(SessionConfig::default(), trace.clone(), "pong[remote]");
+    let mut r = Session::remote(SessionConfig::default(), trace.clone(), "pong[remote]");
     let mut log = Vec::new();
     let s1 = l.open_connect(ms(1), &addr()).unwrap();
     let s3 = l
@@ -676,7 +676,7 @@ fn full_buffer_holds_input_until_read() {
 #[test]
 fn header_rejected_and_bad_version() {
     let trace = Trace::recording();
-    let mut r = Remote::new(SessionConfig::default(), trace.clone(), "pong[remote]");
+    let mut r = Session::remote(SessionConfig::default(), trace.clone(), "pong[remote]");
     let mut h = BytesMut::new();
     ConnHeader { client_id: [9; 16] }.encode(&mut h);
     h.extend_from_slice(&frame(1, Body::Connect(addr())));
@@ -701,7 +701,7 @@ fn header_rejected_and_bad_version() {
         "a rejected client gets no answer"
     );
 
-    let mut r2 = Remote::new(SessionConfig::default(), trace.clone(), "pong[remote2]");
+    let mut r2 = Session::remote(SessionConfig::default(), trace.clone(), "pong[remote2]");
     assert_eq!(r2.handle_input(ms(2), &[1, 2, 3]), 3);
     assert_eq!(
         r2.poll_event(),
@@ -715,7 +715,7 @@ fn header_rejected_and_bad_version() {
 #[test]
 fn local_refuses_streams_and_sees_peer_rst() {
     let trace = Trace::recording();
-    let mut l = Local::new(
+    let mut l = Session::local(
         SessionConfig::default(),
         CLIENT,
         trace.clone(),
@@ -773,4 +773,52 @@ fn local_refuses_streams_and_sees_peer_rst() {
         ]
     );
     insta::assert_snapshot!(trace.render());
+}
+
+#[test]
+fn calls_of_the_other_side_fail_with_wrong_side_and_change_nothing() {
+    let trace = Trace::recording();
+    let mut l = Session::local(
+        SessionConfig::default(),
+        CLIENT,
+        trace.clone(),
+        "pong[local]",
+    );
+    let mut r = Session::remote(SessionConfig::default(), trace.clone(), "pong[remote]");
+    assert_eq!((l.side(), r.side()), (Side::Local, Side::Remote));
+    let wrong = |call, side| StreamError::WrongSide { call, side };
+    assert_eq!(
+        r.open_connect(ms(1), &addr()),
+        Err(wrong("open_connect", Side::Remote))
+    );
+    assert_eq!(
+        r.open_relay(ms(1), &addr()),
+        Err(wrong("open_relay", Side::Remote))
+    );
+    assert_eq!(
+        l.accept_client(ms(1)),
+        Err(wrong("accept_client", Side::Local))
+    );
+    assert_eq!(
+        l.reject_client(ms(1)),
+        Err(wrong("reject_client", Side::Local))
+    );
+    let s1 = l.open_connect(ms(1), &addr()).unwrap();
+    assert_eq!(
+        l.dial_succeeded(ms(1), s1),
+        Err(wrong("dial_succeeded", Side::Local))
+    );
+    assert_eq!(
+        l.dial_failed(ms(1), s1, &DialError::Refused),
+        Err(wrong("dial_failed", Side::Local))
+    );
+    assert_eq!(
+        wrong("open_connect", Side::Remote).to_string(),
+        "open_connect is not a remote-side call"
+    );
+    // Nothing moved: the local's stream is open, the remote still waits for a header.
+    assert_eq!(l.stream_state(s1), Some(StreamState::Open));
+    assert_eq!(l.state(), ConnState::Open);
+    assert_eq!(r.state(), ConnState::AwaitHeader);
+    assert!(r.poll_transmit().is_none() && r.poll_event().is_none());
 }
