@@ -3,13 +3,18 @@
 //! ([`stream`]), and the fuzz bodies ([`fuzzing`]) that a stable `cargo test` replays.
 //!
 //! [`driver`] runs a machine over any carrier byte stream with tokio; the machines
-//! themselves do no I/O and read no clock.
+//! themselves do no I/O and read no clock. The driver and the roles are the `driver` feature
+//! (on by default); without it the crate builds with no tokio.
 
+#[cfg(feature = "driver")]
 pub mod driver;
 pub mod fuzzing;
+#[cfg(feature = "driver")]
 pub mod local;
+#[cfg(feature = "driver")]
 pub mod pool;
 pub mod pump;
+#[cfg(feature = "driver")]
 pub mod remote;
 pub mod session;
 pub mod stream;

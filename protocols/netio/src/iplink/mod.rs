@@ -8,9 +8,11 @@
 //! stack and the endpoint behind it in one process. Wrapping the network in
 //! [`crate::CaptureNet`] records every packet into the pcapng capture as it is.
 
+#[cfg(feature = "runtime")]
 pub mod captured;
 pub mod checksum;
 pub mod echo;
+#[cfg(feature = "runtime")]
 pub mod mem;
 
 use std::fmt;
@@ -21,6 +23,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+#[cfg(feature = "runtime")]
 pub use captured::CapturedIpLink;
 
 /// The largest IPv4 packet there is (the total-length field is 16 bits).
