@@ -265,8 +265,8 @@ fn a_realistic_session_parses_frame_by_frame() {
     c.send(5, &noise(20_000)).unwrap();
     pump(&mut c, &mut s, now);
     s.send(1, &b"<html>".repeat(1000)).unwrap();
-    s.shutdown(1).unwrap();
-    c.shutdown(1).unwrap();
+    s.finish(1).unwrap();
+    c.finish(1).unwrap();
     c.reset(3).unwrap();
     pump(&mut c, &mut s, now);
     for _ in 0..3 {
@@ -280,7 +280,7 @@ fn a_realistic_session_parses_frame_by_frame() {
         got.extend_from_slice(&b);
     }
     assert_eq!(got, b"<html>".repeat(1000));
-    c.shutdown_tunnel("client done");
+    c.shutdown("client done");
     pump(&mut c, &mut s, now);
 
     let n1 = compare("client -> server", &c2s);

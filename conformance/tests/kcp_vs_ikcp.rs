@@ -90,7 +90,7 @@ impl Runner {
             r#"{{"op":"update","side":{side},"ts":{}}}"#,
             t as u32
         ));
-        self.sides[side].update(Duration::from_millis(t));
+        self.sides[side].handle_timeout(Duration::from_millis(t));
         self.drain(side);
     }
     /// Both sides get every send, accepted or not, and both report the outcome, so a
@@ -120,7 +120,7 @@ impl Runner {
         self.transcript.push(format!("send {side} {outcome}"));
     }
     fn feed(&mut self, side: usize, data: &[u8]) {
-        if let Err(e) = self.sides[side].input(Duration::ZERO, data) {
+        if let Err(e) = self.sides[side].handle_input(Duration::ZERO, data) {
             self.transcript.push(format!("err {side} {}", code(&e)));
         }
         self.drain(side);

@@ -140,11 +140,11 @@ impl Arq for OursArq {
         self.kcp.send(msg).is_ok()
     }
     fn input(&mut self, datagram: &[u8]) {
-        let _ = self.kcp.input(self.now, datagram);
+        let _ = self.kcp.handle_input(self.now, datagram);
     }
     fn update(&mut self, now_ms: u32) {
         self.now = Duration::from_millis(now_ms as u64);
-        self.kcp.update(self.now);
+        self.kcp.handle_timeout(self.now);
     }
     fn check(&mut self, now_ms: u32) -> u32 {
         self.kcp.check(now_ms)

@@ -171,7 +171,7 @@ pub(super) fn stream_psh_fin() -> CaseResult {
 
 pub(super) fn stream_fin_after_own_fin() -> CaseResult {
     client_with_stream(|s| {
-        s.t.shutdown(1).map_err(|e| e.to_string())?;
+        s.t.finish(1).map_err(|e| e.to_string())?;
         s.tx(&fin(1))?;
         s.stream(1, Some(StreamState::FinSent))?;
         let w = s.t.send(1, b"x");
@@ -191,7 +191,7 @@ pub(super) fn stream_shutdown_after_fin_recv() -> CaseResult {
     server_with_stream(|s| {
         s.rx(&fin(1));
         s.stream(1, Some(StreamState::FinRecv))?;
-        s.t.shutdown(1).map_err(|e| e.to_string())?;
+        s.t.finish(1).map_err(|e| e.to_string())?;
         s.tx(&fin(1))?;
         s.stream(1, Some(StreamState::Dead))
     })
@@ -266,9 +266,9 @@ pub(super) fn stream_close_linger() -> CaseResult {
 
 pub(super) fn stream_no_second_fin() -> CaseResult {
     client_with_stream(|s| {
-        s.t.shutdown(1).map_err(|e| e.to_string())?;
+        s.t.finish(1).map_err(|e| e.to_string())?;
         s.tx(&fin(1))?;
-        let again = s.t.shutdown(1);
+        let again = s.t.finish(1);
         check(again.is_err(), "second shutdown accepted")?;
         s.t.close(1, false).map_err(|e| e.to_string())?;
         s.note("shutdown then close: one FIN in all");
@@ -368,7 +368,7 @@ pub(super) fn flow_end_to_end() -> CaseResult {
         let sid = c.open().map_err(|e| e.to_string())?;
         c.send(sid, b"GET / HTTP/1.0\r\n\r\n")
             .map_err(|e| e.to_string())?;
-        c.shutdown(sid).map_err(|e| e.to_string())?;
+        c.finish(sid).map_err(|e| e.to_string())?;
         pump(&mut c, &mut sv, &mut log);
         let mut req = Vec::new();
         while let Ok(Recv::Data(b)) = sv.recv(sid) {
@@ -378,7 +378,7 @@ pub(super) fn flow_end_to_end() -> CaseResult {
         check(sv.recv(sid) == Ok(Recv::Eof), "no EOF at the server")?;
         sv.send(sid, &b"hello ".repeat(300))
             .map_err(|e| e.to_string())?;
-        sv.shutdown(sid).map_err(|e| e.to_string())?;
+        sv.finish(sid).map_err(|e| e.to_string())?;
         pump(&mut c, &mut sv, &mut log);
         let mut resp = Vec::new();
         while let Ok(Recv::Data(b)) = c.recv(sid) {
@@ -403,7 +403,7 @@ pub(super) fn flow_end_to_end() -> CaseResult {
             sv.stream_state(s2) == Some(StreamState::Dead),
             "RST not applied",
         )?;
-        c.shutdown_tunnel("done");
+        c.shutdown("done");
         pump(&mut c, &mut sv, &mut log);
         check(
             sv.state() == TunnelState::Closed,

@@ -200,7 +200,7 @@ pub(super) fn goaway_received() -> CaseResult {
 
 pub(super) fn shutdown_send() -> CaseResult {
     client_with_stream(|s| {
-        s.t.shutdown_tunnel("bye");
+        s.t.shutdown("bye");
         s.tx(&goaway("bye"))?;
         s.state(TunnelState::Failed)?;
         s.stream(1, Some(StreamState::Dead))?;

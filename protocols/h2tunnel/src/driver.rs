@@ -533,7 +533,7 @@ fn apply(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, c: Cmd) {
         Cmd::ReaderDone(sid) => {
             if let Some(s) = streams.get_mut(&sid) {
                 s.reader_done = true;
-                let _ = m.shutdown(sid);
+                let _ = m.finish(sid);
             }
         }
         Cmd::WriterDone(sid, gone) => {

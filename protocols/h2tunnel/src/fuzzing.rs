@@ -416,7 +416,7 @@ impl Harness {
             Op::Shutdown { pick } => {
                 let sid = self.pick(pick);
                 self.allowance += HEADER_LEN;
-                let _ = self.t.shutdown(sid);
+                let _ = self.t.finish(sid);
             }
             Op::Reset { pick } => {
                 let sid = self.pick(pick);
@@ -434,7 +434,7 @@ impl Harness {
                     "closed stream still tracked"
                 );
             }
-            Op::ShutdownTunnel => self.t.shutdown_tunnel("fuzz shutdown"),
+            Op::ShutdownTunnel => self.t.shutdown("fuzz shutdown"),
             Op::Tick { ms } => {
                 self.now += Duration::from_millis(u64::from(ms));
                 self.timers();

@@ -306,7 +306,7 @@ impl Tunnel {
         if let Some(at) = self.close_at {
             if now >= at {
                 self.close_at = None;
-                self.finish("closed after failure");
+                self.end_tunnel("closed after failure");
             }
             return;
         }
@@ -593,8 +593,9 @@ impl Tunnel {
     }
 
     /// Half-closes our direction of `sid` (FIN). A second call sends nothing (vproxy's
-    /// second FIN after shutdown+close is a slip we do not copy).
-    pub fn shutdown(&mut self, sid: u32) -> Result<(), StreamError> {
+    /// second FIN after shutdown+close is a slip we do not copy). Named `finish` as in
+    /// every protocol here (vproxy's name is shutdown).
+    pub fn finish(&mut self, sid: u32) -> Result<(), StreamError> {
         let state = self.writable(sid)?.state;
         Message::Data {
             sid,
@@ -661,7 +662,7 @@ impl Tunnel {
     }
 
     /// Shuts the tunnel down with `reason` (GOAWAY), as a failure does.
-    pub fn shutdown_tunnel(&mut self, reason: &str) {
+    pub fn shutdown(&mut self, reason: &str) {
         self.fail(reason);
     }
 
@@ -696,7 +697,7 @@ impl Tunnel {
         self.events.push_back(Event::Closed);
     }
 
-    fn finish(&mut self, cause: &str) {
+    fn end_tunnel(&mut self, cause: &str) {
         self.set_state(TunnelState::Closed, cause);
         self.events.push_back(Event::Closed);
     }

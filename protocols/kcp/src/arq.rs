@@ -5,17 +5,28 @@ use std::time::Duration;
 
 use tunnelbed_netio::arq::DatagramArq;
 
-use crate::kcp::Kcp;
+use crate::kcp::{Kcp, SendError};
 use crate::wire::InputError;
 
-impl DatagramArq for Kcp {
-    type Error = String;
+/// Why the driver's call into KCP failed, typed for the driver's logs.
+#[derive(Debug, thiserror::Error)]
+pub enum ArqError {
+    /// A datagram that is not valid KCP (segments before the bad one took effect).
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Application bytes KCP would not queue.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
 
-    fn input(&mut self, now: Duration, datagram: &[u8]) -> Result<(), String> {
-        Kcp::input(self, now, datagram).map_err(|e: InputError| e.to_string())
+impl DatagramArq for Kcp {
+    type Error = ArqError;
+
+    fn handle_input(&mut self, now: Duration, datagram: &[u8]) -> Result<(), ArqError> {
+        Ok(Kcp::handle_input(self, now, datagram)?)
     }
-    fn update(&mut self, now: Duration) {
-        Kcp::update(self, now)
+    fn handle_timeout(&mut self, now: Duration) {
+        Kcp::handle_timeout(self, now)
     }
     fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         Kcp::poll_transmit(self)
@@ -23,10 +34,10 @@ impl DatagramArq for Kcp {
     fn poll_timeout(&mut self, now: Duration) -> Duration {
         Kcp::poll_timeout(self, now)
     }
-    fn send(&mut self, data: &[u8]) -> Result<(), String> {
+    fn send(&mut self, data: &[u8]) -> Result<(), ArqError> {
         // Large writes are split so message mode never exceeds the fragment limit.
         for chunk in data.chunks(self.mss() * 64) {
-            Kcp::send(self, chunk).map_err(|e| e.to_string())?;
+            Kcp::send(self, chunk)?;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use crate::wire::{self, InputError, Segment, CMD_PUSH, OVERHEAD};
 
 /// Decodes `data` as a datagram of packed segments; decoding must never panic, and what
 /// decodes must re-encode to the very bytes it came from. The machine's own parser
-/// (`Kcp::input`) must accept and reject exactly what the codec does, with the same error.
+/// (`Kcp::handle_input`) must accept and reject exactly what the codec does, with the same error.
 pub fn fuzz_segment_decode(data: &[u8]) {
     // One segment at the start.
     if let Ok((seg, used)) = Segment::decode(data, None) {
@@ -68,11 +68,11 @@ pub fn fuzz_segment_decode(data: &[u8]) {
     let conv = wire::decode_header(data).map(|h| h.conv).unwrap_or(1);
     let want = codec_verdict(data, conv);
     let mut k = Kcp::new(conv, &KcpConfig::default(), Trace::disabled(), "fuzz");
-    k.update(Duration::ZERO);
-    let got = k.input(Duration::from_millis(1), data);
-    assert_eq!(got, want, "Kcp::input and the codec disagree");
+    k.handle_timeout(Duration::ZERO);
+    let got = k.handle_input(Duration::from_millis(1), data);
+    assert_eq!(got, want, "Kcp::handle_input and the codec disagree");
     // Whatever it accepted, the next flush must not panic either.
-    k.update(Duration::from_millis(100));
+    k.handle_timeout(Duration::from_millis(100));
     while k.poll_transmit().is_some() {}
 }
 
@@ -123,9 +123,9 @@ struct Setup {
 enum Op {
     /// Side sends `len` bytes of its pattern.
     Send { side: bool, len: u16 },
-    /// The clock moves on; both sides run `update`.
+    /// The clock moves on; both sides run `handle_timeout`.
     Tick { ms: u16 },
-    /// Only one side runs `update` at the current time.
+    /// Only one side runs `handle_timeout` at the current time.
     Update { side: bool },
     /// Deliver one datagram in flight (any one: reordering).
     Deliver { side: bool, pick: u8 },
@@ -275,7 +275,7 @@ impl Pair {
             }
         }
         self.bytes_in[to] += d.len();
-        let _ = self.k[to].input(self.now, d);
+        let _ = self.k[to].handle_input(self.now, d);
     }
 
     fn pick(&self, from: usize, pick: u8) -> Option<usize> {
@@ -350,10 +350,10 @@ impl Pair {
             Op::Send { side, len } => self.send(side as usize, len as usize),
             Op::Tick { ms } => {
                 self.now += Duration::from_millis(ms as u64);
-                self.k[0].update(self.now);
-                self.k[1].update(self.now);
+                self.k[0].handle_timeout(self.now);
+                self.k[1].handle_timeout(self.now);
             }
-            Op::Update { side } => self.k[side as usize].update(self.now),
+            Op::Update { side } => self.k[side as usize].handle_timeout(self.now),
             Op::Deliver { side, pick } => {
                 let from = side as usize;
                 if let Some(i) = self.pick(from, pick) {
@@ -447,7 +447,7 @@ impl Pair {
             // 2^30 ms keeps every time difference inside ikcp's signed 32-bit clock.
             step = (step + step / 8).min(1 << 30);
             for s in 0..2 {
-                self.k[s].update(self.now);
+                self.k[s].handle_timeout(self.now);
             }
             // Exchange until quiet, flushing after each delivery so that acks return
             // within the round (no spurious timeouts however large the step).

@@ -2,8 +2,8 @@
 //! same calls at the same times produce byte-identical datagrams (the differential test
 //! in `conformance/` checks this against the reference C code).
 //!
-//! As in ikcp, the clock only moves in [`Kcp::update`]; `input` uses the time of the
-//! last update for RTT samples. Datagrams produced by flushing are queued and taken with
+//! As in ikcp, the clock only moves in [`Kcp::handle_timeout`] (ikcp_update);
+//! `handle_input` uses the time of the last update for RTT samples. Datagrams produced by flushing are queued and taken with
 //! [`Kcp::poll_transmit`].
 
 use std::collections::VecDeque;
@@ -82,7 +82,7 @@ pub struct KcpStats {
     pub timeout_retransmits: u64,
     /// Fast retransmissions.
     pub fast_retransmits: u64,
-    /// Datagrams rejected by `input`.
+    /// Datagrams rejected by `handle_input`.
     pub input_errors: u64,
 }
 
@@ -509,8 +509,9 @@ impl Kcp {
     }
 
     /// Feeds one datagram (ikcp_input). Like ikcp, segments before a bad one take effect.
-    /// `now` only stamps trace records: RTT samples use the last `update` time, as ikcp.
-    pub fn input(&mut self, now: Duration, data: &[u8]) -> Result<(), InputError> {
+    /// `now` only stamps trace records: RTT samples use the last `handle_timeout` time, as
+    /// ikcp.
+    pub fn handle_input(&mut self, now: Duration, data: &[u8]) -> Result<(), InputError> {
         self.now = now;
         let r = self.input_inner(data);
         if r.is_err() {
@@ -623,7 +624,7 @@ impl Kcp {
     }
 
     /// Runs timers at `now` and flushes when due (ikcp_update).
-    pub fn update(&mut self, now: Duration) {
+    pub fn handle_timeout(&mut self, now: Duration) {
         self.now = now;
         self.current = millis(now);
         if !self.updated {
@@ -840,12 +841,12 @@ impl Kcp {
         self.report_flush(lost_detail, fast_detail, dead_detail);
     }
 
-    /// When `update` must run next, as a time on the caller's clock.
+    /// When `handle_timeout` must run next, as a time on the caller's clock.
     ///
     /// This is not ikcp_check: `check` answers "now" as soon as a retransmission is due,
-    /// yet `update` only flushes at the next flush tick, so a driver that trusted it would
+    /// yet `handle_timeout` only flushes at the next flush tick, so a driver that trusted it would
     /// wake again and again at the same instant (in virtual time, forever). The next flush
-    /// tick is the earliest moment `update` can change anything.
+    /// tick is the earliest moment `handle_timeout` can change anything.
     pub fn poll_timeout(&self, now: Duration) -> Duration {
         if !self.updated {
             return now;
@@ -853,7 +854,7 @@ impl Kcp {
         let current = millis(now);
         let until_flush = diff(self.ts_flush, current);
         if !(-10000..10000).contains(&until_flush) {
-            return now; // update resynchronises a clock that jumped
+            return now; // handle_timeout resynchronises a clock that jumped
         }
         now + Duration::from_millis(until_flush.max(0) as u64)
     }

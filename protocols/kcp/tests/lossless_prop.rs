@@ -25,11 +25,11 @@ fn run(preset: usize, stream: bool, sends: &[(bool, usize)]) -> Result<(), TestC
     let mut now = Duration::ZERO;
     for _ in 0..10_000 {
         for kcp in &mut k {
-            kcp.update(now);
+            kcp.handle_timeout(now);
         }
         for s in 0..2 {
             while let Some(d) = k[s].poll_transmit() {
-                k[1 - s].input(now, &d).unwrap();
+                k[1 - s].handle_input(now, &d).unwrap();
             }
             while let Some(m) = k[s].recv_bytes() {
                 got[s].push(m);

@@ -48,7 +48,7 @@ impl Pair {
     fn tick(&mut self, ms: u64, mut drop: impl FnMut(usize, &[u8]) -> bool) {
         for s in [A, B] {
             if self.alive[s] {
-                self.k[s].update(self.now);
+                self.k[s].handle_timeout(self.now);
             }
         }
         for from in [A, B] {
@@ -65,7 +65,7 @@ impl Pair {
                 ));
                 if !lost {
                     self.k[to]
-                        .input(self.now, &d)
+                        .handle_input(self.now, &d)
                         .expect("genuine datagram accepted");
                 }
                 self.emitted[from].push((self.now, d, lost));

@@ -27,12 +27,12 @@ pub trait DatagramArq: Send + 'static {
     /// Input error type (bad datagram); logged, never fatal.
     type Error: fmt::Display;
     /// Feeds one datagram received at `now`.
-    fn input(&mut self, now: Duration, datagram: &[u8]) -> Result<(), Self::Error>;
+    fn handle_input(&mut self, now: Duration, datagram: &[u8]) -> Result<(), Self::Error>;
     /// Runs timers and flushes at `now`.
-    fn update(&mut self, now: Duration);
+    fn handle_timeout(&mut self, now: Duration);
     /// Next datagram to send.
     fn poll_transmit(&mut self) -> Option<Vec<u8>>;
-    /// When `update` must run next (absolute, same origin as `now`).
+    /// When `handle_timeout` must run next (absolute, same origin as `now`).
     fn poll_timeout(&mut self, now: Duration) -> Duration;
     /// Queues application bytes; the driver only calls this while [`Self::can_send`].
     fn send(&mut self, data: &[u8]) -> Result<(), Self::Error>;
@@ -154,12 +154,12 @@ async fn session<M: DatagramArq, U: UdpSock>(
             d = inbox.recv() => {
                 let Some(d) = d else { return SessionEnd::Socket("receiver closed".into()) };
                 last_heard = Instant::now();
-                if let Err(e) = m.input(now(), &d) {
+                if let Err(e) = m.handle_input(now(), &d) {
                     tracing::debug!("arq {peer}: bad datagram: {e}");
                 }
                 // Take whatever else is already queued before flushing once.
                 while let Ok(d) = inbox.try_recv() {
-                    if let Err(e) = m.input(now(), &d) {
+                    if let Err(e) = m.handle_input(now(), &d) {
                         tracing::debug!("arq {peer}: bad datagram: {e}");
                     }
                 }
@@ -176,7 +176,7 @@ async fn session<M: DatagramArq, U: UdpSock>(
             _ = tokio::time::sleep_until(wake) => {}
             _ = tokio::time::sleep_until(idle_at) => return SessionEnd::Idle,
         }
-        m.update(now());
+        m.handle_timeout(now());
         while let Some(d) = m.poll_transmit() {
             if let Err(e) = sock.send_to(&d, peer).await {
                 return SessionEnd::Socket(e.to_string());
