@@ -42,11 +42,13 @@
 
 mod case;
 mod junit;
+mod network;
 mod report;
 mod runner;
 pub mod text;
 
 pub use case::{select, Case, Level};
 pub use junit::{esc, to_junit};
+pub use network::{run_network, CaseBody, CaseFuture, NetworkRun};
 pub use report::{markdown_table, CaseReport, Outcome, Report, Status, Verdict};
 pub use runner::run_cases;

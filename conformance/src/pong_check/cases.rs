@@ -21,9 +21,7 @@
 //! - after close or rst, "frames for that id are ignored": data must not come back; an
 //!   rst or close in answer is tolerated (and shown).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +35,10 @@ use super::targets::{self, conn_closed, half_close_reply, TcpTarget, UdpEcho};
 use crate::framework::{self, Level, Outcome, Verdict};
 
 /// What a case body returns.
-pub type CaseFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+pub type CaseFuture = framework::CaseFuture;
 
 /// Plays one case on connections of its own.
-pub type CaseBody = fn(Arc<Ctx>) -> CaseFuture;
+pub type CaseBody = framework::CaseBody<Ctx>;
 
 /// One case: id `PONG-<AREA>-<RULE>`; source `seed` (seed 001), `notes`
 /// (shared/protocols/pong.md) or `tunnelbed` (our reading where both are silent).

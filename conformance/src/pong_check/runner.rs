@@ -1,15 +1,12 @@
 //! Plays the selected cases one after another against the remote, each on its own
-//! connection and under a time limit (through [`crate::framework::run_cases`]), and
+//! connection and under a time limit (through [`crate::framework::run_network`]), and
 //! gathers the [`Report`].
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::cases::{self, Case};
 use super::ctx::{CheckConfig, Ctx};
-use crate::framework::{self, CaseReport, Report};
+use crate::framework::{self, CaseReport, NetworkRun, Report};
 
 /// The ids matching `patterns`: an exact id, or a prefix up to a `-` (`PONG-RST` selects
 /// every `PONG-RST-...`), case-insensitive. Empty patterns select every case. An unknown
@@ -27,44 +24,25 @@ pub async fn run(cfg: CheckConfig) -> Report {
 
 /// Like [`run`], calling `progress` after each case.
 pub async fn run_with(cfg: CheckConfig, progress: impl FnMut(&CaseReport)) -> Report {
-    let started = Instant::now();
     let chosen: Vec<Case> = cases::all()
         .into_iter()
         .filter(|c| cfg.cases.is_empty() || cfg.cases.contains(&c.id))
         .collect();
-    // One connection first: if the carrier cannot be set up at all, say so once per
-    // case at once instead of waiting out every case.
+    let run = NetworkRun {
+        checker: "pong check",
+        target: cfg.remote.to_string(),
+        strict: cfg.strict,
+        wait: cfg.wait,
+        limit: cfg.wait * 6 + Duration::from_secs(2),
+    };
     let probe = Ctx {
         cfg: cfg.clone(),
         id: "preflight",
     };
-    let unreachable = probe.carrier().await.err();
-    if let Some(e) = &unreachable {
-        tracing::warn!("pong check: {e}");
-    }
-    // Every wait inside a case is bounded by `wait`; this outer limit only catches a case
-    // that chains too many of them (or a bug).
-    let limit = cfg.wait * 6 + Duration::from_secs(2);
-    let play = |case: &Case| {
-        let ctx = Arc::new(Ctx {
-            cfg: cfg.clone(),
-            id: case.id,
-        });
-        let unreachable = unreachable.clone();
-        let body = case.body;
-        async move {
-            match unreachable {
-                Some(e) => Err(e),
-                None => body(ctx).await,
-            }
-        }
+    let preflight = async move { probe.carrier().await.map(|_| ()) };
+    let ctx = |id| Ctx {
+        cfg: cfg.clone(),
+        id,
     };
-    let out = framework::run_cases(&chosen, cfg.strict, limit, play, progress).await;
-    Report {
-        target: cfg.remote.to_string(),
-        strict: cfg.strict,
-        wait: cfg.wait,
-        cases: out,
-        elapsed: started.elapsed(),
-    }
+    framework::run_network(run, &chosen, ctx, preflight, progress).await
 }

@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +24,10 @@ use crate::pong_check::targets::{pattern, TcpTarget};
 use crate::ports::RefusingPort;
 
 /// What a case body returns.
-pub type CaseFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+pub type CaseFuture = framework::CaseFuture;
 
 /// Plays one case on connections of its own.
-pub type CaseBody = fn(Arc<Ctx>) -> CaseFuture;
+pub type CaseBody = framework::CaseBody<Ctx>;
 
 /// One case: id `VLESS-<AREA>-<RULE>`.
 pub type Case = framework::Case<CaseBody>;

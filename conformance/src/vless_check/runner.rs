@@ -1,15 +1,12 @@
 //! Plays the selected cases one after another against the server, each on connections of
-//! its own and under a time limit (through [`crate::framework::run_cases`]), and gathers
+//! its own and under a time limit (through [`crate::framework::run_network`]), and gathers
 //! the [`Report`].
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::cases::{self, Case};
 use super::ctx::{CheckConfig, Ctx};
-use crate::framework::{self, CaseReport, Report};
+use crate::framework::{self, CaseReport, NetworkRun, Report};
 
 /// The ids matching `patterns` (an exact id, or a prefix up to a `-`); empty selects all.
 pub fn select(patterns: &[String]) -> Result<Vec<&'static str>, String> {
@@ -24,41 +21,25 @@ pub async fn run(cfg: CheckConfig) -> Report {
 
 /// Like [`run`], calling `progress` after each case.
 pub async fn run_with(cfg: CheckConfig, progress: impl FnMut(&CaseReport)) -> Report {
-    let started = Instant::now();
     let chosen: Vec<Case> = cases::all()
         .into_iter()
         .filter(|c| cfg.cases.is_empty() || cfg.cases.contains(&c.id))
         .collect();
-    // One connection first: an unreachable server is said once per case at once.
+    let run = NetworkRun {
+        checker: "vless check",
+        target: cfg.server.to_string(),
+        strict: cfg.strict,
+        wait: cfg.wait,
+        limit: cfg.wait * 8 + Duration::from_secs(2),
+    };
     let probe = Ctx {
         cfg: cfg.clone(),
         id: "preflight",
     };
-    let unreachable = probe.conn().await.err();
-    if let Some(e) = &unreachable {
-        tracing::warn!("vless check: {e}");
-    }
-    let limit = cfg.wait * 8 + Duration::from_secs(2);
-    let play = |case: &Case| {
-        let ctx = Arc::new(Ctx {
-            cfg: cfg.clone(),
-            id: case.id,
-        });
-        let unreachable = unreachable.clone();
-        let body = case.body;
-        async move {
-            match unreachable {
-                Some(e) => Err(e),
-                None => body(ctx).await,
-            }
-        }
+    let preflight = async move { probe.conn().await.map(|_| ()) };
+    let ctx = |id| Ctx {
+        cfg: cfg.clone(),
+        id,
     };
-    let out = framework::run_cases(&chosen, cfg.strict, limit, play, progress).await;
-    Report {
-        target: cfg.server.to_string(),
-        strict: cfg.strict,
-        wait: cfg.wait,
-        cases: out,
-        elapsed: started.elapsed(),
-    }
+    framework::run_network(run, &chosen, ctx, preflight, progress).await
 }
