@@ -54,6 +54,21 @@ impl FaultPlan {
         self
     }
 
+    /// The echo scenarios' outage on faulty profiles: `client` and `server` partitioned
+    /// at 200 ms and repaired at 500 ms, then `server` crashed at 700 ms and restarted at
+    /// 1 s; a client that retries must carry every request through both.
+    pub fn partition_then_restart(client: &str, server: &str) -> Self {
+        let ms = Duration::from_millis;
+        Self::new()
+            .at(
+                ms(200),
+                FaultAction::Partition(client.into(), server.into()),
+            )
+            .at(ms(500), FaultAction::Repair(client.into(), server.into()))
+            .at(ms(700), FaultAction::Crash(server.into()))
+            .at(ms(1000), FaultAction::Bounce(server.into()))
+    }
+
     /// Swizzle-clogging: between `from` and `to`, randomly hold and release the link
     /// between `a` and `b` in slices of up to `max_slice` (from the seed).
     pub fn swizzle(

@@ -11,7 +11,7 @@ use rand::Rng;
 use tunnelbed_netio::iplink::echo::{self, parse_icmp_echo, parse_ipv4, parse_udp, Answer};
 use tunnelbed_netio::{IpLink, IpLinkConfig, IpNet, Ipv4Cidr};
 
-use crate::fault::{FaultAction, FaultPlan};
+use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
 
 /// Registry entry.
@@ -169,18 +169,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let faults = if ctx.profile == "clean" {
         FaultPlan::new()
     } else {
-        let ms = Duration::from_millis;
-        FaultPlan::new()
-            .at(
-                ms(200),
-                FaultAction::Partition("client".into(), "server".into()),
-            )
-            .at(
-                ms(500),
-                FaultAction::Repair("client".into(), "server".into()),
-            )
-            .at(ms(700), FaultAction::Crash("server".into()))
-            .at(ms(1000), FaultAction::Bounce("server".into()))
+        FaultPlan::partition_then_restart("client", "server")
     };
     ctx.drive(&mut sim, &faults, Duration::from_secs(300));
     ctx.check_flows(requests);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::Rng;
 use tunnelbed_netio::{Net, UdpSock};
 
-use crate::fault::{FaultAction, FaultPlan};
+use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
 use crate::simnet::any;
 
@@ -128,18 +128,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let faults = if ctx.profile == "clean" {
         FaultPlan::new()
     } else {
-        let ms = Duration::from_millis;
-        FaultPlan::new()
-            .at(
-                ms(200),
-                FaultAction::Partition("client".into(), "server".into()),
-            )
-            .at(
-                ms(500),
-                FaultAction::Repair("client".into(), "server".into()),
-            )
-            .at(ms(700), FaultAction::Crash("server".into()))
-            .at(ms(1000), FaultAction::Bounce("server".into()))
+        FaultPlan::partition_then_restart("client", "server")
     };
     ctx.drive(&mut sim, &faults, Duration::from_secs(300));
     ctx.check_flows(requests);
