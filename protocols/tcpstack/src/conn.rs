@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use tunnelbed_netio::Trace;
 
 use crate::config::StackConfig;
+use crate::expired::HalfOpen;
 use crate::seq::Seq;
 use crate::stack::{
     ChallengeBudget, CloseReason, ConnId, Event, Events, ListenerId, StackError, State, Stats,
@@ -117,6 +118,9 @@ pub(crate) struct Conn {
     ack_at: Option<Duration>,
     ack_now: bool,
     syn_deadline: Option<Duration>,
+    /// The SYN_RCVD time ran out (the stack remembers the handshake for a late ACK).
+    half_open_expired: bool,
+    expired_at: Option<Duration>,
 }
 
 impl Conn {
@@ -166,7 +170,51 @@ impl Conn {
             ack_at: None,
             ack_now: false,
             syn_deadline: None,
+            half_open_expired: false,
+            expired_at: None,
         }
+    }
+
+    /// A half-open connection that expired, rebuilt in SYN_RCVD because its handshake
+    /// ACK came late (see `Stack::revive`); sends nothing: the ACK in hand completes it.
+    pub(crate) fn revived(ctx: &mut Ctx<'_>, id: ConnId, h: &HalfOpen) -> Conn {
+        let mut c = Conn::blank(id, h.local, h.remote, h.iss, ctx.cfg);
+        c.listener = Some(h.listener);
+        c.irs = h.irs;
+        c.rcv_nxt = h.irs.plus(1);
+        c.mss = h.mss;
+        c.snd_scale = h.snd_scale;
+        c.rcv_scale = h.rcv_scale;
+        c.snd_wnd = h.snd_wnd;
+        c.snd_wl1 = h.irs;
+        c.snd_nxt = h.iss.plus(1);
+        c.snd_max = c.snd_nxt;
+        c.syn_deadline = Some(ctx.now + ctx.cfg.syn_rcvd_timeout);
+        c.set_state(
+            ctx,
+            State::SynRcvd,
+            "recv the handshake ACK after the SYN_RCVD timeout",
+        );
+        c
+    }
+
+    /// The handshake of a half-open connection whose SYN_RCVD time ran out.
+    pub(crate) fn expired_half_open(&self) -> Option<HalfOpen> {
+        if !self.half_open_expired {
+            return None;
+        }
+        Some(HalfOpen {
+            listener: self.listener?,
+            local: self.local,
+            remote: self.remote,
+            iss: self.iss,
+            irs: self.irs,
+            mss: self.mss,
+            snd_scale: self.snd_scale,
+            rcv_scale: self.rcv_scale,
+            snd_wnd: self.snd_wnd,
+            at: self.expired_at?,
+        })
     }
 
     /// A passive open: `syn` arrived on a listener; answers with SYN-ACK.
@@ -378,6 +426,8 @@ impl Conn {
         }
         if let Some(d) = self.syn_deadline {
             if ctx.now >= d && self.state == State::SynRcvd {
+                self.half_open_expired = true;
+                self.expired_at = Some(ctx.now);
                 self.enter_closed(ctx, CloseReason::TimedOut, "SYN_RCVD timeout");
                 return;
             }

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod conn;
+mod expired;
 pub mod fuzzing;
 pub mod seq;
 pub mod serve;

@@ -15,6 +15,7 @@ use tunnelbed_netio::Trace;
 
 use crate::config::StackConfig;
 use crate::conn::{emit_raw, Conn, Ctx};
+use crate::expired::ExpiredHalfOpen;
 use crate::seq::Seq;
 use crate::wire::{DecodeError, Packet, TcpFlags, TcpHeader};
 
@@ -162,6 +163,9 @@ pub struct Stats {
     pub out_of_order: u64,
     /// SYNs dropped because a backlog or the connection table was full.
     pub syn_dropped: u64,
+    /// Handshakes completed by an ACK that came after the half-open entry expired
+    /// (see [`Stack::handle_input`]).
+    pub late_handshakes: u64,
     /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
     /// Challenge ACKs not sent because this second's allowance was used up.
@@ -265,6 +269,9 @@ pub struct Stack {
     by_addr: BTreeMap<SocketAddrV4, ListenerId>,
     conns: BTreeMap<ConnId, Conn>,
     tuples: BTreeMap<(SocketAddrV4, SocketAddrV4), ConnId>,
+    /// Half-open connections that expired, kept (bounded) so a late handshake ACK still
+    /// completes them.
+    expired: ExpiredHalfOpen,
     out: VecDeque<Bytes>,
     events: Events,
     stats: Stats,
@@ -287,6 +294,7 @@ impl Stack {
             by_addr: BTreeMap::new(),
             conns: BTreeMap::new(),
             tuples: BTreeMap::new(),
+            expired: ExpiredHalfOpen::default(),
             out: VecDeque::new(),
             events: Events::default(),
             stats: Stats::default(),
@@ -460,6 +468,9 @@ impl Stack {
             }
         }
         c.just_established = false;
+        if let Some(h) = c.expired_half_open() {
+            self.expired.insert(h);
+        }
         if c.state == State::Closed || c.reset_sent {
             self.tuples.remove(&(c.local, c.remote));
         }
@@ -507,6 +518,9 @@ impl Stack {
         }
         let flags = p.tcp.flags;
         if flags.contains(TcpFlags::RST) {
+            return Ok(());
+        }
+        if self.revive(now, local, remote, &p.tcp, p.payload) {
             return Ok(());
         }
         let lid = self
@@ -563,6 +577,59 @@ impl Stack {
         if let Some(l) = self.listeners.get_mut(&lid) {
             l.half_open.insert(id);
         }
+    }
+
+    /// A segment for no connection that is the handshake's ACK (ack = our ISN + 1, seq =
+    /// the peer's ISN + 1) of a half-open connection that expired: the connection comes
+    /// back in SYN_RCVD and takes the segment, which completes the handshake.
+    ///
+    /// Why: a half-open entry expires after [`StackConfig::syn_rcvd_timeout`] so a SYN
+    /// flood cannot hold the backlog, but a real peer whose retransmission timeout grew
+    /// while the full backlog dropped its SYNs (smoltcp: 10 s) may lose its ACK and the
+    /// data after it for that long (tcpstack-many swarm seeds 40 and 364: five segments
+    /// lost in a row, then the RST for the expired entry reset the echo connection
+    /// before a byte of it arrived). Linux lets such an ACK through with a SYN cookie;
+    /// here the expired entry's numbers are kept instead (bounded in number and age), so
+    /// the flood still frees its backlog slots.
+    fn revive(
+        &mut self,
+        now: Duration,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        tcp: &TcpHeader,
+        payload: &[u8],
+    ) -> bool {
+        if !tcp.flags.contains(TcpFlags::ACK) || tcp.flags.contains(TcpFlags::SYN) {
+            return false;
+        }
+        let Some(h) = self.expired.take(now, local, remote, tcp) else {
+            return false;
+        };
+        let room = self.listeners.get(&h.listener).is_some_and(|l| {
+            l.queue.len() < l.backlog && self.by_addr.values().any(|&x| x == h.listener)
+        }) && self.conns.len() < self.cfg.max_connections;
+        if !room {
+            return false;
+        }
+        let id = ConnId(self.alloc_id());
+        let mut ctx = Ctx {
+            now,
+            cfg: &self.cfg,
+            trace: &self.trace,
+            out: &mut self.out,
+            events: &mut self.events,
+            stats: &mut self.stats,
+            budget: &mut self.budget,
+        };
+        let c = Conn::revived(&mut ctx, id, &h);
+        ctx.stats.late_handshakes += 1;
+        self.conns.insert(id, c);
+        self.tuples.insert((local, remote), id);
+        if let Some(l) = self.listeners.get_mut(&h.listener) {
+            l.half_open.insert(id);
+        }
+        self.with_conn(now, id, |c, ctx| c.on_segment(ctx, tcp, payload));
+        true
     }
 
     /// RST for a segment that has no connection (and SYN|ACK... to no listener).

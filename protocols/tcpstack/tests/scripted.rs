@@ -632,3 +632,61 @@ fn a_closed_connection_stops_probing_a_window_that_never_opens() {
         "at most the close retries after close: {probes}"
     );
 }
+
+/// tcpstack-many swarm seeds 40 and 364: a peer whose retransmission timeout had grown
+/// to 10 s while the flooded backlog dropped its SYNs got its SYN-ACK, then lost its
+/// handshake ACK and the data after it for longer than the 30 s SYN_RCVD expiry; the
+/// data's next copy found no connection and was reset, so the echo got nothing. A late
+/// handshake ACK (ack = our ISN + 1, seq = the peer's ISN + 1) now completes the expired
+/// handshake and its data is taken; anything else for the tuple is still reset.
+#[test]
+fn a_late_handshake_ack_completes_an_expired_half_open_connection() {
+    let mut s = Script::new(config());
+    s.send(&Seg::syn(PEER_ISN)).unwrap();
+    assert_eq!(s.take().len(), 1);
+    s.at(30_000);
+    assert_eq!(s.stack.connection_count(), 0, "the half-open entry expired");
+    // Not the handshake's numbers: reset as before.
+    s.at(40_000);
+    s.send(&Seg::data(PEER_ISN + 2, OUR_ISN + 1, b"x")).unwrap();
+    let out = s.take();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].tcp.flags.contains(TcpFlags::RST));
+    assert_eq!(s.stack.connection_count(), 0);
+    // The peer's data with the handshake's numbers, 35 s after the expiry.
+    s.at(65_000);
+    let data = b"hello, late handshake";
+    let mut seg = Seg::data(PEER_ISN + 1, OUR_ISN + 1, data);
+    seg.tcp.flags = seg.tcp.flags | TcpFlags::FIN;
+    s.send(&seg).unwrap();
+    assert!(
+        s.take()
+            .iter()
+            .all(|o| !o.tcp.flags.contains(TcpFlags::RST)),
+        "no RST for the late handshake ACK"
+    );
+    assert_eq!(s.stack.stats().late_handshakes, 1);
+    let c = s
+        .stack
+        .accept(s.lid)
+        .expect("the connection is established");
+    assert_eq!(s.stack.state(c), Some(State::CloseWait));
+    let mut buf = [0u8; 64];
+    let n = s.read(c, &mut buf).unwrap();
+    assert_eq!(&buf[..n], data);
+    assert_eq!(s.read(c, &mut buf).unwrap(), 0, "then the FIN");
+    let out = s.take();
+    let last = out.last().expect("the read is acked");
+    assert_eq!(
+        last.tcp.ack,
+        PEER_ISN + 1 + data.len() as u32 + 1,
+        "data and FIN acked"
+    );
+    // Once only: a second copy of the handshake ACK for a gone connection is reset.
+    s.close(c).unwrap();
+    let _ = s.take();
+    s.send(&Seg::ack(PEER_ISN + 1, OUR_ISN + 1)).unwrap();
+    let out = s.take();
+    assert!(out.iter().any(|o| o.tcp.flags.contains(TcpFlags::RST)));
+    assert_eq!(s.stack.stats().late_handshakes, 1);
+}
