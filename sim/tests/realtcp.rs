@@ -130,3 +130,21 @@ fn pong_remote_crash_lossy_seed_1_real_tcp_passes() {
     let r = run(&scenario("pong-remote-crash"), &cfg(1, "lossy", false)).unwrap();
     assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
 }
+
+/// Issue 17's first "must show": pong-streams on lossy over real TCP passes, and the
+/// capture shows retransmitted segments to tshark. It failed two ways: a window update
+/// lost after a zero window (smoltcp has no persist timer; the direct slow readers' pong
+/// streams hit their 20 s idle reset), and pong's pool holding its lock while one
+/// backed-up carrier made room for an open (UDP relays waited 14 s).
+#[test]
+fn pong_streams_lossy_seed_1_real_tcp_passes_and_shows_retransmissions() {
+    let r = run(&scenario("pong-streams"), &cfg(1, "lossy", true)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+    let pcap = r.pcap.expect("captured");
+    let retrans = tshark_frames(&pcap, "tcp.analysis.retransmission");
+    assert!(
+        retrans.len() > 100,
+        "{} retransmissions at 5% loss",
+        retrans.len()
+    );
+}

@@ -476,7 +476,15 @@ pub struct PongConn {
     pub done: JoinHandle<ConnEnd>,
 }
 
-impl PongConn {
+/// Opens streams on a [`PongConn`] without borrowing it: a pool waits for a busy
+/// carrier's room with this, not with its lock held (one backed-up carrier would
+/// otherwise hold up new streams on every other carrier).
+#[derive(Clone, Debug)]
+pub struct Opener {
+    opens: mpsc::Sender<(StreamKind, Address, OpenReply)>,
+}
+
+impl Opener {
     /// Local side: opens a connect stream to `addr` (data may be written at once).
     pub async fn open_connect(&self, addr: Address) -> io::Result<PongStream> {
         match self.open(StreamKind::Tcp, addr).await? {
@@ -503,6 +511,25 @@ impl PongConn {
             Ok(s) => Ok(s),
             Err(e) => Err(io::Error::other(e.to_string())),
         }
+    }
+}
+
+impl PongConn {
+    /// An [`Opener`] for this connection.
+    pub fn opener(&self) -> Opener {
+        Opener {
+            opens: self.opens.clone(),
+        }
+    }
+
+    /// Local side: opens a connect stream to `addr` (data may be written at once).
+    pub async fn open_connect(&self, addr: Address) -> io::Result<PongStream> {
+        self.opener().open_connect(addr).await
+    }
+
+    /// Local side: opens a relay stream to `addr` (one datagram per data frame).
+    pub async fn open_relay(&self, addr: Address) -> io::Result<PongDatagrams> {
+        self.opener().open_relay(addr).await
     }
 
     /// Remote side: accept (`true`) or reject the client id; a rejected connection closes

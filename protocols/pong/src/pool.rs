@@ -15,7 +15,7 @@ use tunnelbed_carrier::tls::ClientTls;
 use tunnelbed_carrier::CarrierUrl;
 use tunnelbed_netio::{Net, Trace};
 
-use crate::driver::{spawn_local, DriverConfig, PongConn, PongDatagrams, PongStream};
+use crate::driver::{spawn_local, DriverConfig, Opener, PongConn, PongDatagrams, PongStream};
 use crate::wire::Address;
 
 /// Settings of a local's pool.
@@ -54,6 +54,10 @@ impl PoolConfig {
 
 struct Pooled {
     conn: PongConn,
+    /// Tells this connection from the others while the lock is not held.
+    id: u64,
+    /// Opens under way on it (they count against `max_streams_per_conn`).
+    opening: usize,
     born: Instant,
     idle_since: Option<Instant>,
 }
@@ -110,36 +114,52 @@ impl<N: Net> Pool<N> {
     /// Opens a connect stream to `addr` (data may be written at once; a failed dial at the
     /// remote shows up as a reset).
     pub async fn open_connect(&self, addr: Address) -> io::Result<PongStream> {
-        let mut last = None;
-        // A connection can die between choosing and opening: try a fresh one once.
-        for _ in 0..2 {
-            let mut inner = self.inner.lock().await;
-            let i = self.choose(&mut inner).await?;
-            match inner.conns[i].conn.open_connect(addr.clone()).await {
-                Ok(s) => return Ok(s),
-                Err(e) => {
-                    inner.conns[i].conn.shutdown("open failed");
-                    inner.conns.remove(i);
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("no connection")))
+        self.open_with(|o| {
+            let addr = addr.clone();
+            async move { o.open_connect(addr).await }
+        })
+        .await
     }
 
     /// Opens a relay stream to `addr`.
     pub async fn open_relay(&self, addr: Address) -> io::Result<PongDatagrams> {
+        self.open_with(|o| {
+            let addr = addr.clone();
+            async move { o.open_relay(addr).await }
+        })
+        .await
+    }
+
+    /// Opens a stream with `open` on a connection the pool chooses. The lock is held only
+    /// to choose (and dial): the open itself waits for that carrier's room unlocked, so a
+    /// backed-up carrier delays only the streams it was chosen for.
+    async fn open_with<T, F, Fut>(&self, open: F) -> io::Result<T>
+    where
+        F: Fn(Opener) -> Fut,
+        Fut: std::future::Future<Output = io::Result<T>>,
+    {
         let mut last = None;
+        // A connection can die between choosing and opening: try a fresh one once.
         for _ in 0..2 {
+            let (opener, id) = {
+                let mut inner = self.inner.lock().await;
+                let i = self.choose(&mut inner).await?;
+                let p = &mut inner.conns[i];
+                p.opening += 1;
+                (p.conn.opener(), p.id)
+            };
+            let r = open(opener).await;
             let mut inner = self.inner.lock().await;
-            let i = self.choose(&mut inner).await?;
-            match inner.conns[i].conn.open_relay(addr.clone()).await {
-                Ok(s) => return Ok(s),
-                Err(e) => {
+            if let Some(i) = inner.conns.iter().position(|p| p.id == id) {
+                inner.conns[i].opening -= 1;
+                if r.is_err() {
                     inner.conns[i].conn.shutdown("open failed");
                     inner.conns.remove(i);
-                    last = Some(e);
                 }
+            }
+            match r {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| io::Error::other("no connection")))
@@ -150,12 +170,13 @@ impl<N: Net> Pool<N> {
         let now = Instant::now();
         inner.conns.retain(|p| !p.conn.is_closed());
         if let Some(i) = inner.conns.iter().position(|p| {
-            p.conn.stats.live_streams() < self.cfg.max_streams_per_conn
+            p.conn.stats.live_streams() + p.opening < self.cfg.max_streams_per_conn
                 && now.duration_since(p.born) < self.cfg.max_age
         }) {
             return Ok(i);
         }
-        let id = format!("{}/c{}", self.name, inner.next_id);
+        let n = inner.next_id;
+        let id = format!("{}/c{n}", self.name);
         inner.next_id += 1;
         let dial = tunnelbed_carrier::connect(&self.net, &self.cfg.remote, &self.tls);
         let carrier = match tokio::time::timeout(self.cfg.connect_timeout, dial).await {
@@ -186,6 +207,8 @@ impl<N: Net> Pool<N> {
         );
         inner.conns.push(Pooled {
             conn,
+            id: n,
+            opening: 0,
             born: now,
             idle_since: None,
         });
@@ -203,7 +226,7 @@ impl<N: Net> Pool<N> {
                 return false;
             }
             let live = p.conn.stats.live_streams();
-            if live > 0 {
+            if live > 0 || p.opening > 0 {
                 p.idle_since = None;
                 return true;
             }

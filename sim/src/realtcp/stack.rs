@@ -566,6 +566,7 @@ impl StackInner {
                 .poll_ingress_single(ts, &mut self.dev, &mut self.sockets);
             self.dev.rx = None;
         }
+        self.watch.end_persist(&mut self.sockets);
         for _ in 0..MAX_EGRESS_ROUNDS {
             let before = self.dev.tx.len();
             self.iface.poll_egress(ts, &mut self.dev, &mut self.sockets);

@@ -12,7 +12,9 @@
 //!
 //! - smoltcp has no persist timer: when the peer's window update after a zero window is
 //!   lost, the sender waits forever (`pong-streams --seed 1 --profile lossy`, a slow
-//!   reader).
+//!   reader). The receiver's side repeats an update only while its own last segment
+//!   still said zero; when the update was lost after an ACK that already carried the
+//!   open window, only the sender can ask: see "Persist" below.
 //!
 //! How: every [`WATCH_EVERY`], a connection with data or a FIN in flight whose peer has
 //! not advanced its ACK for [`STALL_AFTER`] is handed
@@ -26,7 +28,14 @@
 //! Nothing is sent or recorded for them: on the wire it looks like a retransmission
 //! timeout of [`STALL_AFTER`] at most.
 //!
-//! Keepalive probes cannot do this: smoltcp sends them one byte below the highest
+//! Persist: a connection with bytes to send, nothing in flight (the peer acknowledged
+//! all we sent) and a zero window from the peer for [`PERSIST_AFTER`] turns smoltcp's
+//! keepalive on (every [`STALL_AFTER`]) until the window opens. With nothing in flight
+//! the keepalive is a real zero-window probe: one old byte the peer already has, which
+//! it answers with an ACK carrying its window. (A probe one byte past the window would
+//! make smoltcp 0.12 panic, see `window_reminder`.)
+//!
+//! Keepalive probes cannot do the stalls' work: smoltcp sends them one byte below the highest
 //! sequence number sent, so with data (or a FIN) in flight the peer takes the probe's
 //! byte as data. Dropped streams in FIN-WAIT-2, with everything acknowledged, get a slow
 //! keepalive here, so a peer that went silent ends them.
@@ -43,6 +52,8 @@ use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber};
 pub const STALL_AFTER: Duration = Duration::from_millis(1500);
 /// How often the watch walks every connection.
 pub const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How long a peer's zero window must last before the sender starts probing it.
+pub const PERSIST_AFTER: Duration = Duration::from_millis(1000);
 /// The keepalive interval of dropped streams in FIN-WAIT-2.
 const ORPHAN_KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -62,6 +73,8 @@ struct Peer {
     our_ack: Option<TcpSeqNumber>,
     /// The window field of our last segment.
     our_window: u16,
+    /// The sequence number just past the newest byte (or FIN) we sent.
+    our_next: Option<TcpSeqNumber>,
 }
 
 /// The stall watch of one host stack (see the module notes).
@@ -70,6 +83,10 @@ pub struct StallWatch {
     peers: BTreeMap<Tuple, Peer>,
     /// Connections with something in flight: (the peer's ACK then, unchanged since).
     stalls: BTreeMap<SocketHandle, (Option<TcpSeqNumber>, Duration)>,
+    /// Connections facing a zero window with nothing in flight: since when.
+    zero_windows: BTreeMap<SocketHandle, Duration>,
+    /// Connections probing a zero window (keepalive on), by their tuple.
+    persisting: BTreeMap<SocketHandle, Tuple>,
     next_watch: Duration,
 }
 
@@ -129,6 +146,26 @@ impl StallWatch {
         let peer = self.peers.entry(key).or_default();
         peer.our_ack = Some(t.ack_number());
         peer.our_window = t.window_len();
+        let end = t.seq_number() + t.payload().len() + usize::from(t.fin());
+        if peer.our_next.is_none_or(|n| later(end, n)) {
+            peer.our_next = Some(end);
+        }
+    }
+
+    /// Stops the zero-window probes of connections whose peer opened its window (called
+    /// after each batch of received packets, so no probe follows the opening).
+    pub fn end_persist(&mut self, sockets: &mut SocketSet<'static>) {
+        if self.persisting.is_empty() {
+            return;
+        }
+        let peers = &self.peers;
+        self.persisting.retain(|h, k| {
+            if peers.get(k).is_some_and(|p| p.window == 0) {
+                return true;
+            }
+            sockets.get_mut::<tcp::Socket>(*h).set_keep_alive(None);
+            false
+        });
     }
 
     /// Walks the connections (at most every [`WATCH_EVERY`]): returns the packets to hand
@@ -149,6 +186,8 @@ impl StallWatch {
         }
         self.next_watch = now + WATCH_EVERY;
         let mut stalls = BTreeMap::new();
+        let mut zero_windows = BTreeMap::new();
+        let mut persisting = BTreeMap::new();
         let mut live = BTreeSet::new();
         for (h, sock) in sockets.iter_mut() {
             let smoltcp::socket::Socket::Tcp(t) = sock else {
@@ -197,18 +236,44 @@ impl StallWatch {
                 };
                 stalls.insert(h, (ack, since));
             }
-            let want = (orphans.contains(&h) && state == tcp::State::FinWait2)
-                .then(|| smol(ORPHAN_KEEPALIVE));
+            // The peer's window is closed, we have bytes for it and it has all we sent.
+            let zero_window = in_flight
+                && t.send_queue() > 0
+                && peer.is_some_and(|p| p.window == 0 && p.ack.is_some() && p.ack == p.our_next);
+            let mut probe = false;
+            if zero_window {
+                let since = self.zero_windows.get(&h).copied().unwrap_or(now);
+                zero_windows.insert(h, since);
+                if now.saturating_sub(since) >= PERSIST_AFTER {
+                    probe = true;
+                    if let Some(k) = tuple {
+                        persisting.insert(h, k);
+                    }
+                }
+            }
+            let want = if probe {
+                Some(smol(STALL_AFTER))
+            } else {
+                (orphans.contains(&h) && state == tcp::State::FinWait2)
+                    .then(|| smol(ORPHAN_KEEPALIVE))
+            };
             if t.keep_alive() != want {
                 t.set_keep_alive(want);
             }
         }
         self.stalls = stalls;
+        self.zero_windows = zero_windows;
+        self.persisting = persisting;
         self.peers.retain(|k, _| live.contains(k));
         let next = self
             .stalls
             .values()
             .map(|(_, since)| *since + STALL_AFTER)
+            .chain(
+                self.zero_windows
+                    .values()
+                    .map(|since| *since + PERSIST_AFTER),
+            )
             .min()
             .map(|due| due.saturating_sub(now).max(WATCH_EVERY));
         (inject, next)
