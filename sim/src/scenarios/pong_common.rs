@@ -272,9 +272,9 @@ pub async fn run_remote(
 
 /// Runs pong's remote over `h3://` on host `host`: a QUIC endpoint on UDP
 /// [`REMOTE_PORT`] with a certificate and TLS randomness from `seed`, QUIC's from the
-/// world's QUIC seed (see `SimWorld::set_quic_seed`), so runs replay. The QUIC socket is
-/// not counted in `gauges` (it lives as long as the remote); targets and relay sockets
-/// are.
+/// world's QUIC seed (see `SimWorld::set_quic_seed`), so runs replay. Each carrier (QUIC
+/// connection) counts in `gauges.accepted` until its pong connection ended, as a TCP
+/// carrier does; the QUIC socket itself is not counted (it lives as long as the remote).
 pub async fn run_remote_h3(
     world: SimWorld,
     host: &str,
@@ -287,15 +287,27 @@ pub async fn run_remote_h3(
     let tls = ServerTls::seeded(&[host.to_string()], seed32(seed, 1))?;
     let quic = QuicSeed(plain.quic_seed());
     let listener = H3Listener::bind(&plain, any(REMOTE_PORT), &tls, &quic).await?;
+    let accepted = gauges.accepted.clone();
     let net = Gauged::new(plain, gauges);
-    tunnelbed_pong::remote::serve_h3(
-        net,
-        listener,
-        Arc::new(remote_config()),
-        world.trace.clone(),
-        name,
-    )
-    .await?;
+    let cfg = Arc::new(RemoteConfig {
+        header_timeout: H3_HANDSHAKE,
+        ..remote_config()
+    });
+    // `tunnelbed_pong::remote::serve_h3`'s loop, with the carrier gauge.
+    for n in 0u64.. {
+        let incoming = listener.accept().await?;
+        let gauge = Gauge::new(&accepted);
+        let (net, cfg, trace) = (net.clone(), cfg.clone(), world.trace.clone());
+        let id = format!("{name}/c{n}");
+        tokio::spawn(async move {
+            let _gauge = gauge;
+            let Ok(Ok(carrier)) = tokio::time::timeout(cfg.header_timeout, incoming.finish()).await
+            else {
+                return;
+            };
+            tunnelbed_pong::remote::handle_carrier(net, Box::new(carrier), cfg, trace, id).await;
+        });
+    }
     Ok(())
 }
 
@@ -314,9 +326,16 @@ pub fn client_tls_h3(seed: u64) -> Arc<ClientTls> {
     Arc::new(ClientTls::insecure_seeded(seed32(seed, 2)).expect("ring supports TLS 1.3"))
 }
 
-/// [`pool_config`] over `h3://remote:REMOTE_PORT/`.
+/// How long an `h3://` carrier may take to come up (the local's connect timeout, the
+/// remote's header timeout): QUIC's handshake crosses the lossy link itself (an ideal TCP
+/// connect does not), and each lost handshake packet costs a probe timeout that doubles
+/// (1 s, 2 s, 4 s, ...).
+pub const H3_HANDSHAKE: Duration = Duration::from_secs(15);
+
+/// [`pool_config`] over `h3://remote:REMOTE_PORT/`, with [`H3_HANDSHAKE`] to connect.
 pub fn pool_config_h3(max_streams: usize, idle: Duration) -> PoolConfig {
     let mut cfg = pool_config(max_streams, idle);
+    cfg.connect_timeout = H3_HANDSHAKE;
     cfg.remote = format!("h3://remote:{REMOTE_PORT}/")
         .parse()
         .expect("a valid carrier url");

@@ -225,6 +225,13 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     if carrier == Carrier::H3 {
         ctx.world.set_quic_seed(seed);
     }
+    // Tries of 400 ms per UDP datagram. Over h3 the carriers themselves see the link's
+    // loss and reordering (ideal TCP carriers do not), so a relay datagram can wait
+    // seconds behind a congested carrier's bulk data (pong has no priorities): 60 s.
+    let udp_tries = match carrier {
+        Carrier::Tcp => 40,
+        Carrier::H3 => 150,
+    };
     let streams = plan(ctx);
     let plans: Vec<Plan> = streams.iter().map(|s| s.plan).collect();
     let udp_sizes: Vec<Vec<usize>> = (0..ASSOCIATIONS)
@@ -399,7 +406,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
                     .enumerate()
                     .map(|(k, n)| pc::datagram(seed, a as u32, k as u32, *n))
                     .collect();
-                pc::udp_exchange(&net, front, echo, &ds, &ledger, &format!("u{a}"), 40).await
+                pc::udp_exchange(&net, front, echo, &ds, &ledger, &format!("u{a}"), udp_tries).await
             }));
         }
         for t in tasks {
