@@ -14,7 +14,7 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
     let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
         .args(["bench", "pong", "--size", "1", "--reps", "2"])
         .args(["--carrier", "tcp,tls", "--carrier", "ws"])
-        .args(["--carrier", "h2c,h2,http,https"])
+        .args(["--carrier", "h2c,h2,h3,http,https"])
         .args([
             "--idle-streams",
             "60",
@@ -40,22 +40,24 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         "| **pong over ws** | ",
         "| **pong over h2c** | ",
         "| **pong over h2** | ",
+        "| **pong over h3** | ",
         "| **pong over http** | ",
         "| **pong over https** | ",
         "pong over ws: ",
         "pong over https: ",
         "of the two-relay reference",
-        "integrity: all 27 downloads (warm-ups included) arrived whole",
+        "integrity: all 30 downloads (warm-ups included) arrived whole",
         "| tcp | 60 of 60 |",
         "| tls | 60 of 60 |",
         "| ws | 60 of 60 |",
         "| h2c | 60 of 60 |",
         "| h2 | 60 of 60 |",
+        "| h3 | 60 of 60 |",
         "| http | 60 of 60 |",
         "| https | 60 of 60 |",
         "RLIMIT_NOFILE",
         "### Open and close, 2 times in the same processes",
-        "Streams up per cycle: tcp 60, 60; tls 60, 60; ws 60, 60; h2c 60, 60; h2 60, 60; http 60, 60; https 60, 60.",
+        "Streams up per cycle: tcp 60, 60; tls 60, 60; ws 60, 60; h2c 60, 60; h2 60, 60; h3 60, 60; http 60, 60; https 60, 60.",
         "load average",
     ] {
         assert!(report.contains(want), "missing {want:?} in:\n{report}");
@@ -71,7 +73,7 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         .filter(|l| l.starts_with("| "))
         .skip(1)
         .collect();
-    assert_eq!(rows.len(), 9, "{lat}");
+    assert_eq!(rows.len(), 10, "{lat}");
     for r in rows {
         assert!(r.trim_end().ends_with("| 0 |"), "failed streams in {r:?}");
     }

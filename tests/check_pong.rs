@@ -102,6 +102,11 @@ fn our_remote_passes_every_case_over_h2() {
 }
 
 #[test]
+fn our_remote_passes_every_case_over_h3() {
+    passes_every_case_over("h3");
+}
+
+#[test]
 fn our_remote_passes_every_case_over_http() {
     passes_every_case_over("http");
 }
@@ -121,7 +126,7 @@ fn passes_every_case_over(scheme: &str) {
     let cert = dir.join("remote-cert.pem");
     let cert = cert.to_str().unwrap();
     let listen = format!("{scheme}://127.0.0.1:0");
-    let tls = matches!(scheme, "tls" | "wss" | "h2" | "https");
+    let tls = matches!(scheme, "tls" | "wss" | "h2" | "h3" | "https");
     let mut args = vec!["pong", "remote", "--listen", &listen, "--client-id", ID];
     if tls {
         args.extend(["--self-signed-cert-out", cert]);

@@ -1,6 +1,6 @@
 //! `tunnelbed pong` on real loopback sockets (127.0.0.1 and ::1 only), with `curl` and
 //! `tests/pong_udp.py` as the applications: `curl --socks5-hostname` -> `pong local` ->
-//! (tcp://, tls://, ws://, wss://, h2c://, h2://, http:// or https:// carrier) ->
+//! (tcp://, tls://, ws://, wss://, h2c://, h2://, h3://, http:// or https:// carrier) ->
 //! `pong remote` -> `tunnelbed http-source`.
 //! Every body is checked by length and SHA-256 against http-source's documented pattern
 //! ([`tunnelbed::cmd::http_source::pattern_byte`]); the UDP client checks every echoed
@@ -28,7 +28,7 @@ const WRONG_ID: &str = "6f1c2a4e-93b7-4d21-8e5a-0c7d9f3b1a53";
 /// 100 MiB (100 * 2^20 bytes), the size of the bulk downloads.
 const BULK: u64 = 100 << 20;
 
-/// MiB of the bulk download over each HTTP carrier (h2c, h2, http, https): 8 by
+/// MiB of the bulk download over each HTTP carrier (h2c, h2, h3, http, https): 8 by
 /// default to keep the suite quick; `TUNNELBED_PONG_BULK_MIB=100` gives the 100 MiB
 /// must-show run.
 fn http_bulk() -> u64 {
@@ -56,7 +56,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// Whether a carrier URL runs over TLS (the remote needs a certificate, the local
 /// trusts it).
 fn tls_url(url: &str) -> bool {
-    ["tls://", "wss://", "h2://", "https://"]
+    ["tls://", "wss://", "h2://", "h3://", "https://"]
         .iter()
         .any(|p| url.starts_with(p))
 }
@@ -554,6 +554,11 @@ fn bulk_over_h2() {
 }
 
 #[test]
+fn bulk_over_h3() {
+    bulk_sized("h3", http_bulk());
+}
+
+#[test]
 fn bulk_over_http() {
     bulk_sized("http", http_bulk());
 }
@@ -579,6 +584,11 @@ fn two_hundred_parallel_downloads_over_h2c() {
 #[test]
 fn two_hundred_parallel_downloads_over_h2() {
     parallel_over("h2", http_parallel_base());
+}
+
+#[test]
+fn two_hundred_parallel_downloads_over_h3() {
+    parallel_over("h3", http_parallel_base());
 }
 
 #[test]

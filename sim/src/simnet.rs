@@ -8,6 +8,8 @@
 //! host's own address works as on a one-interface machine (turmoil binds only the
 //! unspecified and loopback addresses).
 
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -48,6 +50,8 @@ pub struct SimWorld {
     tcp_mode: TcpMode,
     /// The hosts' TCP stacks in real-TCP mode.
     stacks: Stacks,
+    /// Where QUIC endpoints get their seeds (see [`SimWorld::set_quic_seed`]).
+    quic_seeds: Arc<Mutex<Option<ChaCha20Rng>>>,
 }
 
 /// The real-TCP stacks of a run, one per host incarnation, created on a host's first
@@ -228,7 +232,25 @@ impl SimWorld {
             data_fault: None,
             tcp_mode: TcpMode::Ideal,
             stacks: Stacks::default(),
+            quic_seeds: Arc::default(),
         }
+    }
+
+    /// Seeds the QUIC endpoints the hosts open (`h3://` carriers): each gets the next 32
+    /// bytes of a ChaCha20 stream from `seed`, in simulation order, so a run replays.
+    /// Without it an endpoint draws from the OS (and the run does not replay).
+    pub fn set_quic_seed(&self, seed: u64) {
+        *self.quic_seeds.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(ChaCha20Rng::seed_from_u64(seed ^ 0x5155_4943_5345_4544));
+    }
+
+    /// The next QUIC endpoint seed (see [`SimWorld::set_quic_seed`]).
+    fn next_quic_seed(&self) -> Option<[u8; 32]> {
+        let mut g = self.quic_seeds.lock().unwrap_or_else(|e| e.into_inner());
+        let rng = g.as_mut()?;
+        let mut b = [0u8; 32];
+        rng.fill_bytes(&mut b);
+        Some(b)
     }
 
     /// Chooses the hosts' TCP (call before the hosts take their [`SimWorld::net`]); `seed`
@@ -725,6 +747,9 @@ impl Net for SimNet {
     }
     fn data_fault(&self) -> Option<Arc<DataFault>> {
         self.world.data_fault.clone()
+    }
+    fn quic_seed(&self) -> Option<[u8; 32]> {
+        self.world.next_quic_seed()
     }
 }
 

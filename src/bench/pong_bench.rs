@@ -32,13 +32,14 @@ use anyhow::{bail, Context};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnelbed_carrier::http3::{H3Listener, QuicSeed};
 use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
 use tunnelbed_netio::{Net, TcpListen, TokioNet, Trace};
 use tunnelbed_pong::driver::DriverConfig;
 use tunnelbed_pong::local::serve_socks;
 use tunnelbed_pong::pool::{Pool, PoolConfig};
-use tunnelbed_pong::remote::{serve, RemoteConfig};
+use tunnelbed_pong::remote::{serve, serve_h3, RemoteConfig};
 
 use super::child::{spawn_until, Pipe, Proc};
 use super::measure::{fd_count, proc_cpu, raise_nofile, rss_kib, self_cpu};
@@ -161,6 +162,23 @@ pub fn child_main(spec: &str) -> anyhow::Result<()> {
                     allowed: vec![CLIENT_ID],
                     ..RemoteConfig::default()
                 };
+                if let (true, Some(tls)) = (kind.uses_udp(), tls.as_deref()) {
+                    // h3:// is QUIC: a UDP socket on 127.0.0.1, its address the banner's.
+                    drop(listener);
+                    let h3 = H3Listener::bind(
+                        &net,
+                        ([127, 0, 0, 1], 0).into(),
+                        tls,
+                        &QuicSeed::default(),
+                    )
+                    .await?;
+                    let mut o = io::stdout().lock();
+                    writeln!(o, "listening {}", h3.local_addr()?)?;
+                    o.flush()?;
+                    drop(o);
+                    serve_h3(net, h3, Arc::new(cfg), Trace::disabled(), "remote".into()).await?;
+                    return Ok(());
+                }
                 banner()?;
                 serve(
                     net,

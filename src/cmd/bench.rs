@@ -71,6 +71,8 @@ pub enum PongCarrier {
     H2c,
     /// One HTTP/2 request over TLS.
     H2,
+    /// One HTTP/3 request over QUIC.
+    H3,
     /// HTTP/1.1 POST, then raw bytes.
     Http,
     /// HTTP/1.1 POST over TLS, then raw bytes.
@@ -87,6 +89,7 @@ impl PongCarrier {
             PongCarrier::Wss => K::Wss,
             PongCarrier::H2c => K::H2c,
             PongCarrier::H2 => K::H2,
+            PongCarrier::H3 => K::H3,
             PongCarrier::Http => K::Http,
             PongCarrier::Https => K::Https,
         }
@@ -110,7 +113,7 @@ pub struct PongBenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "tcp,tls,ws,wss,h2c,h2,http,https"
+        default_value = "tcp,tls,ws,wss,h2c,h2,h3,http,https"
     )]
     pub carrier: Vec<PongCarrier>,
     /// Idle streams for the memory figures (0 skips them).

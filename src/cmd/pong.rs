@@ -22,12 +22,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use tunnelbed_carrier::http3::{H3Listener, QuicSeed as H3Seed};
 use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
 use tunnelbed_netio::{Net, TcpListen};
 use tunnelbed_pong::local::serve_socks;
 use tunnelbed_pong::pool::{Pool, PoolConfig};
-use tunnelbed_pong::remote::{serve, RemoteConfig};
+use tunnelbed_pong::remote::{serve, serve_h3, RemoteConfig};
 use tunnelbed_pong::wire::parse_uuid;
 
 use super::observe::ObserveArgs;
@@ -51,8 +52,9 @@ pub enum PongCmd {
 pub struct RemoteArgs {
     /// Carrier to listen on: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH],
     /// wss://HOST:PORT[/PATH], h2c://HOST:PORT[/PATH], h2://HOST:PORT[/PATH],
-    /// http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH] (port 0 picks a free one;
-    /// WebSocket and HTTP listeners accept any path).
+    /// h3://HOST:PORT[/PATH] (QUIC: a UDP port), http://HOST[:PORT][/PATH] or
+    /// https://HOST[:PORT][/PATH] (port 0 picks a free one; WebSocket and HTTP listeners
+    /// accept any path).
     #[arg(long, value_name = "URL")]
     pub listen: String,
     /// A client id allowed to connect, as a UUID (8-4-4-4-12 hex digits). Repeat for
@@ -178,7 +180,7 @@ pub(super) fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             }
             if !needs_tls(listen.kind) && has_cert {
                 return usage(format!(
-                    "--listen {listen}: certificates are only for tls://, wss://, h2:// and https://"
+                    "--listen {listen}: certificates are only for tls://, wss://, h2://, h3:// and https://"
                 ));
             }
             let cfg = RemoteConfig {
@@ -315,13 +317,41 @@ async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow:
     let addr = listen_addr(&listen).await?;
     let obs = a.observe.start("pong-remote");
     let net = obs.net();
-    let lsn = net
-        .listen_tcp(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let bound = TcpListen::local_addr(&lsn)?;
+    let cfg = Arc::new(cfg);
     let mut shown = listen.clone();
-    shown.port = bound.port();
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>> =
+        if listen.kind.uses_udp() {
+            let Some(tls) = tls.as_deref() else {
+                anyhow::bail!("--listen {listen}: h3:// needs a certificate");
+            };
+            let seed = H3Seed(net.quic_seed());
+            let lsn = H3Listener::bind(&net, addr, tls, &seed)
+                .await
+                .with_context(|| format!("binding UDP {addr}"))?;
+            shown.port = lsn.local_addr()?.port();
+            Box::pin(serve_h3(
+                net,
+                lsn,
+                cfg.clone(),
+                obs.trace(),
+                "remote".into(),
+            ))
+        } else {
+            let lsn = net
+                .listen_tcp(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            shown.port = TcpListen::local_addr(&lsn)?.port();
+            Box::pin(serve(
+                net,
+                lsn,
+                listen.kind,
+                tls,
+                cfg.clone(),
+                obs.trace(),
+                "remote".into(),
+            ))
+        };
     tracing::info!(
         "pong remote: {} client id(s) allowed, dial timeout {:?}, idle timeout {:?}, target ack timeout {:?}",
         cfg.allowed.len(),
@@ -330,15 +360,6 @@ async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow:
         cfg.target_ack_timeout
     );
     eprintln!("pong remote listening on {shown}");
-    let server = serve(
-        net,
-        lsn,
-        listen.kind,
-        tls,
-        Arc::new(cfg),
-        obs.trace(),
-        "remote".into(),
-    );
     let result = tokio::select! {
         biased;
         _ = stop_signal() => {

@@ -177,7 +177,11 @@ fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
 
 fn find(name: &str) -> anyhow::Result<tunnelbed_sim::Scenario> {
     scenarios::find(name).ok_or_else(|| {
-        let names: Vec<_> = scenarios::all().iter().map(|s| s.name).collect();
+        let names: Vec<_> = scenarios::all()
+            .iter()
+            .chain(scenarios::by_name_only().iter())
+            .map(|s| s.name)
+            .collect();
         anyhow::anyhow!("unknown scenario {name:?}; known: {}", names.join(", "))
     })
 }
@@ -195,6 +199,14 @@ pub(super) fn run(cmd: SimCmd) -> anyhow::Result<ExitCode> {
             for s in scenarios::all() {
                 println!(
                     "{:<22} {}  [profiles: {}]",
+                    s.name,
+                    s.about,
+                    s.profiles.join(", ")
+                );
+            }
+            for s in scenarios::by_name_only() {
+                println!(
+                    "{:<22} {}  [profiles: {}; by name only, not in `sim all`]",
                     s.name,
                     s.about,
                     s.profiles.join(", ")

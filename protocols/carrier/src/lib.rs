@@ -1,12 +1,16 @@
 //! Carriers: the ordered byte streams proxy protocols run over — `tcp://`, `tls://`
 //! (rustls), `ws://` and `wss://` (tokio-tungstenite, one binary message per write),
 //! `h2c://` and `h2://` (one HTTP/2 request whose two bodies are the stream, the `h2`
-//! crate) and `http://` and `https://` (a `POST` answered `200`, then raw bytes). Each
-//! is set up over a TCP stream from any `Net`, so the same code runs for real and in
-//! simulation, and each is handed back as one boxed byte stream.
+//! crate), `h3://` (the same over HTTP/3 and QUIC: quinn and the `h3` crate) and
+//! `http://` and `https://` (a `POST` answered `200`, then raw bytes). Each is set up
+//! over a TCP stream (or, for `h3://`, a UDP socket) from any `Net`, so the same code
+//! runs for real and in simulation, and each is handed back as one boxed byte stream.
 
 pub mod http1;
 pub mod http2;
+pub mod http3;
+pub mod quic_udp;
+pub mod seeded;
 pub mod tls;
 pub mod url;
 pub mod ws;
@@ -31,6 +35,10 @@ pub async fn connect<N: Net>(
     url: &CarrierUrl,
     tls: &tls::ClientTls,
 ) -> io::Result<BoxStream> {
+    if url.kind == CarrierKind::H3 {
+        let seed = http3::QuicSeed(net.quic_seed());
+        return Ok(Box::new(http3::client(net, url, tls, &seed).await?));
+    }
     let addrs = net.resolve(&url.host, url.port).await?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for a in addrs {
@@ -65,10 +73,12 @@ async fn wrap_client<S: TcpConn>(
             let t = tls.connect(&url.host, tcp).await?;
             Box::new(http1::client(t, url).await?)
         }
+        CarrierKind::H3 => return Err(not_tcp()),
     })
 }
 
-/// Server side: finishes the carrier handshake on an accepted TCP stream.
+/// Server side: finishes the carrier handshake on an accepted TCP stream (every kind
+/// but `h3://`, which has its own listener).
 pub async fn accept<S: TcpConn>(
     tcp: S,
     kind: CarrierKind,
@@ -100,5 +110,13 @@ pub async fn accept<S: TcpConn>(
             let t = need_tls()?.accept(tcp).await?;
             Box::new(http1::server(t).await?)
         }
+        CarrierKind::H3 => return Err(not_tcp()),
     })
+}
+
+fn not_tcp() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "h3:// runs over UDP: accept it with http3::H3Listener, not on a TCP stream",
+    )
 }

@@ -26,6 +26,8 @@ pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,
     /// The same certificate offering ALPN `h2` (for `h2://` listeners).
     h2_acceptor: tokio_rustls::TlsAcceptor,
+    /// The same certificate offering ALPN `h3` (for `h3://` listeners, over QUIC).
+    h3: Arc<ServerConfig>,
     /// The certificate served (DER), so tests and tools can trust it.
     pub cert_der: Vec<u8>,
 }
@@ -37,6 +39,32 @@ impl ServerTls {
         let cert = ck.cert.der().to_vec();
         let key = ck.key_pair.serialize_der();
         Self::from_der(cert, key)
+    }
+
+    /// A self-signed Ed25519 certificate for `names` whose key, and every random
+    /// value the TLS handshakes draw, come from `seed`: for the simulator, where a run
+    /// must replay byte for byte. No session tickets (resumption would read the clock).
+    pub fn seeded(names: &[String], seed: [u8; 32]) -> io::Result<Self> {
+        let rng = crate::seeded::SeededRng::new(seed);
+        let key_der = crate::seeded::ed25519_pkcs8(&rng);
+        let kp = rcgen::KeyPair::try_from(key_der.as_slice()).map_err(other)?;
+        let cert = rcgen::CertificateParams::new(names.to_vec())
+            .map_err(other)?
+            .self_signed(&kp)
+            .map_err(other)?;
+        let cert = cert.der().to_vec();
+        let mut cfg = ServerConfig::builder_with_provider(crate::seeded::provider(rng))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(other)?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.clone())],
+                PrivateKeyDer::try_from(key_der).map_err(other)?,
+            )
+            .map_err(other)?;
+        cfg.send_tls13_tickets = 0;
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        Ok(Self::from_config(cfg, cert))
     }
 
     /// Certificate chain and key from PEM files.
@@ -62,9 +90,12 @@ impl ServerTls {
     fn from_config(cfg: ServerConfig, cert_der: Vec<u8>) -> Self {
         let mut h2 = cfg.clone();
         h2.alpn_protocols = vec![b"h2".to_vec()];
+        let mut h3 = cfg.clone();
+        h3.alpn_protocols = vec![b"h3".to_vec()];
         Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
             h2_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(h2)),
+            h3: Arc::new(h3),
             cert_der,
         }
     }
@@ -92,6 +123,12 @@ impl ServerTls {
         }
         s.push_str("-----END CERTIFICATE-----\n");
         s
+    }
+
+    /// The rustls settings offering ALPN `h3`, for the QUIC endpoint of an `h3://`
+    /// listener.
+    pub fn h3_config(&self) -> Arc<ServerConfig> {
+        self.h3.clone()
     }
 
     /// Runs the server handshake.
@@ -155,6 +192,8 @@ pub struct ClientTls {
     connector: tokio_rustls::TlsConnector,
     /// The same trust asking for ALPN `h2` (for `h2://` carriers).
     h2_connector: tokio_rustls::TlsConnector,
+    /// The same trust asking for ALPN `h3` (for `h3://` carriers, over QUIC).
+    h3: Arc<ClientConfig>,
 }
 
 impl ClientTls {
@@ -188,9 +227,12 @@ impl ClientTls {
     fn from_config(cfg: ClientConfig) -> Self {
         let mut h2 = cfg.clone();
         h2.alpn_protocols = vec![b"h2".to_vec()];
+        let mut h3 = cfg.clone();
+        h3.alpn_protocols = vec![b"h3".to_vec()];
         Self {
             connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
             h2_connector: tokio_rustls::TlsConnector::from(Arc::new(h2)),
+            h3: Arc::new(h3),
         }
     }
 
@@ -203,6 +245,27 @@ impl ClientTls {
             .with_custom_certificate_verifier(Arc::new(AcceptAnything))
             .with_no_client_auth();
         Self::from_config(cfg)
+    }
+
+    /// The rustls settings asking for ALPN `h3`, for the QUIC connection of an `h3://`
+    /// carrier.
+    pub fn h3_config(&self) -> Arc<ClientConfig> {
+        self.h3.clone()
+    }
+
+    /// [`ClientTls::insecure`] with every random value the handshakes draw taken from
+    /// `seed`, and no resumption: for the simulator, where a run must replay byte for
+    /// byte.
+    pub fn insecure_seeded(seed: [u8; 32]) -> io::Result<Self> {
+        let rng = crate::seeded::SeededRng::new(seed);
+        let mut cfg = ClientConfig::builder_with_provider(crate::seeded::provider(rng))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(other)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+            .with_no_client_auth();
+        cfg.resumption = rustls::client::Resumption::disabled();
+        Ok(Self::from_config(cfg))
     }
 
     /// Runs the client handshake, checking the certificate against `host`.

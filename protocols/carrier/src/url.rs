@@ -1,6 +1,6 @@
 //! Carrier URLs: `tcp://host:port`, `tls://host:port`, `ws://host:port/path`,
 //! `wss://host:port/path`, `h2c://host:port/path`, `h2://host:port/path`,
-//! `http://host[:port]/path` and `https://host[:port]/path`.
+//! `h3://host:port/path`, `http://host[:port]/path` and `https://host[:port]/path`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +21,8 @@ pub enum CarrierKind {
     H2c,
     /// The same HTTP/2 request over TLS (ALPN `h2`).
     H2,
+    /// One HTTP/3 request over QUIC (ALPN `h3`, UDP), used the same way.
+    H3,
     /// An HTTP/1.1 `POST` answered `200`, then raw bytes both ways on that TCP stream.
     Http,
     /// The same `POST` exchange over TLS.
@@ -29,13 +31,14 @@ pub enum CarrierKind {
 
 impl CarrierKind {
     /// Every kind, in the order the CLI lists them.
-    pub const ALL: [CarrierKind; 8] = [
+    pub const ALL: [CarrierKind; 9] = [
         CarrierKind::Tcp,
         CarrierKind::Tls,
         CarrierKind::Ws,
         CarrierKind::Wss,
         CarrierKind::H2c,
         CarrierKind::H2,
+        CarrierKind::H3,
         CarrierKind::Http,
         CarrierKind::Https,
     ];
@@ -49,6 +52,7 @@ impl CarrierKind {
             CarrierKind::Wss => "wss",
             CarrierKind::H2c => "h2c",
             CarrierKind::H2 => "h2",
+            CarrierKind::H3 => "h3",
             CarrierKind::Http => "http",
             CarrierKind::Https => "https",
         }
@@ -64,8 +68,18 @@ impl CarrierKind {
     pub fn uses_tls(self) -> bool {
         matches!(
             self,
-            CarrierKind::Tls | CarrierKind::Wss | CarrierKind::H2 | CarrierKind::Https
+            CarrierKind::Tls
+                | CarrierKind::Wss
+                | CarrierKind::H2
+                | CarrierKind::H3
+                | CarrierKind::Https
         )
+    }
+
+    /// Whether the carrier runs over UDP (QUIC) rather than TCP: a listener binds a UDP
+    /// socket ([`crate::http3::H3Listener`]) instead of a TCP listener.
+    pub fn uses_udp(self) -> bool {
+        self == CarrierKind::H3
     }
 
     /// Whether the URL's path is sent to the server (WebSocket and HTTP carriers).
@@ -84,7 +98,7 @@ impl CarrierKind {
 }
 
 /// Schemes the parser accepts, for error messages.
-const SCHEMES: &str = "tcp://, tls://, ws://, wss://, h2c://, h2://, http:// or https://";
+const SCHEMES: &str = "tcp://, tls://, ws://, wss://, h2c://, h2://, h3://, http:// or https://";
 
 /// A parsed carrier URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +212,9 @@ mod tests {
         let u: CarrierUrl = "h2://[::1]:8443".parse().unwrap();
         assert_eq!((u.kind, u.path.as_str()), (CarrierKind::H2, "/"));
         assert_eq!(u.to_string(), "h2://[::1]:8443/");
+        let u: CarrierUrl = "h3://127.0.0.1:8443/q".parse().unwrap();
+        assert_eq!((u.kind, u.path.as_str()), (CarrierKind::H3, "/q"));
+        assert!(u.kind.uses_tls() && u.kind.uses_udp());
         let u: CarrierUrl = "http://example.test/up".parse().unwrap();
         assert_eq!((u.kind, u.port), (CarrierKind::Http, 80));
         let u: CarrierUrl = "https://example.test".parse().unwrap();
@@ -214,7 +231,8 @@ mod tests {
     fn bad_urls_say_what_is_wrong() {
         let err = |s: &str| s.parse::<CarrierUrl>().unwrap_err();
         assert!(err("grpc://x:1").contains("unsupported scheme \"grpc\""));
-        assert!(err("h3://x:1").contains("unsupported scheme"));
+        assert!(err("quic://x:1").contains("unsupported scheme"));
+        assert!(err("h3://x").contains("no port"));
         assert!(err("tcp://x").contains("no port"));
         assert!(err("h2c://x").contains("no port"));
         assert!(err("h2c:///p").contains("no host"));

@@ -258,4 +258,7 @@ impl<N: Net> Net for CaptureNet<N> {
     fn data_fault(&self) -> Option<std::sync::Arc<crate::DataFault>> {
         self.inner.data_fault()
     }
+    fn quic_seed(&self) -> Option<[u8; 32]> {
+        self.inner.quic_seed()
+    }
 }

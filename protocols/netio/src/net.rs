@@ -96,4 +96,10 @@ pub trait Net: Clone + Send + Sync + 'static {
     fn data_fault(&self) -> Option<Arc<DataFault>> {
         None
     }
+    /// A fresh 32-byte seed for the randomness of one QUIC endpoint (connection ids,
+    /// keys), so simulated runs replay; each call gives another. Real networks return
+    /// `None`: the endpoint draws from the OS.
+    fn quic_seed(&self) -> Option<[u8; 32]> {
+        None
+    }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnelbed_carrier::http3::H3Listener;
 use tunnelbed_carrier::tls::ServerTls;
 use tunnelbed_carrier::{BoxStream, CarrierKind};
 use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, UdpSock};
@@ -105,6 +106,42 @@ pub async fn serve<N: Net>(
                     return;
                 }
             };
+            let end = handle_carrier(net, carrier, cfg, trace, id.clone()).await;
+            tracing::info!("pong remote {id} ({peer}): {end}");
+        });
+    }
+}
+
+/// [`serve`] for `h3://`: accepts QUIC connections on `listener` (a UDP socket) until it
+/// fails; each connection's one HTTP/3 request is a carrier, run in its own task. Trace
+/// ids are `{name}/c{n}`.
+pub async fn serve_h3<N: Net>(
+    net: N,
+    listener: H3Listener,
+    cfg: Arc<RemoteConfig>,
+    trace: Trace,
+    name: String,
+) -> io::Result<()> {
+    let mut next = 0u64;
+    loop {
+        let incoming = listener.accept().await?;
+        let peer = incoming.remote_addr();
+        let (net, cfg, trace) = (net.clone(), cfg.clone(), trace.clone());
+        let id = format!("{name}/c{next}");
+        next += 1;
+        tokio::spawn(async move {
+            let carrier: BoxStream =
+                match tokio::time::timeout(cfg.header_timeout, incoming.finish()).await {
+                    Ok(Ok(c)) => Box::new(c),
+                    Ok(Err(e)) => {
+                        tracing::info!("pong remote {id}: h3 handshake from {peer} failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!("pong remote {id}: h3 handshake from {peer} timed out");
+                        return;
+                    }
+                };
             let end = handle_carrier(net, carrier, cfg, trace, id.clone()).await;
             tracing::info!("pong remote {id} ({peer}): {end}");
         });

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tunnelbed_carrier::tls::ClientTls;
+use tunnelbed_carrier::http3::{H3Listener, QuicSeed};
+use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
 use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, Transition, UdpSock};
 use tunnelbed_pong::pool::{Pool, PoolConfig};
@@ -220,6 +221,9 @@ impl<N: Net> Net for Gauged<N> {
     fn data_fault(&self) -> Option<Arc<tunnelbed_netio::DataFault>> {
         self.inner.data_fault()
     }
+    fn quic_seed(&self) -> Option<[u8; 32]> {
+        self.inner.quic_seed()
+    }
 }
 
 // ---- remote and local -----------------------------------------------------------------
@@ -266,6 +270,78 @@ pub async fn run_remote(
     Ok(())
 }
 
+/// Runs pong's remote over `h3://` on host `host`: a QUIC endpoint on UDP
+/// [`REMOTE_PORT`] with a certificate and TLS randomness from `seed`, QUIC's from the
+/// world's QUIC seed (see `SimWorld::set_quic_seed`), so runs replay. Each carrier (QUIC
+/// connection) counts in `gauges.accepted` until its pong connection ended, as a TCP
+/// carrier does; the QUIC socket itself is not counted (it lives as long as the remote).
+pub async fn run_remote_h3(
+    world: SimWorld,
+    host: &str,
+    name: String,
+    gauges: Gauges,
+    seed: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let _crash = world.crash_guard(host);
+    let plain = world.net(host);
+    let tls = ServerTls::seeded(&[host.to_string()], seed32(seed, 1))?;
+    let quic = QuicSeed(plain.quic_seed());
+    let listener = H3Listener::bind(&plain, any(REMOTE_PORT), &tls, &quic).await?;
+    let accepted = gauges.accepted.clone();
+    let net = Gauged::new(plain, gauges);
+    let cfg = Arc::new(RemoteConfig {
+        header_timeout: H3_HANDSHAKE,
+        ..remote_config()
+    });
+    // `tunnelbed_pong::remote::serve_h3`'s loop, with the carrier gauge.
+    for n in 0u64.. {
+        let incoming = listener.accept().await?;
+        let gauge = Gauge::new(&accepted);
+        let (net, cfg, trace) = (net.clone(), cfg.clone(), world.trace.clone());
+        let id = format!("{name}/c{n}");
+        tokio::spawn(async move {
+            let _gauge = gauge;
+            let Ok(Ok(carrier)) = tokio::time::timeout(cfg.header_timeout, incoming.finish()).await
+            else {
+                return;
+            };
+            tunnelbed_pong::remote::handle_carrier(net, Box::new(carrier), cfg, trace, id).await;
+        });
+    }
+    Ok(())
+}
+
+/// 32 seed bytes for purpose `n` of a run with `seed`.
+pub fn seed32(seed: u64, n: u64) -> [u8; 32] {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ n.rotate_left(32));
+    let mut b = [0u8; 32];
+    rng.fill_bytes(&mut b);
+    b
+}
+
+/// The local's TLS for `h3://` runs: trusts anything (the remote's certificate is made
+/// per run), its randomness from `seed`.
+pub fn client_tls_h3(seed: u64) -> Arc<ClientTls> {
+    Arc::new(ClientTls::insecure_seeded(seed32(seed, 2)).expect("ring supports TLS 1.3"))
+}
+
+/// How long an `h3://` carrier may take to come up (the local's connect timeout, the
+/// remote's header timeout): QUIC's handshake crosses the lossy link itself (an ideal TCP
+/// connect does not), and each lost handshake packet costs a probe timeout that doubles
+/// (1 s, 2 s, 4 s, ...).
+pub const H3_HANDSHAKE: Duration = Duration::from_secs(15);
+
+/// [`pool_config`] over `h3://remote:REMOTE_PORT/`, with [`H3_HANDSHAKE`] to connect.
+pub fn pool_config_h3(max_streams: usize, idle: Duration) -> PoolConfig {
+    let mut cfg = pool_config(max_streams, idle);
+    cfg.connect_timeout = H3_HANDSHAKE;
+    cfg.remote = format!("h3://remote:{REMOTE_PORT}/")
+        .parse()
+        .expect("a valid carrier url");
+    cfg
+}
+
 /// Where the local's pool is published for the checks (set when the local starts).
 pub type PoolSlot<N> = Arc<Mutex<Option<Arc<Pool<N>>>>>;
 
@@ -292,11 +368,22 @@ pub async fn run_local(
     cfg: PoolConfig,
     slot: PoolSlot<LocalNet>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    run_local_with(world, host, cfg, slot, Arc::new(ClientTls::insecure())).await
+}
+
+/// [`run_local`] with the carrier's client TLS settings `tls`.
+pub async fn run_local_with(
+    world: SimWorld,
+    host: &str,
+    cfg: PoolConfig,
+    slot: PoolSlot<LocalNet>,
+    tls: Arc<ClientTls>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let net = world.net(host);
     let pool = Arc::new(Pool::new(
         net.clone(),
         cfg,
-        Arc::new(ClientTls::insecure()),
+        tls,
         world.trace.clone(),
         "local".into(),
     ));

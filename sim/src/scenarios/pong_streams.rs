@@ -37,6 +37,25 @@ pub const SCENARIO: Scenario = Scenario {
     run,
 };
 
+/// Registry entry of the same streams over `h3://` (HTTP/3 over QUIC): the carriers are
+/// QUIC connections over the link model, so loss, reordering and stalls hit QUIC's own
+/// recovery, and the capture shows the QUIC packets. TLS and QUIC randomness come from
+/// the seed, so a run replays byte for byte.
+pub const SCENARIO_H3: Scenario = Scenario {
+    name: "pong-streams-h3",
+    about: "pong-streams with h3:// carriers (HTTP/3 over QUIC over the link model)",
+    profiles: &["clean", "lossy"],
+    default_seeds: 2,
+    run: run_h3,
+};
+
+/// The carrier a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carrier {
+    Tcp,
+    H3,
+}
+
 const STREAMS: usize = 300;
 /// Streams to the slow-accepting target (tags from 20 000), HTTP/1.0 style.
 const SLOW_STREAMS: usize = 40;
@@ -194,7 +213,25 @@ fn now() -> Duration {
 }
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    run_over(ctx, Carrier::Tcp)
+}
+
+fn run_h3(ctx: &mut Ctx) -> anyhow::Result<()> {
+    run_over(ctx, Carrier::H3)
+}
+
+fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let seed = ctx.seed;
+    if carrier == Carrier::H3 {
+        ctx.world.set_quic_seed(seed);
+    }
+    // Tries of 400 ms per UDP datagram. Over h3 the carriers themselves see the link's
+    // loss and reordering (ideal TCP carriers do not), so a relay datagram can wait
+    // seconds behind a congested carrier's bulk data (pong has no priorities): 60 s.
+    let udp_tries = match carrier {
+        Carrier::Tcp => 40,
+        Carrier::H3 => 150,
+    };
     let streams = plan(ctx);
     let plans: Vec<Plan> = streams.iter().map(|s| s.plan).collect();
     let udp_sizes: Vec<Vec<usize>> = (0..ASSOCIATIONS)
@@ -242,7 +279,13 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     let (world, g) = (ctx.world.clone(), gauges.clone());
     sim.host("remote", move || {
-        pc::run_remote(world.clone(), "remote", "remote".into(), g.clone())
+        let (world, g) = (world.clone(), g.clone());
+        async move {
+            match carrier {
+                Carrier::Tcp => pc::run_remote(world, "remote", "remote".into(), g).await,
+                Carrier::H3 => pc::run_remote_h3(world, "remote", "remote".into(), g, seed).await,
+            }
+        }
     });
     let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
     sim.host("target", move || {
@@ -271,12 +314,17 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             ledger.clone(),
             direct_out.clone(),
         );
-        let local = pc::run_local(
-            world.clone(),
-            "local",
-            pc::pool_config(MAX_PER_CARRIER, IDLE_CLOSE),
-            s.clone(),
-        );
+        let (cfg, tls) = match carrier {
+            Carrier::Tcp => (
+                pc::pool_config(MAX_PER_CARRIER, IDLE_CLOSE),
+                Arc::new(tunnelbed_carrier::tls::ClientTls::insecure()),
+            ),
+            Carrier::H3 => (
+                pc::pool_config_h3(MAX_PER_CARRIER, IDLE_CLOSE),
+                pc::client_tls_h3(seed),
+            ),
+        };
+        let local = pc::run_local_with(world.clone(), "local", cfg, s.clone(), tls);
         async move {
             tokio::spawn(readers);
             local.await
@@ -358,7 +406,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     .enumerate()
                     .map(|(k, n)| pc::datagram(seed, a as u32, k as u32, *n))
                     .collect();
-                pc::udp_exchange(&net, front, echo, &ds, &ledger, &format!("u{a}"), 40).await
+                pc::udp_exchange(&net, front, echo, &ds, &ledger, &format!("u{a}"), udp_tries).await
             }));
         }
         for t in tasks {
