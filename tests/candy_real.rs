@@ -5,10 +5,12 @@
 //! - two of our clients through our server: ping both ways, 100 MB by kernel TCP
 //!   (python sockets at both ends) with matching SHA-256; a client with a wrong password
 //!   and packets with a spoofed source reach no other client;
+//! - two of our clients through our server over `wss://` (a certificate made by
+//!   openssl, checked by `openssl s_client`): ping both ways and 100 MB;
 //! - Candy's two clients through our server, our two clients through Candy's server,
 //!   one Candy client and one of ours through our server: ping and 100 MB each.
 //!
-//! Needs root, iproute2, ping and python3; a missing Candy build fails with how to get it.
+//! Needs root, iproute2, ping, openssl and python3; a missing Candy build fails with how to get it.
 //! The tests take a lock so only one world runs at a time (2-core machines).
 
 use std::io::{BufRead, BufReader, Read};
@@ -273,14 +275,20 @@ impl World {
     }
 
     fn our_server(&mut self) {
+        self.our_server_with("ws", &[]);
+    }
+
+    /// Our server listening on `scheme`://0.0.0.0:PORT with `extra` arguments.
+    fn our_server_with(&mut self, scheme: &str, extra: &[&str]) {
         let mut c = Self::exec(&self.srv(), tunnelbed());
         c.args([
             "candy",
             "server",
             "--listen",
-            &format!("ws://0.0.0.0:{PORT}"),
+            &format!("{scheme}://0.0.0.0:{PORT}"),
         ]);
         c.args(["--password", PW, "--dhcp", POOL]);
+        c.args(extra);
         let mut p = Proc::spawn("our server", c);
         p.wait_line("candy server listening", WAIT);
         self.procs.push(p);
@@ -323,15 +331,28 @@ impl World {
 
     /// Starts our client in client namespace `i` (1-based); returns its address.
     fn our_client(&mut self, i: usize, password: &str, addr: Option<&str>) -> String {
+        self.our_client_with(i, password, addr, "ws", &[])
+    }
+
+    /// Our client to `scheme`://10.99.I.1:PORT with `extra` arguments.
+    fn our_client_with(
+        &mut self,
+        i: usize,
+        password: &str,
+        addr: Option<&str>,
+        scheme: &str,
+        extra: &[&str],
+    ) -> String {
         let ns = self.clients[i - 1].clone();
         let mut c = Self::exec(&ns, tunnelbed());
         c.args([
             "candy",
             "client",
             "--server",
-            &format!("ws://10.99.{i}.1:{PORT}"),
+            &format!("{scheme}://10.99.{i}.1:{PORT}"),
         ]);
         c.args(["--password", password, "--tun", "cnd0"]);
+        c.args(extra);
         match addr {
             Some(a) => c.args(["--ip", a]),
             None => c.arg("--dhcp"),
@@ -531,6 +552,74 @@ fn our_clients_through_our_server() {
             .any(|l| l.contains("WRONGPW") || l.contains("SPOOF")),
         "a wrong password or a spoofed source reached a client: {got:?}"
     );
+}
+
+/// A self-signed certificate for the server's veth addresses, made by openssl (not by
+/// us): (certificate, key) paths.
+fn make_cert(dir: &Path, name: &str) -> (String, String) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=candy.test"])
+        .args(["-addext", "subjectAltName=IP:10.99.1.1,IP:10.99.2.1"])
+        // An end-entity certificate: rustls (webpki) refuses a CA as the server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn our_clients_over_wss_through_our_server() {
+    let _g = lock();
+    let mut w = World::new(2);
+    let (cert, key) = make_cert(&w.dir, "server");
+    w.our_server_with("wss", &["--tls-cert", &cert, "--tls-key", &key]);
+    // openssl's own TLS client checks what our server presents.
+    let out = World::exec(&w.clients[0], "openssl")
+        .args(["s_client", "-connect", &format!("10.99.1.1:{PORT}")])
+        .args(["-CAfile", &cert, "-verify_return_error", "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("Verification: OK"),
+        "openssl s_client against our wss:// server:\n{text}"
+    );
+    let a = w.our_client_with(1, PW, None, "wss", &["--tls-ca", &cert]);
+    let b = w.our_client_with(2, PW, None, "wss", &["--insecure"]);
+    assert_ne!(a, b);
+    w.ping(1, &a, &b);
+    w.ping(2, &b, &a);
+    let (mbps, sum) = w.bulk(1, 2, &b);
+    eprintln!("ours->ours through ours over wss://: {mbps:.1} MB/s, {sum}");
 }
 
 #[test]
