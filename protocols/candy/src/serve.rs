@@ -150,12 +150,26 @@ pub async fn serve_with<L: TcpListen>(listener: L, h: Arc<ServerHandle>) -> io::
         let h = h.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last = ServerStats::default();
             loop {
                 tick.tick().await;
                 let mut sh = h.lock();
                 let now = (h.clock)();
                 sh.machine.handle_timeout(now);
                 ServerHandle::flush(&mut sh);
+                // At most one line a second, and only when something changed: enough
+                // to see from a log whether a stalled flow was relayed, dropped or
+                // never arrived.
+                let st = sh.machine.stats();
+                if st != last {
+                    last = st;
+                    let queued: Vec<(ConnId, usize)> = sh
+                        .conns
+                        .keys()
+                        .map(|&c| (c, sh.machine.queued(c)))
+                        .collect();
+                    tracing::info!(?st, ?queued, "candy server stats");
+                }
             }
         })
     };
@@ -188,6 +202,7 @@ async fn connection<S: TcpConn>(tcp: S, h: Arc<ServerHandle>) -> io::Result<()> 
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "websocket handshake"))??;
     let id = h.next.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(conn = id, "candy connection open");
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let kill = Arc::new(Notify::new());
@@ -212,7 +227,8 @@ async fn connection<S: TcpConn>(tcp: S, h: Arc<ServerHandle>) -> io::Result<()> 
                 let n = b.len();
                 let r = sink.send(WsMessage::Binary(b)).await;
                 h.lock().machine.handle_written(id, n);
-                if r.is_err() {
+                if let Err(e) = r {
+                    tracing::info!(conn = id, "candy connection write failed: {e}");
                     break;
                 }
             }
@@ -254,5 +270,6 @@ async fn connection<S: TcpConn>(tcp: S, h: Arc<ServerHandle>) -> io::Result<()> 
     }
     let _ = writer.await;
     drop(stream);
+    tracing::info!(conn = id, ?result, "candy connection closed");
     result
 }
