@@ -274,9 +274,16 @@ async fn client_role(cfg: ConnectConfig) -> anyhow::Result<ExitCode> {
 /// `check candy` arguments.
 #[derive(Args, Debug)]
 pub struct CheckCandyArgs {
-    /// The server under test: ws://HOST:PORT.
+    /// The server under test: ws://HOST:PORT or wss://HOST:PORT (with --tls-ca or
+    /// --insecure).
     #[arg(long, value_name = "URL")]
     pub server: String,
+    /// For wss://: trust the certificate(s) in this PEM file (the server's own or its CA).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// For wss://: accept any server certificate (throwaway servers only).
+    #[arg(long)]
+    pub insecure: bool,
     /// Its password.
     #[arg(long, default_value = "")]
     pub password: String,
@@ -330,7 +337,20 @@ pub(super) fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
         Ok(w) if !w.is_zero() && w <= Duration::from_secs(600) => w,
         _ => return usage(format!("--wait {}: expected seconds in (0, 600]", a.wait)),
     };
+    let tls = match (url.tls, &a.tls_ca, a.insecure) {
+        (true, Some(ca), _) => Some(Arc::new(
+            ClientTls::trusting_pem_file(ca)
+                .with_context(|| format!("loading {}", ca.display()))?,
+        )),
+        (true, None, true) => Some(Arc::new(ClientTls::insecure())),
+        (true, None, false) => {
+            return usage("--server wss:// needs --tls-ca FILE or --insecure".into())
+        }
+        (false, None, false) => None,
+        (false, _, _) => return usage("--tls-ca/--insecure are only for wss://".into()),
+    };
     let mut cfg = CheckConfig::new(url, a.password.as_bytes());
+    cfg.tls = tls;
     cfg.net = a.net;
     cfg.wait = wait;
     cfg.strict = a.strict;
