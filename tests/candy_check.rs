@@ -3,7 +3,9 @@
 //! source check, DHCP grants the network and broadcast addresses). Our server runs on
 //! loopback; Candy's in a network namespace this test creates (so its fixed port is
 //! free). Writes both Markdown tables under the target dir (`reports/candy-conformance.md`
-//! is made from them). A missing Candy build fails with how to get it.
+//! is made from them). Our server over `wss://` (a certificate made by openssl) passes
+//! every case too, checked with that certificate as the only trust. A missing Candy
+//! build fails with how to get it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -56,6 +58,11 @@ fn candy_bin() -> PathBuf {
 
 /// Runs the checker (optionally inside `ns`); returns (exit code, stdout, JUnit XML).
 fn check(ns: Option<&str>, url: &str, tag: &str) -> (i32, String, String) {
+    check_with(ns, url, tag, &[])
+}
+
+/// [`check`] with `extra` arguments.
+fn check_with(ns: Option<&str>, url: &str, tag: &str, extra: &[&str]) -> (i32, String, String) {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let junit = tmp.join(format!("candy-{tag}.xml"));
     let mut c = match ns {
@@ -77,7 +84,8 @@ fn check(ns: Option<&str>, url: &str, tag: &str) -> (i32, String, String) {
     ])
     .arg(&junit)
     .arg("--markdown")
-    .arg(tmp.join(format!("candy-{tag}.md")));
+    .arg(tmp.join(format!("candy-{tag}.md")))
+    .args(extra);
     let out = c.output().expect("running check candy");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let xml = std::fs::read_to_string(&junit).unwrap_or_default();
@@ -97,18 +105,13 @@ fn failed_ids(table: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_case_passes_against_our_server() {
+/// Starts our server listening on `listen` with `extra` arguments; returns it and the
+/// URL its banner names.
+fn our_server(listen: &str, extra: &[&str]) -> (Kill, String) {
     let mut child = Command::new(tunnelbed())
-        .args([
-            "candy",
-            "server",
-            "--listen",
-            "ws://127.0.0.1:0",
-            "--password",
-            "pw",
-        ])
+        .args(["candy", "server", "--listen", listen, "--password", "pw"])
         .args(["--dhcp", "10.77.0.0/24"])
+        .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -122,6 +125,12 @@ fn every_case_passes_against_our_server() {
         .strip_prefix("candy server listening on ")
         .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
         .to_string();
+    (_k, url)
+}
+
+#[test]
+fn every_case_passes_against_our_server() {
+    let (_server, url) = our_server("ws://127.0.0.1:0", &[]);
     let (code, out, xml) = check(None, &url, "ours");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("18 PASS, 0 FAIL, 0 WARN, 0 N/A"), "{out}");
@@ -175,4 +184,63 @@ fn candy_server_fails_exactly_its_known_deviations() {
         ],
         "{out}"
     );
+}
+
+/// A self-signed end-entity certificate for 127.0.0.1 made by openssl (not by us):
+/// (certificate, key) paths.
+fn make_cert(dir: &Path) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("wss.pem"), dir.join("wss.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args([
+            "-subj",
+            "/CN=candy.test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // An end-entity certificate: rustls (webpki) refuses a CA as the server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn every_case_passes_against_our_server_over_wss() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("candy-check-wss");
+    let (cert, key) = make_cert(&dir);
+    let (_server, url) = our_server(
+        "wss://127.0.0.1:0",
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    assert!(url.starts_with("wss://127.0.0.1:"), "banner {url}");
+    let (code, out, xml) = check_with(None, &url, "ours-wss", &["--tls-ca", &cert]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("18 PASS, 0 FAIL, 0 WARN, 0 N/A"), "{out}");
+    assert!(xml.contains("CANDY-AUTH-REPLAY"), "JUnit written: {xml}");
+    // The same port spoken to without TLS gets nowhere: the checker fails (it cannot
+    // even open a WebSocket), so the run above really went through TLS.
+    let plain = url.replacen("wss://", "ws://", 1);
+    let (code, out, _) = check(None, &plain, "ours-wss-plain");
+    assert_ne!(
+        code, 0,
+        "a plain ws:// checker passed against a wss:// server: {out}"
+    );
+    // wss:// without a trust setting is refused up front.
+    let (code, out, _) = check(None, &url, "ours-wss-no-trust");
+    assert_eq!(code, 2, "wss:// without --tls-ca/--insecure: {out}");
 }

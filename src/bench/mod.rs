@@ -14,8 +14,12 @@
 //! - `bench pong`: our pong local and remote against direct TCP on loopback
 //!   ([`pong_bench`]);
 //! - `bench vless`: our VLESS client and server against v2ray and the two-relay
-//!   reference on loopback ([`vless_bench`]).
+//!   reference on loopback ([`vless_bench`]);
+//! - `bench candy`: our Candy server and clients against Candy's own, in network
+//!   namespaces with real TUN devices ([`candy_bench`], [`candy_netns`]).
 
+pub mod candy_bench;
+pub mod candy_netns;
 pub mod child;
 pub mod h2tunnel_bench;
 pub mod kcp_bench;

@@ -34,6 +34,11 @@ pub enum BenchCmd {
     /// and p50/p99 of small requests at 200 concurrent connections. Needs `v2ray`
     /// (`apt-get install -y v2ray`).
     Vless(VlessBenchArgs),
+    /// Our Candy server and clients against Candy's own (lanthora/candy v6.1.8) in one run:
+    /// kernel-TCP throughput between two clients through the server, in network
+    /// namespaces with real TUN devices, and the server's CPU per GB. Needs root and
+    /// Candy built by `shared/peers/candy/build.sh`.
+    Candy(super::bench_candy::CandyBenchArgs),
 }
 
 /// `bench vless` arguments.
@@ -254,6 +259,7 @@ pub(super) fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::H2tunnel(a) => run_h2tunnel(a),
         BenchCmd::Pong(a) => run_pong(a),
         BenchCmd::Vless(a) => run_vless(a),
+        BenchCmd::Candy(a) => super::bench_candy::run(a),
     }
 }
 

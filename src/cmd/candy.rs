@@ -3,7 +3,7 @@
 //! `candy server` accepts WebSocket clients and routes their packets; `candy client`
 //! connects to a server, creates its TUN device, gives it the address (static, or from
 //! the server's DHCP) and brings it up. Both print one line on stderr when ready
-//! (`candy server listening on ws://ADDR:PORT`, `candy client up: NAME ADDR/PREFIX`) and
+//! (`candy server listening on ws://ADDR:PORT` or `wss://`, `candy client up: NAME ADDR/PREFIX`) and
 //! exit 0 on Ctrl-C or SIGTERM. This module only parses arguments and calls the library.
 
 use std::process::ExitCode;
@@ -18,6 +18,7 @@ use tunnelbed_candy::connect::{run_client, ConnectConfig, Status};
 use tunnelbed_candy::serve::{serve, ServeConfig};
 use tunnelbed_candy::server::ServerConfig;
 use tunnelbed_candy::ws::{UnixClock, WsUrl};
+use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_netio::{Ipv4Cidr, Net, TcpListen, TokioNet, Trace};
 
 use super::pong::stop_signal;
@@ -37,9 +38,16 @@ pub enum CandyCmd {
 /// `candy server` arguments.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// Where to listen: ws://HOST:PORT (port 0 picks a free one; any path is accepted).
+    /// Where to listen: ws://HOST:PORT or wss://HOST:PORT (with --tls-cert and
+    /// --tls-key); port 0 picks a free one; any path is accepted.
     #[arg(long, value_name = "URL")]
     pub listen: String,
+    /// The certificate chain (PEM) a wss:// server presents.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// The shared password (empty by default, as Candy's).
     #[arg(long, default_value = "")]
     pub password: String,
@@ -61,9 +69,16 @@ pub struct ServerArgs {
 /// `candy client` arguments.
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server: ws://HOST:PORT[/PATH].
+    /// The server: ws://HOST:PORT[/PATH] or wss://HOST:PORT[/PATH] (with --tls-ca or
+    /// --insecure).
     #[arg(long, value_name = "URL")]
     pub server: String,
+    /// For wss://: trust the certificate(s) in this PEM file (the server's own or its CA).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// For wss://: accept any server certificate (tests against throwaway servers only).
+    #[arg(long)]
+    pub insecure: bool,
     /// The shared password.
     #[arg(long, default_value = "")]
     pub password: String,
@@ -119,6 +134,24 @@ pub(super) fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
                     return usage(format!("--dhcp {e}"));
                 }
             }
+            let tls = match (url.tls, &a.tls_cert, &a.tls_key) {
+                (true, Some(cert), Some(key)) => Some(Arc::new(
+                    ServerTls::from_pem_files(cert, key).with_context(|| {
+                        format!(
+                            "loading the certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
+                )),
+                (true, _, _) => {
+                    return usage("--listen wss:// needs --tls-cert and --tls-key".into())
+                }
+                (false, None, None) => None,
+                (false, _, _) => {
+                    return usage("--tls-cert/--tls-key are only for a wss:// listener".into())
+                }
+            };
             let cfg = ServeConfig {
                 server: ServerConfig {
                     password: a.password.into_bytes(),
@@ -132,6 +165,7 @@ pub(super) fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
                 clock: clock(),
                 handshake_timeout: Duration::from_secs(10),
                 accept_unmasked: false,
+                tls,
             };
             runtime()?.block_on(server(url, cfg))
         }
@@ -160,6 +194,18 @@ pub(super) fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
             if !(68..=65_535).contains(&a.mtu) {
                 return usage(format!("--mtu {}: expected 68..=65535", a.mtu));
             }
+            let tls = match (url.tls, &a.tls_ca, a.insecure) {
+                (true, Some(ca), _) => Some(Arc::new(
+                    ClientTls::trusting_pem_file(ca)
+                        .with_context(|| format!("loading {}", ca.display()))?,
+                )),
+                (true, None, true) => Some(Arc::new(ClientTls::insecure())),
+                (true, None, false) => {
+                    return usage("--server wss:// needs --tls-ca FILE or --insecure".into())
+                }
+                (false, None, false) => None,
+                (false, _, _) => return usage("--tls-ca/--insecure are only for wss://".into()),
+            };
             let mut client = ClientConfig::new(a.password.as_bytes(), vmac, addr);
             client.seed = rand::Rng::gen(&mut rng);
             let cfg = ConnectConfig {
@@ -170,6 +216,7 @@ pub(super) fn run(c: CandyCmd) -> anyhow::Result<ExitCode> {
                 clock: clock(),
                 connect_timeout: Duration::from_secs(10),
                 unmasked_seed: None,
+                tls,
             };
             runtime()?.block_on(client_role(cfg))
         }
@@ -209,6 +256,7 @@ async fn client_role(cfg: ConnectConfig) -> anyhow::Result<ExitCode> {
             match s {
                 Status::Up(c) => eprintln!("candy client up: {name} {c}"),
                 Status::Down => eprintln!("candy client: connection lost, reconnecting"),
+                Status::Joined(c) => tracing::info!("candy client joined as {c}"),
             }
         }
     });
@@ -226,9 +274,16 @@ async fn client_role(cfg: ConnectConfig) -> anyhow::Result<ExitCode> {
 /// `check candy` arguments.
 #[derive(Args, Debug)]
 pub struct CheckCandyArgs {
-    /// The server under test: ws://HOST:PORT.
+    /// The server under test: ws://HOST:PORT or wss://HOST:PORT (with --tls-ca or
+    /// --insecure).
     #[arg(long, value_name = "URL")]
     pub server: String,
+    /// For wss://: trust the certificate(s) in this PEM file (the server's own or its CA).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// For wss://: accept any server certificate (throwaway servers only).
+    #[arg(long)]
+    pub insecure: bool,
     /// Its password.
     #[arg(long, default_value = "")]
     pub password: String,
@@ -282,7 +337,20 @@ pub(super) fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
         Ok(w) if !w.is_zero() && w <= Duration::from_secs(600) => w,
         _ => return usage(format!("--wait {}: expected seconds in (0, 600]", a.wait)),
     };
+    let tls = match (url.tls, &a.tls_ca, a.insecure) {
+        (true, Some(ca), _) => Some(Arc::new(
+            ClientTls::trusting_pem_file(ca)
+                .with_context(|| format!("loading {}", ca.display()))?,
+        )),
+        (true, None, true) => Some(Arc::new(ClientTls::insecure())),
+        (true, None, false) => {
+            return usage("--server wss:// needs --tls-ca FILE or --insecure".into())
+        }
+        (false, None, false) => None,
+        (false, _, _) => return usage("--tls-ca/--insecure are only for wss://".into()),
+    };
     let mut cfg = CheckConfig::new(url, a.password.as_bytes());
+    cfg.tls = tls;
     cfg.net = a.net;
     cfg.wait = wait;
     cfg.strict = a.strict;

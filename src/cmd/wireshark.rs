@@ -37,7 +37,7 @@ pub(super) fn run(cmd: WiresharkCmd) -> anyhow::Result<ExitCode> {
                 println!("installed {}", f.display());
             }
             println!(
-                "Wireshark and tshark load them at start (check: tshark -G protocols | grep -E 'kcp|h2tunnel|pong')"
+                "Wireshark and tshark load them at start (check: tshark -G protocols | grep -E 'kcp|h2tunnel|pong|vless|candy')"
             );
             Ok(ExitCode::from(EXIT_OK))
         }

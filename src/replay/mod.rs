@@ -1,6 +1,7 @@
 //! `tunnelbed replay`: read a capture, reassemble KCP sessions and TCP flows, decode the
 //! h2tunnel and pong frames inside, and print a timeline per stream.
 
+pub mod candy;
 pub mod flows;
 pub mod h2t;
 pub mod kcp;
@@ -149,6 +150,22 @@ pub fn render(capture: &[u8]) -> Result<String, String> {
             "\npong over tcp {src} -> {dst} (-> is the local's direction; times from the first packet)"
         );
         s.push_str(&pong::timeline((&f.bytes, &f.marks), (b, bm), base));
+    }
+    // Candy carriers: WebSockets whose client starts with VMAC (or DHCP).
+    for ((src, dst), f) in &flows.tcp {
+        if !candy::is_candy(&f.bytes) {
+            continue;
+        }
+        let back = flows.tcp.get(&(*dst, *src));
+        let (b, bm) = back
+            .map(|b| (&b.bytes[..], &b.marks[..]))
+            .unwrap_or((&[], &[]));
+        let _ = writeln!(
+            s,
+            "
+candy over websocket tcp {src} -> {dst} (-> is the client's direction; times from the first packet)"
+        );
+        s.push_str(&candy::timeline((&f.bytes, &f.marks), (b, bm), base));
     }
     Ok(s)
 }

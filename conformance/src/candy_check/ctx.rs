@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,11 +13,13 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use tunnelbed_candy::wire::{Auth, Dhcp, Message, Vmac};
 use tunnelbed_candy::ws::{self, WsUrl};
+use tunnelbed_carrier::tls::ClientTls;
+use tunnelbed_carrier::BoxStream;
 use tunnelbed_netio::iplink::echo::build_udp;
 use tunnelbed_netio::Ipv4Cidr;
 
 /// What to check and how.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CheckConfig {
     /// The server under test.
     pub server: WsUrl,
@@ -31,6 +34,8 @@ pub struct CheckConfig {
     pub wait: Duration,
     /// Case ids to run (all when empty).
     pub cases: Vec<&'static str>,
+    /// Whom to trust for a `wss://` server (a `wss://` URL without it fails to connect).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl CheckConfig {
@@ -46,6 +51,7 @@ impl CheckConfig {
             strict: false,
             wait: Duration::from_secs(3),
             cases: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -80,7 +86,7 @@ pub fn unix_now() -> i64 {
 
 /// A fake client: a WebSocket to the server.
 pub struct Peer {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<BoxStream>,
     wait: Duration,
     /// The address it authenticated with.
     pub ip: Ipv4Addr,
@@ -130,7 +136,18 @@ impl Ctx {
                 .await
                 .map_err(|e| format!("connect {}: {e}", u.to_url()))?;
             let _ = tcp.set_nodelay(true);
-            ws::connect(tcp, &u.to_url(), 1 << 16)
+            let s: BoxStream = match (u.tls, &self.cfg.tls) {
+                (false, _) => Box::new(tcp),
+                (true, Some(t)) => Box::new(
+                    t.connect(&u.host, tcp)
+                        .await
+                        .map_err(|e| format!("TLS handshake with {}: {e}", u.to_url()))?,
+                ),
+                (true, None) => {
+                    return Err(format!("{}: wss:// needs a TLS trust setting", u.to_url()))
+                }
+            };
+            ws::connect(s, &u.to_url(), 1 << 16)
                 .await
                 .map_err(|e| format!("websocket handshake with {}: {e}", u.to_url()))
         };

@@ -15,6 +15,8 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
+use tunnelbed_carrier::tls::ClientTls;
+use tunnelbed_carrier::BoxStream;
 use tunnelbed_netio::{IpLink, IpLinkConfig, IpLinkError, IpNet, Ipv4Cidr, Net, Trace};
 
 use crate::client::{Client, ClientConfig, ClientEvent, ClientStats};
@@ -62,6 +64,8 @@ pub struct ConnectConfig {
     /// The simulator's deterministic handshake ([`ws::connect_unmasked`]) seeded with
     /// this; `None` (real networks): a standard masked WebSocket client.
     pub unmasked_seed: Option<u64>,
+    /// Whom to trust for a `wss://` server (a `wss://` URL without it fails to connect).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// Why the client role stopped.
@@ -79,23 +83,41 @@ pub enum Status {
     Up(Ipv4Cidr),
     /// The connection to the server was lost (it will reconnect).
     Down,
+    /// AUTH went out on a new connection with this address: once per connection (`Up`
+    /// comes only when the interface changes), so a reconnect that kept its address
+    /// shows as a `Joined` with the same address and no new `Up`.
+    Joined(Ipv4Cidr),
 }
 
-async fn open_ws<N: Net>(
+/// Resolves the server and opens a WebSocket to it (inside TLS for `wss://`, checked
+/// with `tls`): the masked standard handshake, or the simulator's deterministic one
+/// when `unmasked` has a seed.
+pub(crate) async fn open_ws<N: Net>(
     net: &N,
     url: &WsUrl,
     max: usize,
     unmasked: Option<u64>,
-) -> io::Result<WebSocketStream<N::Stream>> {
+    tls: Option<&ClientTls>,
+) -> io::Result<WebSocketStream<BoxStream>> {
     let addrs = net.resolve(&url.host, url.port).await?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for a in addrs {
         match net.connect_tcp(a).await {
             Ok(tcp) => {
+                let tcp: BoxStream = match (url.tls, tls) {
+                    (false, _) => Box::new(tcp),
+                    (true, Some(t)) => Box::new(t.connect(&url.host, tcp).await?),
+                    (true, None) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "wss:// needs a TLS trust setting",
+                        ))
+                    }
+                };
                 return match unmasked {
                     Some(seed) => ws::connect_unmasked(tcp, url, max, seed).await,
                     None => ws::connect(tcp, &url.to_url(), max).await,
-                }
+                };
             }
             Err(e) => last = e,
         }
@@ -115,19 +137,20 @@ pub async fn run_client<N: Net, O: OpenLink>(
     let name = cfg.link_name.clone();
     let mut m = Client::new(cfg.client.clone(), &name, trace);
     let max = cfg.mtu + 1 + crate::wire::MAX_CONFUSION + crate::wire::DHCP_LEN;
-    let mut conn: Option<WebSocketStream<N::Stream>> = None;
+    let mut conn: Option<WebSocketStream<BoxStream>> = None;
     let mut link: Option<Arc<O::Link>> = None;
     let mut reader: Option<tokio::task::JoinHandle<()>> = None;
     let (pkt_tx, mut pkt_rx) = mpsc::channel::<Result<Vec<u8>, IpLinkError>>(256);
     let now = || (cfg.clock)();
     let mut attempts = 0u64;
+    let mut joined = false;
     loop {
         while let Some(ev) = m.poll_event() {
             match ev {
                 ClientEvent::Connect => {
                     attempts += 1;
                     let seed = cfg.unmasked_seed.map(|s| s.wrapping_add(attempts));
-                    let open = open_ws(&net, &cfg.server, max, seed);
+                    let open = open_ws(&net, &cfg.server, max, seed, cfg.tls.as_deref());
                     let r = tokio::time::timeout(cfg.connect_timeout, open).await;
                     match r {
                         Ok(Ok(ws)) => {
@@ -187,6 +210,12 @@ pub async fn run_client<N: Net, O: OpenLink>(
                 ClientEvent::Routes(r) => {
                     tracing::info!("candy client: server pushed {} route(s)", r.len());
                 }
+            }
+        }
+        if m.is_up() != joined {
+            joined = m.is_up();
+            if let (true, Some(a)) = (joined, m.addr()) {
+                let _ = status.send(Status::Joined(a));
             }
         }
         if let Some(ws) = &mut conn {

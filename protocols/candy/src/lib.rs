@@ -11,6 +11,7 @@ pub mod client;
 pub mod connect;
 pub mod fuzzing;
 pub mod pool;
+pub mod raw;
 pub mod serve;
 pub mod server;
 pub mod wire;

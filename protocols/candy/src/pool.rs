@@ -3,6 +3,8 @@
 //!
 //! Rules (seed 003 and Candy's notes): the requested address is granted when it is a
 //! host address of the pool and free, or held by a client with the same vmac; otherwise
+//! the address this vmac already holds, if any (a client that reconnects without naming
+//! its address, as Candy's client does after a dropped connection, keeps it); otherwise
 //! the next free host address after the last one handed out (wrapping). Never the
 //! network or the broadcast address, never an address in use.
 
@@ -76,22 +78,28 @@ impl Pool {
     }
 
     /// The address to grant for a request of `requested` by a client with `vmac`, or
-    /// `None` when every host address is held. `held` says who holds an address.
+    /// `None` when every host address is held. `held` says who holds an address;
+    /// `previous` is an address the server knows this vmac holds (from an earlier
+    /// connection or grant), used when the request names none it can have.
     pub fn pick(
         &mut self,
         requested: Option<Ipv4Addr>,
         vmac: Option<[u8; 16]>,
+        previous: Option<Ipv4Addr>,
         held: impl Fn(Ipv4Addr) -> Holder,
     ) -> Option<Ipv4Cidr> {
         let grant = |a| Ipv4Cidr {
             addr: a,
             prefix: self.prefix,
         };
-        if let Some(r) = requested.filter(|r| self.is_host(*r)) {
-            match held(r) {
-                Holder::Free => return Some(grant(r)),
-                Holder::Client(Some(v)) if vmac == Some(v) => return Some(grant(r)),
-                Holder::Client(_) => {}
+        let mine = |a| match held(a) {
+            Holder::Free => true,
+            Holder::Client(Some(v)) => vmac == Some(v),
+            Holder::Client(None) => false,
+        };
+        for a in [requested, previous].into_iter().flatten() {
+            if self.is_host(a) && mine(a) {
+                return Some(grant(a));
             }
         }
         let hosts = self.size() - 2;
@@ -118,9 +126,11 @@ mod tests {
     #[test]
     fn never_network_or_broadcast() {
         let mut p = pool("10.0.0.0/30");
-        let a = p.pick(Some(Ipv4Addr::new(10, 0, 0, 0)), None, |_| Holder::Free);
+        let a = p.pick(Some(Ipv4Addr::new(10, 0, 0, 0)), None, None, |_| {
+            Holder::Free
+        });
         assert_eq!(a.unwrap().addr, Ipv4Addr::new(10, 0, 0, 1));
-        let b = p.pick(Some(Ipv4Addr::new(10, 0, 0, 3)), None, |a| {
+        let b = p.pick(Some(Ipv4Addr::new(10, 0, 0, 3)), None, None, |a| {
             if a == Ipv4Addr::new(10, 0, 0, 1) {
                 Holder::Client(None)
             } else {
@@ -143,19 +153,65 @@ mod tests {
                 Holder::Free
             }
         };
-        assert_eq!(p.pick(Some(want), Some(mine), held).unwrap().addr, want);
-        let other = p.pick(Some(want), Some([2; 16]), held).unwrap().addr;
+        assert_eq!(
+            p.pick(Some(want), Some(mine), None, held).unwrap().addr,
+            want
+        );
+        let other = p.pick(Some(want), Some([2; 16]), None, held).unwrap().addr;
         assert_ne!(other, want);
         assert_ne!(
-            p.pick(Some(want), None, held).unwrap().addr,
+            p.pick(Some(want), None, None, held).unwrap().addr,
             want,
             "no vmac never matches"
         );
         let outside = p
-            .pick(Some(Ipv4Addr::new(10, 0, 1, 9)), None, |_| Holder::Free)
+            .pick(Some(Ipv4Addr::new(10, 0, 1, 9)), None, None, |_| {
+                Holder::Free
+            })
             .unwrap();
         assert!(p.is_host(outside.addr));
         assert_eq!(outside.prefix, 24);
+    }
+
+    #[test]
+    fn a_vmac_without_a_usable_request_gets_what_it_holds() {
+        let mut p = pool("10.0.0.0/24");
+        let had = Ipv4Addr::new(10, 0, 0, 1);
+        let (mine, theirs) = ([1u8; 16], [2u8; 16]);
+        let held_by = |v: [u8; 16]| {
+            move |a| {
+                if a == had {
+                    Holder::Client(Some(v))
+                } else {
+                    Holder::Free
+                }
+            }
+        };
+        // No address asked for (Candy's "0.0.0.0/0"): the held one, not the next free.
+        let any = Some(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            p.pick(any, Some(mine), Some(had), held_by(mine))
+                .unwrap()
+                .addr,
+            had
+        );
+        // A free address asked for still wins over the held one.
+        let want = Ipv4Addr::new(10, 0, 0, 7);
+        assert_eq!(
+            p.pick(Some(want), Some(mine), Some(had), held_by(mine))
+                .unwrap()
+                .addr,
+            want
+        );
+        // Another vmac's address is never handed over, whatever `previous` says.
+        let got = p
+            .pick(any, Some(mine), Some(had), held_by(theirs))
+            .unwrap()
+            .addr;
+        assert_ne!(got, had);
+        // Neither is it without a vmac.
+        let got = p.pick(any, None, Some(had), held_by(mine)).unwrap().addr;
+        assert_ne!(got, had);
     }
 
     #[test]
@@ -164,7 +220,7 @@ mod tests {
         let mut used = std::collections::BTreeSet::new();
         for _ in 0..6 {
             let a = p
-                .pick(None, None, |a| {
+                .pick(None, None, None, |a| {
                     if used.contains(&a) {
                         Holder::Client(None)
                     } else {
@@ -176,11 +232,11 @@ mod tests {
             assert!(p.is_host(a));
             assert!(used.insert(a), "{a} granted twice");
         }
-        assert_eq!(p.pick(None, None, |_| Holder::Client(None)), None);
+        assert_eq!(p.pick(None, None, None, |_| Holder::Client(None)), None);
         // Free one in the middle: the wrapped allocator finds exactly it.
         let freed = Ipv4Addr::new(10, 0, 0, 3);
         used.remove(&freed);
-        let a = p.pick(None, None, |a| {
+        let a = p.pick(None, None, None, |a| {
             if used.contains(&a) {
                 Holder::Client(None)
             } else {

@@ -1,5 +1,5 @@
 //! The server role over any [`Net`]: accepts TCP connections, finishes the WebSocket
-//! handshake, and pumps the sans-IO [`Server`] machine. One reader task and one writer
+//! handshake (inside TLS when serving `wss://`), and pumps the sans-IO [`Server`] machine. One reader task and one writer
 //! task per connection; the machine sits behind one mutex and decides everything. Each
 //! connection's writer drains its own queue, so a slow reader only fills its own queue
 //! (bounded by the machine's `max_queued`; the excess is dropped) and never holds up the
@@ -15,6 +15,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tunnelbed_carrier::tls::ServerTls;
+use tunnelbed_carrier::BoxStream;
 use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace};
 
 use crate::server::{ConnId, Server, ServerConfig, ServerEvent, ServerStats};
@@ -31,6 +33,8 @@ pub struct ServeConfig {
     pub handshake_timeout: Duration,
     /// Also take unmasked client frames (the simulator's deterministic clients).
     pub accept_unmasked: bool,
+    /// Serve `wss://`: every connection starts with a TLS handshake with this.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 enum Out {
@@ -56,6 +60,7 @@ pub struct ServerHandle {
     max_message: usize,
     handshake_timeout: Duration,
     unmasked: bool,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl ServerHandle {
@@ -71,6 +76,17 @@ impl ServerHandle {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.lock().machine.connections()
+    }
+
+    /// Whether a connection has authenticated as `ip` (packets to it are routed), so a
+    /// test can wait for a peer's AUTH to have arrived.
+    pub fn is_routed(&self, ip: std::net::Ipv4Addr) -> bool {
+        self.owner(ip).is_some()
+    }
+
+    /// The connection that authenticated as `ip`, if any (a takeover changes it).
+    pub fn owner(&self, ip: std::net::Ipv4Addr) -> Option<ConnId> {
+        self.lock().machine.owner(ip)
     }
 
     /// Sends what the machine queued and closes what it decided to close.
@@ -124,6 +140,7 @@ pub fn server_handle(cfg: &ServeConfig, trace: Trace) -> io::Result<Arc<ServerHa
         max_message: cfg.server.max_message,
         handshake_timeout: cfg.handshake_timeout,
         unmasked: cfg.accept_unmasked,
+        tls: cfg.tls.clone(),
     }))
 }
 
@@ -133,12 +150,26 @@ pub async fn serve_with<L: TcpListen>(listener: L, h: Arc<ServerHandle>) -> io::
         let h = h.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last = ServerStats::default();
             loop {
                 tick.tick().await;
                 let mut sh = h.lock();
                 let now = (h.clock)();
                 sh.machine.handle_timeout(now);
                 ServerHandle::flush(&mut sh);
+                // At most one line a second, and only when something changed: enough
+                // to see from a log whether a stalled flow was relayed, dropped or
+                // never arrived.
+                let st = sh.machine.stats();
+                if st != last {
+                    last = st;
+                    let queued: Vec<(ConnId, usize)> = sh
+                        .conns
+                        .keys()
+                        .map(|&c| (c, sh.machine.queued(c)))
+                        .collect();
+                    tracing::info!(?st, ?queued, "candy server stats");
+                }
             }
         })
     };
@@ -160,13 +191,18 @@ pub async fn serve_with<L: TcpListen>(listener: L, h: Arc<ServerHandle>) -> io::
 }
 
 async fn connection<S: TcpConn>(tcp: S, h: Arc<ServerHandle>) -> io::Result<()> {
-    let ws = tokio::time::timeout(
-        h.handshake_timeout,
-        ws::accept(tcp, h.max_message, h.unmasked),
-    )
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "websocket handshake"))??;
+    let handshake = async {
+        let s: BoxStream = match &h.tls {
+            Some(t) => Box::new(t.accept(tcp).await?),
+            None => Box::new(tcp),
+        };
+        ws::accept(s, h.max_message, h.unmasked).await
+    };
+    let ws = tokio::time::timeout(h.handshake_timeout, handshake)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "websocket handshake"))??;
     let id = h.next.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(conn = id, "candy connection open");
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let kill = Arc::new(Notify::new());
@@ -191,7 +227,8 @@ async fn connection<S: TcpConn>(tcp: S, h: Arc<ServerHandle>) -> io::Result<()> 
                 let n = b.len();
                 let r = sink.send(WsMessage::Binary(b)).await;
                 h.lock().machine.handle_written(id, n);
-                if r.is_err() {
+                if let Err(e) = r {
+                    tracing::info!(conn = id, "candy connection write failed: {e}");
                     break;
                 }
             }
@@ -233,5 +270,6 @@ async fn connection<S: TcpConn>(tcp: S, h: Arc<ServerHandle>) -> io::Result<()> 
     }
     let _ = writer.await;
     drop(stream);
+    tracing::info!(conn = id, ?result, "candy connection closed");
     result
 }

@@ -521,10 +521,18 @@ impl Server {
             .chain(self.holds.keys())
             .map(|a| (*a, self.holder(now, *a)))
             .collect();
+        // The address this vmac already holds (its connection before a reconnect, or an
+        // earlier grant): a client asking for no particular address gets it back.
+        let previous = vmac.and_then(|v| {
+            holders
+                .iter()
+                .find(|(_, h)| **h == Holder::Client(Some(v)))
+                .map(|(a, _)| *a)
+        });
         let Some(pool) = self.pool.as_mut() else {
             return self.close(now, conn, CloseReason::NoAddress);
         };
-        let grant = pool.pick(requested, vmac, |a| {
+        let grant = pool.pick(requested, vmac, previous, |a| {
             holders.get(&a).copied().unwrap_or(Holder::Free)
         });
         let Some(grant) = grant else {

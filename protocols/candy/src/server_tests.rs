@@ -386,6 +386,29 @@ fn dhcp_grants_requested_free_or_same_vmac_and_never_duplicates() {
     assert!(e.addr != a.addr && e.addr != b.addr);
 }
 
+/// Candy's client, reconnecting in the same process after its connection dropped, asks
+/// for "0.0.0.0/0" again (its wish is read once at start): it must get its address back,
+/// or its TUN comes back with another and every flow to the old one dies.
+#[test]
+fn a_reconnect_asking_for_any_address_keeps_its_own() {
+    let mut s = server(Some("10.0.0.0/24"));
+    let a = dhcp_ask(&mut s, 1, [1; 16], "0.0.0.0/0", 0);
+    s.handle_input(now(0), 1, &auth_msg(a.addr, 0));
+    let b = dhcp_ask(&mut s, 2, [2; 16], "0.0.0.0/0", 0);
+    s.handle_input(now(0), 2, &auth_msg(b.addr, 0));
+    assert_ne!(a, b);
+    // Client 1's connection drops; it comes back asking for nothing in particular.
+    s.handle_disconnect(now(18), 1);
+    let again = dhcp_ask(&mut s, 3, [1; 16], "0.0.0.0/0", 19);
+    assert_eq!(again, a, "the reconnecting vmac got another address");
+    // Also when the old connection is still open (the server has not seen it drop).
+    let again = dhcp_ask(&mut s, 4, [2; 16], "0.0.0.0/0", 20);
+    assert_eq!(again, b);
+    // A new vmac gets a fresh address, neither of theirs.
+    let c = dhcp_ask(&mut s, 5, [3; 16], "0.0.0.0/0", 20);
+    assert!(c != a && c != b, "{c}");
+}
+
 #[test]
 fn dhcp_without_pool_or_full_pool_closes() {
     let mut s = server(None);

@@ -138,23 +138,39 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(ws)
 }
 
-/// A `ws://HOST:PORT[/PATH]` address, parsed.
+/// A `ws://` or `wss://HOST:PORT[/PATH]` address, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
     /// Host name or address (IPv6 without brackets).
     pub host: String,
-    /// Port (80 when absent).
+    /// Port (80, or 443 for wss://, when absent).
     pub port: u16,
     /// Path, `/` when absent.
     pub path: String,
+    /// `wss://`: the WebSocket runs inside TLS.
+    pub tls: bool,
 }
 
 impl WsUrl {
-    /// Parses `ws://HOST:PORT[/PATH]`.
+    /// A plain `ws://` address.
+    pub fn plain(host: &str, port: u16) -> Self {
+        Self {
+            host: host.to_string(),
+            port,
+            path: "/".into(),
+            tls: false,
+        }
+    }
+
+    /// Parses `ws://HOST:PORT[/PATH]` or `wss://HOST:PORT[/PATH]`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("{s:?}: only ws:// URLs are supported"))?;
+        let (rest, tls) = if let Some(r) = s.strip_prefix("ws://") {
+            (r, false)
+        } else if let Some(r) = s.strip_prefix("wss://") {
+            (r, true)
+        } else {
+            return Err(format!("{s:?}: only ws:// and wss:// URLs are supported"));
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
@@ -175,17 +191,24 @@ impl WsUrl {
         }
         let port = match port {
             Some(p) => p.parse().map_err(|_| format!("{s:?}: bad port"))?,
+            None if tls => 443,
             None => 80,
         };
-        Ok(Self { host, port, path })
+        Ok(Self {
+            host,
+            port,
+            path,
+            tls,
+        })
     }
 
     /// The URL as text for the handshake.
     pub fn to_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
         if self.host.contains(':') {
-            format!("ws://[{}]:{}{}", self.host, self.port, self.path)
+            format!("{scheme}://[{}]:{}{}", self.host, self.port, self.path)
         } else {
-            format!("ws://{}:{}{}", self.host, self.port, self.path)
+            format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
         }
     }
 }
@@ -205,6 +228,10 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", 9, "/x"));
         assert_eq!(u.to_url(), "ws://[::1]:9/x");
         assert_eq!(WsUrl::parse("ws://h").unwrap().port, 80);
+        let u = WsUrl::parse("wss://h").unwrap();
+        assert_eq!((u.port, u.tls), (443, true));
+        assert_eq!(u.to_url(), "wss://h:443/");
+        assert!(!WsUrl::parse("ws://h:1").unwrap().tls);
         assert!(WsUrl::parse("http://h:1").is_err());
         assert!(WsUrl::parse("ws://:1").is_err());
         assert!(WsUrl::parse("ws://h:x").is_err());

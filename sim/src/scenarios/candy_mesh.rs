@@ -19,19 +19,16 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
-use tunnelbed_candy::client::{random_vmac, AddrMode, ClientConfig};
-use tunnelbed_candy::connect::{run_client, ConnectConfig, OpenLink, Status};
+use tunnelbed_candy::client::random_vmac;
+use tunnelbed_candy::connect::Status;
 use tunnelbed_candy::serve::{serve_with, server_handle, ServeConfig, ServerHandle};
 use tunnelbed_candy::server::ServerConfig;
-use tunnelbed_candy::ws::{UnixClock, WsUrl};
-use tunnelbed_netio::capture::CAPTURE_EPOCH;
-use tunnelbed_netio::iplink::echo::{self, parse_icmp_echo, parse_ipv4, parse_udp};
-use tunnelbed_netio::iplink::mem::{ip_link_pair, MemIpLink};
-use tunnelbed_netio::iplink::CapturedIpLink;
-use tunnelbed_netio::{CaptureIface, IpLink, IpLinkConfig, IpLinkError, Net};
+use tunnelbed_netio::Net;
 
 use crate::fault::{FaultAction, FaultPlan};
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::candy_common::{self as cc, Exchange};
+use crate::scenarios::candy_tcp::{self, StackSlot};
 use crate::simnet::any;
 
 /// Registry entry.
@@ -47,82 +44,15 @@ const CLIENTS: usize = 4;
 const REQUESTS: usize = 16;
 const PORT: u16 = 8080;
 const PASSWORD: &[u8] = b"mesh";
-const MTU: usize = 1400;
-const UDP_PORT: u16 = 7;
-const CLIENT_PORT: u16 = 40_000;
-const ICMP_IDENT: u16 = 0x0c0c;
-
-fn clock() -> UnixClock {
-    Arc::new(|| CAPTURE_EPOCH + turmoil::sim_elapsed().unwrap_or_default())
-}
-
-/// Opens the client's virtual interface as an in-memory pair: the client role gets one
-/// end (recorded into the host's capture), the host's endpoint the other.
-struct MemOpener {
-    iface: Option<CaptureIface>,
-    to_endpoint: mpsc::UnboundedSender<(Ipv4Addr, MemIpLink)>,
-}
-
-impl OpenLink for MemOpener {
-    type Link = CapturedIpLink<MemIpLink>;
-    async fn open(&self, cfg: IpLinkConfig) -> Result<Self::Link, IpLinkError> {
-        let addr = cfg.addr.ok_or(IpLinkError::InvalidConfig("no address"))?;
-        let (vpn, host) = ip_link_pair(&cfg.name, "kernel", cfg.mtu, 1024);
-        self.to_endpoint
-            .send((addr.addr, host))
-            .map_err(|_| IpLinkError::Closed)?;
-        Ok(CapturedIpLink::new(vpn, self.iface.clone()))
-    }
-}
-
-/// Request `i` from `me` to `peer`: UDP (even) or ICMP echo (odd), carrying `i` and `payload`.
-fn request(me: Ipv4Addr, peer: Ipv4Addr, i: usize, payload: &[u8]) -> Option<Vec<u8>> {
-    let mut body = (i as u32).to_be_bytes().to_vec();
-    body.extend_from_slice(payload);
-    let id = i as u16;
-    if i.is_multiple_of(2) {
-        echo::build_udp(me, CLIENT_PORT, peer, UDP_PORT, id, &body)
-    } else {
-        echo::build_icmp_echo(me, peer, 8, ICMP_IDENT, id, id, &body)
-    }
-}
-
-/// The number and payload of an answer from `peer` to `me`.
-fn reply(packet: &[u8], me: Ipv4Addr, peer: Ipv4Addr) -> Option<(u32, Vec<u8>)> {
-    let v = parse_ipv4(packet).filter(|v| v.src == peer && v.dst == me)?;
-    let body = if let Some((UDP_PORT, CLIENT_PORT, d)) = parse_udp(&v) {
-        d
-    } else if let Some((0, ICMP_IDENT, _, d)) = parse_icmp_echo(&v) {
-        d
-    } else {
-        return None;
-    };
-    let n: [u8; 4] = body.get(..4)?.try_into().ok()?;
-    Some((u32::from_be_bytes(n), body[4..].to_vec()))
-}
-
-/// The endpoint's answer to `p` (ICMP echo request, or UDP to port 7) for `me`; when
-/// tampering, the payload's last byte comes back flipped with valid checksums, so only
-/// the integrity check can catch it.
-fn serve(p: &[u8], me: Ipv4Addr, tamper: bool) -> Option<Vec<u8>> {
-    let v = parse_ipv4(p).filter(|v| v.dst == me)?;
-    let flip = |d: &[u8]| {
-        let mut d = d.to_vec();
-        if tamper {
-            if let Some(last) = d.last_mut() {
-                *last ^= 0xff;
-            }
-        }
-        d
-    };
-    if let Some((sport, UDP_PORT, d)) = parse_udp(&v) {
-        return echo::build_udp(me, UDP_PORT, v.src, sport, v.id, &flip(d));
-    }
-    if let Some((8, ident, seq, d)) = parse_icmp_echo(&v) {
-        return echo::build_icmp_echo(me, v.src, 0, ident, seq, v.id, &flip(d));
-    }
-    None
-}
+/// Longer than any run: the mesh resends until answered (liveness bounds it).
+const GIVE_UP: Duration = Duration::from_secs(10_000);
+/// Our stack serves TCP echo behind this client's interface...
+const TCP_SERVER: usize = 0;
+/// ...and smoltcp connects to it from behind this one's.
+const TCP_CLIENT: usize = 2;
+/// TCP connections, and the most bytes each sends (and gets back).
+const TCP_CONNS: usize = 3;
+const TCP_MAX: usize = 48 * 1024;
 
 /// Every client's address once DHCP gave it (host index -> address).
 type Addrs = watch::Sender<BTreeMap<usize, Ipv4Addr>>;
@@ -141,6 +71,16 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         .collect();
     let vmacs: Vec<[u8; 16]> = (0..CLIENTS).map(|_| random_vmac(&mut ctx.rng)).collect();
     let seeds: Vec<u64> = (0..=CLIENTS).map(|_| ctx.rng.gen()).collect();
+    let tcp_payloads: Vec<(String, Vec<u8>)> = (0..TCP_CONNS)
+        .map(|j| {
+            let n = ctx.rng.gen_range(1..=TCP_MAX);
+            let flow = format!("tcp-c{}-to-c{}-{j}", TCP_CLIENT + 1, TCP_SERVER + 1);
+            (flow, (0..n).map(|_| ctx.rng.gen()).collect())
+        })
+        .collect();
+    let (isn_seed, smol_seed): (u64, u64) = (ctx.rng.gen(), ctx.rng.gen());
+    let stack: StackSlot = Arc::default();
+    let stack_left: Arc<Mutex<Option<usize>>> = Arc::default();
     let sabotage = ctx.sabotaged();
     let resend = Duration::from_millis(500) + ctx.params.latency * 4 + ctx.params.jitter * 4;
 
@@ -162,9 +102,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     seed: server_seed,
                     ..ServerConfig::default()
                 },
-                clock: clock(),
+                clock: cc::clock(),
                 handshake_timeout: Duration::from_secs(10),
                 accept_unmasked: true,
+                tls: None,
             };
             let h = server_handle(&cfg, trace)?;
             let lsn = net.listen_tcp(any(PORT)).await?;
@@ -187,30 +128,17 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let (addrs, done, resends) = (addrs.clone(), done.clone(), resends.clone());
         let downs = downs.clone();
         let slot_c = server.clone();
+        let (stack, stack_left) = (stack.clone(), stack_left.clone());
+        let tcp_payloads = if i == TCP_CLIENT {
+            tcp_payloads.clone()
+        } else {
+            Vec::new()
+        };
         let (vmac, seed) = (vmacs[i], seeds[i]);
         sim.client(name.clone(), async move {
             let net = world.net(&name);
             let _guard = world.crash_guard(&name);
-            let (to_ep, mut from_opener) = mpsc::unbounded_channel();
-            let opener = MemOpener {
-                iface: net.iface().cloned(),
-                to_endpoint: to_ep,
-            };
-            let mut client = ClientConfig::new(PASSWORD, vmac, AddrMode::Dhcp(None));
-            client.seed = seed;
-            let cfg = ConnectConfig {
-                client,
-                server: WsUrl {
-                    host: "server".into(),
-                    port: PORT,
-                    path: "/".into(),
-                },
-                link_name: "candy0".into(),
-                mtu: MTU,
-                clock: clock(),
-                connect_timeout: Duration::from_secs(10),
-                unmasked_seed: Some(seed),
-            };
+            let cfg = cc::member_config(PASSWORD, vmac, seed, "server", PORT);
             let (status, mut status_rx) = mpsc::unbounded_channel();
             let drops = downs.clone();
             tokio::spawn(async move {
@@ -220,46 +148,59 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     }
                 }
             });
-            let role = tokio::spawn(run_client(
-                net.clone(),
-                opener,
-                cfg,
-                world.trace.clone(),
-                status,
-            ));
-            // The endpoint: the kernel side of the virtual interface.
-            let (me, link) = from_opener
-                .recv()
-                .await
-                .ok_or("the client never opened its link")?;
-            addrs.send_modify(|m| {
-                m.insert(i, me);
+            let tamper = move |answered: u64| sabotage && i == 0 && answered == 4;
+            let tcp = i == TCP_SERVER || i == TCP_CLIENT;
+            let trace = world.trace.clone();
+            let mut m =
+                cc::start_member(net.clone(), cfg, trace.clone(), status, tamper, tcp).await?;
+            let me = m.me;
+            let mut echo_task = None;
+            if i == TCP_SERVER {
+                let link = m.tcp.take().ok_or("no TCP side")?;
+                let (st, task) =
+                    candy_tcp::echo_server(link, me, isn_seed, trace.clone(), net.data_fault())?;
+                *stack.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
+                echo_task = Some(task);
+            }
+            addrs.send_modify(|a| {
+                a.insert(i, me);
             });
-            let link = Arc::new(link);
-            let (replies_tx, mut replies) = mpsc::unbounded_channel::<Vec<u8>>();
-            let ep = link.clone();
-            let endpoint = tokio::spawn(async move {
-                let mut buf = vec![0u8; MTU];
-                let mut answered = 0u64;
-                loop {
-                    let Ok(n) = ep.recv(&mut buf).await else {
-                        return;
-                    };
-                    let p = &buf[..n];
-                    // Requests to port 7 and echo requests are answered; everything
-                    // else (answers to our own requests) goes to the requester.
-                    let tamper = sabotage && i == 0 && answered == 4;
-                    match serve(p, me, tamper) {
-                        Some(r) => {
-                            answered += 1;
-                            let _ = ep.send(&r).await;
-                        }
-                        None => {
-                            let _ = replies_tx.send(p.to_vec());
-                        }
-                    }
+            let tcp_flows = if i == TCP_CLIENT {
+                let link = m.tcp.take().ok_or("no TCP side")?;
+                let mut rx = addrs.subscribe();
+                let server_ip = *rx
+                    .wait_for(|a| a.contains_key(&TCP_SERVER))
+                    .await
+                    .map_err(|_| "address table gone")?
+                    .get(&TCP_SERVER)
+                    .ok_or("no peer address")?;
+                // Connect once the server routes both ends and the echo server listens
+                // (its address was published after it did).
+                let routed = || {
+                    slot_c
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_ref()
+                        .is_some_and(|h| h.is_routed(me) && h.is_routed(server_ip))
+                };
+                while !routed() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-            });
+                let ledger = ledger.clone();
+                let stack = stack.clone();
+                Some(tokio::spawn(candy_tcp::echo_client(
+                    link,
+                    me,
+                    server_ip,
+                    tcp_payloads,
+                    smol_seed,
+                    ledger,
+                    trace.clone(),
+                    stack,
+                )))
+            } else {
+                None
+            };
             // The requester: to the next client.
             let peer_i = (i + 1) % CLIENTS;
             let mut rx = addrs.subscribe();
@@ -272,31 +213,21 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             for (k, payload) in my_payloads.iter().enumerate() {
                 let flow = format!("{name}-to-c{}-{k:02}", peer_i + 1);
                 ledger.sent(&flow, payload);
-                let packet = request(me, peer, k, payload).ok_or("request too large")?;
-                let mut first = true;
-                'resend: loop {
-                    if !first {
-                        resends.fetch_add(1, Ordering::Relaxed);
-                    }
-                    first = false;
-                    link.send(&packet).await?;
-                    let deadline = tokio::time::Instant::now() + resend;
-                    loop {
-                        match tokio::time::timeout_at(deadline, replies.recv()).await {
-                            Err(_) => continue 'resend,
-                            Ok(None) => return Err("endpoint stopped".into()),
-                            Ok(Some(p)) => {
-                                if let Some((_, data)) =
-                                    reply(&p, me, peer).filter(|(n, _)| *n as usize == k)
-                                {
-                                    ledger.received(&flow, &data);
-                                    ledger.close(&flow);
-                                    break 'resend;
-                                }
-                            }
-                        }
-                    }
+                let count = || {
+                    resends.fetch_add(1, Ordering::Relaxed);
+                };
+                match cc::exchange(&mut m, peer, k, payload, resend, GIVE_UP, count).await? {
+                    Exchange::Answered(data) => ledger.received(&flow, &data),
+                    Exchange::GaveUp => {}
                 }
+                ledger.close(&flow);
+            }
+            if let Some(t) = tcp_flows {
+                let left = t
+                    .await
+                    .map_err(|e| format!("TCP client: {e}"))?
+                    .map_err(|e| format!("TCP client: {e}"))?;
+                *stack_left.lock().unwrap_or_else(|e| e.into_inner()) = left;
             }
             // Keep answering until every client is done.
             done.send_modify(|d| *d += 1);
@@ -304,8 +235,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             d.wait_for(|d| *d >= CLIENTS)
                 .await
                 .map_err(|_| "done gone")?;
-            endpoint.abort();
-            role.abort();
+            m.stop();
+            if let Some(t) = echo_task {
+                t.abort();
+            }
             // Close every carrier inside the simulation (the server sees each client
             // leave), so nothing is torn down in the runtime's own order at the end.
             for _ in 0..1000 {
@@ -332,7 +265,17 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             .at(ms(900), FaultAction::Release("c2".into(), "server".into()))
     };
     ctx.drive(&mut sim, &faults, Duration::from_secs(300));
-    ctx.check_flows(CLIENTS * REQUESTS);
+    ctx.check_flows(CLIENTS * REQUESTS + TCP_CONNS);
+    let left = *stack_left.lock().unwrap_or_else(|e| e.into_inner());
+    ctx.check(
+        "stack-empty",
+        left == Some(0),
+        match left {
+            Some(0) => "our stack's connection table emptied".to_string(),
+            Some(n) => format!("{n} connections left in our stack"),
+            None => "the TCP client never got to the end".to_string(),
+        },
+    );
     let s = server
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -2,7 +2,11 @@
 
 use crate::scenario::Scenario;
 
+pub mod candy_common;
+pub mod candy_hostile;
 pub mod candy_mesh;
+pub mod candy_reconnect;
+pub mod candy_tcp;
 pub mod h2t_common;
 pub mod h2tunnel_partition;
 pub mod h2tunnel_streams;
@@ -38,6 +42,8 @@ pub fn all() -> Vec<Scenario> {
         vless_tcp::SCENARIO,
         vless_server_crash::SCENARIO,
         candy_mesh::SCENARIO,
+        candy_reconnect::SCENARIO,
+        candy_hostile::SCENARIO,
         tcpstack_bulk::SCENARIO,
         tcpstack_many::SCENARIO,
     ]
