@@ -127,6 +127,8 @@ struct Stack {
     server_pid: u32,
     client_pids: [u32; 2],
     addrs: [String; 2],
+    /// The clients' TUN devices.
+    devs: [String; 2],
     _procs: Vec<Proc>,
     candy_pids: Vec<i32>,
 }
@@ -181,6 +183,7 @@ fn our_stack(tag: &str) -> anyhow::Result<Stack> {
         server_pid,
         client_pids: pids,
         addrs,
+        devs: ["cnd0".into(), "cnd0".into()],
         _procs: procs,
         candy_pids: Vec::new(),
     })
@@ -210,6 +213,7 @@ fn candy_stack(tag: &str, peer: &CandyPeer, dir: &Path) -> anyhow::Result<Stack>
         server_pid: 0,
         client_pids: [0, 0],
         addrs: [String::new(), String::new()],
+        devs: ["candy-b1".into(), "candy-b2".into()],
         _procs: Vec::new(),
         candy_pids: Vec::new(),
     };
@@ -269,7 +273,7 @@ fn candy_stack(tag: &str, peer: &CandyPeer, dir: &Path) -> anyhow::Result<Stack>
         )?;
         stack.candy_pids.push(pid);
         stack.client_pids[i - 1] = pid as u32;
-        stack.addrs[i - 1] = World::addr_of(&ns, &format!("candy-{name}"))?;
+        stack.addrs[i - 1] = World::addr_of(&ns, &stack.devs[i - 1])?;
     }
     Ok(stack)
 }
@@ -318,7 +322,7 @@ fn sink(ns: &str, addr: SocketAddr, ready: std::sync::mpsc::Sender<()>) -> anyho
         let k = match c.read(&mut buf) {
             Ok(0) => break,
             Ok(k) => k,
-            Err(e) => bail!("sink: after {n} bytes: {e}"),
+            Err(e) => bail!("sink: no progress for {IDLE:?} after {n} bytes: {e}"),
         };
         let mut off = (n % PATTERN_LEN as u64) as usize;
         let mut rest = &buf[..k];
@@ -347,12 +351,30 @@ fn source(ns: &str, addr: SocketAddr, size: usize) -> anyhow::Result<()> {
     while sent < size {
         let take = (size - sent).min(PATTERN_LEN - off).min(1 << 18);
         c.write_all(&pat[off..off + take])
-            .with_context(|| format!("source: after {sent} bytes"))?;
+            .with_context(|| format!("source: no progress for {IDLE:?} after {sent} bytes"))?;
         sent += take;
         off = (off + take) % PATTERN_LEN;
     }
     c.shutdown(Shutdown::Write)?;
     Ok(())
+}
+
+/// Re-reads the clients' TUN addresses; says which changed (a client that reconnected
+/// and was given another address by the server's DHCP).
+fn refresh(s: &mut Stack) -> Vec<String> {
+    let mut changed = Vec::new();
+    for i in 0..2 {
+        let now = World::addr_of(&s.world.clients[i], &s.devs[i]).unwrap_or_default();
+        if now != s.addrs[i] {
+            changed.push(format!(
+                "client {}'s address changed from {} to {now:?}",
+                i + 1,
+                s.addrs[i]
+            ));
+            s.addrs[i] = now;
+        }
+    }
+    changed
 }
 
 /// One timed transfer from client 1 to client 2 of `s`: MB/s and the CPU seconds the
@@ -406,7 +428,7 @@ pub fn run(plan: &Plan, step: impl Fn(&str)) -> anyhow::Result<Vec<Row>> {
     let ours = our_stack(&format!("{tag}o"))?;
     step("starting Candy's server and clients");
     let candy = candy_stack(&format!("{tag}k"), &plan.candy, &dir)?;
-    let stacks = [ours, candy];
+    let mut stacks = [ours, candy];
     for s in &stacks {
         s.world.wait_ping(1, &s.addrs[0], &s.addrs[1])?;
         s.world.wait_ping(2, &s.addrs[1], &s.addrs[0])?;
@@ -424,8 +446,19 @@ pub fn run(plan: &Plan, step: impl Fn(&str)) -> anyhow::Result<Vec<Row>> {
     for rep in 0..plan.reps {
         for k in 0..stacks.len() {
             let i = (k + rep) % stacks.len();
-            let s = &stacks[i];
-            match transfer(s, plan.size) {
+            let s = &mut stacks[i];
+            for c in refresh(s) {
+                step(&format!("{}: before rep {}: {c}", s.kind.name(), rep + 1));
+            }
+            let r = transfer(s, plan.size);
+            let changed = refresh(s);
+            match r.map_err(|e| {
+                if changed.is_empty() {
+                    e
+                } else {
+                    e.context(changed.join("; "))
+                }
+            }) {
                 Ok((mbps, srv, cl)) => {
                     step(&format!(
                         "rep {}: {}: {mbps:.1} MB/s, server {srv:.2} CPU s/GB",
@@ -490,6 +523,20 @@ pub fn render(plan: &Plan, rows: &[Row], facts: &RunFacts) -> String {
                 format!("{}: {}", r.failures.len(), r.failures[0])
             }
         ));
+    }
+    let failed: Vec<String> = rows
+        .iter()
+        .flat_map(|r| {
+            r.failures
+                .iter()
+                .map(move |f| format!("- {}: {f}\n", r.kind.name()))
+        })
+        .collect();
+    if !failed.is_empty() {
+        s.push_str(
+            "\nFailed transfers (each after 60 s without progress, or before it began):\n\n",
+        );
+        s.push_str(&failed.concat());
     }
     let get = |k| rows.iter().find(|r: &&Row| r.kind == k);
     if let (Some(o), Some(c)) = (get(StackKind::Ours), get(StackKind::Candy)) {
