@@ -1020,7 +1020,7 @@ fn bad_arguments_exit_2_with_a_clear_message() {
                 "--self-signed-cert-out",
                 cert,
             ],
-            "certificates are only for tls://, wss://, h2:// and https://",
+            "certificates are only for tls://, wss://, h2://, h3:// and https://",
         ),
         (
             &[
