@@ -10,9 +10,7 @@
 //!   a second copy of an AUTH the server already accepted, must both be refused: the
 //!   replayer must not receive the victim's traffic, nor reach others.
 
-use std::future::Future;
 use std::net::Ipv4Addr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tunnelbed_candy::wire::{Discovery, General, Message, PeerInfo, BROADCAST};
@@ -21,10 +19,10 @@ use super::ctx::{forward, forward_text, unix_now, Ctx, Seen};
 use crate::framework::{self, Level, Outcome, Verdict};
 
 /// What a case body returns.
-pub type CaseFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+pub type CaseFuture = framework::CaseFuture;
 
 /// Plays one case.
-pub type CaseBody = fn(Arc<Ctx>) -> CaseFuture;
+pub type CaseBody = framework::CaseBody<Ctx>;
 
 /// One case.
 pub type Case = framework::Case<CaseBody>;

@@ -1,14 +1,11 @@
 //! Plays the selected cases one after another against the server, each with fake
-//! clients of its own and under a time limit (through [`crate::framework::run_cases`]).
+//! clients of its own and under a time limit (through [`crate::framework::run_network`]).
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::cases::{self, Case};
 use super::ctx::{CheckConfig, Ctx};
-use crate::framework::{self, CaseReport, Report};
+use crate::framework::{self, CaseReport, NetworkRun, Report};
 
 /// The ids matching `patterns` (exact ids or prefixes up to a `-`, case-insensitive).
 pub fn select(patterns: &[String]) -> Result<Vec<&'static str>, String> {
@@ -23,34 +20,22 @@ pub async fn run(cfg: CheckConfig) -> Report {
 
 /// Like [`run`], calling `progress` after each case.
 pub async fn run_with(cfg: CheckConfig, progress: impl FnMut(&CaseReport)) -> Report {
-    let started = Instant::now();
     let all = cases::all();
     let index = |id: &str| all.iter().position(|c| c.id == id).unwrap_or(0) as u32;
     let chosen: Vec<Case> = cases::all()
         .into_iter()
         .filter(|c| cfg.cases.is_empty() || cfg.cases.contains(&c.id))
         .collect();
-    // A server that cannot be reached fails every case at once, with the reason.
-    let probe = Ctx::new(cfg.clone(), "preflight", 0);
-    let unreachable = probe.connect().await.err();
-    let limit = cfg.wait * 10 + Duration::from_secs(2);
-    let play = |case: &Case| {
-        let ctx = Arc::new(Ctx::new(cfg.clone(), case.id, index(case.id)));
-        let unreachable = unreachable.clone();
-        let body = case.body;
-        async move {
-            match unreachable {
-                Some(e) => Err(e),
-                None => body(ctx).await,
-            }
-        }
-    };
-    let out = framework::run_cases(&chosen, cfg.strict, limit, play, progress).await;
-    Report {
+    let run = NetworkRun {
+        checker: "candy check",
         target: cfg.server.to_url(),
         strict: cfg.strict,
         wait: cfg.wait,
-        cases: out,
-        elapsed: started.elapsed(),
-    }
+        limit: cfg.wait * 10 + Duration::from_secs(2),
+    };
+    // A server that cannot be reached fails every case at once, with the reason.
+    let probe = Ctx::new(cfg.clone(), "preflight", 0);
+    let preflight = async move { probe.connect().await.map(|_| ()) };
+    let ctx = |id| Ctx::new(cfg.clone(), id, index(id));
+    framework::run_network(run, &chosen, ctx, preflight, progress).await
 }
