@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tunnelbed_candy::client::{AddrMode, ClientConfig};
 use tunnelbed_candy::connect::{run_client, ConnectConfig, ConnectError, OpenLink, Status};
+use tunnelbed_candy::serve::ServeConfig;
+use tunnelbed_candy::server::ServerConfig;
 use tunnelbed_candy::ws::{UnixClock, WsUrl};
 use tunnelbed_netio::capture::CAPTURE_EPOCH;
 use tunnelbed_netio::iplink::echo::{self, parse_icmp_echo, parse_ipv4, parse_udp};
@@ -28,6 +30,24 @@ pub const UDP_PORT: u16 = 7;
 pub const CLIENT_PORT: u16 = 40_000;
 /// The requesters' ICMP echo identifier.
 pub const ICMP_IDENT: u16 = 0x0c0c;
+
+/// The server configuration every Candy scenario runs: `password`, DHCP from `pool`
+/// (a CIDR), the seeded server RNG, the simulated clock, a 10 s handshake bound, unmasked
+/// client frames accepted, no TLS. Scenarios change fields (queue caps) on the result.
+pub fn serve_config(password: &[u8], pool: &str, seed: u64) -> Result<ServeConfig, String> {
+    Ok(ServeConfig {
+        server: ServerConfig {
+            password: password.to_vec(),
+            pool: Some(pool.parse().map_err(|e| format!("{e}"))?),
+            seed,
+            ..ServerConfig::default()
+        },
+        clock: clock(),
+        handshake_timeout: Duration::from_secs(10),
+        accept_unmasked: true,
+        tls: None,
+    })
+}
 
 /// The Unix time inside the simulation (the capture epoch plus simulated time).
 pub fn clock() -> UnixClock {

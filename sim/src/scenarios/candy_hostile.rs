@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch};
 use tunnelbed_candy::client::random_vmac;
 use tunnelbed_candy::connect::Status;
 use tunnelbed_candy::raw::{RawConn, Seen};
-use tunnelbed_candy::serve::{serve_with, server_handle, ServeConfig, ServerHandle};
-use tunnelbed_candy::server::{ConnId, ServerConfig};
+use tunnelbed_candy::serve::{serve_with, server_handle, ServerHandle};
+use tunnelbed_candy::server::ConnId;
 use tunnelbed_candy::wire::{Auth, Dhcp, Discovery, General, Message, PeerInfo, Vmac, BROADCAST};
 use tunnelbed_candy::ws::WsUrl;
 use tunnelbed_netio::iplink::echo;
@@ -147,19 +147,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let slot = slot.clone();
         async move {
             let _guard = guard;
-            let cfg = ServeConfig {
-                server: ServerConfig {
-                    password: PASSWORD.to_vec(),
-                    pool: Some("10.79.0.0/24".parse().map_err(|e| format!("{e}"))?),
-                    seed: server_seed,
-                    max_queued: MAX_QUEUED,
-                    ..ServerConfig::default()
-                },
-                clock: cc::clock(),
-                handshake_timeout: Duration::from_secs(10),
-                accept_unmasked: true,
-                tls: None,
-            };
+            let mut cfg = cc::serve_config(PASSWORD, "10.79.0.0/24", server_seed)?;
+            cfg.server.max_queued = MAX_QUEUED;
             let h = server_handle(&cfg, trace)?;
             let lsn = net.listen_tcp(any(PORT)).await?;
             *lock(&slot) = Some(h.clone());

@@ -21,8 +21,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tunnelbed_candy::client::random_vmac;
 use tunnelbed_candy::connect::Status;
-use tunnelbed_candy::serve::{serve_with, server_handle, ServeConfig, ServerHandle};
-use tunnelbed_candy::server::ServerConfig;
+use tunnelbed_candy::serve::{serve_with, server_handle, ServerHandle};
 use tunnelbed_netio::Net;
 
 use crate::fault::{FaultAction, FaultPlan};
@@ -95,18 +94,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let slot = slot.clone();
         async move {
             let _guard = guard;
-            let cfg = ServeConfig {
-                server: ServerConfig {
-                    password: PASSWORD.to_vec(),
-                    pool: Some("10.77.0.0/24".parse().map_err(|e| format!("{e}"))?),
-                    seed: server_seed,
-                    ..ServerConfig::default()
-                },
-                clock: cc::clock(),
-                handshake_timeout: Duration::from_secs(10),
-                accept_unmasked: true,
-                tls: None,
-            };
+            let cfg = cc::serve_config(PASSWORD, "10.77.0.0/24", server_seed)?;
             let h = server_handle(&cfg, trace)?;
             let lsn = net.listen_tcp(any(PORT)).await?;
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.clone());
