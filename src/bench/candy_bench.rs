@@ -24,7 +24,7 @@ use super::candy_netns::{enter, World};
 use super::child::{spawn_until, Pipe, Proc};
 use super::measure::proc_cpu;
 use super::report::{opening, RunFacts};
-use super::stats::median;
+use super::stats::{median, min_max};
 
 /// The password every stack shares.
 const PW: &str = "tb-bench-candy";
@@ -507,14 +507,11 @@ pub fn render(plan: &Plan, rows: &[Row], facts: &RunFacts) -> String {
     s.push_str("| stack | MB/s median | min..max | server CPU s per GB (median) | clients' CPU s per GB (median, both) | failures |\n|---|---:|---|---:|---:|---|\n");
     for r in rows {
         let m = median(&r.mbps);
-        let (lo, hi) = r
-            .mbps
-            .iter()
-            .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = min_max(&r.mbps);
         s.push_str(&format!(
             "| {} | {m:.1} | {:.1}..{hi:.1} | {:.2} | {:.2} | {} |\n",
             r.kind.name(),
-            if r.mbps.is_empty() { 0.0 } else { lo },
+            lo,
             median(&r.server_cpu),
             median(&r.clients_cpu),
             if r.failures.is_empty() {

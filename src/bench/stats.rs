@@ -1,5 +1,5 @@
 //! The one definition of the statistics every benchmark reports: the median of
-//! repetitions and nearest-rank percentiles of samples.
+//! repetitions, their range, and nearest-rank percentiles of samples.
 
 /// The median of `v` (the mean of the two middle values for an even count), 0 when empty.
 pub fn median(v: &[f64]) -> f64 {
@@ -27,6 +27,15 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
     s[rank.clamp(1, s.len()) - 1]
 }
 
+/// The smallest and largest of `v` (the min..max column of the reports); (0, 0) when empty.
+pub fn min_max(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)))
+}
+
 fn sorted(v: &[f64]) -> Vec<f64> {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -36,6 +45,12 @@ fn sorted(v: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_max_of_samples_and_of_none() {
+        assert_eq!(min_max(&[3.0, 1.5, 7.25]), (1.5, 7.25));
+        assert_eq!(min_max(&[]), (0.0, 0.0));
+    }
 
     #[test]
     fn nearest_rank_percentiles_and_medians() {

@@ -25,7 +25,7 @@ use super::child::{spawn_banner, spawn_until, Pipe, Proc};
 use super::latency::{self, Route, Sample, MSG};
 use super::measure::proc_cpu;
 use super::report::{opening, RunFacts};
-use super::stats::median;
+use super::stats::{median, min_max};
 
 /// The user id the bench's stacks share.
 const UUID: &str = "5d8a1c3e-7b24-4f6a-9e10-2c4b6d8f0a13";
@@ -496,14 +496,11 @@ pub fn render(plan: &Plan, rows: &[Row], facts: &RunFacts) -> String {
         .unwrap_or(0.0);
     for r in rows {
         let m = median(&r.mbps);
-        let (lo, hi) = r
-            .mbps
-            .iter()
-            .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = min_max(&r.mbps);
         s.push_str(&format!(
             "| {} | {m:.0} | {:.0}..{hi:.0} | {:.2} | {:.2} | {} |\n",
             r.kind.name(),
-            if r.mbps.is_empty() { 0.0 } else { lo },
+            lo,
             ratio(m, reference),
             r.cpu_per_gb,
             if r.failures.is_empty() {
