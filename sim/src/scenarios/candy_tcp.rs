@@ -7,7 +7,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use smoltcp::socket::tcp::State as SmolState;
 use tokio::task::JoinHandle;
 use tunnelbed_netio::iplink::mem::MemIpLink;
 use tunnelbed_netio::{DataFault, Trace};
@@ -17,7 +16,7 @@ use tunnelbed_tcpstack::StackConfig;
 
 use crate::ledger::FlowLedger;
 use crate::scenarios::candy_common::{now, MTU};
-use crate::scenarios::tcpstack_common::SmolClient;
+use crate::scenarios::tcpstack_common::{EchoConn, SmolClient};
 
 /// The echo port of our stack.
 pub const ECHO_PORT: u16 = 7;
@@ -63,16 +62,6 @@ pub fn echo_server(
     Ok((stack, task))
 }
 
-struct Conn {
-    flow: String,
-    data: Vec<u8>,
-    sent: usize,
-    fin_sent: bool,
-    got: Vec<u8>,
-    done: bool,
-    state: SmolState,
-}
-
 /// smoltcp on `link` at `me`: one connection per payload to `peer`'s echo port, all at
 /// once; each sends its payload, half-closes, and reads the echo to its end. Then it
 /// keeps answering until `stack`'s table is empty (at most 120 s); returns the
@@ -95,58 +84,13 @@ pub async fn echo_client(
     for (i, (flow, data)) in payloads.into_iter().enumerate() {
         ledger.sent(&flow, &data);
         handles.push(c.connect(remote, 41_000 + i as u16, 64 * 1024)?);
-        conns.push(Conn {
-            flow,
-            data,
-            sent: 0,
-            fin_sent: false,
-            got: Vec::new(),
-            done: false,
-            state: SmolState::SynSent,
-        });
+        conns.push(EchoConn::new(flow, data));
     }
     let mut buf = vec![0u8; 64 * 1024];
     while conns.iter().any(|k| !k.done) {
         c.poll();
         for (k, h) in conns.iter_mut().zip(&handles) {
-            if k.done {
-                continue;
-            }
-            let s = c.socket(*h);
-            while s.can_send() && k.sent < k.data.len() {
-                k.sent += s.send_slice(&k.data[k.sent..]).unwrap_or(0);
-            }
-            if k.sent == k.data.len() && !k.fin_sent && s.may_send() {
-                s.close();
-                k.fin_sent = true;
-            }
-            while s.can_recv() {
-                let n = s.recv_slice(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                k.got.extend_from_slice(&buf[..n]);
-            }
-            let st = s.state();
-            if st != k.state {
-                trace.transition(
-                    now(),
-                    format!("smoltcp[{}]", k.flow),
-                    format!("{}", k.state),
-                    format!("{st}"),
-                    "socket state",
-                );
-                k.state = st;
-            }
-            // Done at the echo's end (our stack's FIN read), or when the connection died.
-            let ended = k.fin_sent && !s.may_recv() && !s.can_recv();
-            if ended || st == SmolState::Closed {
-                ledger.received(&k.flow, &k.got);
-                if ended {
-                    ledger.close(&k.flow);
-                }
-                k.done = true;
-            }
+            k.pump(c.socket(*h), &mut buf, now(), &trace, &ledger);
         }
         c.step(Duration::from_millis(50)).await?;
     }

@@ -10,13 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use smoltcp::socket::tcp::State as SmolState;
 use tunnelbed_netio::IpNet;
 use tunnelbed_tcpstack::serve::Service;
 use tunnelbed_tcpstack::StackConfig;
 
 use super::tcpstack_common::{
-    link_cfg, now, serve_host, stack_connections, SmolClient, StackSlot, SERVER,
+    link_cfg, now, serve_host, stack_connections, EchoConn, SmolClient, StackSlot, SERVER,
 };
 use crate::fault::FaultPlan;
 use crate::ledger::payload;
@@ -33,17 +32,6 @@ pub const SCENARIO: Scenario = Scenario {
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 8, 1, 2);
 const CONNS: usize = 4;
-
-/// One client connection's progress.
-struct Conn {
-    flow: String,
-    data: Vec<u8>,
-    sent: usize,
-    fin_sent: bool,
-    got: Vec<u8>,
-    done: bool,
-    state: SmolState,
-}
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mtu = ctx.params.mtu;
@@ -101,58 +89,13 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 ledger.sent(&flow, &data);
             }
             handles.push(c.connect(SERVER, 40_000 + i as u16, 256 * 1024)?);
-            conns.push(Conn {
-                flow,
-                data,
-                sent: 0,
-                fin_sent: false,
-                got: Vec::new(),
-                done: false,
-                state: SmolState::SynSent,
-            });
+            conns.push(EchoConn::new(flow, data));
         }
         let mut buf = vec![0u8; 64 * 1024];
         while conns.iter().any(|k| !k.done) {
             c.poll();
             for (k, h) in conns.iter_mut().zip(&handles) {
-                if k.done {
-                    continue;
-                }
-                let s = c.socket(*h);
-                while s.can_send() && k.sent < k.data.len() {
-                    k.sent += s.send_slice(&k.data[k.sent..]).unwrap_or(0);
-                }
-                if k.sent == k.data.len() && !k.fin_sent && s.may_send() {
-                    s.close();
-                    k.fin_sent = true;
-                }
-                while s.can_recv() {
-                    let n = s.recv_slice(&mut buf).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    k.got.extend_from_slice(&buf[..n]);
-                }
-                let st = s.state();
-                if st != k.state {
-                    world.trace.transition(
-                        now(),
-                        format!("smoltcp[{}]", k.flow),
-                        format!("{}", k.state),
-                        format!("{st}"),
-                        "socket state",
-                    );
-                    k.state = st;
-                }
-                // Done at the echo's end (our FIN read), or when the connection died.
-                let ended = k.fin_sent && !s.may_recv() && !s.can_recv();
-                if ended || st == SmolState::Closed {
-                    ledger.received(&k.flow, &k.got);
-                    if ended {
-                        ledger.close(&k.flow);
-                    }
-                    k.done = true;
-                }
+                k.pump(c.socket(*h), &mut buf, now(), &world.trace, &ledger);
             }
             c.step(Duration::from_millis(50)).await?;
         }

@@ -12,11 +12,12 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
-use tunnelbed_netio::{IpLink, IpLinkConfig, IpLinkError, Ipv4Cidr};
+use tunnelbed_netio::{IpLink, IpLinkConfig, IpLinkError, Ipv4Cidr, Trace};
 use tunnelbed_tcpstack::serve::{start, ServeConfig, Service};
 use tunnelbed_tcpstack::socket::TcpStack;
 use tunnelbed_tcpstack::StackConfig;
 
+use crate::ledger::FlowLedger;
 use crate::simnet::SimWorld;
 
 /// Our stack's address and port in the scenarios (port 7, echo: Wireshark then does
@@ -244,4 +245,83 @@ pub fn stack_connections(slot: &StackSlot) -> Option<usize> {
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .map(|s| s.connection_count())
+}
+
+/// One smoltcp connection a scenario drives against an echo: it writes `data`, sends FIN,
+/// reads the echo until the peer's FIN, and reports to the ledger. Used by tcpstack-bulk
+/// and by the TCP flows inside candy-mesh.
+pub struct EchoConn {
+    /// The ledger's flow name.
+    pub flow: String,
+    data: Vec<u8>,
+    sent: usize,
+    fin_sent: bool,
+    got: Vec<u8>,
+    /// The flow ended (echo's FIN read, or the connection died) and is in the ledger.
+    pub done: bool,
+    state: tcp::State,
+}
+
+impl EchoConn {
+    /// A connection that will send `data` on flow `flow` (the socket is opened by the caller).
+    pub fn new(flow: String, data: Vec<u8>) -> Self {
+        Self {
+            flow,
+            data,
+            sent: 0,
+            fin_sent: false,
+            got: Vec::new(),
+            done: false,
+            state: tcp::State::SynSent,
+        }
+    }
+
+    /// One round on socket `s` at time `at`: write what fits, FIN once all is written,
+    /// read what arrived (through `buf`), trace a state change, and on the echo's end (our
+    /// FIN sent and the peer's read) or a dead connection, give the ledger what came back.
+    pub fn pump(
+        &mut self,
+        s: &mut tcp::Socket<'_>,
+        buf: &mut [u8],
+        at: Duration,
+        trace: &Trace,
+        ledger: &FlowLedger,
+    ) {
+        if self.done {
+            return;
+        }
+        while s.can_send() && self.sent < self.data.len() {
+            self.sent += s.send_slice(&self.data[self.sent..]).unwrap_or(0);
+        }
+        if self.sent == self.data.len() && !self.fin_sent && s.may_send() {
+            s.close();
+            self.fin_sent = true;
+        }
+        while s.can_recv() {
+            let n = s.recv_slice(buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.got.extend_from_slice(&buf[..n]);
+        }
+        let st = s.state();
+        if st != self.state {
+            trace.transition(
+                at,
+                format!("smoltcp[{}]", self.flow),
+                format!("{}", self.state),
+                format!("{st}"),
+                "socket state",
+            );
+            self.state = st;
+        }
+        let ended = self.fin_sent && !s.may_recv() && !s.can_recv();
+        if ended || st == tcp::State::Closed {
+            ledger.received(&self.flow, &self.got);
+            if ended {
+                ledger.close(&self.flow);
+            }
+            self.done = true;
+        }
+    }
 }
