@@ -16,11 +16,10 @@
 //! Needs root, iproute2, ping, openssl and python3; a missing Candy build fails with how to get it.
 //! The tests take a lock so only one world runs at a time (2-core machines).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const PW: &str = "tb-candy-secret";
@@ -32,138 +31,9 @@ const WAIT: Duration = Duration::from_secs(60);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
-
-/// A child process whose stdout and stderr lines are collected.
-struct Proc {
-    name: String,
-    child: Child,
-    log: Log,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        fn collect(r: impl Read + Send + 'static, log: Log) {
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines() {
-                    let Ok(line) = line else { break };
-                    log.0.lock().unwrap().push(line);
-                    log.1.notify_all();
-                }
-            });
-        }
-        collect(child.stdout.take().unwrap(), log.clone());
-        collect(child.stderr.take().unwrap(), log.clone());
-        Proc {
-            name: name.into(),
-            child,
-            log,
-        }
-    }
-
-    /// Waits (bounded) for a line containing `pat`; returns it.
-    fn wait_line(&mut self, pat: &str, timeout: Duration) -> String {
-        let end = Instant::now() + timeout;
-        let (m, cv) = &*self.log;
-        let mut g = m.lock().unwrap();
-        loop {
-            if let Some(l) = g.iter().find(|l| l.contains(pat)) {
-                return l.clone();
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                panic!(
-                    "{}: no line with {pat:?} within {timeout:?}; output:\n{}",
-                    self.name,
-                    g.join("\n")
-                );
-            }
-            g = cv.wait_timeout(g, left).unwrap().0;
-        }
-    }
-
-    /// Waits (bounded) for a line for which `pred` holds; returns it.
-    fn wait_line_where(
-        &self,
-        what: &str,
-        pred: impl Fn(&str) -> bool,
-        timeout: Duration,
-    ) -> String {
-        let end = Instant::now() + timeout;
-        let (m, cv) = &*self.log;
-        let mut g = m.lock().unwrap();
-        loop {
-            if let Some(l) = g.iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                panic!("{}: no line with {what} within {timeout:?}", self.name);
-            }
-            g = cv.wait_timeout(g, left).unwrap().0;
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.log.0.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) for the process to exit; returns its output lines.
-    fn finish(&mut self, timeout: Duration) -> Vec<String> {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                // Let the reader threads drain the pipes.
-                let _ = self.wait_eof(Duration::from_secs(5));
-                return self.lines();
-            }
-            if Instant::now() > end {
-                let _ = self.child.kill();
-                panic!(
-                    "{}: still running after {timeout:?}:\n{}",
-                    self.name,
-                    self.lines().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_eof(&self, t: Duration) -> Option<()> {
-        let end = Instant::now() + t;
-        let (m, cv) = &*self.log;
-        let mut g = m.lock().unwrap();
-        let mut last = g.len();
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            let (ng, to) = cv
-                .wait_timeout(g, Duration::from_millis(200).min(left))
-                .unwrap();
-            g = ng;
-            if to.timed_out() && g.len() == last {
-                return Some(());
-            }
-            last = g.len();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "support/child.rs"]
+mod child;
+use child::Proc;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -315,8 +185,8 @@ impl World {
         c.args(["--password", PW, "--dhcp", POOL]);
         c.args(extra);
         c.env("RUST_LOG", "info");
-        let mut p = Proc::spawn("our server", c);
-        p.wait_line("candy server listening", WAIT);
+        let p = Proc::spawn("our server", c);
+        p.wait_for("candy server listening", WAIT);
         self.procs.push(p);
     }
 
@@ -384,8 +254,8 @@ impl World {
             None => c.arg("--dhcp"),
         };
         c.env("RUST_LOG", "info");
-        let mut p = Proc::spawn(&format!("our client {i}"), c);
-        let line = p.wait_line("candy client up: cnd0 ", WAIT);
+        let p = Proc::spawn(&format!("our client {i}"), c);
+        let line = p.wait_for("candy client up: cnd0 ", WAIT);
         self.procs.push(p);
         let cidr = line.rsplit(' ').next().unwrap_or_default();
         cidr.split('/').next().unwrap_or_default().to_string()
@@ -457,13 +327,13 @@ impl World {
     fn bulk(&self, from_i: usize, to_i: usize, to_addr: &str) -> (f64, String) {
         let mut sink = Self::exec(&self.clients[to_i - 1], "python3");
         sink.arg(script()).args(["sink", to_addr, "5001"]);
-        let mut sink = Proc::spawn("sink", sink);
-        sink.wait_line("listening", WAIT);
+        let sink = Proc::spawn("sink", sink);
+        sink.wait_for("listening", WAIT);
         let mut src = Self::exec(&self.clients[from_i - 1], "python3");
         src.arg(script())
             .args(["source", to_addr, "5001", &BULK.to_string()]);
         let start = Instant::now();
-        let mut src = Proc::spawn("source", src);
+        let src = Proc::spawn("source", src);
         let sent_out = src.finish(Duration::from_secs(900));
         let secs = start.elapsed().as_secs_f64();
         let got_out = sink.finish(Duration::from_secs(60));
@@ -498,7 +368,7 @@ impl World {
         for p in &self.procs {
             out += &format!(
                 "--- {} (last {TAIL} lines):\n{}\n",
-                p.name,
+                p.name(),
                 tail(&p.lines())
             );
         }
@@ -542,8 +412,8 @@ impl World {
     ) -> Vec<String> {
         let mut l = Self::exec(&self.clients[to_i - 1], "python3");
         l.arg(script()).args(["udp-listen", dst, "5002", "MARKER"]);
-        let mut l = Proc::spawn("udp listener", l);
-        l.wait_line("listening", WAIT);
+        let l = Proc::spawn("udp listener", l);
+        l.wait_for("listening", WAIT);
         for (i, src, text) in senders {
             run(Self::exec(&self.clients[i - 1], "python3")
                 .arg(script())
@@ -772,7 +642,7 @@ fn candy_client_cut_mid_transfer_keeps_its_address() {
     std::thread::scope(|s| {
         let bulk = s.spawn(|| w.bulk(2, 1, &a));
         // Some 14 MB in (10 000 FORWARDs relayed), cut Candy's WebSocket.
-        w.procs[0].wait_line_where(
+        w.procs[0].wait_where(
             "relayed >= 10000",
             |l| relayed(l).is_some_and(|n| n >= 10_000),
             WAIT,

@@ -9,16 +9,15 @@
 //! `python3` fails the test with an install hint (it never skips).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tunnelbed::cmd::http_source::{expected_sha256, fill_pattern};
+use tunnelbed::cmd::http_source::fill_pattern;
 
 /// The client id every remote allows.
 const ID: &str = "6f1c2a4e-93b7-4d21-8e5a-0c7d9f3b1a52";
@@ -62,144 +61,15 @@ fn tls_url(url: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// Child processes
+// Child processes (tests/support/child.rs)
 
-/// Everything a child wrote (stdout and stderr, line by line, in arrival order), and a
-/// condition variable to wait for a line.
-type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
-
-/// A `tunnelbed` child process, killed on every path out of a test.
-struct Proc {
-    name: String,
-    child: Child,
-    log: Log,
-}
-
-impl Proc {
-    /// Starts `tunnelbed -v ARGS` (logs at info level whatever RUST_LOG says, without
-    /// colours) and collects its output.
-    fn spawn(name: &str, args: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelbed"));
-        cmd.arg("-v")
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1");
-        Proc::spawn_command(name, cmd)
-    }
-
-    /// Starts `cmd` and collects its output (panics, with `cmd`, if it cannot start).
-    fn spawn_command(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
-        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        fn collect(r: impl Read + Send + 'static, log: Log) {
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines() {
-                    let Ok(line) = line else { break };
-                    log.0.lock().unwrap().push(line);
-                    log.1.notify_all();
-                }
-            });
-        }
-        collect(child.stdout.take().unwrap(), log.clone());
-        collect(child.stderr.take().unwrap(), log.clone());
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    /// Starts a child and waits for its banner (a line containing `banner`); returns it
-    /// and the banner's last word (the address or URL it is bound to).
-    fn start(name: &str, args: &[&str], banner: &str) -> (Proc, String) {
-        let mut p = Proc::spawn(name, args);
-        let line = p.wait_for(banner, Duration::from_secs(20));
-        let addr = line.split_whitespace().last().unwrap().to_string();
-        (p, addr)
-    }
-
-    /// Waits for a line containing `pat` and returns it; panics with the log if the child
-    /// exits or `timeout` passes first.
-    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let (lines, cv) = &*self.log;
-        let mut g = lines.lock().unwrap();
-        loop {
-            if let Some(l) = g.iter().find(|l| l.contains(pat)) {
-                return l.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                drop(g);
-                panic!(
-                    "{}: no line containing {pat:?} within {timeout:?}\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                drop(g);
-                // Let the reader threads take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "{}: exited ({st}) before printing {pat:?}\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            g = cv.wait_timeout(g, wait).unwrap().0;
-        }
-    }
-
-    fn count(&self, pat: &str) -> usize {
-        self.log
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(pat))
-            .count()
-    }
-
-    /// The last lines of the child's log, for failure messages.
-    fn tail(&self) -> String {
-        let g = self.log.0.lock().unwrap();
-        let from = g.len().saturating_sub(25);
-        let mut s = format!("--- last {} lines of {} ---\n", g.len() - from, self.name);
-        for l in &g[from..] {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-
-    /// SIGKILL, as a crash.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+#[path = "support/child.rs"]
+mod child;
+use child::Proc;
 
 /// A scratch directory for this test process and `name`.
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("pong_real")
-        .join(format!("{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    child::scratch("pong_real", name)
 }
 
 /// The origin, a remote on `scheme` and a local talking to it.
@@ -288,217 +158,14 @@ fn chain(scheme: &str, name: &str) -> Chain {
 }
 
 // ---------------------------------------------------------------------------------------
-// Applications
+// Applications (tests/support/downloads.rs)
 
-fn curl_command() -> Command {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "--max-time", "120"]);
-    c
-}
-
-fn curl_missing(e: std::io::Error) -> ! {
-    panic!(
-        "curl not runnable ({e}); install it with `apt-get install -y curl` (or `bash .ci/setup`)"
-    )
-}
-
-fn curl(args: &[&str]) -> Output {
-    curl_command()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| curl_missing(e))
-}
-
-/// One download: curl's exit status, the body's length and SHA-256, curl's stderr.
-struct Fetch {
-    status: ExitStatus,
-    len: u64,
-    sha: String,
-    stderr: String,
-}
-
-impl Fetch {
-    /// Download speed in bytes/s as curl reports it (`-w %{speed_download}`).
-    fn speed(&self) -> f64 {
-        self.stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("speed="))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-}
-
-/// Reads curl's body from `out` and hashes it as it arrives (100 MiB are never held in
-/// memory); `on_progress` sees the byte count after every read.
-fn hash_stream(mut out: impl Read, mut on_progress: impl FnMut(u64)) -> (u64, String) {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-                len += n as u64;
-                on_progress(len);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("reading curl's output: {e}"),
-        }
-    }
-    (len, hex::encode(h.finalize()))
-}
-
-/// `curl --socks5-hostname SOCKS http://HTTP/bytes/N` with `extra` arguments;
-/// `on_progress` sees the body's byte count as it grows.
-fn fetch_with(
-    socks: &str,
-    http: &str,
-    n: u64,
-    extra: &[&str],
-    on_progress: impl FnMut(u64),
-) -> Fetch {
-    let mut child = curl_command()
-        .args(["--socks5-hostname", socks])
-        .args(["-w", "%{stderr}speed=%{speed_download}\n"])
-        .args(extra)
-        .arg(format!("http://{http}/bytes/{n}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| curl_missing(e));
-    let mut err = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let (len, sha) = hash_stream(child.stdout.take().unwrap(), on_progress);
-    let status = child.wait().unwrap();
-    Fetch {
-        status,
-        len,
-        sha,
-        stderr: err_reader.join().unwrap(),
-    }
-}
-
-fn fetch(socks: &str, http: &str, n: u64) -> Fetch {
-    fetch_with(socks, http, n, &[], |_| {})
-}
-
-/// Fails unless `f` is a complete, intact `n`-byte body.
-fn assert_intact(f: &Fetch, n: u64, what: &str, tails: impl Fn() -> String) {
-    assert!(
-        f.status.success(),
-        "{what}: curl {} ({})\n{}",
-        f.status,
-        f.stderr.trim(),
-        tails()
-    );
-    assert_eq!(
-        f.len,
-        n,
-        "{what}: {} bytes, expected {n}\n{}",
-        f.len,
-        tails()
-    );
-    assert_eq!(
-        f.sha,
-        expected_sha(n),
-        "{what}: SHA-256 of the body differs from http-source's pattern\n{}",
-        tails()
-    );
-}
-
-/// SHA-256 (hex) of http-source's first `n` bytes, computed once per size.
-fn expected_sha(n: u64) -> String {
-    static CACHE: OnceLock<Mutex<BTreeMap<u64, Arc<OnceLock<String>>>>> = OnceLock::new();
-    let cell = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(n)
-        .or_default()
-        .clone();
-    cell.get_or_init(|| expected_sha256(n)).clone()
-}
-
-/// SHA-256 (hex) of http-source's first `n` bytes for every `n` in `sizes`, in one pass
-/// over the pattern (a hasher cloned at each size).
-fn expected_shas(sizes: &[u64]) -> BTreeMap<u64, String> {
-    let mut sorted = sizes.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out = BTreeMap::new();
-    let mut h = Sha256::new();
-    let mut off = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    for n in sorted {
-        while off < n {
-            let k = (n - off).min(buf.len() as u64) as usize;
-            fill_pattern(off, &mut buf[..k]);
-            h.update(&buf[..k]);
-            off += k as u64;
-        }
-        out.insert(n, hex::encode(h.clone().finalize()));
-    }
-    out
-}
-
-/// Runs tests/pong_udp.py through the SOCKS5 server at `socks` to the echo at `target`.
-fn pong_udp(socks: &str, target: &str, sizes: &[usize]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pong_udp.py");
-    Command::new("python3")
-        .arg(&script)
-        .arg(socks)
-        .arg(target)
-        .args(sizes.iter().map(|s| s.to_string()))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "python3 not runnable ({e}); install it with `apt-get install -y python3` \
-                 (tests/pong_udp.py needs only the standard library)"
-            )
-        })
-}
-
-/// A UDP echo on `bind` (a thread); counts the datagrams it echoed. Stops when dropped.
-struct UdpEcho {
-    addr: SocketAddr,
-    echoed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl UdpEcho {
-    fn start(bind: &str) -> UdpEcho {
-        let sock = UdpSocket::bind(bind).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let addr = sock.local_addr().unwrap();
-        let echoed = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (echoed.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65_535];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    // Counted before the echo leaves, so a client that got its echo
-                    // finds it counted.
-                    e.fetch_add(1, Ordering::SeqCst);
-                    let _ = sock.send_to(&buf[..n], from);
-                }
-            }
-        });
-        UdpEcho { addr, echoed, stop }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+#[path = "support/downloads.rs"]
+mod downloads;
+use downloads::{
+    assert_intact, curl, curl_command, curl_missing, fetch, fetch_with, parallel_downloads,
+    pong_udp, UdpEcho,
+};
 
 // ---------------------------------------------------------------------------------------
 // 1. 100 MiB over every carrier
@@ -604,42 +271,8 @@ fn two_hundred_parallel_downloads_over_https() {
 /// 200 parallel downloads through a chain over `scheme`, the smallest `base` bytes.
 fn parallel_over(scheme: &str, base: u64) {
     let c = chain(scheme, &format!("parallel-{scheme}"));
-    // Every size differs (base + 997 i), so a body that went to the wrong transfer
-    // shows in its length and hash, not only a corrupted one.
-    let sizes: Vec<u64> = (0..200u64).map(|i| base + 997 * i).collect();
-    let want = expected_shas(&sizes);
-    let mut cmd = curl_command();
-    cmd.args([
-        "--parallel",
-        "--parallel-max",
-        "200",
-        "--parallel-immediate",
-    ])
-    .args(["--socks5-hostname", &c.socks]);
-    for (i, n) in sizes.iter().enumerate() {
-        cmd.arg("-o")
-            .arg(c.dir.join(format!("body-{i}")))
-            .arg(format!("http://{}/bytes/{n}", c.http));
-    }
-    let t = Instant::now();
-    let o = cmd.output().unwrap_or_else(|e| curl_missing(e));
-    let took = t.elapsed();
-    assert!(
-        o.status.success(),
-        "curl --parallel: {} ({})\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr).trim(),
-        c.tails()
-    );
-    let mut bad = Vec::new();
-    for (i, n) in sizes.iter().enumerate() {
-        let p = c.dir.join(format!("body-{i}"));
-        let body = std::fs::read(&p).unwrap_or_default();
-        let sha = hex::encode(Sha256::digest(&body));
-        if body.len() as u64 != *n || sha != want[n] {
-            bad.push(format!("#{i}: {} of {n} bytes, sha {sha}", body.len()));
-        }
-    }
+    let p = parallel_downloads(&c.socks, &c.http, &c.dir, base, || c.tails());
+    let (sizes, took, bad) = (p.sizes, p.took, p.bad);
     assert!(
         bad.is_empty(),
         "{} of 200 parallel downloads differ: {bad:?}\n{}",
@@ -836,7 +469,7 @@ fn a_wrong_client_id_is_closed_without_a_byte_and_never_dialed() {
         "the remote dialed the target for a client id it does not allow\n{}",
         remote.tail()
     );
-    let mut remote = remote;
+    let remote = remote;
     remote.wait_for("not allowed", Duration::from_secs(5));
 
     // Control: the same bytes with the allowed id do dial the target (so the frames above
@@ -856,7 +489,7 @@ fn a_wrong_client_id_is_closed_without_a_byte_and_never_dialed() {
 #[test]
 fn a_local_with_a_wrong_client_id_fails_and_the_remote_logs_it() {
     let c = chain("tcp", "wrong-id-local");
-    let (mut bad_local, bad_socks) = start_local("127.0.0.1:0", &c.remote_url, WRONG_ID, &c.dir);
+    let (bad_local, bad_socks) = start_local("127.0.0.1:0", &c.remote_url, WRONG_ID, &c.dir);
     let o = curl(&[
         "--socks5-hostname",
         &bad_socks,
@@ -870,7 +503,7 @@ fn a_local_with_a_wrong_client_id_fails_and_the_remote_logs_it() {
         bad_local.tail(),
         c.tails()
     );
-    let mut remote = c.remote;
+    let remote = c.remote;
     remote.wait_for("not allowed", Duration::from_secs(5));
     bad_local.kill();
     // The right local, same remote, still works.
@@ -1367,7 +1000,7 @@ fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
     py.args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
         .arg("--directory")
         .arg(&www);
-    let mut origin = Proc::spawn_command("python3 -m http.server", py);
+    let origin = Proc::spawn("python3 -m http.server", py);
     // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
     let line = origin.wait_for("Serving HTTP on", Duration::from_secs(20));
     let port = line
@@ -1441,7 +1074,7 @@ fn parallel_downloads_from_a_backlog_5_python_origin_never_hang() {
 /// Asks a child to stop (SIGTERM, as a service manager would) and waits, bounded, for
 /// it to exit; returns its status.
 fn terminate(p: &mut Proc, wait: Duration) -> ExitStatus {
-    let pid = p.child.id().to_string();
+    let pid = p.id().to_string();
     let st = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -1449,13 +1082,13 @@ fn terminate(p: &mut Proc, wait: Duration) -> ExitStatus {
     assert!(st.success(), "kill -TERM {pid} failed");
     let deadline = Instant::now() + wait;
     loop {
-        if let Some(st) = p.child.try_wait().unwrap() {
+        if let Some(st) = p.exited() {
             return st;
         }
         assert!(
             Instant::now() < deadline,
             "{} did not exit within {wait:?} of SIGTERM\n{}",
-            p.name,
+            p.name(),
             p.tail()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -1539,7 +1172,7 @@ fn real_roles_with_pcap_give_captures_replay_decodes_stream_by_stream() {
         assert!(
             st.success(),
             "{} exited with {st} after SIGTERM\n{}",
-            p.name,
+            p.name(),
             p.tail()
         );
     }

@@ -14,16 +14,13 @@
 //! test with an install hint.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use tunnelbed::cmd::http_source::{expected_sha256, fill_pattern};
 use tunnelbed_vless::wire::{Address, Command as VCommand, Request, Version};
 
 const ID: &str = "5d8a1c3e-7b24-4f6a-9e10-2c4b6d8f0a13";
@@ -31,124 +28,15 @@ const WRONG_ID: &str = "5d8a1c3e-7b24-4f6a-9e10-2c4b6d8f0a14";
 const BULK: u64 = 100 << 20;
 
 // ---------------------------------------------------------------------------------------
-// Child processes
+// Child processes (tests/support/child.rs)
 
-type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+#[path = "support/child.rs"]
+mod child;
+use child::Proc;
 
-/// A child process (ours or v2ray), killed on every path out of a test.
-struct Proc {
-    name: String,
-    child: Child,
-    log: Log,
-}
-
-impl Proc {
-    fn spawn_cmd(name: &str, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        fn collect(r: impl Read + Send + 'static, log: Log) {
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines() {
-                    let Ok(line) = line else { break };
-                    log.0.lock().unwrap().push(line);
-                    log.1.notify_all();
-                }
-            });
-        }
-        collect(child.stdout.take().unwrap(), log.clone());
-        collect(child.stderr.take().unwrap(), log.clone());
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    /// `tunnelbed -v ARGS`; waits for the banner and returns its last word.
-    fn tunnelbed(name: &str, args: &[&str], banner: &str) -> (Proc, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnelbed"));
-        cmd.arg("-v")
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1");
-        let mut p = Proc::spawn_cmd(name, cmd);
-        let line = match p.wait_for(&[banner], Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(e) => panic!("{e}"),
-        };
-        let addr = line.split_whitespace().last().unwrap().to_string();
-        (p, addr)
-    }
-
-    /// Waits for a line containing one of `pats`; an error (with the log) if the child
-    /// exits or `timeout` passes first.
-    fn wait_for(&mut self, pats: &[&str], timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        let (lines, cv) = &*self.log;
-        let mut g = lines.lock().unwrap();
-        loop {
-            if let Some(l) = g.iter().find(|l| pats.iter().any(|p| l.contains(p))) {
-                return Ok(l.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                drop(g);
-                return Err(format!(
-                    "{}: no line containing {pats:?} within {timeout:?}\n{}",
-                    self.name,
-                    self.tail()
-                ));
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                drop(g);
-                std::thread::sleep(Duration::from_millis(100));
-                return Err(format!(
-                    "{}: exited ({st}) before printing {pats:?}\n{}",
-                    self.name,
-                    self.tail()
-                ));
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            g = cv.wait_timeout(g, wait).unwrap().0;
-        }
-    }
-
-    fn count(&self, pat: &str) -> usize {
-        let g = self.log.0.lock().unwrap();
-        g.iter().filter(|l| l.contains(pat)).count()
-    }
-
-    fn tail(&self) -> String {
-        let g = self.log.0.lock().unwrap();
-        let from = g.len().saturating_sub(25);
-        let mut s = format!("--- last {} lines of {} ---\n", g.len() - from, self.name);
-        for l in &g[from..] {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A scratch directory for this test process and `name`.
 fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("vless_real")
-        .join(format!("{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    child::scratch("vless_real", name)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -182,8 +70,8 @@ fn start_v2ray(dir: &Path, name: &str, config: impl Fn(u16) -> String) -> (Proc,
         std::fs::write(&file, config(port)).unwrap();
         let mut cmd = Command::new("v2ray");
         cmd.arg("-config").arg(&file);
-        let mut p = Proc::spawn_cmd(name, cmd);
-        match p.wait_for(&["started"], Duration::from_secs(20)) {
+        let p = Proc::spawn(name, cmd);
+        match p.wait_any(&["started"], Duration::from_secs(20)) {
             Ok(_) => return (p, port),
             Err(e) if e.contains("address already in use") => last = e,
             Err(e) => panic!("{e}"),
@@ -242,12 +130,12 @@ impl Chain {
     }
 
     fn proc_mut(&mut self, name: &str) -> &mut Proc {
-        self.procs.iter_mut().find(|p| p.name == name).unwrap()
+        self.procs.iter_mut().find(|p| p.name() == name).unwrap()
     }
 }
 
 fn http_source() -> (Proc, String) {
-    Proc::tunnelbed(
+    Proc::start(
         "http-source",
         &["http-source", "--listen", "127.0.0.1:0"],
         "listening ",
@@ -259,7 +147,7 @@ fn our_server(network: &str) -> (Proc, SocketAddr) {
         "ws" => "ws://127.0.0.1:0/vless",
         _ => "tcp://127.0.0.1:0",
     };
-    let (p, url) = Proc::tunnelbed(
+    let (p, url) = Proc::start(
         "vless server",
         &["vless", "server", "--listen", listen, "--uuid", ID],
         "vless server listening on ",
@@ -302,7 +190,7 @@ fn ours_through_v2ray(network: &str, name: &str) -> Chain {
         "ws" => format!("ws://127.0.0.1:{port}/vless"),
         _ => format!("tcp://127.0.0.1:{port}"),
     };
-    let (client, socks) = Proc::tunnelbed(
+    let (client, socks) = Proc::start(
         "vless client",
         &[
             "vless",
@@ -325,64 +213,19 @@ fn ours_through_v2ray(network: &str, name: &str) -> Chain {
 }
 
 // ---------------------------------------------------------------------------------------
-// Applications
+// Applications (tests/support/downloads.rs)
 
-fn curl_command() -> Command {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "--max-time", "180"]);
-    c
-}
-
-fn curl_missing(e: std::io::Error) -> ! {
-    panic!("curl not runnable ({e}); install it with `apt-get install -y curl`")
-}
-
-/// Downloads `n` bytes through `socks`, hashing as they arrive: (ok, len, sha, stderr).
-fn fetch(socks: &str, http: &str, n: u64) -> (bool, u64, String, String) {
-    let mut child = curl_command()
-        .args(["--socks5-hostname", socks])
-        .arg(format!("http://{http}/bytes/{n}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| curl_missing(e));
-    let mut err = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut out = child.stdout.take().unwrap();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => {
-                h.update(&buf[..k]);
-                len += k as u64;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("reading curl's output: {e}"),
-        }
-    }
-    let st = child.wait().unwrap();
-    (
-        st.success(),
-        len,
-        hex::encode(h.finalize()),
-        err_reader.join().unwrap(),
-    )
-}
+#[path = "support/downloads.rs"]
+mod downloads;
+use downloads::{
+    assert_intact, curl_command, curl_missing, fetch, parallel_downloads, pong_udp, UdpEcho,
+};
 
 fn bulk(c: &Chain, what: &str) {
     let t = Instant::now();
-    let (ok, len, sha, err) = fetch(&c.socks, &c.http, BULK);
+    let f = fetch(&c.socks, &c.http, BULK);
     let took = t.elapsed();
-    assert!(ok, "{what}: curl failed: {}\n{}", err.trim(), c.tails());
-    assert_eq!(len, BULK, "{what}: length\n{}", c.tails());
-    assert_eq!(sha, expected_sha256(BULK), "{what}: SHA-256\n{}", c.tails());
+    assert_intact(&f, BULK, what, || c.tails());
     eprintln!(
         "{what}: 100 MiB intact in {:.2} s ({:.0} MB/s)",
         took.as_secs_f64(),
@@ -390,112 +233,19 @@ fn bulk(c: &Chain, what: &str) {
     );
 }
 
-fn expected_shas(sizes: &[u64]) -> BTreeMap<u64, String> {
-    let mut sorted = sizes.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out = BTreeMap::new();
-    let mut h = Sha256::new();
-    let mut off = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    for n in sorted {
-        while off < n {
-            let k = (n - off).min(buf.len() as u64) as usize;
-            fill_pattern(off, &mut buf[..k]);
-            h.update(&buf[..k]);
-            off += k as u64;
-        }
-        out.insert(n, hex::encode(h.clone().finalize()));
-    }
-    out
-}
-
 fn parallel(c: &Chain, what: &str) {
-    let sizes: Vec<u64> = (0..200u64).map(|i| (256 << 10) + 997 * i).collect();
-    let want = expected_shas(&sizes);
-    let mut cmd = curl_command();
-    cmd.args([
-        "--parallel",
-        "--parallel-max",
-        "200",
-        "--parallel-immediate",
-    ])
-    .args(["--socks5-hostname", &c.socks]);
-    for (i, n) in sizes.iter().enumerate() {
-        cmd.arg("-o")
-            .arg(c.dir.join(format!("body-{i}")))
-            .arg(format!("http://{}/bytes/{n}", c.http));
-    }
-    let t = Instant::now();
-    let o = cmd.output().unwrap_or_else(|e| curl_missing(e));
+    let p = parallel_downloads(&c.socks, &c.http, &c.dir, 256 << 10, || c.tails());
     assert!(
-        o.status.success(),
-        "{what}: curl --parallel: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
+        p.bad.is_empty(),
+        "{what}: {} of 200 parallel downloads differ: {:?}\n{}",
+        p.bad.len(),
+        p.bad,
         c.tails()
     );
-    for (i, n) in sizes.iter().enumerate() {
-        let body = std::fs::read(c.dir.join(format!("body-{i}"))).unwrap();
-        assert_eq!(body.len() as u64, *n, "{what}: body {i} length");
-        assert_eq!(
-            hex::encode(Sha256::digest(&body)),
-            want[n],
-            "{what}: body {i} SHA-256"
-        );
-    }
     eprintln!(
         "{what}: 200 parallel downloads intact in {:.2} s",
-        t.elapsed().as_secs_f64()
+        p.took.as_secs_f64()
     );
-}
-
-/// A UDP echo thread on 127.0.0.1; stops when dropped.
-struct UdpEcho {
-    addr: SocketAddr,
-    echoed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl UdpEcho {
-    fn start() -> UdpEcho {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let addr = sock.local_addr().unwrap();
-        let echoed = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (echoed.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65_535];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    if sock.send_to(&buf[..n], from).is_ok() {
-                        e.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        });
-        UdpEcho { addr, echoed, stop }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn pong_udp(socks: &str, target: &str, sizes: &[usize]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pong_udp.py");
-    Command::new("python3")
-        .arg(&script)
-        .arg(socks)
-        .arg(target)
-        .args(sizes.iter().map(|s| s.to_string()))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("python3 not runnable ({e}); install it with `apt-get install -y python3`")
-        })
 }
 
 /// Through v2ray's VLESS inbound: payloads up to 2046 bytes (v2ray drops longer
@@ -506,7 +256,7 @@ const UDP_SIZES: [usize; 8] = [1, 10, 100, 512, 1000, 1400, 2000, 2046];
 const UDP_SIZES_V2RAY_SOCKS: [usize; 8] = [1, 10, 100, 512, 1000, 1400, 2000, 2038];
 
 fn udp_echo(c: &Chain, what: &str, sizes: &[usize]) {
-    let echo = UdpEcho::start();
+    let echo = UdpEcho::start("127.0.0.1:0");
     let o = pong_udp(&c.socks, &echo.addr.to_string(), sizes);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -563,7 +313,7 @@ fn v2ray_with_unknown_uuid_is_refused() {
     assert!(!o.status.success(), "curl succeeded with an unknown id");
     assert!(o.stdout.is_empty());
     c.proc_mut("vless server")
-        .wait_for(&["rejected (unknown user id)"], Duration::from_secs(20))
+        .wait_any(&["rejected (unknown user id)"], Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
     match target.accept() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -645,7 +395,7 @@ fn our_client_through_v2ray_server_ws() {
 
 #[test]
 fn unknown_uuid_gets_zero_bytes_and_no_dial() {
-    let (mut server, addr) = our_server("tcp");
+    let (server, addr) = our_server("tcp");
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     target.set_nonblocking(true).unwrap();
     let req = Request {
@@ -667,7 +417,7 @@ fn unknown_uuid_gets_zero_bytes_and_no_dial() {
     }
     assert!(got.is_empty(), "the server wrote {got:?}");
     server
-        .wait_for(&["rejected (unknown user id)"], Duration::from_secs(20))
+        .wait_any(&["rejected (unknown user id)"], Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
     match target.accept() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -727,7 +477,7 @@ fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 #[test]
 fn v1_full_cone_through_the_binaries() {
     let (_server, addr) = {
-        let (p, url) = Proc::tunnelbed(
+        let (p, url) = Proc::start(
             "vless server",
             &[
                 "vless",
@@ -745,7 +495,7 @@ fn v1_full_cone_through_the_binaries() {
         (p, a)
     };
     let server_url = format!("tcp://{addr}");
-    let (_client, socks) = Proc::tunnelbed(
+    let (_client, socks) = Proc::start(
         "vless client",
         &[
             "vless",
@@ -977,7 +727,7 @@ fn our_v1_server(listen: &str, extra: &[&str]) -> (Proc, String) {
         "1",
     ];
     args.extend_from_slice(extra);
-    Proc::tunnelbed("vless server", &args, "vless server listening on ")
+    Proc::start("vless server", &args, "vless server listening on ")
 }
 
 /// `check vless --version 1` passes every case against our server, over tcp and ws
@@ -1058,7 +808,7 @@ const V2RAY_DEPARTURES: &[(&str, &str)] = &[
 /// `tunnelbed vless client` on `server_url` (tcp) speaking `version`; returns it and its
 /// SOCKS5 address.
 fn our_client(server_url: &str, version: &str) -> (Proc, String) {
-    Proc::tunnelbed(
+    Proc::start(
         "vless client",
         &[
             "vless",
