@@ -8,11 +8,12 @@ use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnelbed_kcp::{Kcp, KcpConfig};
-use tunnelbed_netio::arq::{self, ArqOptions, ArqServer, SessionEnd};
+use tunnelbed_netio::arq::{self, ArqOptions, SessionEnd};
 use tunnelbed_netio::Net;
 
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::kcp_common;
 use crate::simnet::any;
 
 /// Registry entry.
@@ -48,20 +49,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let ledger = ledger.clone();
         let opts = server_opts.clone();
         async move {
-            let mut srv = ArqServer::bind(
-                &net,
-                any(PORT),
-                move |peer, _first| {
-                    Some(Kcp::new(
-                        conv,
-                        &KcpConfig::fast4(),
-                        trace.clone(),
-                        format!("kcp[server<-{peer}]"),
-                    ))
-                },
-                opts,
-            )
-            .await?;
+            let mut srv =
+                kcp_common::bind_server(&net, PORT, conv, KcpConfig::fast4(), trace, opts).await?;
             while let Some((mut s, _peer)) = srv.accept().await {
                 let ledger = ledger.clone();
                 tokio::spawn(async move {

@@ -7,11 +7,12 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnelbed_kcp::{Kcp, KcpConfig};
-use tunnelbed_netio::arq::{self, ArqOptions, ArqServer, SessionEnd};
+use tunnelbed_netio::arq::{self, ArqOptions, SessionEnd};
 use tunnelbed_netio::Net;
 
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::kcp_common;
 use crate::simnet::any;
 
 /// Registry entry.
@@ -72,20 +73,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let trace = world.trace.clone();
         let opts = sopts.clone();
         async move {
-            let mut srv = ArqServer::bind(
-                &net,
-                any(PORT),
-                move |peer, _| {
-                    Some(Kcp::new(
-                        conv,
-                        &KcpConfig::fast3(),
-                        trace.clone(),
-                        format!("kcp[server<-{peer}]"),
-                    ))
-                },
-                opts,
-            )
-            .await?;
+            let mut srv =
+                kcp_common::bind_server(&net, PORT, conv, KcpConfig::fast3(), trace, opts).await?;
             while let Some((mut s, _)) = srv.accept().await {
                 tokio::spawn(async move {
                     let mut k = 0;

@@ -12,6 +12,7 @@ pub mod h2tunnel_partition;
 pub mod h2tunnel_streams;
 pub mod ip_echo;
 pub mod kcp_bulk;
+pub mod kcp_common;
 pub mod kcp_rpc;
 pub mod pong_common;
 pub mod pong_remote_crash;
