@@ -8,11 +8,15 @@
 //! streams, [`ws`]) are in [`serve`] (server) and [`connect`] (client, with its IP link).
 
 pub mod client;
+#[cfg(feature = "driver")]
 pub mod connect;
 pub mod fuzzing;
 pub mod pool;
+#[cfg(feature = "driver")]
 pub mod raw;
+#[cfg(feature = "driver")]
 pub mod serve;
 pub mod server;
 pub mod wire;
+#[cfg(feature = "driver")]
 pub mod ws;

@@ -11,7 +11,9 @@ mod conn;
 mod expired;
 pub mod fuzzing;
 pub mod seq;
+#[cfg(feature = "driver")]
 pub mod serve;
+#[cfg(feature = "driver")]
 pub mod socket;
 pub mod stack;
 pub mod wire;

@@ -9,8 +9,11 @@
 pub mod client;
 pub mod cone;
 pub mod fuzzing;
+#[cfg(feature = "driver")]
 pub mod relay;
+#[cfg(feature = "driver")]
 pub mod serve;
 pub mod server;
+#[cfg(feature = "driver")]
 pub mod socks;
 pub mod wire;
