@@ -17,7 +17,7 @@ use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::payload;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::h2t_common;
-use crate::simnet::HostNet;
+use crate::simnet::{any, HostNet};
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -132,7 +132,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             let target = net.resolve("target", TARGET_PORT).await?[0];
             h2t_common::serve(
                 net,
-                PORT,
+                h2t_common::Over::Kcp.at(any(PORT)),
                 h2t_common::Target::Forward(target),
                 Duration::from_secs(300),
                 trace,
@@ -155,7 +155,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let opts = h2t_common::arq_options(IDLE);
         let (first, first_attempts) = h2t_common::connect_ready(
             &net,
-            server,
+            h2t_common::Over::Kcp.at(server),
             trace.clone(),
             opts.clone(),
             "h2t[client]",
@@ -217,7 +217,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             attempt += 1;
             let t = h2t_common::connect(
                 &net,
-                server,
+                h2t_common::Over::Kcp.at(server),
                 trace.clone(),
                 opts.clone(),
                 format!("h2t[client#{attempt}]"),

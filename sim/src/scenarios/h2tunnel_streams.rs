@@ -24,7 +24,7 @@ use crate::ledger::{payload, FlowLedger};
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::h2t_common;
 use crate::scenarios::pong_common::{self as pc, AppSaw, SlowStream, TargetSaw};
-use crate::simnet::HostNet;
+use crate::simnet::{any, HostNet};
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -32,8 +32,27 @@ pub const SCENARIO: Scenario = Scenario {
     about: "200 concurrent h2tunnel streams over KCP: random sizes, half-closes, resets both ways",
     profiles: &["clean", "lossy", "hostile"],
     default_seeds: 2,
-    run,
+    run: run_over_kcp,
 };
+
+/// The same streams through a tunnel carried by one TCP connection (`h2tunnel client
+/// --server tcp://..`): with `--tcp real` the tunnel's TCP meets the link model's loss,
+/// reordering and MTU, so head-of-line blocking under loss is exercised.
+pub const SCENARIO_TCP: Scenario = Scenario {
+    name: "h2tunnel-streams-tcp",
+    about: "h2tunnel-streams with the tunnel over one TCP connection instead of KCP",
+    profiles: &["clean", "lossy", "hostile"],
+    default_seeds: 2,
+    run: run_over_tcp,
+};
+
+fn run_over_kcp(ctx: &mut Ctx) -> anyhow::Result<()> {
+    run(ctx, h2t_common::Over::Kcp)
+}
+
+fn run_over_tcp(ctx: &mut Ctx) -> anyhow::Result<()> {
+    run(ctx, h2t_common::Over::Tcp)
+}
 
 const PORT: u16 = 4100;
 const TARGET_PORT: u16 = 4101;
@@ -145,7 +164,7 @@ async fn slow_stream(
     }
 }
 
-fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+fn run(ctx: &mut Ctx, over: h2t_common::Over) -> anyhow::Result<()> {
     let seed = ctx.seed;
     let plan: Vec<(usize, usize, Mode, u64)> = (0..STREAMS)
         .map(|_| {
@@ -255,7 +274,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         async move {
             h2t_common::serve(
                 net,
-                PORT,
+                over.at(any(PORT)),
                 h2t_common::Target::Socks5,
                 IDLE,
                 trace,
@@ -279,7 +298,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let slow_target = net.resolve("slow", pc::TARGET_PORT).await?[0];
         let (tunnel, _) = h2t_common::connect_ready(
             &net,
-            server,
+            over.at(server),
             world.trace.clone(),
             h2t_common::arq_options(Duration::from_secs(60)),
             "h2t[client]",

@@ -36,6 +36,7 @@ pub fn all() -> Vec<Scenario> {
         kcp_bulk::SCENARIO,
         kcp_rpc::SCENARIO,
         h2tunnel_streams::SCENARIO,
+        h2tunnel_streams::SCENARIO_TCP,
         h2tunnel_partition::SCENARIO,
         pong_streams::SCENARIO,
         pong_remote_crash::SCENARIO,
