@@ -12,19 +12,29 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Simulated time in which [`GilbertElliott`]'s transition chances apply.
+pub const BURST_STEP: Duration = Duration::from_millis(10);
+
 /// Two-state burst-loss model: in the bad state datagrams are lost with `loss_bad`.
+///
+/// The state moves in simulated time, not per datagram: a burst lasts about as long
+/// whether the direction carries a thousand datagrams a second or one every ten
+/// seconds (as on a real fading or congested link). Observed once per [`BURST_STEP`],
+/// the state is exactly a two-state Markov chain with the chances below; between two
+/// datagrams `dt` apart the model uses that chain's continuous-time form, so any `dt`
+/// works and the long-run share of time spent bad is [`GilbertElliott::bad_share`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GilbertElliott {
-    /// Chance per datagram to move good -> bad.
+    /// Chance per [`BURST_STEP`] to move good -> bad.
     pub p_good_to_bad: f64,
-    /// Chance per datagram to move bad -> good.
+    /// Chance per [`BURST_STEP`] to move bad -> good.
     pub p_bad_to_good: f64,
     /// Loss probability while bad.
     pub loss_bad: f64,
 }
 
 impl GilbertElliott {
-    /// Long-run share of datagrams seen in the bad state.
+    /// Long-run share of time (and so of datagrams) in the bad state.
     pub fn bad_share(&self) -> f64 {
         let s = self.p_good_to_bad + self.p_bad_to_good;
         if s <= 0.0 {
@@ -33,9 +43,46 @@ impl GilbertElliott {
             self.p_good_to_bad / s
         }
     }
+
+    /// The chance to be bad `dt` after a moment when the state was `bad`: the share the
+    /// chain tends to, plus what is left of the starting state after `dt` (it fades by
+    /// the factor `1 - p_good_to_bad - p_bad_to_good` per [`BURST_STEP`]).
+    pub fn p_bad_after(&self, bad: bool, dt: Duration) -> f64 {
+        let share = self.bad_share();
+        let start = if bad { 1.0 } else { 0.0 };
+        let fade = (1.0 - self.p_good_to_bad - self.p_bad_to_good).clamp(0.0, 1.0);
+        let steps = dt.as_secs_f64() / BURST_STEP.as_secs_f64();
+        let left = if steps <= 0.0 { 1.0 } else { fade.powf(steps) };
+        share + (start - share) * left
+    }
+
+    /// Mean time a bad period lasts (None when the state never leaves bad or never
+    /// enters it).
+    pub fn mean_bad(&self) -> Option<Duration> {
+        self.mean_stay(self.p_bad_to_good)
+    }
+
+    /// Mean time a good period lasts (None as for [`GilbertElliott::mean_bad`]).
+    pub fn mean_good(&self) -> Option<Duration> {
+        self.mean_stay(self.p_good_to_bad)
+    }
+
+    /// Mean stay in a state left with chance `p_leave` per step, in the continuous-time
+    /// chain: the leaving rate is `p_leave`'s share of the total fading rate.
+    fn mean_stay(&self, p_leave: f64) -> Option<Duration> {
+        let sum = self.p_good_to_bad + self.p_bad_to_good;
+        let fade = 1.0 - sum;
+        if p_leave <= 0.0 || sum <= 0.0 || fade <= 0.0 {
+            return None;
+        }
+        let total_rate = -fade.ln() / BURST_STEP.as_secs_f64();
+        let rate = total_rate * p_leave / sum;
+        Some(Duration::from_secs_f64(1.0 / rate))
+    }
 }
 
-/// Parameters of one direction of a link. Probabilities are per datagram.
+/// Parameters of one direction of a link. Probabilities are per datagram, except the
+/// burst state's changes (per [`BURST_STEP`] of simulated time).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkParams {
     /// One-way base latency.
@@ -144,6 +191,8 @@ pub struct Delivery {
 struct Direction {
     rng: ChaCha8Rng,
     bad: bool,
+    /// When the burst state was last decided (the start of the run at first).
+    state_at: Duration,
     busy_until: Duration,
     stats: LinkStats,
 }
@@ -213,6 +262,7 @@ impl LinkModel {
         let d = m.dirs.entry((src, dst)).or_insert_with(|| Direction {
             rng: ChaCha8Rng::seed_from_u64(pair_seed(seed, src, dst)),
             bad: false,
+            state_at: Duration::ZERO,
             busy_until: Duration::ZERO,
             stats: LinkStats::default(),
         });
@@ -233,11 +283,11 @@ impl LinkModel {
         }
         let loss_p = match &p.burst {
             Some(ge) => {
-                d.bad = if d.bad {
-                    r_state >= ge.p_bad_to_good
-                } else {
-                    r_state < ge.p_good_to_bad
-                };
+                // The state evolves with time since it was last decided, so datagrams
+                // sent together share it and sparse ones meet it afresh.
+                let dt = now.saturating_sub(d.state_at);
+                d.bad = r_state < ge.p_bad_after(d.bad, dt);
+                d.state_at = d.state_at.max(now);
                 if d.bad {
                     ge.loss_bad
                 } else {
@@ -348,6 +398,81 @@ mod tests {
             assert!((cor - p.corrupt).abs() < 0.01, "{name}: corrupt {cor}");
             assert_eq!(s.dropped_queue, 0, "{name}: queue drops at low rate");
         }
+    }
+
+    /// Observed once per step, the time-based chain is the per-step chain the profile
+    /// numbers describe.
+    #[test]
+    fn burst_chain_per_step_is_the_profile_chain() {
+        let ge = GilbertElliott {
+            p_good_to_bad: 0.02,
+            p_bad_to_good: 0.25,
+            loss_bad: 0.5,
+        };
+        assert!((ge.p_bad_after(true, BURST_STEP) - 0.75).abs() < 1e-12);
+        assert!((ge.p_bad_after(false, BURST_STEP) - 0.02).abs() < 1e-12);
+        assert_eq!(ge.p_bad_after(true, Duration::ZERO), 1.0);
+        assert_eq!(ge.p_bad_after(false, Duration::ZERO), 0.0);
+        let far = ge.p_bad_after(true, Duration::from_secs(10));
+        assert!((far - ge.bad_share()).abs() < 1e-9, "{far}");
+    }
+
+    /// Losses of a burst-only link (every datagram lost while bad), sent every `gap`.
+    fn burst_losses(gap: Duration, n: u64) -> (GilbertElliott, Vec<bool>) {
+        let ge = GilbertElliott {
+            p_good_to_bad: 0.01,
+            p_bad_to_good: 0.2,
+            loss_bad: 1.0,
+        };
+        let p = LinkParams {
+            burst: Some(ge),
+            ..LinkParams::default()
+        };
+        let m = LinkModel::new(11, p);
+        let (a, b) = ips();
+        let lost = (0..n)
+            .map(|i| m.transmit(gap * i as u32, a, b, &[0u8; 40]).is_empty())
+            .collect();
+        (ge, lost)
+    }
+
+    /// A burst lasts a stretch of simulated time, whatever the packet rate: with one
+    /// datagram per 10 s each meets the state afresh (a loss says nothing about the next:
+    /// with the state moved per datagram, the next was lost 80% of the time), and with
+    /// one per millisecond the runs of losses last the mean bad time (with the state
+    /// moved per datagram they lasted 5 datagrams, 5 ms).
+    #[test]
+    fn bursts_last_in_time_not_in_datagrams() {
+        let (ge, sparse) = burst_losses(Duration::from_secs(10), 40_000);
+        let share = ge.bad_share();
+        let after_loss: Vec<bool> = sparse.windows(2).filter(|w| w[0]).map(|w| w[1]).collect();
+        let again = after_loss.iter().filter(|l| **l).count() as f64 / after_loss.len() as f64;
+        assert!(after_loss.len() > 1000, "{} losses", after_loss.len());
+        assert!(
+            (again - share).abs() < 0.02,
+            "loss after a loss {again}, share {share}"
+        );
+
+        let (ge, dense) = burst_losses(Duration::from_millis(1), 400_000);
+        let mut runs = Vec::new();
+        let mut run = 0u64;
+        for l in &dense {
+            if *l {
+                run += 1;
+            } else if run > 0 {
+                runs.push(run);
+                run = 0;
+            }
+        }
+        let mean_ms = runs.iter().sum::<u64>() as f64 / runs.len() as f64;
+        let want_ms = ge.mean_bad().unwrap().as_secs_f64() * 1000.0;
+        assert!(runs.len() > 100, "{} bursts", runs.len());
+        assert!(
+            (mean_ms - want_ms).abs() < 0.15 * want_ms,
+            "mean burst {mean_ms} ms, model {want_ms} ms"
+        );
+        let loss = dense.iter().filter(|l| **l).count() as f64 / dense.len() as f64;
+        assert!((loss - ge.bad_share()).abs() < 0.01, "loss {loss}");
     }
 
     #[test]

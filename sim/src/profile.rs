@@ -97,8 +97,20 @@ pub fn swarm(seed: u64) -> LinkParams {
 
 /// A one-line description of parameters for reports.
 pub fn describe(p: &LinkParams) -> String {
+    let burst = match (
+        &p.burst,
+        p.burst.and_then(|b| b.mean_bad().zip(b.mean_good())),
+    ) {
+        (Some(b), Some((bad, good))) => format!(
+            ", bad spells {}ms every {:.1}s at {:.0}% loss",
+            bad.as_millis(),
+            (bad + good).as_secs_f64(),
+            b.loss_bad * 100.0
+        ),
+        _ => String::new(),
+    };
     format!(
-        "latency {}ms jitter {}ms loss {:.1}% (effective {:.1}%) dup {:.1}% corrupt {:.1}% mtu {} bw {}",
+        "latency {}ms jitter {}ms loss {:.1}% (effective {:.1}%{burst}) dup {:.1}% corrupt {:.1}% mtu {} bw {}",
         p.latency.as_millis(),
         p.jitter.as_millis(),
         p.loss * 100.0,

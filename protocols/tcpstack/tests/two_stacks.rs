@@ -258,11 +258,14 @@ fn lossy_link_moves_4_mb_intact() {
     };
     for seed in [2, 3, 4] {
         let o = run(seed, f, 2 << 20, (2 << 20) + 12345);
-        assert!(o.lost > 0 && o.retransmits > 0);
         eprintln!(
-            "seed {seed}: {} packets, {} lost, {} rto, {:?} virtual for 2 MiB each way",
-            o.carried, o.lost, o.retransmits, o.virtual_time
+            "seed {seed}: {} packets, {} lost, {} rto, {} dup-ack resends, {:?} virtual for 2 MiB each way",
+            o.carried, o.lost, o.retransmits, o.fast, o.virtual_time
         );
+        // Losses met and repaired, by the timer or by duplicate ACKs (since the third
+        // duplicate ACK during a go-back resends the oldest segment, seed 3 needs no
+        // timeout: 0 against 11, 0.55 s against 1.76 s).
+        assert!(o.lost > 0 && o.retransmits + o.fast > 0);
     }
 }
 
