@@ -426,6 +426,23 @@ async fn local(
     result
 }
 
+/// Heap glibc keeps after `free` instead of returning it to the kernel: 8 MiB.
+pub(crate) const KEEP_FREED_HEAP: usize = 8 << 20;
+
+/// Lets glibc keep up to [`KEEP_FREED_HEAP`] of freed heap (`M_TRIM_THRESHOLD`; the
+/// default, 128 KiB, gives the top of the heap back as soon as that much is free). A pong
+/// bulk transfer allocates and frees 32 KiB pieces at the top of the heap; with the
+/// default every piece faulted in fresh zeroed pages (`perf`: 735 of the remote's
+/// ~2 900 samples were page faults inside that copy). Call once, before the runtime
+/// starts; does nothing on other C libraries.
+pub(crate) fn keep_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads run.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED_HEAP as libc::c_int);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,22 +458,5 @@ mod tests {
             ["pong.test", "localhost", "127.0.0.1", "::1"].map(String::from)
         );
         assert_eq!(cert_names("127.0.0.1").len(), 3);
-    }
-}
-
-/// Heap glibc keeps after `free` instead of returning it to the kernel: 8 MiB.
-pub(crate) const KEEP_FREED_HEAP: usize = 8 << 20;
-
-/// Lets glibc keep up to [`KEEP_FREED_HEAP`] of freed heap (`M_TRIM_THRESHOLD`; the
-/// default, 128 KiB, gives the top of the heap back as soon as that much is free). A pong
-/// bulk transfer allocates and frees 32 KiB pieces at the top of the heap; with the
-/// default every piece faulted in fresh zeroed pages (`perf`: a page fault in 735 of
-/// the remote's 2 800 samples' copies). Call once, before the runtime starts; nothing
-/// on other C libraries.
-pub(crate) fn keep_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before other threads run.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED_HEAP as libc::c_int);
     }
 }
