@@ -121,6 +121,10 @@ fn spawn_child(spec: &str) -> anyhow::Result<(Proc, SocketAddr)> {
 /// `relay:ADDR` or `hold`.
 pub fn child_main(spec: &str) -> anyhow::Result<()> {
     raise_nofile();
+    if spec.starts_with("remote:") || spec.starts_with("local:") {
+        // As `pong remote` and `pong local` run.
+        crate::cmd::pong::keep_freed_heap();
+    }
     // The parent going away (or closing our stdin) ends us.
     std::thread::spawn(|| {
         let mut sink = Vec::new();

@@ -15,7 +15,7 @@ pub mod kcp;
 mod netem;
 mod observe;
 mod plot;
-mod pong;
+pub(crate) mod pong;
 mod replay;
 mod report;
 mod sim;

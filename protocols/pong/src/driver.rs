@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
@@ -669,14 +669,14 @@ impl Task {
         let (mut rd, wr) = tokio::io::split(carrier);
         let origin = Instant::now();
         let now = move || origin.elapsed();
-        let (out_tx, out_rx) = mpsc::channel::<Bytes>(8);
+        let (out_tx, out_rx) = mpsc::channel::<Vec<Bytes>>(8);
         let writer = tokio::spawn(carrier_writer(wr, out_rx, self.wake.clone()));
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<Cmd>(64);
-        let mut unsent: Option<Bytes> = None;
+        let mut unsent: Option<Vec<Bytes>> = None;
         let mut pending = BytesMut::new();
         let mut carrier_eof = false;
         let mut opens_gone = false;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = BytesMut::new();
         loop {
             // Feed held input, emit, route events, feed streams; repeat while it helps.
             loop {
@@ -685,11 +685,11 @@ impl Task {
                     pending.advance(n);
                 }
                 if unsent.is_none() {
-                    unsent = self.m.poll_transmit();
+                    unsent = self.transmit();
                 }
                 while let Some(b) = unsent.take() {
                     match out_tx.try_send(b) {
-                        Ok(()) => unsent = self.m.poll_transmit(),
+                        Ok(()) => unsent = self.transmit(),
                         Err(mpsc::error::TrySendError::Full(b)) => unsent = Some(b),
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             self.end
@@ -735,15 +735,18 @@ impl Task {
                         self.control(c, now());
                     }
                 }
-                r = rd.read(&mut buf), if can_read => match r {
+                r = read_some(&mut rd, &mut buf), if can_read => match r {
                     Ok(0) => {
                         carrier_eof = true;
                         self.m.handle_carrier_closed(now());
                     }
                     Ok(n) => {
-                        let used = self.m.handle_input(now(), &buf[..n]);
+                        // Frozen, so that large payloads reach the streams as slices of
+                        // it; the allocation comes back once they are all read.
+                        let got = buf.split().freeze();
+                        let used = self.m.handle_input_bytes(now(), &got);
                         if used < n {
-                            pending.extend_from_slice(&buf[used..n]);
+                            pending.extend_from_slice(&got[used..n]);
                         }
                     }
                     Err(e) => {
@@ -805,7 +808,7 @@ impl Task {
         if let Some(b) = unsent {
             let _ = out_tx.try_send(b);
         }
-        while let Some(b) = self.m.poll_transmit() {
+        while let Some(b) = self.transmit() {
             if out_tx.try_send(b).is_err() {
                 break;
             }
@@ -814,6 +817,13 @@ impl Task {
         let _ = tokio::time::timeout(self.cfg.close_delay, writer).await;
         state_tx.send_replace(ConnState::Closed);
         why
+    }
+
+    /// What the machine has queued for the carrier, as one writer item (payloads
+    /// uncopied).
+    fn transmit(&mut self) -> Option<Vec<Bytes>> {
+        let mut v = Vec::new();
+        (self.m.poll_transmit_chunks(&mut v) > 0).then_some(v)
     }
 
     /// Acts on the machine's events; says whether anything happened.
@@ -984,7 +994,7 @@ impl Task {
         match c {
             Cmd::Data(sid, mut b) => {
                 while !b.is_empty() {
-                    match self.m.send(now, sid, &b) {
+                    match self.m.send_bytes(now, sid, &b) {
                         Ok(0) => {
                             // Output full: hold the rest until it drains.
                             self.cmd = Some(Cmd::Data(sid, b));
@@ -1131,26 +1141,46 @@ impl Task {
 
 async fn carrier_writer<W: AsyncWrite>(
     mut wr: tokio::io::WriteHalf<W>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
     wake: Arc<Notify>,
 ) {
+    let vectored = wr.is_write_vectored();
     let mut batch = BytesMut::new();
-    while let Some(mut b) = rx.recv().await {
+    let mut pieces: Vec<Bytes> = Vec::new();
+    while let Some(first) = rx.recv().await {
         wake.notify_one();
-        // Several queued pieces go out in one write (up to WRITE_BATCH bytes): a system
-        // call per piece costs more than copying them together.
-        if !rx.is_empty() && b.len() < WRITE_BATCH {
-            batch.extend_from_slice(&b);
-            while batch.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
-                    Err(_) => break,
+        let mut len: usize = first.iter().map(Bytes::len).sum();
+        pieces.extend(first);
+        // Several queued items go out in one write (up to WRITE_BATCH bytes): a system
+        // call per item costs more than gathering them.
+        let mut gathered = false;
+        while len < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(more) => {
+                    len += more.iter().map(Bytes::len).sum::<usize>();
+                    pieces.extend(more);
+                    gathered = true;
                 }
+                Err(_) => break,
             }
-            wake.notify_one();
-            b = batch.split().freeze();
         }
-        if wr.write_all(&b).await.is_err() {
+        if gathered {
+            wake.notify_one();
+        }
+        let r = if vectored || pieces.len() == 1 {
+            // A socket takes the pieces as they are (one writev), nothing copied.
+            write_pieces(&mut wr, &mut pieces).await
+        } else {
+            // One contiguous write (a carrier that frames each write, such as ws, sends
+            // one message); the buffer is kept for the next batch.
+            batch.clear();
+            for p in pieces.drain(..) {
+                batch.extend_from_slice(&p);
+            }
+            wr.write_all(&batch).await
+        };
+        pieces.clear();
+        if r.is_err() {
             return;
         }
         if rx.is_empty() && wr.flush().await.is_err() {
@@ -1158,4 +1188,57 @@ async fn carrier_writer<W: AsyncWrite>(
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Bytes one carrier read takes at most.
+const READ_BUF: usize = 64 * 1024;
+
+/// One read of at most [`READ_BUF`] bytes into `buf`'s spare room (reusing its allocation
+/// when nothing still holds a slice of it).
+async fn read_some<R: AsyncRead>(
+    rd: &mut tokio::io::ReadHalf<R>,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    buf.reserve(READ_BUF);
+    let mut lim = (&mut *buf).limit(READ_BUF);
+    rd.read_buf(&mut lim).await
+}
+
+/// Most pieces handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Writes every piece in order with vectored writes (a plain write each on a writer
+/// that does not take vectors).
+async fn write_pieces<W: AsyncWrite>(
+    wr: &mut tokio::io::WriteHalf<W>,
+    pieces: &mut [Bytes],
+) -> io::Result<()> {
+    let mut i = 0;
+    while i < pieces.len() {
+        if pieces[i].is_empty() {
+            i += 1;
+            continue;
+        }
+        let n = {
+            let iov: Vec<io::IoSlice<'_>> = pieces[i..]
+                .iter()
+                .take(MAX_IOV)
+                .map(|p| io::IoSlice::new(p))
+                .collect();
+            wr.write_vectored(&iov).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 && i < pieces.len() {
+            let k = pieces[i].len().min(left);
+            pieces[i].advance(k);
+            left -= k;
+            if pieces[i].is_empty() {
+                i += 1;
+            }
+        }
+    }
+    Ok(())
 }

@@ -432,11 +432,18 @@ pub fn encode_raw(
         return Err(PayloadError::TooLong(payload.len()));
     }
     out.reserve(FRAME_HEADER_LEN + payload.len());
-    out.put_u16((FRAME_HEADER_LEN + payload.len()) as u16);
-    out.put_u32(stream_id);
-    out.put_u8(kind);
+    encode_header(out, stream_id, kind, payload.len());
     out.put_slice(payload);
     Ok(())
+}
+
+/// Appends the 7-byte header of a frame whose `payload_len`-byte payload the caller
+/// sends right after it (`payload_len` at most [`MAX_PAYLOAD`]; callers check).
+pub fn encode_header(out: &mut BytesMut, stream_id: u32, kind: u8, payload_len: usize) {
+    debug_assert!(payload_len <= MAX_PAYLOAD);
+    out.put_u16((FRAME_HEADER_LEN + payload_len) as u16);
+    out.put_u32(stream_id);
+    out.put_u8(kind);
 }
 
 /// What a frame says, by type.

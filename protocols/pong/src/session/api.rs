@@ -9,6 +9,10 @@ use super::{Blocked, ConnState, DialError, Session, Side, StreamError};
 use crate::stream::{End, Recv, Stream, StreamKind, StreamState};
 use crate::wire::{self, frame_type, Address, Body, Frame, RstInfo, MAX_PAYLOAD};
 
+/// Smallest payload [`Session::send_bytes`] queues without copying it (below this, a
+/// copy is cheaper than one more piece for the writer).
+pub const ZERO_COPY_MIN: usize = 4096;
+
 impl Session {
     fn require_open(&self) -> Result<(), StreamError> {
         if self.state == ConnState::Open {
@@ -67,7 +71,7 @@ impl Session {
         if self.streams.len() >= self.cfg.max_streams {
             return Err(StreamError::TooManyStreams);
         }
-        if self.out.len() >= self.cfg.max_output {
+        if self.pending_output() >= self.cfg.max_output {
             return Err(StreamError::OutputFull);
         }
         let sid = self.next_id.ok_or(StreamError::IdsExhausted)?;
@@ -106,7 +110,7 @@ impl Session {
                 state: s.state,
             });
         }
-        if self.out.len() >= self.cfg.max_output {
+        if self.pending_output() >= self.cfg.max_output {
             return Err(StreamError::OutputFull);
         }
         Ok(())
@@ -117,11 +121,47 @@ impl Session {
     pub fn send(&mut self, now: Duration, sid: u32, data: &[u8]) -> Result<usize, StreamError> {
         self.now = now;
         self.sendable(sid, StreamKind::Tcp)?;
-        let room = self.cfg.max_output.saturating_sub(self.out.len());
+        let room = self.cfg.max_output.saturating_sub(self.pending_output());
         let n = data.len().min(room);
         for chunk in data[..n].chunks(MAX_PAYLOAD) {
             // Chunks are at most MAX_PAYLOAD: encoding cannot fail.
             let _ = wire::encode_raw(&mut self.out, sid, frame_type::DATA, chunk);
+        }
+        Ok(n)
+    }
+
+    /// [`Session::send`] for data the caller already holds as [`Bytes`]: the same frames
+    /// and the same answer, but payloads of at least [`ZERO_COPY_MIN`] bytes are queued
+    /// as they are (only their 7-byte headers are written), so a bulk transfer is not
+    /// copied into the output queue. Take the output with
+    /// [`Session::poll_transmit_chunks`] to keep it uncopied.
+    pub fn send_bytes(
+        &mut self,
+        now: Duration,
+        sid: u32,
+        data: &Bytes,
+    ) -> Result<usize, StreamError> {
+        if data.len() < ZERO_COPY_MIN {
+            return self.send(now, sid, data);
+        }
+        self.now = now;
+        self.sendable(sid, StreamKind::Tcp)?;
+        let room = self.cfg.max_output.saturating_sub(self.pending_output());
+        let n = data.len().min(room);
+        let mut at = 0;
+        while at < n {
+            let len = (n - at).min(MAX_PAYLOAD);
+            let piece = data.slice(at..at + len);
+            at += len;
+            if len < ZERO_COPY_MIN {
+                let _ = wire::encode_raw(&mut self.out, sid, frame_type::DATA, &piece);
+                continue;
+            }
+            wire::encode_header(&mut self.out, sid, frame_type::DATA, len);
+            let head = self.out.split().freeze();
+            self.chunked += head.len() + piece.len();
+            self.chunks.push_back(head);
+            self.chunks.push_back(piece);
         }
         Ok(n)
     }
@@ -141,8 +181,8 @@ impl Session {
         self.sendable(sid, StreamKind::Udp)?;
         // All or nothing: the whole datagram must fit, unless the queue is empty (so a
         // datagram larger than `max_output` can still go out alone).
-        if !self.out.is_empty()
-            && self.out.len() + wire::FRAME_HEADER_LEN + data.len() > self.cfg.max_output
+        if self.pending_output() > 0
+            && self.pending_output() + wire::FRAME_HEADER_LEN + data.len() > self.cfg.max_output
         {
             return Err(StreamError::OutputFull);
         }

@@ -10,8 +10,14 @@ use super::{end_word, hex16, kind_label, Blocked, ConnState, Event, ProtocolErro
 use crate::stream::{End, ResetCause, Stream, StreamKind, StreamState};
 use crate::wire::{
     frame_type, peek_frame_len, Body, ConnHeader, Frame, PayloadError, RawFrame, RstCode, RstInfo,
-    CONN_HEADER_LEN,
+    CONN_HEADER_LEN, FRAME_HEADER_LEN,
 };
+
+/// Smallest data payload [`Session::handle_input_bytes`] hands over as a slice of the
+/// input instead of a copy. A slice keeps the driver's whole read buffer (64 KiB)
+/// alive, so small payloads are copied: at this size a buffered stream pins at most
+/// four times the bytes it is charged for.
+pub const ZERO_COPY_RECV_MIN: usize = 16 * 1024;
 
 /// What processing one complete frame did.
 enum Step {
@@ -24,6 +30,18 @@ impl Session {
     /// input is held (see [`Session::input_blocked`]): keep the rest and feed it again once
     /// the reason is gone. After the connection ended, everything is taken and discarded.
     pub fn handle_input(&mut self, now: Duration, data: &[u8]) -> usize {
+        self.input(now, data, None)
+    }
+
+    /// [`Session::handle_input`] for input the driver holds as [`Bytes`]: the same
+    /// answer and effects, but data payloads of at least [`ZERO_COPY_RECV_MIN`] bytes
+    /// that lie whole in `data` are handed to the stream as slices of it, not copied.
+    pub fn handle_input_bytes(&mut self, now: Duration, data: &Bytes) -> usize {
+        self.input(now, data, Some(data))
+    }
+
+    /// `data` is `src`'s bytes when `src` is given.
+    fn input(&mut self, now: Duration, data: &[u8], src: Option<&Bytes>) -> usize {
         self.now = now;
         let mut used = 0;
         loop {
@@ -56,7 +74,7 @@ impl Session {
                     }
                 }
                 ConnState::Open => {
-                    if self.out.len() >= self.cfg.max_output {
+                    if self.pending_output() >= self.cfg.max_output {
                         self.set_blocked(Some(Blocked::OutputFull));
                         return used;
                     }
@@ -83,7 +101,7 @@ impl Session {
                             continue;
                         }
                         let buf = std::mem::take(&mut self.inbuf);
-                        match self.process(&buf) {
+                        match self.process(&buf, None) {
                             Step::Done => {
                                 self.set_blocked(None);
                                 // keep the allocation for the next partial frame
@@ -107,7 +125,7 @@ impl Session {
                                 return data.len();
                             }
                             Ok(Some(len)) if rest.len() >= len => {
-                                match self.process(&rest[..len]) {
+                                match self.process(&rest[..len], src) {
                                     Step::Done => {
                                         self.set_blocked(None);
                                         used += len;
@@ -129,15 +147,27 @@ impl Session {
         }
     }
 
-    /// Processes one complete frame (`b` is exactly its bytes).
-    fn process(&mut self, b: &[u8]) -> Step {
-        let raw = match RawFrame::decode(b) {
-            Ok(Some((raw, _))) => raw,
-            // Callers pass exactly one checked frame; anything else is a bug, not a panic.
-            _ => {
-                self.fail(ProtocolError::Truncated { have: b.len() });
-                return Step::Done;
+    /// Processes one complete frame (`b` is exactly its bytes, lying in `src` if given).
+    fn process(&mut self, b: &[u8], src: Option<&Bytes>) -> Step {
+        let raw = match src {
+            Some(src)
+                if b.len() >= FRAME_HEADER_LEN + ZERO_COPY_RECV_MIN && b[6] == frame_type::DATA =>
+            {
+                RawFrame {
+                    stream_id: u32::from_be_bytes([b[2], b[3], b[4], b[5]]),
+                    kind: frame_type::DATA,
+                    payload: src.slice_ref(&b[FRAME_HEADER_LEN..]),
+                }
             }
+            _ => match RawFrame::decode(b) {
+                Ok(Some((raw, _))) => raw,
+                // Callers pass exactly one checked frame; anything else is a bug, not a
+                // panic.
+                _ => {
+                    self.fail(ProtocolError::Truncated { have: b.len() });
+                    return Step::Done;
+                }
+            },
         };
         let sid = raw.stream_id;
         if raw.kind == frame_type::DATA {

@@ -47,9 +47,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tunnelbed_netio::Trace;
 
+pub use api::ZERO_COPY_MIN;
 pub use config::{ConnState, SessionConfig, Side};
 pub use error::{Blocked, DialError, ProtocolError, StreamError};
 pub use event::Event;
+pub use input::ZERO_COPY_RECV_MIN;
 
 use crate::stream::{End, ResetCause, Stream, StreamKind, StreamState};
 use crate::wire::{kind_name, Body, ConnHeader, Frame, RstInfo};
@@ -65,7 +67,13 @@ pub struct Session {
     state: ConnState,
     /// Bytes of an unfinished (or held, blocked) frame or header.
     inbuf: BytesMut,
+    /// Output not yet moved to `chunks` (everything in `chunks` goes before it).
     out: BytesMut,
+    /// Finished pieces of output in order: payloads [`Session::send_bytes`] queued
+    /// without a copy, and what `out` held before each of them.
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    chunked: usize,
     streams: BTreeMap<u32, Stream>,
     ended: BTreeMap<u32, End>,
     /// Every id at or below this that is not live has ended (see `ended_memory`).
@@ -90,6 +98,8 @@ impl Session {
             state,
             inbuf: BytesMut::new(),
             out: BytesMut::new(),
+            chunks: VecDeque::new(),
+            chunked: 0,
             streams: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_floor: None,
@@ -130,9 +140,33 @@ impl Session {
         self.side
     }
 
-    /// Takes everything queued for the carrier.
+    /// Takes everything queued for the carrier, in one piece.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        if self.chunks.is_empty() {
+            return (!self.out.is_empty()).then(|| self.out.split().freeze());
+        }
+        // Pieces queued by `send_bytes`: join them (drivers that write vectored use
+        // `poll_transmit_chunks` instead and copy nothing).
+        let mut all = BytesMut::with_capacity(self.pending_output());
+        for c in self.chunks.drain(..) {
+            all.extend_from_slice(&c);
+        }
+        self.chunked = 0;
+        all.extend_from_slice(&self.out.split());
+        Some(all.freeze())
+    }
+
+    /// Takes everything queued for the carrier as pieces in order (appended to `into`);
+    /// payloads given to [`Session::send_bytes`] come out as they went in, uncopied.
+    /// Returns the bytes taken.
+    pub fn poll_transmit_chunks(&mut self, into: &mut Vec<Bytes>) -> usize {
+        let n = self.pending_output();
+        into.extend(self.chunks.drain(..));
+        self.chunked = 0;
+        if !self.out.is_empty() {
+            into.push(self.out.split().freeze());
+        }
+        n
     }
 
     /// The next event.
@@ -181,7 +215,7 @@ impl Session {
 
     /// Bytes queued towards the carrier.
     pub fn pending_output(&self) -> usize {
-        self.out.len()
+        self.chunked + self.out.len()
     }
 
     /// Bytes of an unfinished or held frame inside the machine.
