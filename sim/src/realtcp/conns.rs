@@ -104,6 +104,11 @@ impl Conns {
         self.map.get(&id).expect("a live connection id").peek()
     }
 
+    /// The connection `id`, not marked (for the stack's own upkeep during a pump).
+    pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.map.get_mut(&id)
+    }
+
     /// The socket set of `id` (for smoltcp's ingress and egress).
     pub fn set_mut(&mut self, id: ConnId) -> Option<&mut SocketSet<'static>> {
         self.map.get_mut(&id).map(|c| &mut c.set)

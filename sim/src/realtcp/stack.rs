@@ -503,13 +503,17 @@ impl StackInner {
         }
     }
 
-    /// Discards what dropped streams still receive (so their window stays open).
-    fn drain_orphans(&mut self) {
-        for id in &self.orphans {
-            if !self.conns.peek(*id).can_recv() {
+    /// Discards what the dropped streams among `ids` still receive (so their window stays
+    /// open).
+    fn drain_orphans(&mut self, ids: &[ConnId]) {
+        for id in ids {
+            if !self.orphans.contains(id) {
                 continue;
             }
-            let s = self.conns.tcp(*id);
+            let Some(c) = self.conns.conn_mut(*id) else {
+                continue;
+            };
+            let s = c.tcp();
             while s.can_recv() {
                 if s.recv(|b| (b.len(), ())).is_err() {
                     break;
@@ -518,17 +522,13 @@ impl StackInner {
         }
     }
 
-    /// Frees the sockets of dropped streams whose connection is over.
-    fn reap_orphans(&mut self) {
-        let done: Vec<ConnId> = self
-            .orphans
-            .iter()
-            .copied()
-            .filter(|id| self.conns.peek(*id).state() == tcp::State::Closed)
-            .collect();
-        for id in done {
-            self.orphans.remove(&id);
-            self.conns.remove(id);
+    /// Frees the sockets of the dropped streams among `ids` whose connection is over.
+    fn reap_orphans(&mut self, ids: &[ConnId]) {
+        for id in ids {
+            if self.orphans.contains(id) && self.conns.peek(*id).state() == tcp::State::Closed {
+                self.orphans.remove(id);
+                self.conns.remove(*id);
+            }
         }
     }
 
@@ -558,10 +558,12 @@ impl StackInner {
             self.dev.rx = None;
         }
         self.watch.end_persist(&mut self.conns);
-        self.drain_orphans();
+        // Only connections a packet, the application or a timer touched can have changed:
+        // the orphans' upkeep looks at those alone.
+        let mut due = self.conns.take_due(now);
+        self.drain_orphans(&due);
         // Round robin over the due connections, one segment each per round, as smoltcp
         // does over a set.
-        let mut due = self.conns.take_due(now);
         let mut done = Vec::new();
         for _ in 0..MAX_EGRESS_ROUNDS {
             due.retain(|id| {
@@ -581,7 +583,8 @@ impl StackInner {
             }
         }
         done.append(&mut due);
-        for id in done {
+        done.sort_unstable();
+        for &id in &done {
             let at = self
                 .conns
                 .set_mut(id)
@@ -593,7 +596,7 @@ impl StackInner {
             self.watch.note_tx(p);
         }
         self.tend_listeners();
-        self.reap_orphans();
+        self.reap_orphans(&done);
         let delay = self
             .conns
             .next_due(now)
