@@ -35,6 +35,20 @@
 //! it answers with an ACK carrying its window. (A probe one byte past the window would
 //! make smoltcp 0.12 panic, see `window_reminder`.)
 //!
+//! Acknowledgements outside the window: smoltcp 0.12 drops a segment that falls outside
+//! its receive window whole, acknowledgement included (RFC 9293 asks to process the
+//! ACK of such a segment, "special allowance"). When our receive buffer is full (pong
+//! stops reading a carrier while one stream's buffer is full) every segment the peer
+//! sends is outside the zero window, so the peer's acknowledgements of what we sent
+//! never arrive, our send buffer stays full, and that direction stalls for as long as
+//! the other is blocked (`pong-streams --seed 28 --profile swarm`: the local had 64 KiB
+//! queued, all of it acknowledged on the wire, and sent nothing for seconds; the remote's
+//! streams, waiting for their requests, hit pong's 20 s idle reset). [`StallWatch::rescue_ack`]
+//! hands smoltcp such an acknowledgement as a segment at our receive edge. smoltcp also
+//! takes the window of every segment as current, even a reordered or duplicated old one;
+//! an old zero left a sender waiting with nothing in flight (the watch, which keeps the
+//! newest, saw an open window, so no persist probe): such segments get the newest window.
+//!
 //! Keepalive probes cannot do the stalls' work: smoltcp sends them one byte below the highest
 //! sequence number sent, so with data (or a FIN) in flight the peer takes the probe's
 //! byte as data. Dropped streams in FIN-WAIT-2, with everything acknowledged, get a slow
@@ -109,6 +123,74 @@ fn parse(p: &[u8]) -> Option<Segment<'_>> {
 }
 
 impl StallWatch {
+    /// Keeps a new acknowledgement in received segment `p` from being thrown away, and an
+    /// old window from being taken as current (call before [`Self::note_rx`]; see
+    /// "Acknowledgements outside the window" in the module notes). When `p` would fall
+    /// outside the window we last advertised and acknowledges more than the peer did
+    /// before: a segment without data is moved to our receive edge in place; for one with
+    /// data, a copy of its headers at our edge is returned, to hand smoltcp first (the
+    /// segment itself follows unchanged). A segment older than the peer's newest
+    /// acknowledgement gets the newest window.
+    pub fn rescue_ack(&self, p: &mut [u8]) -> Option<Vec<u8>> {
+        let (ip, t) = parse(p)?;
+        if !t.ack() || t.syn() || t.rst() {
+            return None;
+        }
+        let key = (t.dst_port(), ip.src_addr(), t.src_port());
+        let peer = self.peers.get(&key)?;
+        let edge = peer.our_ack?;
+        let ack = t.ack_number();
+        if peer.ack.is_some_and(|newest| !later(ack, newest)) {
+            // Reordered or duplicated from before the newest acknowledgement: smoltcp
+            // would take its older window as current (RFC 9293 keeps the newest, by
+            // SND.WL1/WL2); a stale zero there stops our sending with nothing to probe.
+            if t.window_len() != peer.window {
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                let header = usize::from(ip.header_len());
+                let mut t = TcpPacket::new_checked(p.get_mut(header..)?).ok()?;
+                t.set_window_len(peer.window);
+                t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+            }
+            return None;
+        }
+        if peer.ack == Some(ack) {
+            return None;
+        }
+        let start = t.seq_number();
+        let len = t.payload().len() + usize::from(t.fin());
+        let window = usize::from(peer.our_window);
+        let in_window = |s: TcpSeqNumber| later(s, edge) && (s - edge) < window;
+        let accepted = match (len, window) {
+            (0, 0) => start == edge,
+            (0, _) => in_window(start),
+            (_, 0) => false,
+            _ => in_window(start) || in_window(start + (len - 1)),
+        };
+        if accepted {
+            return None;
+        }
+        let header = usize::from(ip.header_len()) + usize::from(t.header_len());
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let at_edge = |b: &mut [u8]| -> Option<()> {
+            let mut ip = Ipv4Packet::new_checked(b).ok()?;
+            ip.fill_checksum();
+            let mut t = TcpPacket::new_checked(ip.payload_mut()).ok()?;
+            t.set_seq_number(edge);
+            t.set_fin(false);
+            t.set_psh(false);
+            t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+            Some(())
+        };
+        if len == 0 {
+            at_edge(p);
+            return None;
+        }
+        let mut b = p.get(..header)?.to_vec();
+        Ipv4Packet::new_unchecked(&mut b[..]).set_total_len(header as u16);
+        at_edge(&mut b)?;
+        Some(b)
+    }
+
     /// Notes a packet received from a peer (before smoltcp sees it).
     pub fn note_rx(&mut self, p: &[u8]) {
         let Some((ip, t)) = parse(p) else { return };
@@ -328,4 +410,119 @@ fn window_reminder(peer: &Peer) -> Option<Vec<u8>> {
     t.set_psh(false);
     t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
     Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpProtocol, Ipv4Repr, TcpControl, TcpRepr};
+
+    const US: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    /// A segment from `src` to `dst` (ports 7001 at US, 50000 at PEER).
+    fn segment(from_peer: bool, seq: u32, ack: u32, window: u16, data: &[u8]) -> Vec<u8> {
+        let (src, dst, sp, dp) = if from_peer {
+            (PEER, US, 50_000, 7001)
+        } else {
+            (US, PEER, 7001, 50_000)
+        };
+        let tcp = TcpRepr {
+            src_port: sp,
+            dst_port: dp,
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: Some(TcpSeqNumber(ack as i32)),
+            window_len: window,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: data,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut b = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+        ip.emit(&mut p, &caps);
+        let mut t = TcpPacket::new_unchecked(p.payload_mut());
+        tcp.emit(&mut t, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps);
+        b
+    }
+
+    /// (seq, ack, window, payload length) of `p`, after checking both checksums.
+    fn fields(p: &[u8]) -> (u32, u32, u16, usize) {
+        let ip = Ipv4Packet::new_checked(p).unwrap();
+        assert!(ip.verify_checksum());
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(t.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
+        (
+            t.seq_number().0 as u32,
+            t.ack_number().0 as u32,
+            t.window_len(),
+            t.payload().len(),
+        )
+    }
+
+    /// A watch that saw us acknowledge up to 5000 with `our_window`, and the peer
+    /// acknowledge up to 1000 with window 8000.
+    fn watch(our_window: u16) -> StallWatch {
+        let mut w = StallWatch::default();
+        w.note_tx(&segment(false, 1000, 5000, our_window, b"x"));
+        w.note_rx(&segment(true, 4000, 1000, 8000, &[0; 1000]));
+        w
+    }
+
+    #[test]
+    fn a_new_ack_on_data_outside_a_zero_window_is_handed_over_at_our_edge() {
+        let w = watch(0);
+        let mut p = segment(true, 5000, 1001, 8000, &[7; 100]);
+        let before = p.clone();
+        let first = w.rescue_ack(&mut p).expect("an ACK to hand smoltcp first");
+        assert_eq!(fields(&first), (5000, 1001, 8000, 0));
+        assert_eq!(p, before, "the segment itself is unchanged");
+    }
+
+    #[test]
+    fn a_new_pure_ack_outside_the_window_moves_to_our_edge() {
+        let w = watch(0);
+        let mut p = segment(true, 5100, 1001, 8000, &[]);
+        assert!(w.rescue_ack(&mut p).is_none());
+        assert_eq!(fields(&p), (5000, 1001, 8000, 0));
+    }
+
+    #[test]
+    fn segments_inside_the_window_or_without_new_ack_pass_untouched() {
+        let w = watch(4000);
+        // In the window, new ACK.
+        let mut p = segment(true, 5000, 1001, 8000, &[7; 100]);
+        let before = p.clone();
+        assert!(w.rescue_ack(&mut p).is_none());
+        assert_eq!(p, before);
+        // Outside the window but acknowledging nothing new.
+        let w = watch(0);
+        let mut p = segment(true, 5000, 1000, 8000, &[7; 100]);
+        let before = p.clone();
+        assert!(w.rescue_ack(&mut p).is_none());
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn an_older_segment_carries_the_newest_window() {
+        let w = watch(4000);
+        let mut p = segment(true, 3000, 900, 0, &[7; 100]);
+        assert!(w.rescue_ack(&mut p).is_none());
+        assert_eq!(fields(&p), (3000, 900, 8000, 100));
+    }
 }
