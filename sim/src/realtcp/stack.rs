@@ -541,24 +541,21 @@ impl StackInner {
         for p in inject.into_iter().rev() {
             self.rx.push_front(p);
         }
-        while let Some(mut p) = self.rx.pop_front() {
+        while let Some(p) = self.rx.pop_front() {
             let Some(to) = self.admit(&p) else {
                 continue;
             };
-            let first = self.watch.rescue_ack(&mut p);
             self.watch.note_rx(&p);
-            for p in first.into_iter().chain([p]) {
-                self.dev.rx = Some(p);
-                let set = match to.and_then(|id| {
-                    self.conns.mark(id);
-                    self.conns.set_mut(id)
-                }) {
-                    Some(set) => set,
-                    None => &mut self.nobody,
-                };
-                self.iface.poll_ingress_single(ts, &mut self.dev, set);
-                self.dev.rx = None;
-            }
+            self.dev.rx = Some(p);
+            let set = match to.and_then(|id| {
+                self.conns.mark(id);
+                self.conns.set_mut(id)
+            }) {
+                Some(set) => set,
+                None => &mut self.nobody,
+            };
+            self.iface.poll_ingress_single(ts, &mut self.dev, set);
+            self.dev.rx = None;
         }
         self.watch.end_persist(&mut self.conns);
         // Only connections a packet, the application or a timer touched can have changed:
