@@ -18,6 +18,7 @@
 //! host goes silent (its peers learn of it only from their own timeouts, or from the
 //! resets its next incarnation sends).
 
+pub mod conns;
 pub mod stack;
 pub mod stall;
 pub mod stream;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tunnelbed_netio::iplink::IpLink;
 use tunnelbed_netio::CaptureIface;
 
+use super::conns::{ConnId, Conns, Tuple};
 use super::stall::StallWatch;
 use crate::iplink::SimIpLink;
 
@@ -50,8 +51,12 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// The shortest sleep between two pumps, so a stack that always wants to act at once
 /// cannot stop virtual time.
 const MIN_DELAY: Duration = Duration::from_micros(100);
-/// Egress rounds per pump (each sends at most one segment per socket).
+/// Egress rounds per pump (each sends at most one segment per connection).
 const MAX_EGRESS_ROUNDS: usize = 512;
+
+fn from_smol(t: SmolInstant) -> Duration {
+    Duration::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+}
 
 fn smol_now(now: Duration) -> SmolInstant {
     SmolInstant::from_micros(i64::try_from(now.as_micros()).unwrap_or(i64::MAX))
@@ -111,30 +116,33 @@ impl Device for QueueDev {
     }
 }
 
-/// A listening port: sockets in LISTEN or SYN-RECEIVED, and connections ready to accept.
+/// A listening port: connections in SYN-RECEIVED, and connections ready to accept.
 #[derive(Default)]
 struct Listener {
-    pending: Vec<SocketHandle>,
-    ready: VecDeque<SocketHandle>,
+    pending: Vec<ConnId>,
+    ready: VecDeque<ConnId>,
     waker: Option<Waker>,
 }
 
 /// The state behind a [`HostStack`]'s lock.
 pub struct StackInner {
     iface: Interface,
-    sockets: SocketSet<'static>,
+    /// The connections, one socket set each.
+    conns: Conns,
+    /// An empty set for packets no connection takes: smoltcp answers them with a reset.
+    nobody: SocketSet<'static>,
     dev: QueueDev,
     rx: VecDeque<Vec<u8>>,
     listeners: BTreeMap<u16, Listener>,
     /// Streams the application dropped, closing (or resetting) in the background.
-    orphans: BTreeSet<SocketHandle>,
+    orphans: BTreeSet<ConnId>,
     next_port: u16,
     ip: Ipv4Addr,
     /// Gets smoltcp out of its retransmission stalls.
     watch: StallWatch,
     /// Bytes a connection had received but not yet handed to the application when a
     /// reset arrived: read before the reset is reported, as a kernel does.
-    leftover: BTreeMap<SocketHandle, VecDeque<u8>>,
+    leftover: BTreeMap<ConnId, VecDeque<u8>>,
     /// The host crashed: its driver is gone.
     dead: bool,
 }
@@ -190,7 +198,8 @@ impl HostStack {
         let stack = Arc::new(HostStack {
             inner: Mutex::new(StackInner {
                 iface,
-                sockets: SocketSet::new(Vec::new()),
+                conns: Conns::default(),
+                nobody: SocketSet::new(Vec::new()),
                 dev,
                 rx: VecDeque::new(),
                 listeners: BTreeMap::new(),
@@ -280,9 +289,9 @@ fn closed_io(what: &str) -> io::Error {
 }
 
 impl StackInner {
-    /// The TCP socket behind `h`.
-    pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(h)
+    /// The TCP socket of connection `id` (marked for an egress at the next pump).
+    pub fn tcp(&mut self, id: ConnId) -> &mut tcp::Socket<'static> {
+        self.conns.tcp(id)
     }
 
     /// Whether the host crashed.
@@ -296,14 +305,7 @@ impl StackInner {
     }
 
     fn port_taken(&self, port: u16) -> bool {
-        self.listeners.contains_key(&port)
-            || self.sockets.iter().any(|(_, s)| match s {
-                smoltcp::socket::Socket::Tcp(t) => {
-                    t.local_endpoint().is_some_and(|e| e.port == port)
-                }
-                #[allow(unreachable_patterns)]
-                _ => false,
-            })
+        self.listeners.contains_key(&port) || self.conns.port_in_use(port)
     }
 
     fn ephemeral_port(&mut self) -> io::Result<u16> {
@@ -320,8 +322,8 @@ impl StackInner {
         ))
     }
 
-    /// Opens a connection to `remote`; returns its socket and our address.
-    pub fn connect(&mut self, remote: SocketAddrV4) -> io::Result<(SocketHandle, SocketAddr)> {
+    /// Opens a connection to `remote`; returns its id and our address.
+    pub fn connect(&mut self, remote: SocketAddrV4) -> io::Result<(ConnId, SocketAddr)> {
         if self.dead {
             return Err(closed_io("the host's TCP stack is gone"));
         }
@@ -333,8 +335,8 @@ impl StackInner {
         let cx = self.iface.context();
         s.connect(cx, (IpAddress::Ipv4(*remote.ip()), remote.port()), port)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let h = self.sockets.add(s);
-        Ok((h, SocketAddr::V4(SocketAddrV4::new(self.ip, port))))
+        let id = self.conns.add(s, Some((port, *remote.ip(), remote.port())));
+        Ok((id, SocketAddr::V4(SocketAddrV4::new(self.ip, port))))
     }
 
     /// Starts listening on `port` (0: an ephemeral one); returns the port.
@@ -354,19 +356,7 @@ impl StackInner {
             ));
         }
         self.listeners.insert(port, Listener::default());
-        self.add_listen_socket(port)?;
         Ok(port)
-    }
-
-    fn add_listen_socket(&mut self, port: u16) -> io::Result<()> {
-        let mut s = new_socket();
-        s.listen(port)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let h = self.sockets.add(s);
-        if let Some(l) = self.listeners.get_mut(&port) {
-            l.pending.push(h);
-        }
-        Ok(())
     }
 
     /// Stops listening on `port`: connections not yet accepted are reset.
@@ -374,14 +364,14 @@ impl StackInner {
         let Some(l) = self.listeners.remove(&port) else {
             return;
         };
-        for h in l.pending.into_iter().chain(l.ready) {
-            self.tcp(h).abort();
-            self.orphans.insert(h);
+        for id in l.pending.into_iter().chain(l.ready) {
+            self.conns.tcp(id).abort();
+            self.orphans.insert(id);
         }
     }
 
     /// The next connection accepted on `port`, or `Pending` (waking `waker` later).
-    pub fn poll_accept(&mut self, port: u16, waker: &Waker) -> Poll<io::Result<SocketHandle>> {
+    pub fn poll_accept(&mut self, port: u16, waker: &Waker) -> Poll<io::Result<ConnId>> {
         if self.dead {
             return Poll::Ready(Err(closed_io("the host's TCP stack is gone")));
         }
@@ -389,7 +379,7 @@ impl StackInner {
             return Poll::Ready(Err(closed_io("the listener is closed")));
         };
         match l.ready.pop_front() {
-            Some(h) => Poll::Ready(Ok(h)),
+            Some(id) => Poll::Ready(Ok(id)),
             None => {
                 l.waker = Some(waker.clone());
                 Poll::Pending
@@ -397,11 +387,11 @@ impl StackInner {
         }
     }
 
-    /// The application dropped (or aborted) the stream on `h`: close or reset it, and
+    /// The application dropped (or aborted) the stream on `id`: close or reset it, and
     /// free the socket once it is done.
-    pub fn release(&mut self, h: SocketHandle, abort: bool) {
-        self.leftover.remove(&h);
-        let s = self.tcp(h);
+    pub fn release(&mut self, id: ConnId, abort: bool) {
+        self.leftover.remove(&id);
+        let s = self.conns.tcp(id);
         // A kernel resets a connection closed with unread input (the peer still reads
         // what reached it first: see `save_before_reset`).
         if abort || s.recv_queue() > 0 {
@@ -410,89 +400,78 @@ impl StackInner {
             s.close();
             s.set_timeout(Some(smol_duration(ORPHAN_TIMEOUT)));
         }
-        self.orphans.insert(h);
+        self.orphans.insert(id);
     }
 
-    /// Whether packet `p` goes on to smoltcp. Handles what smoltcp's first-match socket
-    /// lookup would get wrong for a listener: a repeated SYN of a connection that exists
-    /// is dropped (a LISTEN socket earlier in the set would open a second connection with
-    /// the same four-tuple), a SYN to a full accept queue is dropped, and every other new
-    /// SYN finds a LISTEN socket waiting.
-    fn admit(&mut self, p: &[u8]) -> bool {
+    /// Where packet `p` goes: `None` drops it, `Some(None)` hands it to no connection
+    /// (smoltcp answers with a reset), `Some(Some(id))` to connection `id`. Does what a
+    /// kernel's listener does around smoltcp: a repeated SYN of a connection that exists
+    /// is dropped, a SYN to a full accept queue is dropped, and every other new SYN to a
+    /// listening port gets a new connection in LISTEN.
+    fn admit(&mut self, p: &[u8]) -> Option<Option<ConnId>> {
         let Ok(ip) = Ipv4Packet::new_checked(p) else {
-            return true;
+            return Some(None);
         };
         if ip.next_header() != IpProtocol::Tcp {
-            return true;
+            return Some(None);
         }
         let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
-            return true;
+            return Some(None);
         };
+        let tuple: Tuple = (tcp.dst_port(), ip.src_addr(), tcp.src_port());
+        let known = self.conns.find(&tuple);
         if tcp.rst() {
-            self.save_before_reset(ip.src_addr(), tcp.src_port(), tcp.dst_port());
-            return true;
+            self.save_before_reset(known);
+            return Some(known);
         }
         if !tcp.syn() || tcp.ack() {
-            return true;
+            return Some(known);
         }
         let port = tcp.dst_port();
-        let src = (IpAddress::Ipv4(ip.src_addr()), tcp.src_port());
         let Some(l) = self.listeners.get(&port) else {
-            return true;
+            return Some(known);
         };
-        let known = self.sockets.iter().any(|(_, s)| match s {
-            smoltcp::socket::Socket::Tcp(t) => {
-                t.local_endpoint().is_some_and(|e| e.port == port)
-                    && t.remote_endpoint()
-                        .is_some_and(|e| (e.addr, e.port) == (src.0, src.1))
-                    && !matches!(t.state(), tcp::State::TimeWait | tcp::State::Closed)
-            }
-            #[allow(unreachable_patterns)]
-            _ => false,
+        let live = known.is_some_and(|id| {
+            !matches!(
+                self.conns.peek(id).state(),
+                tcp::State::TimeWait | tcp::State::Closed
+            )
         });
-        if known || l.ready.len() >= BACKLOG {
-            return false;
+        if live || l.ready.len() >= BACKLOG {
+            return None;
         }
-        let free = l
-            .pending
-            .iter()
-            .any(|h| self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen);
-        if !free && self.add_listen_socket(port).is_err() {
-            return false;
+        let mut s = new_socket();
+        s.listen(port).ok()?;
+        let id = self.conns.add(s, Some(tuple));
+        if let Some(l) = self.listeners.get_mut(&port) {
+            l.pending.push(id);
         }
-        true
+        Some(Some(id))
     }
 
-    /// A reset for (peer, our port) is about to reach smoltcp, which would throw away
+    /// A reset for connection `id` is about to reach smoltcp, which would throw away
     /// what the connection received and the application has not read yet: keep it.
-    #[allow(irrefutable_let_patterns)] // Only TCP sockets unless another crate adds kinds.
-    fn save_before_reset(&mut self, peer: Ipv4Addr, peer_port: u16, port: u16) {
-        for (h, sock) in self.sockets.iter_mut() {
-            let smoltcp::socket::Socket::Tcp(t) = sock else {
-                continue;
-            };
-            let ours = t.local_endpoint().is_some_and(|e| e.port == port)
-                && t.remote_endpoint()
-                    .is_some_and(|e| e.addr == IpAddress::Ipv4(peer) && e.port == peer_port);
-            if !ours || t.recv_queue() == 0 || self.orphans.contains(&h) {
-                continue;
-            }
-            let keep = self.leftover.entry(h).or_default();
-            while t.can_recv() {
-                let taken = t.recv(|b| {
-                    keep.extend(b.iter());
-                    (b.len(), b.len())
-                });
-                if !matches!(taken, Ok(n) if n > 0) {
-                    break;
-                }
+    fn save_before_reset(&mut self, id: Option<ConnId>) {
+        let Some(id) = id else { return };
+        if self.orphans.contains(&id) || self.conns.peek(id).recv_queue() == 0 {
+            return;
+        }
+        let keep = self.leftover.entry(id).or_default();
+        let t = self.conns.tcp(id);
+        while t.can_recv() {
+            let taken = t.recv(|b| {
+                keep.extend(b.iter());
+                (b.len(), b.len())
+            });
+            if !matches!(taken, Ok(n) if n > 0) {
+                break;
             }
         }
     }
 
-    /// Bytes kept from before a reset for `h` (see [`Self::save_before_reset`]).
-    pub fn leftover(&mut self, h: SocketHandle) -> Option<&mut VecDeque<u8>> {
-        self.leftover.get_mut(&h)
+    /// Bytes kept from before a reset for `id` (see [`Self::save_before_reset`]).
+    pub fn leftover(&mut self, id: ConnId) -> Option<&mut VecDeque<u8>> {
+        self.leftover.get_mut(&id)
     }
 
     /// Moves handshaken connections to their accept queues, drops failed ones.
@@ -500,19 +479,17 @@ impl StackInner {
         let mut dropped = Vec::new();
         for l in self.listeners.values_mut() {
             let mut woke = false;
-            l.pending.retain(|h| {
-                let st = self.sockets.get::<tcp::Socket>(*h).state();
-                match st {
-                    tcp::State::Listen | tcp::State::SynReceived => true,
-                    tcp::State::Closed | tcp::State::TimeWait => {
-                        dropped.push(*h);
-                        false
-                    }
-                    _ => {
-                        l.ready.push_back(*h);
-                        woke = true;
-                        false
-                    }
+            l.pending.retain(|id| match self.conns.peek(*id).state() {
+                tcp::State::SynReceived => true,
+                // Back in LISTEN after a reset, or failed: the SYN's connection is over.
+                tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait => {
+                    dropped.push(*id);
+                    false
+                }
+                _ => {
+                    l.ready.push_back(*id);
+                    woke = true;
+                    false
                 }
             });
             if woke {
@@ -521,69 +498,109 @@ impl StackInner {
                 }
             }
         }
-        for h in dropped {
-            self.sockets.remove(h);
+        for id in dropped {
+            self.conns.remove(id);
         }
     }
 
-    /// Frees the sockets of dropped streams whose connection is over.
-    fn reap_orphans(&mut self) {
-        for h in &self.orphans {
-            let s = self.sockets.get_mut::<tcp::Socket>(*h);
+    /// Discards what the dropped streams among `ids` still receive (so their window stays
+    /// open).
+    fn drain_orphans(&mut self, ids: &[ConnId]) {
+        for id in ids {
+            if !self.orphans.contains(id) {
+                continue;
+            }
+            let Some(c) = self.conns.conn_mut(*id) else {
+                continue;
+            };
+            let s = c.tcp();
             while s.can_recv() {
                 if s.recv(|b| (b.len(), ())).is_err() {
                     break;
                 }
             }
         }
-        let done: Vec<SocketHandle> = self
-            .orphans
-            .iter()
-            .copied()
-            .filter(|h| self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Closed)
-            .collect();
-        for h in done {
-            self.orphans.remove(&h);
-            self.sockets.remove(h);
+    }
+
+    /// Frees the sockets of the dropped streams among `ids` whose connection is over.
+    fn reap_orphans(&mut self, ids: &[ConnId]) {
+        for id in ids {
+            if self.orphans.contains(id) && self.conns.peek(*id).state() == tcp::State::Closed {
+                self.orphans.remove(id);
+                self.conns.remove(*id);
+            }
         }
     }
 
-    /// Feeds received packets to smoltcp, sends what it has, tends the listeners; returns
-    /// the packets to send and how long until smoltcp next needs a pump.
+    /// Feeds received packets to smoltcp, sends what the touched and timed-out
+    /// connections have, tends the listeners; returns the packets to send and how long
+    /// until a connection next needs a pump.
     fn pump(&mut self, now: Duration) -> (Vec<Vec<u8>>, Duration) {
         let ts = smol_now(now);
-        let (inject, stall_check) = self.watch.watch(now, &mut self.sockets, &self.orphans);
+        let (inject, stall_check) = self.watch.watch(now, &mut self.conns, &self.orphans);
         for p in inject.into_iter().rev() {
             self.rx.push_front(p);
         }
         while let Some(p) = self.rx.pop_front() {
-            if !self.admit(&p) {
+            let Some(to) = self.admit(&p) else {
                 continue;
-            }
+            };
             self.watch.note_rx(&p);
             self.dev.rx = Some(p);
-            self.iface
-                .poll_ingress_single(ts, &mut self.dev, &mut self.sockets);
+            let set = match to.and_then(|id| {
+                self.conns.mark(id);
+                self.conns.set_mut(id)
+            }) {
+                Some(set) => set,
+                None => &mut self.nobody,
+            };
+            self.iface.poll_ingress_single(ts, &mut self.dev, set);
             self.dev.rx = None;
         }
-        self.watch.end_persist(&mut self.sockets);
+        self.watch.end_persist(&mut self.conns);
+        // Only connections a packet, the application or a timer touched can have changed:
+        // the orphans' upkeep looks at those alone.
+        let mut due = self.conns.take_due(now);
+        self.drain_orphans(&due);
+        // Round robin over the due connections, one segment each per round, as smoltcp
+        // does over a set.
+        let mut done = Vec::new();
         for _ in 0..MAX_EGRESS_ROUNDS {
-            let before = self.dev.tx.len();
-            self.iface.poll_egress(ts, &mut self.dev, &mut self.sockets);
-            if self.dev.tx.len() == before {
+            due.retain(|id| {
+                let Some(set) = self.conns.set_mut(*id) else {
+                    return false;
+                };
+                let before = self.dev.tx.len();
+                self.iface.poll_egress(ts, &mut self.dev, set);
+                if self.dev.tx.len() == before {
+                    done.push(*id);
+                    return false;
+                }
+                true
+            });
+            if due.is_empty() {
                 break;
             }
+        }
+        done.append(&mut due);
+        done.sort_unstable();
+        for &id in &done {
+            let at = self
+                .conns
+                .set_mut(id)
+                .and_then(|set| self.iface.poll_at(ts, set))
+                .map(from_smol);
+            self.conns.schedule(id, at);
         }
         for p in &self.dev.tx {
             self.watch.note_tx(p);
         }
         self.tend_listeners();
-        self.reap_orphans();
+        self.reap_orphans(&done);
         let delay = self
-            .iface
-            .poll_delay(ts, &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()))
-            .unwrap_or(IDLE);
+            .conns
+            .next_due(now)
+            .map_or(IDLE, |d| d.saturating_sub(now));
         let delay = stall_check.map_or(delay, |d| delay.min(d));
         (std::mem::take(&mut self.dev.tx), delay.max(MIN_DELAY))
     }

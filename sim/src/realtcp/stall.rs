@@ -41,12 +41,12 @@
 //! keepalive here, so a peer that went silent ends them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber};
+
+use super::conns::{ConnId, Conns, Tuple};
 
 /// How long an ACK may stand still with data in flight before the watch steps in.
 pub const STALL_AFTER: Duration = Duration::from_millis(1500);
@@ -56,9 +56,6 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(100);
 pub const PERSIST_AFTER: Duration = Duration::from_millis(1000);
 /// The keepalive interval of dropped streams in FIN-WAIT-2.
 const ORPHAN_KEEPALIVE: Duration = Duration::from_secs(15);
-
-/// (local port, peer address, peer port).
-type Tuple = (u16, Ipv4Addr, u16);
 
 /// What we know of a connection from the packets crossing the interface.
 #[derive(Default)]
@@ -82,11 +79,11 @@ struct Peer {
 pub struct StallWatch {
     peers: BTreeMap<Tuple, Peer>,
     /// Connections with something in flight: (the peer's ACK then, unchanged since).
-    stalls: BTreeMap<SocketHandle, (Option<TcpSeqNumber>, Duration)>,
+    stalls: BTreeMap<ConnId, (Option<TcpSeqNumber>, Duration)>,
     /// Connections facing a zero window with nothing in flight: since when.
-    zero_windows: BTreeMap<SocketHandle, Duration>,
+    zero_windows: BTreeMap<ConnId, Duration>,
     /// Connections probing a zero window (keepalive on), by their tuple.
-    persisting: BTreeMap<SocketHandle, Tuple>,
+    persisting: BTreeMap<ConnId, Tuple>,
     next_watch: Duration,
 }
 
@@ -154,7 +151,7 @@ impl StallWatch {
 
     /// Stops the zero-window probes of connections whose peer opened its window (called
     /// after each batch of received packets, so no probe follows the opening).
-    pub fn end_persist(&mut self, sockets: &mut SocketSet<'static>) {
+    pub fn end_persist(&mut self, conns: &mut Conns) {
         if self.persisting.is_empty() {
             return;
         }
@@ -163,19 +160,20 @@ impl StallWatch {
             if peers.get(k).is_some_and(|p| p.window == 0) {
                 return true;
             }
-            sockets.get_mut::<tcp::Socket>(*h).set_keep_alive(None);
+            if conns.contains(*h) {
+                conns.tcp(*h).set_keep_alive(None);
+            }
             false
         });
     }
 
     /// Walks the connections (at most every [`WATCH_EVERY`]): returns the packets to hand
     /// smoltcp as if received, and how long until the watch next needs to run.
-    #[allow(irrefutable_let_patterns)] // Only TCP sockets unless another crate adds kinds.
     pub fn watch(
         &mut self,
         now: Duration,
-        sockets: &mut SocketSet<'static>,
-        orphans: &BTreeSet<SocketHandle>,
+        conns: &mut Conns,
+        orphans: &BTreeSet<ConnId>,
     ) -> (Vec<Vec<u8>>, Option<Duration>) {
         let mut inject = Vec::new();
         if now < self.next_watch {
@@ -189,10 +187,9 @@ impl StallWatch {
         let mut zero_windows = BTreeMap::new();
         let mut persisting = BTreeMap::new();
         let mut live = BTreeSet::new();
-        for (h, sock) in sockets.iter_mut() {
-            let smoltcp::socket::Socket::Tcp(t) = sock else {
-                continue;
-            };
+        let mut changed = Vec::new();
+        for (h, conn) in conns.iter_mut() {
+            let t = conn.tcp();
             let tuple = match (t.local_endpoint(), t.remote_endpoint()) {
                 #[allow(unreachable_patterns)]
                 (Some(l), Some(r)) => match r.addr {
@@ -259,7 +256,11 @@ impl StallWatch {
             };
             if t.keep_alive() != want {
                 t.set_keep_alive(want);
+                changed.push(h);
             }
+        }
+        for h in changed {
+            conns.mark(h);
         }
         self.stalls = stalls;
         self.zero_windows = zero_windows;

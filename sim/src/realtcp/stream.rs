@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tunnelbed_netio::DataFault;
 
+use super::conns::ConnId;
 use super::stack::{HostStack, CONNECT_TIMEOUT};
 
 fn smol(d: Duration) -> smoltcp::time::Duration {
@@ -23,7 +23,7 @@ fn smol(d: Duration) -> smoltcp::time::Duration {
 /// A TCP connection on a host's smoltcp stack.
 pub struct RealStream {
     stack: Arc<HostStack>,
-    h: SocketHandle,
+    h: ConnId,
     local: SocketAddr,
     peer: SocketAddr,
     data_fault: Option<Arc<DataFault>>,
@@ -86,7 +86,7 @@ impl RealStream {
     /// An accepted connection on `h`.
     pub(crate) fn accepted(
         stack: Arc<HostStack>,
-        h: SocketHandle,
+        h: ConnId,
         data_fault: Option<Arc<DataFault>>,
     ) -> io::Result<RealStream> {
         let (local, peer) = {
