@@ -8,7 +8,8 @@
 //!   75 and 78);
 //! - 120 echo connections, staggered over 3 s, each checked by hash (the ledger);
 //! - 10 clients that vanish mid-transfer (once all are established with part of their
-//!   upload acknowledged, their link goes away: no RST, no FIN; the echo's idle bound
+//!   upload acknowledged, or on a bad link once each has been, their link goes away:
+//!   no RST, no FIN; the echo's idle bound
 //!   of 60 s and the stack's retransmission limit must clear them; with 30 s, echo
 //!   connections whose smoltcp RTO had grown to 10 s during the flood were cut);
 //! - 10 clients that abort (RST) with data in flight.
@@ -110,7 +111,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let smol_seed: u64 = ctx.rng.gen();
     let sabotage = ctx.sabotaged();
     let slot: StackSlot = Arc::new(Mutex::new(None));
-    let result = Arc::new(Mutex::new(None::<(usize, usize)>));
+    let result = Arc::new(Mutex::new(None::<(usize, (usize, usize))>));
 
     let mut sim = ctx.builder(Duration::from_secs(900)).build();
     serve_host(
@@ -186,7 +187,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let mut vanishers = Vec::new();
         if let Some(vc) = v.as_mut() {
             for i in 0..VANISH {
-                vanishers.push((vc.connect(SERVER, 30_000 + i as u16, 16 * 1024)?, 0usize));
+                vanishers.push((
+                    vc.connect(SERVER, 30_000 + i as u16, 16 * 1024)?,
+                    0usize,
+                    false,
+                ));
             }
         }
         // Aborting clients upload and reset the connection with data in flight.
@@ -199,7 +204,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             ));
         }
         let t0 = now();
-        let mut vanished_mid = 0;
+        // (how many had been mid-transfer, how many still were) when the link went.
+        let mut vanished_mid = (0, 0);
         let mut buf = vec![0u8; 16 * 1024];
         while echoes.iter().any(|e| !e.done) || aborters.iter().any(|a| !a.2) || v.is_some() {
             c.poll();
@@ -260,7 +266,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 vc.drain_rx().await?;
                 vc.poll();
                 let mut mid = 0;
-                for (h, sent) in vanishers.iter_mut() {
+                for (h, sent, was_mid) in vanishers.iter_mut() {
                     let s = vc.socket(*h);
                     while s.can_send() && *sent < big.len() {
                         *sent += s.send_slice(&big[*sent..]).unwrap_or(0);
@@ -270,12 +276,18 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                         && *sent > s.send_queue() + 4096
                     {
                         mid += 1;
+                        *was_mid = true;
                     }
                 }
                 vc.flush().await?;
-                if mid == VANISH || t >= Duration::from_secs(300) {
+                // Usually all are mid-transfer at once. On a bad link one handshake can
+                // finish after the echo's 60 s idle bound has already closed the others
+                // (they never read, so their echoes stall): then the link goes once each
+                // has been mid-transfer, with those still open (swarm seed 375).
+                let been = vanishers.iter().filter(|v| v.2).count();
+                if been == VANISH || t >= Duration::from_secs(300) {
                     // Gone without a word: the link (and its address's route) is dropped.
-                    vanished_mid = mid;
+                    vanished_mid = (been, mid);
                     v = None;
                     world.trace.transition(
                         now(),
@@ -312,11 +324,18 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             None => "the client never got to the end".to_string(),
         },
     );
-    let mid = r.map_or(0, |x| x.1);
+    let (been, mid) = r.map_or((0, 0), |x| x.1);
     ctx.check(
         "vanished-mid-transfer",
-        mid == VANISH,
-        format!("{mid} of {VANISH} vanishing clients were mid-transfer when their link went"),
+        been == VANISH && mid > 0,
+        if mid == been {
+            format!("{mid} of {VANISH} vanishing clients were mid-transfer when their link went")
+        } else {
+            format!(
+                "{been} of {VANISH} vanishing clients reached mid-transfer; {mid} still were when \
+                 their link went (the echo's idle bound had closed the others)"
+            )
+        },
     );
     if let Some(st) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         let s = st.stats();
