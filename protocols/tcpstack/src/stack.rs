@@ -258,6 +258,22 @@ struct Listener {
     queue: VecDeque<ConnId>,
 }
 
+/// The connection context over the stack's own fields, borrowed field by field (a
+/// method would borrow the whole stack and keep the caller from its connection table).
+macro_rules! ctx {
+    ($stack:expr, $now:expr) => {
+        Ctx {
+            now: $now,
+            cfg: &$stack.cfg,
+            trace: &$stack.trace,
+            out: &mut $stack.out,
+            events: &mut $stack.events,
+            stats: &mut $stack.stats,
+            budget: &mut $stack.budget,
+        }
+    };
+}
+
 /// The sans-IO TCP stack. Feed it raw IPv4 packets and the time; take packets, events
 /// and the next deadline from it; call the application API on its handles.
 pub struct Stack {
@@ -411,15 +427,7 @@ impl Stack {
         }
         let id = ConnId(self.alloc_id());
         let iss = self.isn();
-        let mut ctx = Ctx {
-            now,
-            cfg: &self.cfg,
-            trace: &self.trace,
-            out: &mut self.out,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            budget: &mut self.budget,
-        };
+        let mut ctx = ctx!(self, now);
         let c = Conn::active(&mut ctx, id, local, remote, iss);
         self.conns.insert(id, c);
         self.tuples.insert((local, remote), id);
@@ -433,15 +441,7 @@ impl Stack {
         f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
         let c = self.conns.get_mut(&id)?;
-        let mut ctx = Ctx {
-            now,
-            cfg: &self.cfg,
-            trace: &self.trace,
-            out: &mut self.out,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            budget: &mut self.budget,
-        };
+        let mut ctx = ctx!(self, now);
         let r = f(c, &mut ctx);
         self.after(id);
         Some(r)
@@ -562,15 +562,7 @@ impl Stack {
         }
         let id = ConnId(self.alloc_id());
         let iss = self.isn();
-        let mut ctx = Ctx {
-            now,
-            cfg: &self.cfg,
-            trace: &self.trace,
-            out: &mut self.out,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            budget: &mut self.budget,
-        };
+        let mut ctx = ctx!(self, now);
         let c = Conn::passive(&mut ctx, id, lid, local, remote, syn, iss);
         self.conns.insert(id, c);
         self.tuples.insert((local, remote), id);
@@ -612,15 +604,7 @@ impl Stack {
             return false;
         }
         let id = ConnId(self.alloc_id());
-        let mut ctx = Ctx {
-            now,
-            cfg: &self.cfg,
-            trace: &self.trace,
-            out: &mut self.out,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            budget: &mut self.budget,
-        };
+        let mut ctx = ctx!(self, now);
         let c = Conn::revived(&mut ctx, id, &h);
         ctx.stats.late_handshakes += 1;
         self.conns.insert(id, c);
@@ -662,15 +646,7 @@ impl Stack {
                 ..TcpHeader::default()
             }
         };
-        let mut ctx = Ctx {
-            now,
-            cfg: &self.cfg,
-            trace: &self.trace,
-            out: &mut self.out,
-            events: &mut self.events,
-            stats: &mut self.stats,
-            budget: &mut self.budget,
-        };
+        let mut ctx = ctx!(self, now);
         emit_raw(&mut ctx, local, remote, tcp, &[]);
     }
 
