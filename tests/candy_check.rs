@@ -186,43 +186,14 @@ fn candy_server_fails_exactly_its_known_deviations() {
     );
 }
 
-/// A self-signed end-entity certificate for 127.0.0.1 made by openssl (not by us):
-/// (certificate, key) paths.
-fn make_cert(dir: &Path) -> (String, String) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (dir.join("wss.pem"), dir.join("wss.key"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args([
-            "-subj",
-            "/CN=candy.test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        // An end-entity certificate: rustls (webpki) refuses a CA as the server's.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is needed (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        cert.to_string_lossy().into_owned(),
-        key.to_string_lossy().into_owned(),
-    )
-}
+#[path = "support/cert.rs"]
+mod cert;
+use cert::make_cert;
 
 #[test]
 fn every_case_passes_against_our_server_over_wss() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("candy-check-wss");
-    let (cert, key) = make_cert(&dir);
+    let (cert, key) = make_cert(&dir, "wss", &["127.0.0.1"]);
     let (_server, url) = our_server(
         "wss://127.0.0.1:0",
         &["--tls-cert", &cert, "--tls-key", &key],

@@ -500,48 +500,15 @@ fn our_clients_through_our_server() {
     );
 }
 
-/// A self-signed certificate for the server's veth addresses, made by openssl (not by
-/// us): (certificate, key) paths.
-fn make_cert(dir: &Path, name: &str) -> (String, String) {
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=candy.test"])
-        .args(["-addext", "subjectAltName=IP:10.99.1.1,IP:10.99.2.1"])
-        // An end-entity certificate: rustls (webpki) refuses a CA as the server's.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is needed (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        cert.to_string_lossy().into_owned(),
-        key.to_string_lossy().into_owned(),
-    )
-}
+#[path = "support/cert.rs"]
+mod cert;
+use cert::make_cert;
 
 #[test]
 fn our_clients_over_wss_through_our_server() {
     let _g = lock();
     let mut w = World::new(2);
-    let (cert, key) = make_cert(&w.dir, "server");
+    let (cert, key) = make_cert(&w.dir, "server", &["10.99.1.1", "10.99.2.1"]);
     w.our_server_with("wss", &["--tls-cert", &cert, "--tls-key", &key]);
     // openssl's own TLS client checks what our server presents.
     let out = World::exec(&w.clients[0], "openssl")
