@@ -3,6 +3,7 @@
 //! answers ICMP echo and UDP echo on port 7 like a kernel), the numbered requests the
 //! members send each other through the VPN, and the resend-until-answered exchange.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,4 +311,18 @@ pub async fn exchange(
             }
         }
     }
+}
+
+/// The members' virtual addresses, published by each member as its DHCP answer arrives.
+pub type AddrTable = tokio::sync::watch::Sender<BTreeMap<usize, Ipv4Addr>>;
+
+/// Member `i`'s virtual address, once it is published. Cannot wait past the run: the
+/// table is kept by the scenario, and the simulation's own deadline ends every host.
+pub async fn address_of(addrs: &AddrTable, i: usize) -> Result<Ipv4Addr, &'static str> {
+    let mut rx = addrs.subscribe();
+    let table = rx
+        .wait_for(|a| a.contains_key(&i))
+        .await
+        .map_err(|_| "address table gone")?;
+    table.get(&i).copied().ok_or("no peer address")
 }

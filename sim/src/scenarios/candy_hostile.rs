@@ -200,13 +200,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 a.insert(i, me);
             });
             let peer_i = (i + 1) % HONEST;
-            let mut rx = addrs.subscribe();
-            let peer = *rx
-                .wait_for(|a| a.contains_key(&peer_i))
-                .await
-                .map_err(|_| "address table gone")?
-                .get(&peer_i)
-                .ok_or("no peer address")?;
+            let peer = cc::address_of(&addrs, peer_i).await?;
             let srv = || lock(&slot).clone();
             while !srv().is_some_and(|h| h.is_routed(me) && h.is_routed(peer)) {
                 tokio::time::sleep(Duration::from_millis(10)).await;

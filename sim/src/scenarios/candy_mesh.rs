@@ -155,13 +155,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             });
             let tcp_flows = if i == TCP_CLIENT {
                 let link = m.tcp.take().ok_or("no TCP side")?;
-                let mut rx = addrs.subscribe();
-                let server_ip = *rx
-                    .wait_for(|a| a.contains_key(&TCP_SERVER))
-                    .await
-                    .map_err(|_| "address table gone")?
-                    .get(&TCP_SERVER)
-                    .ok_or("no peer address")?;
+                let server_ip = cc::address_of(&addrs, TCP_SERVER).await?;
                 // Connect once the server routes both ends and the echo server listens
                 // (its address was published after it did).
                 let routed = || {

@@ -189,13 +189,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 a.insert(i, me);
             });
             let peer_i = (i + 1) % CLIENTS;
-            let mut rx = addrs.subscribe();
-            let peer = *rx
-                .wait_for(|a| a.contains_key(&peer_i))
-                .await
-                .map_err(|_| "address table gone")?
-                .get(&peer_i)
-                .ok_or("no peer address")?;
+            let peer = cc::address_of(&addrs, peer_i).await?;
             // Start once the server routes both ends (the first requests must not race
             // the peer's AUTH: on the clean profile every resend outside the fault
             // windows counts as a loss).
