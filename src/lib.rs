@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cmd;
+pub mod heap;
 pub mod plot;
 pub mod replay;
 pub mod wireshark;

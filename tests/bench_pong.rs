@@ -20,6 +20,8 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
             "60",
             "--memory-cycles",
             "2",
+            "--idle-close",
+            "2",
             "--streams",
             "20",
             "--exchanges",
@@ -35,6 +37,8 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
     for want in [
         "| direct TCP | ",
         "| reference: TCP relay x2 | ",
+        "| reference: TLS relay x2 | ",
+        "% of the TLS two-relay reference",
         "| **pong over tcp** | ",
         "| **pong over tls** | ",
         "| **pong over ws** | ",
@@ -46,7 +50,7 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         "pong over ws: ",
         "pong over https: ",
         "of the two-relay reference",
-        "integrity: all 30 downloads (warm-ups included) arrived whole",
+        "integrity: all 33 downloads (warm-ups included) arrived whole",
         "| tcp | 60 of 60 |",
         "| tls | 60 of 60 |",
         "| ws | 60 of 60 |",
@@ -73,8 +77,27 @@ fn bench_pong_runs_every_stack_and_writes_the_report() {
         .filter(|l| l.starts_with("| "))
         .skip(1)
         .collect();
-    assert_eq!(rows.len(), 10, "{lat}");
+    assert_eq!(rows.len(), 11, "{lat}");
     for r in rows {
         assert!(r.trim_end().ends_with("| 0 |"), "failed streams in {r:?}");
+    }
+    // The cycle table gives each process's heap in use after every cycle (a number on
+    // glibc, never n/a).
+    let cycles = report
+        .split("### Open and close")
+        .nth(1)
+        .expect("a cycle table");
+    for who in ["| tcp | local |", "| h3 | remote |"] {
+        let row = cycles
+            .lines()
+            .find(|l| l.starts_with(who))
+            .unwrap_or_else(|| panic!("no {who} row in:\n{cycles}"));
+        // Two cycles and the rest column, each with the heap in brackets; the
+        // carriers idle-closed before the rest figures were taken.
+        assert!(
+            !row.contains("n/a") && row.matches(") |").count() == 3,
+            "heap figures missing in {row:?}"
+        );
+        assert!(!row.contains("carriers still open"), "{row:?}");
     }
 }

@@ -2,27 +2,60 @@
 //! they say what the bench needs (a `listening ADDR` banner, a settings line), every
 //! wait bounded, and killed when dropped.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 /// How long a child may take to print what [`spawn_until`] waits for.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Lines of a child's output kept after [`spawn_until`] returns, for [`Proc::ask`];
+/// later lines are dropped (still drained) so a chatty child costs no memory.
+const KEPT_LINES: usize = 256;
+
 /// A running child: killed (and reaped) when dropped. It keeps the child's stdin open,
 /// so a child that exits when its stdin closes lives as long as this.
 pub struct Proc {
     child: Child,
-    _stdin: Option<ChildStdin>,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
     /// The child's process id (for `/proc/PID/...` figures).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes `question` as a line to the child's stdin and returns the first line after
+    /// it on the piped output that starts with `answer`, waiting at most `timeout` (a
+    /// child that takes questions on stdin, as `bench pong --child` does).
+    pub fn ask(
+        &mut self,
+        question: &str,
+        answer: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        while self.lines.try_recv().is_ok() {}
+        let stdin = self.stdin.as_mut().context("the child's stdin is closed")?;
+        writeln!(stdin, "{question}")
+            .and_then(|()| stdin.flush())
+            .with_context(|| format!("asking child {} {question:?}", self.pid()))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(answer) => return Ok(line),
+                Ok(_) => {}
+                Err(_) => bail!(
+                    "child {} gave no {answer:?} line within {timeout:?} after {question:?}",
+                    self.pid()
+                ),
+            }
+        }
     }
 }
 
@@ -61,21 +94,23 @@ pub fn spawn_until(
         Pipe::Stderr => Box::new(child.stderr.take().context("no stderr")?),
     };
     let stdin = child.stdin.take();
-    let proc = Proc {
-        child,
-        _stdin: stdin,
-    };
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(KEPT_LINES);
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
-            // Once the bench stops listening, keep draining.
-            let _ = tx.send(line);
+            // Nobody reading (or too far behind): drop the line, keep draining.
+            let _ = tx.try_send(line);
         }
     });
+    // Owned from here, so an early return kills the child.
+    let proc = Proc {
+        child,
+        stdin,
+        lines: rx,
+    };
     let mut seen = Vec::new();
     loop {
-        match rx.recv_timeout(START_TIMEOUT) {
+        match proc.lines.recv_timeout(START_TIMEOUT) {
             Ok(line) => {
                 let done = until(&line);
                 seen.push(line);

@@ -82,6 +82,9 @@ pub struct Plan {
     /// Times the idle streams are opened and closed again in the same processes, so a
     /// leak shows as RSS that keeps growing from cycle to cycle (at least 1).
     pub memory_cycles: usize,
+    /// Idle close of the memory phase's pong locals; after the cycles the bench waits
+    /// for their carriers to close and measures the processes at rest.
+    pub idle_close: Duration,
 }
 
 /// The carrier's URL scheme (`tcp`, `tls`, `ws`, `wss`, `h2c`, `h2`, `http`, `https`).
@@ -121,19 +124,33 @@ fn spawn_child(spec: &str) -> anyhow::Result<(Proc, SocketAddr)> {
 /// `relay:ADDR` or `hold`.
 pub fn child_main(spec: &str) -> anyhow::Result<()> {
     raise_nofile();
-    if spec.starts_with("remote:") || spec.starts_with("local:") {
+    let pong = spec.starts_with("remote:") || spec.starts_with("local:");
+    if pong {
         // As `pong remote` and `pong local` run.
-        crate::cmd::pong::keep_freed_heap();
+        crate::heap::keep_freed_heap();
     }
-    // The parent going away (or closing our stdin) ends us.
+    // The parent going away (or closing our stdin) ends us; until then it may ask for
+    // our heap figures (`heap` -> `heap IN_USE FREE_HELD`, bytes).
     std::thread::spawn(|| {
-        let mut sink = Vec::new();
-        let _ = io::stdin().read_to_end(&mut sink);
+        for line in io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "heap" {
+                let answer = match crate::heap::figures() {
+                    Some(f) => format!("heap {} {}", f.in_use, f.free_held),
+                    None => "heap none".to_string(),
+                };
+                let mut o = io::stdout().lock();
+                let _ = writeln!(o, "{answer}").and_then(|()| o.flush());
+            }
+        }
         std::process::exit(0);
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if pong {
+        rt.spawn(crate::heap::give_back_freed_heap());
+    }
     rt.block_on(async move {
         let net = TokioNet;
         let (role, arg) = spec.split_once(':').unwrap_or((spec, ""));
@@ -196,10 +213,23 @@ pub fn child_main(spec: &str) -> anyhow::Result<()> {
                 .await?;
             }
             "local" => {
-                let url: CarrierUrl = arg.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                // `URL [idle-close=SECS]`
+                let mut words = arg.split_whitespace();
+                let url: CarrierUrl = words
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!(e))?;
+                let mut cfg = PoolConfig::new(url, CLIENT_ID);
+                for w in words {
+                    match w.strip_prefix("idle-close=").map(str::parse::<u64>) {
+                        Some(Ok(s)) => cfg.idle_close = Duration::from_secs(s),
+                        _ => bail!("child {spec:?}: unknown option {w:?}"),
+                    }
+                }
                 let pool = Arc::new(Pool::new(
                     net,
-                    PoolConfig::new(url, CLIENT_ID),
+                    cfg,
                     Arc::new(ClientTls::insecure()),
                     Trace::disabled(),
                     "local".into(),
@@ -216,6 +246,45 @@ pub fn child_main(spec: &str) -> anyhow::Result<()> {
                     tokio::spawn(async move {
                         if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
                             let _ = b.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional_with_sizes(
+                                &mut a, &mut b, RELAY_BUF, RELAY_BUF,
+                            )
+                            .await;
+                        }
+                    });
+                }
+            }
+            "tls-relay-out" | "tls-relay-in" => {
+                // A relay of the TLS reference: plain TCP in, TLS out (or TLS in, plain
+                // out), copying as the plain relay does.
+                let to: SocketAddr = arg.parse()?;
+                let server = Arc::new(ServerTls::self_signed(&[
+                    "localhost".into(),
+                    "127.0.0.1".into(),
+                ])?);
+                let client = Arc::new(ClientTls::insecure());
+                let outward = role == "tls-relay-out";
+                banner()?;
+                loop {
+                    let (a, _) = listener.accept().await?;
+                    let (server, client) = (server.clone(), client.clone());
+                    tokio::spawn(async move {
+                        let _ = a.set_nodelay(true);
+                        let Ok(b) = tokio::net::TcpStream::connect(to).await else {
+                            return;
+                        };
+                        let _ = b.set_nodelay(true);
+                        if outward {
+                            let (mut a, Ok(mut b)) = (a, client.connect("localhost", b).await)
+                            else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional_with_sizes(
+                                &mut a, &mut b, RELAY_BUF, RELAY_BUF,
+                            )
+                            .await;
+                        } else if let Ok(mut a) = server.accept(a).await {
+                            let mut b = b;
                             let _ = tokio::io::copy_bidirectional_with_sizes(
                                 &mut a, &mut b, RELAY_BUF, RELAY_BUF,
                             )
@@ -314,6 +383,10 @@ pub enum StackKind {
     Direct,
     /// Two plain TCP relays in a chain (reference).
     Relay,
+    /// The same two relays with TLS between them (rustls, configured as pong's TLS
+    /// carriers): the reference for the TLS carriers, paying the same encryption and
+    /// decryption per byte.
+    TlsRelay,
     /// SOCKS5 -> pong local -> carrier -> pong remote.
     Pong(CarrierKind),
 }
@@ -324,6 +397,7 @@ impl StackKind {
         match self {
             StackKind::Direct => "direct TCP".into(),
             StackKind::Relay => "reference: TCP relay x2".into(),
+            StackKind::TlsRelay => "reference: TLS relay x2".into(),
             StackKind::Pong(k) => format!("pong over {}", scheme(k)),
         }
     }
@@ -348,15 +422,29 @@ impl Stack {
 }
 
 /// Starts a pong remote and local for `kind`; returns them and the SOCKS5 address.
-fn start_pong(kind: CarrierKind) -> anyhow::Result<(Vec<Proc>, SocketAddr)> {
+/// Starts a pong remote and local over `kind`; `idle_close`: the local's, else pong's
+/// default.
+fn start_pong(
+    kind: CarrierKind,
+    idle_close: Option<Duration>,
+) -> anyhow::Result<(Vec<Proc>, SocketAddr)> {
     let (remote, raddr) = spawn_child(&format!("remote:{}", scheme(kind)))?;
-    let (local, socks) = spawn_child(&format!("local:{}://{raddr}", scheme(kind)))?;
+    let mut spec = format!("local:{}://{raddr}", scheme(kind));
+    if let Some(d) = idle_close {
+        spec.push_str(&format!(" idle-close={}", d.as_secs()));
+    }
+    let (local, socks) = spawn_child(&spec)?;
     Ok((vec![remote, local], socks))
 }
 
-fn start_relay_chain(target: SocketAddr) -> anyhow::Result<(Vec<Proc>, SocketAddr)> {
-    let (b, baddr) = spawn_child(&format!("relay:{target}"))?;
-    let (a, aaddr) = spawn_child(&format!("relay:{baddr}"))?;
+fn start_relay_chain(target: SocketAddr, tls: bool) -> anyhow::Result<(Vec<Proc>, SocketAddr)> {
+    let (inner, outer) = if tls {
+        ("tls-relay-in", "tls-relay-out")
+    } else {
+        ("relay", "relay")
+    };
+    let (b, baddr) = spawn_child(&format!("{inner}:{target}"))?;
+    let (a, aaddr) = spawn_child(&format!("{outer}:{baddr}"))?;
     Ok((vec![a, b], aaddr))
 }
 
@@ -368,9 +456,10 @@ fn start_stack(kind: StackKind, source: SocketAddr, echo: SocketAddr) -> anyhow:
             echo: Route::DIRECT,
             procs: Vec::new(),
         },
-        StackKind::Relay => {
-            let (mut p1, a1) = start_relay_chain(source)?;
-            let (p2, a2) = start_relay_chain(echo)?;
+        StackKind::Relay | StackKind::TlsRelay => {
+            let tls = kind == StackKind::TlsRelay;
+            let (mut p1, a1) = start_relay_chain(source, tls)?;
+            let (p2, a2) = start_relay_chain(echo, tls)?;
             p1.extend(p2);
             Stack {
                 kind,
@@ -386,7 +475,7 @@ fn start_stack(kind: StackKind, source: SocketAddr, echo: SocketAddr) -> anyhow:
             }
         }
         StackKind::Pong(k) => {
-            let (procs, socks) = start_pong(k)?;
+            let (procs, socks) = start_pong(k, None)?;
             let r = Route {
                 via: Some(socks),
                 socks: true,
@@ -528,8 +617,26 @@ pub struct Memory {
     pub open_time: Duration,
     /// Every cycle, the first included: RSS with the streams open and after closing.
     pub cycles: Vec<MemoryCycle>,
+    /// Heap in use (KiB, the allocator's count, `None` off glibc) of the local and the
+    /// remote before the first cycle.
+    pub heap_before_kib: [Option<u64>; 2],
+    /// The local and the remote after the last cycle once the carriers idle-closed.
+    pub rest: Rest,
     /// Anything that went wrong.
     pub note: Option<String>,
+}
+
+/// The processes at rest: no stream and no carrier left.
+#[derive(Clone, Debug)]
+pub struct Rest {
+    /// From the end of the last cycle until the carriers were closed (or the bound).
+    pub waited: Duration,
+    /// Whether both processes were back to their descriptor count before the cycles.
+    pub carriers_closed: bool,
+    /// RSS KiB of the local and the remote.
+    pub rss_kib: [u64; 2],
+    /// Heap in use KiB of the local and the remote (`None` off glibc).
+    pub heap_kib: [Option<u64>; 2],
 }
 
 /// One open-and-close cycle of the memory check: a leak shows as `closed` figures that
@@ -542,6 +649,9 @@ pub struct MemoryCycle {
     pub local_kib: [u64; 2],
     /// The same for the remote.
     pub remote_kib: [u64; 2],
+    /// Heap in use (KiB) of the local and the remote after closing: unlike RSS, it
+    /// does not count freed memory the allocator kept, so a leak shows here alone.
+    pub heap_closed_kib: [Option<u64>; 2],
 }
 
 /// Everything a run measured.
@@ -589,6 +699,9 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Result
     let echo = rt.block_on(super::latency::start_echo())?;
 
     let mut kinds = vec![StackKind::Direct, StackKind::Relay];
+    if plan.carriers.iter().any(|k| k.uses_tls()) {
+        kinds.push(StackKind::TlsRelay);
+    }
     kinds.extend(plan.carriers.iter().map(|&k| StackKind::Pong(k)));
     let mut stacks = Vec::new();
     for &k in &kinds {
@@ -692,6 +805,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> anyhow::Result<Result
                 k,
                 plan.idle_streams,
                 plan.memory_cycles.max(1),
+                plan.idle_close,
                 nofile.0,
                 &mut progress,
             ))?);
@@ -745,11 +859,12 @@ async fn measure_memory(
     kind: CarrierKind,
     n: usize,
     cycles: usize,
+    idle_close: Duration,
     nofile: u64,
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<Memory> {
     let (hold, target) = spawn_child("hold")?;
-    let (procs, socks) = start_pong(kind)?;
+    let (mut procs, socks) = start_pong(kind, Some(idle_close))?;
     let (remote, local) = (procs[0].pid(), procs[1].pid());
     let route = Route {
         via: Some(socks),
@@ -777,6 +892,10 @@ async fn measure_memory(
     let fds0 = [fd_count(local), fd_count(remote)];
     let hold_base = fd_count(hold.pid());
     let before = [rss_kib(local)?, rss_kib(remote)?];
+    let heap_before_kib = [
+        heap_in_use_kib(&mut procs[1])?,
+        heap_in_use_kib(&mut procs[0])?,
+    ];
 
     let mut done: Vec<MemoryCycle> = Vec::with_capacity(cycles);
     let mut first: Option<(usize, [usize; 2], Duration)> = None;
@@ -821,12 +940,51 @@ async fn measure_memory(
         }
         tokio::time::sleep(settle_times(n).1).await;
         let after = [rss_kib(local)?, rss_kib(remote)?];
+        let heap_closed_kib = [
+            heap_in_use_kib(&mut procs[1])?,
+            heap_in_use_kib(&mut procs[0])?,
+        ];
         first.get_or_insert((opened, fds, open_time));
         done.push(MemoryCycle {
             opened,
             local_kib: [during[0], after[0]],
             remote_kib: [during[1], after[1]],
+            heap_closed_kib,
         });
+    }
+    // At rest: the carriers idle-close (the local closes them, the remote follows);
+    // then neither streams nor carriers hold memory, and what the allocator still
+    // counts in use is what a leak would be.
+    progress(&format!(
+        "memory over {}: waiting for the carriers to idle-close ({} s)",
+        scheme(kind),
+        idle_close.as_secs()
+    ));
+    let t0 = Instant::now();
+    let deadline = t0 + idle_close + Duration::from_secs(30);
+    let closed =
+        |procs: &[Proc]| fd_count(procs[1].pid()) <= fds0[0] && fd_count(procs[0].pid()) <= fds0[1];
+    while !closed(&procs) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let carriers_closed = closed(&procs);
+    let waited = t0.elapsed();
+    // Two looks of the give-back task, as after each cycle.
+    tokio::time::sleep(crate::heap::GIVE_BACK_EVERY * 2).await;
+    let rest = Rest {
+        waited,
+        carriers_closed,
+        rss_kib: [rss_kib(local)?, rss_kib(remote)?],
+        heap_kib: [
+            heap_in_use_kib(&mut procs[1])?,
+            heap_in_use_kib(&mut procs[0])?,
+        ],
+    };
+    if !carriers_closed {
+        notes.push(format!(
+            "at rest: carriers still open {:.0} s after the last cycle",
+            waited.as_secs_f64()
+        ));
     }
     drop(procs);
     drop(hold);
@@ -847,8 +1005,25 @@ async fn measure_memory(
         fds,
         open_time,
         cycles: done,
+        heap_before_kib,
+        rest,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     })
+}
+
+/// A pong child's heap in use, KiB (its answer to `heap`), or `None` off glibc.
+fn heap_in_use_kib(child: &mut Proc) -> anyhow::Result<Option<u64>> {
+    let line = child.ask("heap", "heap ", Duration::from_secs(10))?;
+    let mut words = line.split_whitespace().skip(1);
+    match words.next() {
+        Some("none") => Ok(None),
+        Some(n) => Ok(Some(
+            n.parse::<u64>()
+                .with_context(|| format!("child {}: bad heap line {line:?}", child.pid()))?
+                / 1024,
+        )),
+        None => bail!("child {}: empty heap line", child.pid()),
+    }
 }
 
 /// Idle streams held open through pong, and how many came up end to end.
@@ -922,12 +1097,15 @@ fn spread(v: &[f64]) -> (f64, f64) {
 /// The verdict line of each pong carrier against its target share of the two-relay
 /// reference.
 pub fn verdicts(r: &Results) -> Vec<String> {
-    let reference = r
-        .bulk
-        .iter()
-        .find(|b| b.kind == StackKind::Relay)
-        .map(|b| median(&b.mbps))
-        .unwrap_or(0.0);
+    let median_of = |kind: StackKind| {
+        r.bulk
+            .iter()
+            .find(|b| b.kind == kind)
+            .map(|b| median(&b.mbps))
+            .unwrap_or(0.0)
+    };
+    let reference = median_of(StackKind::Relay);
+    let tls_reference = median_of(StackKind::TlsRelay);
     r.bulk
         .iter()
         .filter_map(|b| match b.kind {
@@ -945,8 +1123,16 @@ pub fn verdicts(r: &Results) -> Vec<String> {
             } else {
                 0.0
             };
+            let tls = if k.uses_tls() && tls_reference > 0.0 {
+                format!(
+                    "; {:.0}% of the TLS two-relay reference",
+                    median(&b.mbps) / tls_reference * 100.0
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "{}: {:.0}% of the two-relay reference ({}: target {:.0}%)",
+                "{}: {:.0}% of the two-relay reference ({}: target {:.0}%){tls}",
                 b.kind.name(),
                 ratio * 100.0,
                 if ratio >= target && b.failures.is_empty() {
@@ -975,7 +1161,7 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
     );
     let _ = writeln!(
         s,
-        "- processes: this one runs the applications (bulk source and download client on blocking threads; echo target and latency/idle clients on a 2-worker tokio runtime); pong remote and pong local run as two child processes of the same binary (`bench pong --child remote:SCHEME` / `--child local:URL`), each a tokio multi-thread runtime with one worker per core, over real loopback sockets; the reference relays are two more children (`--child relay:ADDR`, `tokio::io::copy_bidirectional_with_sizes` with {} KiB buffers, `TCP_NODELAY`); the bench's own listeners (echo target, idle target, relays) have a {}-deep accept queue, pong's local and remote listen through `TokioNet::listen_tcp` as the `pong` commands do (tokio's default backlog)",
+        "- processes: this one runs the applications (bulk source and download client on blocking threads; echo target and latency/idle clients on a 2-worker tokio runtime); pong remote and pong local run as two child processes of the same binary (`bench pong --child remote:SCHEME` / `--child local:URL`), each a tokio multi-thread runtime with one worker per core, over real loopback sockets; the reference relays are two more children (`--child relay:ADDR`, `tokio::io::copy_bidirectional_with_sizes` with {} KiB buffers, `TCP_NODELAY`; with a TLS carrier in the run, a TLS reference too: the same two relays with TLS between them, `--child tls-relay-out:ADDR` / `tls-relay-in:ADDR`, rustls configured as pong's TLS carriers); the bench's own listeners (echo target, idle target, relays) have a {}-deep accept queue, pong's local and remote listen through `TokioNet::listen_tcp` as the `pong` commands do (tokio's default backlog)",
         RELAY_BUF / 1024,
         BACKLOG
     );
@@ -1164,8 +1350,12 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
         if r.memory.iter().any(|m| m.cycles.len() > 1) {
             let _ = writeln!(
                 s,
-                "\n### Open and close, {} times in the same processes\n\nRSS in MiB with the streams open / after closing them, cycle by cycle; a leak shows as \"closed\" figures that keep rising after the first cycle.\n",
-                plan.memory_cycles
+                "\n### Open and close, {} times in the same processes\n\nRSS in MiB with the streams open / after closing them, and in brackets the heap in use after closing (the allocator's own count, `mallinfo2`: memory allocated and not freed, so freed memory the allocator keeps is not in it), cycle by cycle. A leak shows as heap-in-use figures that keep rising from cycle to cycle, and as heap still in use at rest (after the last cycle, once the local's carriers idle-closed, {} s, and the remote's followed: no stream and no carrier left); between cycles the idle carriers (one per {} streams, each with its read buffers and a memory of its ended stream ids) are still there. RSS after closing also includes freed heap not yet given back (pong gives freed heap back to the kernel once more than {} MiB is held, checking every {} s).\n",
+                plan.memory_cycles,
+                plan.idle_close.as_secs(),
+                pool.max_streams_per_conn,
+                crate::heap::GIVE_BACK_ABOVE >> 20,
+                crate::heap::GIVE_BACK_EVERY.as_secs()
             );
             let n = r.memory.iter().map(|m| m.cycles.len()).max().unwrap_or(0);
             let mut head = String::from("| carrier | process |");
@@ -1174,8 +1364,8 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
                 let _ = write!(head, " cycle {c} |");
                 rule.push_str("---:|");
             }
-            head.push_str(" closed, last minus first cycle (MiB) |");
-            rule.push_str("---:|");
+            head.push_str(" RSS closed, last minus first cycle (MiB) | heap in use before the first cycle (MiB) | heap in use closed, last minus first cycle (MiB) | at rest, carriers closed: RSS (heap in use) MiB |");
+            rule.push_str("---:|---:|---:|---:|");
             let _ = writeln!(s, "{head}\n{rule}");
             for m in &r.memory {
                 for (who, pick) in [("local", 0usize), ("remote", 1)] {
@@ -1187,13 +1377,18 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
                         }
                     };
                     let mut row = format!("| {} | {who} |", scheme(m.carrier));
+                    let heap = |k: Option<u64>| match k {
+                        Some(k) => format!("{:.1}", k as f64 / 1024.0),
+                        None => "n/a".into(),
+                    };
                     for c in &m.cycles {
                         let [open, closed] = kib(c);
                         let _ = write!(
                             row,
-                            " {:.1} / {:.1} |",
+                            " {:.1} / {:.1} ({}) |",
                             open as f64 / 1024.0,
-                            closed as f64 / 1024.0
+                            closed as f64 / 1024.0,
+                            heap(c.heap_closed_kib[pick])
                         );
                     }
                     let closed: Vec<u64> = m.cycles.iter().map(|c| kib(c)[1]).collect();
@@ -1202,6 +1397,26 @@ pub fn render(plan: &Plan, r: &Results, facts: &RunFacts) -> String {
                         _ => 0.0,
                     };
                     let _ = write!(row, " {drift:+.1} |");
+                    let heaps: Vec<Option<u64>> =
+                        m.cycles.iter().map(|c| c.heap_closed_kib[pick]).collect();
+                    let _ = write!(row, " {} |", heap(m.heap_before_kib[pick]));
+                    match (heaps.first(), heaps.last()) {
+                        (Some(Some(a)), Some(Some(b))) => {
+                            let _ = write!(row, " {:+.2} |", (*b as f64 - *a as f64) / 1024.0);
+                        }
+                        _ => row.push_str(" n/a |"),
+                    }
+                    let _ = write!(
+                        row,
+                        " {:.1} ({}){} |",
+                        m.rest.rss_kib[pick] as f64 / 1024.0,
+                        heap(m.rest.heap_kib[pick]),
+                        if m.rest.carriers_closed {
+                            ""
+                        } else {
+                            ", carriers still open"
+                        }
+                    );
                     let _ = writeln!(s, "{row}");
                 }
             }

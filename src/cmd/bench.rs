@@ -128,13 +128,19 @@ pub struct PongBenchArgs {
     /// as RSS after closing that keeps rising from cycle to cycle).
     #[arg(long, default_value_t = 5)]
     pub memory_cycles: usize,
+    /// Idle close of the memory phase's pong locals, seconds (pong's default 60). After
+    /// the last cycle the bench waits for the carriers to close this way and measures
+    /// the processes at rest: what is still allocated then is neither a stream nor a
+    /// carrier.
+    #[arg(long, default_value_t = 60)]
+    pub idle_close: u64,
     /// Concurrent streams for the latency figures.
     #[arg(long, default_value_t = 200)]
     pub streams: usize,
     /// Timed request/response round trips per latency stream.
     #[arg(long, default_value_t = 50)]
     pub exchanges: usize,
-    /// Internal: run one process of the benchmark's path (remote, local, relay, hold).
+    /// Internal: run one process of the benchmark's path (remote, local, relay, tls-relay-out, tls-relay-in, hold).
     #[arg(long, hide = true)]
     pub child: Option<String>,
 }
@@ -458,10 +464,11 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
         || a.reps == 0
         || a.streams == 0
         || a.memory_cycles == 0
+        || !(1..=3600).contains(&a.idle_close)
         || carriers.is_empty()
     {
         eprintln!(
-            "error: --size must be 1..=4096 MiB, --reps, --streams and --memory-cycles at least 1, --carrier not empty"
+            "error: --size must be 1..=4096 MiB, --reps, --streams and --memory-cycles at least 1, --idle-close 1..=3600 s, --carrier not empty"
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
@@ -473,6 +480,7 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
         exchanges: a.exchanges,
         idle_streams: a.idle_streams,
         memory_cycles: a.memory_cycles,
+        idle_close: std::time::Duration::from_secs(a.idle_close),
     };
     let mut facts = RunFacts::start(String::new());
     let results = pong_bench::run(&plan, |step| eprintln!("bench pong: {step}"))?;
@@ -483,12 +491,13 @@ fn run_pong(a: PongBenchArgs) -> anyhow::Result<ExitCode> {
         .map(|&k| pong_bench::scheme(k))
         .collect();
     let mut command = format!(
-        "tunnelbed bench pong --size {} --reps {} --carrier {} --idle-streams {} --memory-cycles {} --streams {} --exchanges {}",
+        "tunnelbed bench pong --size {} --reps {} --carrier {} --idle-streams {} --memory-cycles {} --idle-close {} --streams {} --exchanges {}",
         a.size,
         a.reps,
         names.join(","),
         a.idle_streams,
         a.memory_cycles,
+        a.idle_close,
         a.streams,
         a.exchanges
     );

@@ -144,7 +144,7 @@ fn needs_tls(kind: CarrierKind) -> bool {
 /// Runs a `pong` subcommand.
 pub(super) fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
     if matches!(c, PongCmd::Remote(_) | PongCmd::Local(_)) {
-        keep_freed_heap();
+        crate::heap::keep_freed_heap();
     }
     match c {
         PongCmd::Remote(a) => {
@@ -363,6 +363,7 @@ async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow:
         cfg.target_ack_timeout
     );
     eprintln!("pong remote listening on {shown}");
+    let give_back = tokio::spawn(crate::heap::give_back_freed_heap());
     let result = tokio::select! {
         biased;
         _ = stop_signal() => {
@@ -374,6 +375,7 @@ async fn remote(a: RemoteArgs, listen: CarrierUrl, cfg: RemoteConfig) -> anyhow:
             Err(e) => Err(anyhow::Error::new(e).context(format!("serving {shown}"))),
         },
     };
+    give_back.abort();
     obs.finish()?;
     result
 }
@@ -406,6 +408,7 @@ async fn local(
         "local".into(),
     ));
     let maintenance = tokio::spawn(pool.clone().run_maintenance());
+    let give_back = tokio::spawn(crate::heap::give_back_freed_heap());
     eprintln!("pong local: SOCKS5 on {bound}");
     let result = tokio::select! {
         biased;
@@ -421,26 +424,10 @@ async fn local(
         }
     };
     maintenance.abort();
+    give_back.abort();
     pool.shutdown().await;
     obs.finish()?;
     result
-}
-
-/// Heap glibc keeps after `free` instead of returning it to the kernel: 8 MiB.
-pub(crate) const KEEP_FREED_HEAP: usize = 8 << 20;
-
-/// Lets glibc keep up to [`KEEP_FREED_HEAP`] of freed heap (`M_TRIM_THRESHOLD`; the
-/// default, 128 KiB, gives the top of the heap back as soon as that much is free). A pong
-/// bulk transfer allocates and frees 32 KiB pieces at the top of the heap; with the
-/// default every piece faulted in fresh zeroed pages (`perf`: 735 of the remote's
-/// ~2 900 samples were page faults inside that copy). Call once, before the runtime
-/// starts; does nothing on other C libraries.
-pub(crate) fn keep_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before other threads run.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED_HEAP as libc::c_int);
-    }
 }
 
 #[cfg(test)]
