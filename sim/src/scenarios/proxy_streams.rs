@@ -413,3 +413,63 @@ pub fn counts(plans: &[Plan]) -> (usize, usize, usize) {
     let failing = plans.iter().filter(|p| p.fails()).count();
     (clean, aborted, failing)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLEAN: Plan = Plan::Clean {
+        order: Order::RequestFirst,
+        slow_app: false,
+        slow_target: false,
+    };
+    const DIAL: Plan = Plan::DialFail {
+        unknown_host: false,
+    };
+
+    fn judge(app: &[AppSaw], tgt: &[Option<TargetSaw>], failing: FailingEnd) -> (bool, String) {
+        let plans = [CLEAN, DIAL];
+        let app: BTreeMap<u32, AppSaw> =
+            app.iter().cloned().zip(0..).map(|(a, i)| (i, a)).collect();
+        let log: BTreeMap<u32, TargetSaw> = tgt
+            .iter()
+            .zip(0..)
+            .filter_map(|(t, i)| t.clone().map(|t| (i, t)))
+            .collect();
+        ends_as_planned(&plans, &app, &log, failing)
+    }
+
+    #[test]
+    fn a_failed_dial_may_end_empty_only_where_the_proxy_cannot_say_failed() {
+        let complete = [Some(TargetSaw::Complete), None];
+        let empty = [AppSaw::Clean(10), AppSaw::Clean(0)];
+        let (ok, detail) = judge(&empty, &complete, FailingEnd::ErrorOrEmpty);
+        assert!(ok, "{detail}");
+        assert_eq!(
+            detail,
+            "1 clean intact; 0 aborted by the app; 1 failing ended with no answer byte"
+        );
+        let (ok, detail) = judge(&empty, &complete, FailingEnd::Error);
+        assert!(!ok);
+        assert!(
+            detail.starts_with(
+                "1 of 2 streams: 1x dial-fail (closed port) -> app clean end with no answer"
+            ),
+            "{detail}"
+        );
+        let errored = [AppSaw::Clean(10), AppSaw::Error("refused".into())];
+        assert!(judge(&errored, &complete, FailingEnd::Error).0);
+    }
+
+    #[test]
+    fn a_clean_stream_must_complete_at_both_ends_and_a_failing_one_must_not_be_dialed() {
+        let errored = [AppSaw::Clean(10), AppSaw::Error("refused".into())];
+        let short = [Some(TargetSaw::Short(3)), None];
+        assert!(!judge(&errored, &short, FailingEnd::Error).0);
+        let hung = [AppSaw::Hung, AppSaw::Error("refused".into())];
+        let complete = [Some(TargetSaw::Complete), None];
+        assert!(!judge(&hung, &complete, FailingEnd::Error).0);
+        let dialed = [Some(TargetSaw::Complete), Some(TargetSaw::Complete)];
+        assert!(!judge(&errored, &dialed, FailingEnd::ErrorOrEmpty).0);
+    }
+}
