@@ -43,7 +43,7 @@ async fn start_mock() -> String {
 async fn faulty_mock_fails_exactly_the_pong_go_faults() {
     let url = start_mock().await;
     let cfg = config(&url, ClientTls::insecure(), Duration::from_secs(2));
-    let r = pong_check::run(cfg).await;
+    let r = pong_check::Checker::run(cfg).await;
     let table = show(&r);
     println!("{table}");
     assert_eq!(
@@ -92,8 +92,8 @@ async fn faulty_mock_fails_exactly_the_pong_go_faults() {
     // Under --strict the missing description counts too; JUnit lists every case.
     let mut cfg = config(&url, ClientTls::insecure(), Duration::from_secs(2));
     cfg.strict = true;
-    cfg.cases = pong_check::select(&["PONG-RST".into(), "PONG-DIAL".into()]).unwrap();
-    let r = pong_check::run(cfg).await;
+    cfg.cases = pong_check::Checker::select(&["PONG-RST".into(), "PONG-DIAL".into()]).unwrap();
+    let r = pong_check::Checker::run(cfg).await;
     let table = show(&r);
     println!("{table}");
     assert_eq!(
@@ -133,9 +133,9 @@ async fn a_silent_remote_fails_in_bounded_time() {
     });
     let wait = Duration::from_millis(500);
     let cfg = config(&url, ClientTls::insecure(), wait);
-    let n = pong_check::select(&[]).unwrap().len() as u32;
+    let n = pong_check::Checker::select(&[]).unwrap().len() as u32;
     let t0 = Instant::now();
-    let r = pong_check::run(cfg).await;
+    let r = pong_check::Checker::run(cfg).await;
     let table = show(&r);
     println!("{table}");
     // Each case waits at most a few times `wait`.
@@ -169,7 +169,7 @@ async fn an_unreachable_remote_fails_every_case_at_once() {
         wait,
     );
     let t0 = Instant::now();
-    let r = pong_check::run(cfg).await;
+    let r = pong_check::Checker::run(cfg).await;
     assert!(t0.elapsed() < wait, "{:?}", t0.elapsed());
     // Every MUST case fails; a SHOULD case is a WARN without --strict.
     let should = r
@@ -229,8 +229,9 @@ async fn check_ours(kind: CarrierKind, cases: &[&str]) {
     let mut cfg = config(&url, tls, Duration::from_secs(5));
     cfg.strict = true;
     cfg.cases =
-        pong_check::select(&cases.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let r = pong_check::run(cfg).await;
+        pong_check::Checker::select(&cases.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let r = pong_check::Checker::run(cfg).await;
     let table = show(&r);
     println!("{table}");
     assert!(r.passed(), "\n{table}");

@@ -329,7 +329,7 @@ pub(super) fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
         Ok(u) => u,
         Err(e) => return usage(format!("--server {e}")),
     };
-    let chosen = match candy_check::select(&a.cases) {
+    let chosen = match candy_check::Checker::select(&a.cases) {
         Ok(c) => c,
         Err(e) => return usage(format!("--case: {e}")),
     };
@@ -357,7 +357,7 @@ pub(super) fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
     cfg.cases = chosen;
     let total = cfg.cases.len();
     let mut done = 0usize;
-    let report = runtime()?.block_on(candy_check::run_with(cfg, |c| {
+    let report = runtime()?.block_on(candy_check::Checker::run_with(cfg, |c| {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));

@@ -154,7 +154,7 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
         Ok(id) => id,
         Err(e) => return usage(format!("--client-id {e}")),
     };
-    let chosen = match pong_check::select(&a.cases) {
+    let chosen = match pong_check::Checker::select(&a.cases) {
         Ok(c) => c,
         Err(e) => return usage(format!("--case: {e}")),
     };
@@ -184,7 +184,7 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
     let total = cfg.cases.len();
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let mut done = 0usize;
-    let report = rt.block_on(pong_check::run_with(cfg, |c| {
+    let report = rt.block_on(pong_check::Checker::run_with(cfg, |c| {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));

@@ -103,7 +103,7 @@ pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
     let Some(version) = Version::from_byte(a.version) else {
         return usage(format!("--version {}: expected 0 or 1", a.version));
     };
-    let chosen = match vless_check::select(&a.cases) {
+    let chosen = match vless_check::Checker::select(&a.cases) {
         Ok(c) => c,
         Err(e) => return usage(format!("--case: {e}")),
     };
@@ -134,7 +134,7 @@ pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
     let total = cfg.cases.len();
     let rt = runtime()?;
     let mut done = 0usize;
-    let report = rt.block_on(vless_check::run_with(cfg, |c| {
+    let report = rt.block_on(vless_check::Checker::run_with(cfg, |c| {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));

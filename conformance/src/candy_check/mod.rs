@@ -5,7 +5,8 @@
 //!
 //! - [`cases`]: the case list (stable ids `CANDY-<AREA>-<RULE>`) and their bodies.
 //! - [`ctx`]: the settings, the fake client ([`ctx::Peer`]) and address allocation.
-//! - [`runner`]: selection and running under time limits (on [`crate::framework`]).
+//! - [`runner`]: how the checker plugs into the framework's live runner ([`Checker`]:
+//!   selection and running under time limits on [`crate::framework`]).
 //!
 //! "Nothing arrives" is never judged by a bare timeout where an ordered marker can
 //! decide it: a probe that must not be delivered is followed, on the same connection,
@@ -17,7 +18,9 @@ pub mod runner;
 
 pub use crate::framework::{CaseReport, Level, Outcome, Report, Status, Verdict};
 pub use ctx::CheckConfig;
-pub use runner::{run, run_with, select};
+
+/// This checker's runner: `Checker::select`, `Checker::run` and `Checker::run_with`.
+pub type Checker = crate::framework::Live<ctx::Ctx>;
 
 /// The report as JUnit XML (suite `candy conformance (<server>)`, classes `candy.<AREA>`).
 pub fn to_junit(r: &Report) -> String {

@@ -1,41 +1,39 @@
-//! Plays the selected cases one after another against the server, each with fake
-//! clients of its own and under a time limit (through [`crate::framework::run_network`]).
+//! How `check candy` plugs into the framework's live runner ([`crate::framework::Live`]):
+//! every case against the server, each with fake clients of its own (their addresses
+//! from the case's place in the list) and under a time limit of ten waits.
 
 use std::time::Duration;
 
 use super::cases::{self, Case};
 use super::ctx::{CheckConfig, Ctx};
-use crate::framework::{self, CaseReport, NetworkRun, Report};
+use crate::framework::{LiveCheck, NetworkRun};
 
-/// The ids matching `patterns` (exact ids or prefixes up to a `-`, case-insensitive).
-pub fn select(patterns: &[String]) -> Result<Vec<&'static str>, String> {
-    let ids: Vec<&'static str> = cases::all().iter().map(|c| c.id).collect();
-    framework::select(&ids, patterns)
-}
+impl LiveCheck for Ctx {
+    type Config = CheckConfig;
 
-/// Runs the chosen cases and reports.
-pub async fn run(cfg: CheckConfig) -> Report {
-    run_with(cfg, |_| {}).await
-}
+    fn cases() -> Vec<Case> {
+        cases::all()
+    }
 
-/// Like [`run`], calling `progress` after each case.
-pub async fn run_with(cfg: CheckConfig, progress: impl FnMut(&CaseReport)) -> Report {
-    let all = cases::all();
-    let index = |id: &str| all.iter().position(|c| c.id == id).unwrap_or(0) as u32;
-    let chosen: Vec<Case> = cases::all()
-        .into_iter()
-        .filter(|c| cfg.cases.is_empty() || cfg.cases.contains(&c.id))
-        .collect();
-    let run = NetworkRun {
-        checker: "candy check",
-        target: cfg.server.to_url(),
-        strict: cfg.strict,
-        wait: cfg.wait,
-        limit: cfg.wait * 10 + Duration::from_secs(2),
-    };
-    // A server that cannot be reached fails every case at once, with the reason.
-    let probe = Ctx::new(cfg.clone(), "preflight", 0);
-    let preflight = async move { probe.connect().await.map(|_| ()) };
-    let ctx = |id| Ctx::new(cfg.clone(), id, index(id));
-    framework::run_network(run, &chosen, ctx, preflight, progress).await
+    fn plan(cfg: &CheckConfig) -> (NetworkRun, &[&'static str]) {
+        let run = NetworkRun {
+            checker: "candy check",
+            target: cfg.server.to_url(),
+            strict: cfg.strict,
+            wait: cfg.wait,
+            limit: cfg.wait * 10 + Duration::from_secs(2),
+        };
+        (run, &cfg.cases)
+    }
+
+    /// The case's index in the list picks its addresses (0 for the preflight).
+    fn context(cfg: &CheckConfig, id: &'static str) -> Self {
+        let index = cases::all().iter().position(|c| c.id == id).unwrap_or(0);
+        Ctx::new(cfg.clone(), id, index as u32)
+    }
+
+    /// A server that cannot be reached fails every case at once, with the reason.
+    async fn preflight(self) -> Result<(), String> {
+        self.connect().await.map(|_| ())
+    }
 }

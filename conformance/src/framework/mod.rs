@@ -24,24 +24,30 @@
 //!    whose harness is apart from its cases).
 //! 2. **Context** (`ctx.rs`): the settings (target, strictness, the per-wait limit) and
 //!    the ways a body reaches the implementation under test. Cases import the context;
-//!    the runner imports the cases; nothing imports the runner but the CLI, so there is
-//!    no import cycle.
+//!    the runner imports the cases; nothing imports the runner, so there is no import
+//!    cycle.
 //! 3. **Bodies** return an [`Outcome`]: `Ok(Verdict::Pass(what was seen))`,
 //!    `Ok(Verdict::NotApplicable(why))`, or `Err(what differed)`. Every wait inside a
 //!    body is bounded (a silent peer gives "no answer within 5s", never a hang); the
 //!    runner also bounds the whole case.
-//! 4. **Runner** (`runner.rs`): build the settings, call [`run_cases`] with a closure that
-//!    plays one case, wrap the lines in a [`Report`]. A scripted checker runs its bodies
-//!    itself and makes each line with [`CaseReport::new`].
+//! 4. **Runner** (`runner.rs`): against a live peer, implement [`LiveCheck`] on the
+//!    context (the cases, the run's settings, the context per case, one preflight
+//!    connection) and name the runner in `mod.rs`: `pub type Checker = Live<Ctx>;`
+//!    ([`Live`] selects, plays each case under a time limit through [`run_network`] and
+//!    reports). Any other checker calls [`run_cases`] with a closure that plays one case
+//!    and wraps the lines in a [`Report`]; a scripted checker runs its bodies itself and
+//!    makes each line with [`CaseReport::new`].
 //! 5. **Faulty fixture**: an implementation with known faults (`pong_check::faulty_remote`)
 //!    and a test that the checker FAILs exactly the expected ids, so no case can pass
 //!    whatever the peer does.
-//! 6. **CLI** (`src/cmd/check.rs`): parse arguments, call the runner, print
+//! 6. **CLI** (`src/cmd/check.rs`): parse arguments, call the runner
+//!    (`Checker::run_with`), print
 //!    [`Report::table`], write [`to_junit`] for `--junit`, exit 1 when [`Report::passed`]
 //!    is false.
 
 mod case;
 mod junit;
+mod live;
 mod network;
 mod report;
 mod runner;
@@ -49,6 +55,7 @@ pub mod text;
 
 pub use case::{select, Case, Level};
 pub use junit::{esc, to_junit};
+pub use live::{Live, LiveCheck};
 pub use network::{run_network, CaseBody, CaseFuture, NetworkRun};
 pub use report::{markdown_table, CaseReport, Outcome, Report, Status, Verdict};
 pub use runner::run_cases;

@@ -11,8 +11,9 @@
 //!   remote to dial (TCP echo, reply-after-EOF, small-writes source, UDP echo, closed
 //!   port).
 //! - [`ctx`]: the settings and what a case body gets to reach the remote.
-//! - [`runner`]: case selection, running under time limits (the case type, the runner,
-//!   the table and the JUnit XML are the shared [`crate::framework`]).
+//! - [`runner`]: how the checker plugs into the framework's live runner ([`Checker`]:
+//!   selection, running under time limits; the case type, the runner, the table and
+//!   the JUnit XML are the shared [`crate::framework`]).
 //! - [`faulty_remote`]: a remote with pong-go's known faults, to show the checker finds
 //!   them.
 //!
@@ -28,7 +29,9 @@ pub mod targets;
 
 pub use crate::framework::{CaseReport, Level, Outcome, Report, Status, Verdict};
 pub use ctx::CheckConfig;
-pub use runner::{run, run_with, select};
+
+/// This checker's runner: `Checker::select`, `Checker::run` and `Checker::run_with`.
+pub type Checker = crate::framework::Live<ctx::Ctx>;
 
 /// The report as JUnit XML (suite `pong conformance (<remote>)`, classes `pong.<AREA>`).
 pub fn to_junit(r: &Report) -> String {
@@ -43,16 +46,16 @@ mod tests {
 
     #[test]
     fn selection() {
-        let all = select(&[]).unwrap();
+        let all = Checker::select(&[]).unwrap();
         assert!(all.len() >= 20);
-        let rst = select(&["pong-rst".into()]).unwrap();
+        let rst = Checker::select(&["pong-rst".into()]).unwrap();
         assert!(rst.iter().all(|i| i.starts_with("PONG-RST-")));
         assert!(rst.contains(&"PONG-RST-REPEAT-ID"));
-        let two = select(&["PONG-RST-CODE".into(), "PONG-HDR-ACCEPT".into()]).unwrap();
+        let two = Checker::select(&["PONG-RST-CODE".into(), "PONG-HDR-ACCEPT".into()]).unwrap();
         assert_eq!(two, ["PONG-HDR-ACCEPT", "PONG-RST-CODE"]);
         // a prefix must end at a dash
-        assert!(select(&["PONG-RS".into()]).is_err());
-        assert!(select(&["NOPE".into()])
+        assert!(Checker::select(&["PONG-RS".into()]).is_err());
+        assert!(Checker::select(&["NOPE".into()])
             .unwrap_err()
             .contains("PONG-HDR-ACCEPT"));
     }

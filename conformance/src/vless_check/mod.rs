@@ -8,7 +8,8 @@
 //! - [`peer`]: UDP peers that record what reaches them (also `check fullcone`'s outside
 //!   world).
 //! - [`ctx`]: the settings and what a body gets to reach the server.
-//! - [`runner`]: selection and running under time limits on [`crate::framework`].
+//! - [`runner`]: how the checker plugs into the framework's live runner ([`Checker`]:
+//!   selection and running under time limits on [`crate::framework`]).
 //!
 //! The server must reach the checker's destinations: by default they listen on
 //! 127.0.0.1, so the server runs on the same host.
@@ -21,7 +22,9 @@ pub mod runner;
 
 pub use crate::framework::{CaseReport, Level, Outcome, Report, Status, Verdict};
 pub use ctx::CheckConfig;
-pub use runner::{run, run_with, select};
+
+/// This checker's runner: `Checker::select`, `Checker::run` and `Checker::run_with`.
+pub type Checker = crate::framework::Live<ctx::Ctx>;
 
 /// The report as JUnit XML (suite `vless conformance (<server>)`, classes `vless.<AREA>`).
 pub fn to_junit(r: &Report) -> String {
@@ -34,7 +37,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_well_formed() {
-        let all = select(&[]).unwrap();
+        let all = Checker::select(&[]).unwrap();
         let mut sorted = all.clone();
         sorted.sort();
         sorted.dedup();
@@ -42,7 +45,7 @@ mod tests {
         assert!(all.iter().all(|i| i.starts_with("VLESS-")
             && i.chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')));
-        let udp = select(&["vless-udp".into()]).unwrap();
+        let udp = Checker::select(&["vless-udp".into()]).unwrap();
         assert!(udp.contains(&"VLESS-UDP-LEN") && udp.iter().all(|i| i.starts_with("VLESS-UDP-")));
     }
 }

@@ -1,45 +1,39 @@
-//! Plays the selected cases one after another against the server, each on connections of
-//! its own and under a time limit (through [`crate::framework::run_network`]), and gathers
-//! the [`Report`].
+//! How `check vless` plugs into the framework's live runner ([`crate::framework::Live`]):
+//! every case against the server, each on connections of its own and under a time limit
+//! of eight waits, after one preflight connection.
 
 use std::time::Duration;
 
 use super::cases::{self, Case};
 use super::ctx::{CheckConfig, Ctx};
-use crate::framework::{self, CaseReport, NetworkRun, Report};
+use crate::framework::{LiveCheck, NetworkRun};
 
-/// The ids matching `patterns` (an exact id, or a prefix up to a `-`); empty selects all.
-pub fn select(patterns: &[String]) -> Result<Vec<&'static str>, String> {
-    let ids: Vec<&'static str> = cases::all().iter().map(|c| c.id).collect();
-    framework::select(&ids, patterns)
-}
+impl LiveCheck for Ctx {
+    type Config = CheckConfig;
 
-/// Runs the chosen cases (all when `cfg.cases` is empty) and reports.
-pub async fn run(cfg: CheckConfig) -> Report {
-    run_with(cfg, |_| {}).await
-}
+    fn cases() -> Vec<Case> {
+        cases::all()
+    }
 
-/// Like [`run`], calling `progress` after each case.
-pub async fn run_with(cfg: CheckConfig, progress: impl FnMut(&CaseReport)) -> Report {
-    let chosen: Vec<Case> = cases::all()
-        .into_iter()
-        .filter(|c| cfg.cases.is_empty() || cfg.cases.contains(&c.id))
-        .collect();
-    let run = NetworkRun {
-        checker: "vless check",
-        target: cfg.server.to_string(),
-        strict: cfg.strict,
-        wait: cfg.wait,
-        limit: cfg.wait * 8 + Duration::from_secs(2),
-    };
-    let probe = Ctx {
-        cfg: cfg.clone(),
-        id: "preflight",
-    };
-    let preflight = async move { probe.conn().await.map(|_| ()) };
-    let ctx = |id| Ctx {
-        cfg: cfg.clone(),
-        id,
-    };
-    framework::run_network(run, &chosen, ctx, preflight, progress).await
+    fn plan(cfg: &CheckConfig) -> (NetworkRun, &[&'static str]) {
+        let run = NetworkRun {
+            checker: "vless check",
+            target: cfg.server.to_string(),
+            strict: cfg.strict,
+            wait: cfg.wait,
+            limit: cfg.wait * 8 + Duration::from_secs(2),
+        };
+        (run, &cfg.cases)
+    }
+
+    fn context(cfg: &CheckConfig, id: &'static str) -> Self {
+        Ctx {
+            cfg: cfg.clone(),
+            id,
+        }
+    }
+
+    async fn preflight(self) -> Result<(), String> {
+        self.conn().await.map(|_| ())
+    }
 }

@@ -22,12 +22,13 @@ use tunnelbed_carrier::http3::{H3Listener, QuicSeed};
 use tunnelbed_carrier::tls::{ClientTls, ServerTls};
 use tunnelbed_carrier::{CarrierKind, CarrierUrl};
 use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, Transition, UdpSock};
-use tunnelbed_pong::pool::{Pool, PoolConfig};
+use tunnelbed_pong::pool::{Pool, PoolConfig, PoolStats};
 use tunnelbed_pong::remote::RemoteConfig;
 use tunnelbed_socks5::handshake;
 use tunnelbed_socks5::{Addr, UdpHeader};
 
 use crate::ledger::FlowLedger;
+use crate::scenarios::fixture::settle;
 use crate::simnet::{any, SimWorld};
 
 /// The client id the local sends and the remote allows.
@@ -399,6 +400,24 @@ pub fn pool_of<N: Net>(slot: &PoolSlot<N>) -> Option<Arc<Pool<N>>> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Waits (at most `limit`, see [`settle`]) until the pool has no live stream and no
+/// carrier and the remote's `gauges` are all zero. Returns what the last look saw of
+/// the pool and of the remote, and how long it took.
+pub async fn drained<N: Net>(
+    pool: &Pool<N>,
+    remote: &Gauges,
+    limit: Duration,
+) -> (PoolStats, (i64, i64, i64), Duration) {
+    let ((st, g), took) = settle(limit, || async {
+        let st = pool.stats().await;
+        let g = remote.get();
+        let done = st.live_streams == 0 && st.connections == 0 && g == (0, 0, 0);
+        (done, (st, g))
+    })
+    .await;
+    (st, g, took)
+}
+
 // ---- the target -----------------------------------------------------------------------
 
 /// What a stream asks of the target.
@@ -564,6 +583,20 @@ async fn read_all<R: AsyncRead + Unpin>(
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// Adds the host `target` running [`run_target`] to `sim`.
+pub fn host_target(
+    sim: &mut turmoil::Sim<'_>,
+    world: &SimWorld,
+    seed: u64,
+    ledger: &FlowLedger,
+    log: &TargetLog,
+) {
+    let (world, ledger, log) = (world.clone(), ledger.clone(), log.clone());
+    sim.host("target", move || {
+        run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
+    });
 }
 
 /// Runs the target on host `host`: TCP on [`TARGET_PORT`], UDP echo on [`ECHO_PORT`].

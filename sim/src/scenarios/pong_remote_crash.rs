@@ -13,22 +13,21 @@
 //! liveness after the restart.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tunnelbed_netio::Net;
-use tunnelbed_socks5::Addr;
 
-use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::FlowLedger;
 use crate::realtcp::TcpMode;
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::fixture::now;
 use crate::scenarios::pong_common::{
     self as pc, AppSaw, Gauges, Header, Order, PoolSlot, TargetLog, TargetMode,
 };
+use crate::scenarios::proxy_crash::{self as pcr, PIECE, PIECES, PIECE_PAUSE, STREAM_TIMEOUT};
+use crate::scenarios::proxy_streams::Endpoints;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -49,11 +48,6 @@ const UPLOADS: usize = 5;
 const DIRECT: usize = 4;
 /// Requests made while the remote is down.
 const DURING: usize = 4;
-/// Long transfers: pieces of 2 KiB with this pause, far longer than the crash takes.
-const PIECES: usize = 150;
-const PIECE: usize = 2048;
-const PIECE_PAUSE: Duration = Duration::from_millis(50);
-const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much later the remote crashes with `--tcp real`. Phase A (24 streams, about
 /// 0.6 MB each way in all) ends in well under a second over turmoil's streams, but real
 /// TCP at 5% loss moves about 150 KB/s per carrier (Reno's loss-bound rate at a 40-60 ms
@@ -66,105 +60,6 @@ const REAL_TCP_CRASH_DELAY: Duration = Duration::from_secs(20);
 /// `PIECES` x `PIECE_PAUSE`, 7.5 s); over turmoil's streams they start right after
 /// phase A, as before.
 const LONG_LEAD: Duration = Duration::from_secs(2);
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
-
-/// One short request-answer stream through the front (or on the pool, when `pool` is
-/// given); returns what the application saw, with the answer checked by the ledger.
-#[allow(clippy::too_many_arguments)]
-async fn short_stream<N: Net>(
-    net: &N,
-    front: SocketAddr,
-    target: SocketAddr,
-    seed: u64,
-    tag: u32,
-    req: usize,
-    resp: usize,
-    ledger: Option<&FlowLedger>,
-    spoil: bool,
-) -> (AppSaw, Vec<u8>) {
-    let h = Header {
-        tag,
-        req: req as u32,
-        resp: resp as u32,
-        mode: TargetMode::Serve(Order::RequestFirst),
-        slow_target: false,
-        untracked: ledger.is_none(),
-        pace_ms: 0,
-    };
-    let body = pc::request_body(seed, tag, req);
-    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
-        Ok(s) => s,
-        Err(e) => return (AppSaw::Error(format!("connect: {e}")), Vec::new()),
-    };
-    if let Some(l) = ledger {
-        l.sent(&pc::req_flow(tag), &body);
-    }
-    let chunks = [(req, Duration::ZERO)];
-    let (mut got, sent, recv) = pc::exchange(s, &h.encode(), &body, &chunks, true, None).await;
-    match (sent, recv) {
-        (Ok(()), Ok(())) => {
-            if spoil && !got.is_empty() {
-                got[0] ^= 1;
-            }
-            if let Some(l) = ledger {
-                let flow = pc::resp_flow(tag);
-                l.received(&flow, &got);
-                l.close(&flow);
-            }
-            (AppSaw::Clean(got.len()), got)
-        }
-        (s, r) => (
-            AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
-            got,
-        ),
-    }
-}
-
-/// A long transfer through the front: a trickled download (`upload` false: the request
-/// is the header alone, the target sends the answer piece by piece) or a trickled upload.
-async fn long_stream<N: Net>(
-    net: &N,
-    front: SocketAddr,
-    target: SocketAddr,
-    seed: u64,
-    tag: u32,
-    upload: bool,
-) -> AppSaw {
-    let total = PIECES * PIECE;
-    let h = Header {
-        tag,
-        req: if upload { total as u32 } else { 0 },
-        resp: if upload { 64 } else { total as u32 },
-        mode: if upload {
-            TargetMode::Serve(Order::RequestFirst)
-        } else {
-            TargetMode::Trickle
-        },
-        slow_target: false,
-        untracked: true,
-        pace_ms: PIECE_PAUSE.as_millis() as u16,
-    };
-    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
-        Ok(s) => s,
-        Err(e) => return AppSaw::Error(format!("connect: {e}")),
-    };
-    let (body, chunks) = if upload {
-        (
-            pc::request_body(seed, tag, total),
-            vec![(PIECE, PIECE_PAUSE); PIECES],
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let (got, sent, recv) = pc::exchange(s, &h.encode(), &body, &chunks, true, None).await;
-    match (sent, recv) {
-        (Ok(()), Ok(())) => AppSaw::Clean(got.len()),
-        (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
-    }
-}
 
 #[derive(Default)]
 struct Outcome {
@@ -186,7 +81,7 @@ type DirectLog = Arc<Mutex<BTreeMap<String, AppSaw>>>;
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let seed = ctx.seed;
-    let crash_at = Duration::from_millis(3000 + ctx.rng.gen_range(0..1000));
+    let (crash_at, down) = pcr::crash_window(&mut ctx.rng);
     // Phase A must end before the crash. Over real TCP it can take far longer than over
     // turmoil's streams (see `REAL_TCP_CRASH_DELAY`), so there the crash comes later; the
     // draws stay the same, so ideal runs keep their traces.
@@ -195,24 +90,9 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         TcpMode::Real => crash_at + REAL_TCP_CRASH_DELAY,
         TcpMode::Ideal => crash_at,
     };
-    let down = Duration::from_millis(ctx.rng.gen_range(1000..4000));
     let bounce_at = crash_at + down;
-    let sizes_a: Vec<(usize, usize)> = (0..PHASE_A)
-        .map(|_| {
-            (
-                ctx.rng.gen_range(0..16 * 1024),
-                ctx.rng.gen_range(1..32 * 1024),
-            )
-        })
-        .collect();
-    let sizes_b: Vec<(usize, usize)> = (0..PHASE_B)
-        .map(|_| {
-            (
-                ctx.rng.gen_range(0..64 * 1024),
-                ctx.rng.gen_range(1..128 * 1024),
-            )
-        })
-        .collect();
+    let sizes_a = pcr::sizes(&mut ctx.rng, PHASE_A, 16 * 1024);
+    let sizes_b = pcr::sizes(&mut ctx.rng, PHASE_B, 64 * 1024);
     let sabotage = ctx.sabotaged();
 
     let gauges = Gauges::default();
@@ -229,10 +109,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let n = inc.fetch_add(1, Ordering::SeqCst);
         pc::run_remote(world.clone(), "remote", format!("remote{n}"), g.clone())
     });
-    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
-    sim.host("target", move || {
-        pc::run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
-    });
+    pc::host_target(&mut sim, &ctx.world, seed, &ctx.ledger, &target_log);
     let (world, s, dlog, ledger) = (
         ctx.world.clone(),
         slot.clone(),
@@ -275,32 +152,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             }
             pc::pool_of(&slot).ok_or("no pool")?
         };
+        let at = Endpoints { front, target };
         // Phase A: short streams before the crash, all must work.
-        let mut tasks = Vec::new();
-        for (i, (req, resp)) in sizes_a.into_iter().enumerate() {
-            let (net, ledger) = (net.clone(), ledger.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-                let tag = i as u32;
-                let spoil = sabotage && i == 0;
-                let r = tokio::time::timeout(
-                    STREAM_TIMEOUT,
-                    short_stream(
-                        &net,
-                        front,
-                        target,
-                        seed,
-                        tag,
-                        req,
-                        resp,
-                        Some(&ledger),
-                        spoil,
-                    ),
-                )
-                .await;
-                (tag, r.map(|r| r.0).unwrap_or(AppSaw::Hung))
-            }));
-        }
+        let step = Duration::from_millis(10);
+        let tasks = pcr::spawn_phase(&net, at, seed, sizes_a, 0, step, &ledger, sabotage);
         for t in tasks {
             let r = t.await?;
             out.lock().unwrap().phase_a.push(r);
@@ -319,13 +174,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 let upload = k >= DOWNLOADS;
                 let tag = 1000 + k as u32;
                 let name = format!("{} s{tag}", if upload { "upload" } else { "download" });
-                let r = tokio::time::timeout(
-                    STREAM_TIMEOUT,
-                    long_stream(&net, front, target, seed, tag, upload),
-                )
-                .await
-                .unwrap_or(AppSaw::Hung);
-                (name, r)
+                let (saw, _) = pcr::long_stream(&net, at, seed, tag, upload, 0).await;
+                (name, saw)
             }));
         }
         // Requests while the remote is down.
@@ -333,22 +183,12 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         for k in 0..DURING {
             let net = net.clone();
             during.push(tokio::spawn(async move {
-                let at = crash_at + Duration::from_millis(500 + 300 * k as u64);
-                tokio::time::sleep(at.saturating_sub(now())).await;
+                let when = crash_at + Duration::from_millis(500 + 300 * k as u64);
+                tokio::time::sleep(when.saturating_sub(now())).await;
                 let tag = 2000 + k as u32;
                 let (req, resp) = (3000 + 100 * k, 5000 + 100 * k);
-                let r = tokio::time::timeout(
-                    STREAM_TIMEOUT,
-                    short_stream(&net, front, target, seed, tag, req, resp, None, false),
-                )
-                .await;
-                match r {
-                    Ok((saw, got)) => {
-                        let intact = got == pc::answer_body(seed, tag, resp);
-                        (tag, saw, intact)
-                    }
-                    Err(_) => (tag, AppSaw::Hung, false),
-                }
+                let (saw, intact) = pcr::judged_stream(&net, at, seed, tag, req, resp).await;
+                (tag, saw, intact)
             }));
         }
         // When does the local notice? The pool's carriers from before are gone.
@@ -376,30 +216,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         out.lock().unwrap().crash_seen = Some(crash_seen.await?);
         // Phase B: after the restart every request works.
         tokio::time::sleep((bounce_at + Duration::from_millis(500)).saturating_sub(now())).await;
-        let mut tasks = Vec::new();
-        for (i, (req, resp)) in sizes_b.into_iter().enumerate() {
-            let (net, ledger) = (net.clone(), ledger.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
-                let tag = 3000 + i as u32;
-                let r = tokio::time::timeout(
-                    STREAM_TIMEOUT,
-                    short_stream(
-                        &net,
-                        front,
-                        target,
-                        seed,
-                        tag,
-                        req,
-                        resp,
-                        Some(&ledger),
-                        false,
-                    ),
-                )
-                .await;
-                (tag, r.map(|r| r.0).unwrap_or(AppSaw::Hung))
-            }));
-        }
+        let tasks = pcr::spawn_phase(&net, at, seed, sizes_b, 3000, step, &ledger, false);
         for t in tasks {
             let r = t.await?;
             out.lock().unwrap().phase_b.push(r);
@@ -414,26 +231,15 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 Some((st.connections, st.carriers_opened, remote_carriers));
         }
         // Cleanup: idle carriers close, the remote lets go of everything.
-        let since = now();
-        loop {
-            let st = pool.stats().await;
-            let remote = g.get();
-            let done = st.live_streams == 0 && st.connections == 0 && remote == (0, 0, 0);
-            if done || now() > since + 30 * IDLE_CLOSE {
-                let mut o = out.lock().unwrap();
-                o.pool_end = Some((st.live_streams, st.connections));
-                o.remote_end = Some(remote);
-                o.cleanup_took = now() - since;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (st, remote, took) = pc::drained(&pool, &g, 30 * IDLE_CLOSE).await;
+        let mut o = out.lock().unwrap();
+        o.pool_end = Some((st.live_streams, st.connections));
+        o.remote_end = Some(remote);
+        o.cleanup_took = took;
         Ok(())
     });
 
-    let faults = FaultPlan::new()
-        .at(crash_at, FaultAction::Crash("remote".into()))
-        .at(bounce_at, FaultAction::Bounce("remote".into()));
+    let faults = pcr::crash_and_restart("remote", crash_at, bounce_at);
     ctx.drive(&mut sim, &faults, Duration::from_secs(120));
     drop(sim);
 
@@ -441,21 +247,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let d = direct.lock().unwrap().clone();
     ctx.check_flows(2 * (PHASE_A + PHASE_B + DIRECT));
 
-    let not_clean = |v: &[(u32, AppSaw)]| -> Vec<String> {
-        v.iter()
-            .filter(|(_, s)| !matches!(s, AppSaw::Clean(_)))
-            .map(|(t, s)| format!("s{t}: {s:?}"))
-            .collect()
-    };
-    let bad_a = not_clean(&o.phase_a);
-    ctx.check(
-        "before-crash",
-        bad_a.is_empty() && o.phase_a.len() == PHASE_A,
-        format!(
-            "{}/{PHASE_A} streams before the crash ended cleanly {bad_a:?}",
-            o.phase_a.len() - bad_a.len()
-        ),
-    );
+    let (ok, detail) = pcr::phase_clean(&o.phase_a, PHASE_A, "before the crash");
+    ctx.check("before-crash", ok, detail);
 
     // In flight at the crash: every one fails loudly.
     let mut silent = Vec::new();
@@ -515,7 +308,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
 
     // After the restart: every request works, on new carriers.
-    let mut bad_b = not_clean(&o.phase_b);
+    let mut bad_b = pcr::not_clean(&o.phase_b);
     bad_b.extend(
         d.iter()
             .filter(|(k, s)| k.starts_with("after") && !matches!(s, AppSaw::Clean(_)))

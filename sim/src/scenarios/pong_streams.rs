@@ -17,16 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::io::AsyncReadExt;
 use tunnelbed_netio::Net;
 use tunnelbed_socks5::Addr;
 
-use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::pong_common::{
     self as pc, AppSaw, Gauges, Header, Order, PoolSlot, SlowStream, TargetLog, TargetMode,
     TargetSaw,
 };
+use crate::scenarios::proxy_streams::{self as ps, Endpoints, FailingEnd, Plan, STREAM_TIMEOUT};
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -67,127 +66,9 @@ const ASSOCIATIONS: u32 = 3;
 const DATAGRAMS: u32 = 4;
 const MAX_PER_CARRIER: usize = 30;
 const IDLE_CLOSE: Duration = Duration::from_secs(2);
-/// An application gives up on a stream after this long (it reports it as hung).
-const STREAM_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// What one application stream does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plan {
-    /// Request, finish, answer, finish; must end cleanly with intact bytes.
-    Clean {
-        order: Order,
-        slow_app: bool,
-        slow_target: bool,
-    },
-    /// The application sends part of its request, reads a little and drops the socket
-    /// with the answer unread.
-    AppAbort,
-    /// The target resets after the header; the application must see an error. `finish`:
-    /// the application half-closes after its request (else it waits for the answer).
-    TargetReset { finish: bool },
-    /// The remote's dial fails (closed port, or an unknown name); the application must see
-    /// an error.
-    DialFail { unknown_host: bool },
-}
-
-impl Plan {
-    fn kind(self) -> String {
-        match self {
-            Plan::Clean { .. } => "clean".into(),
-            Plan::AppAbort => "app-abort".into(),
-            Plan::TargetReset { finish } => format!(
-                "target-reset ({})",
-                if finish {
-                    "app half-closed"
-                } else {
-                    "app waiting"
-                }
-            ),
-            Plan::DialFail { unknown_host } => format!(
-                "dial-fail ({})",
-                if unknown_host {
-                    "unknown host"
-                } else {
-                    "closed port"
-                }
-            ),
-        }
-    }
-
-    fn fails(self) -> bool {
-        matches!(self, Plan::TargetReset { .. } | Plan::DialFail { .. })
-    }
-}
-
-struct Stream {
-    plan: Plan,
-    start: Duration,
-    req: usize,
-    resp: usize,
-    chunks: Vec<(usize, Duration)>,
-    /// The target's think time before it answers.
-    think_ms: u16,
-}
-
-fn size(rng: &mut impl Rng) -> usize {
-    match rng.gen_range(0..10) {
-        0 => 0,
-        1..=6 => rng.gen_range(1..8 * 1024),
-        7 | 8 => rng.gen_range(8 * 1024..48 * 1024),
-        _ => rng.gen_range(48 * 1024..160 * 1024),
-    }
-}
-
-fn plan(ctx: &mut Ctx) -> Vec<Stream> {
-    (0..STREAMS)
-        .map(|_| {
-            let r = &mut ctx.rng;
-            let plan = match r.gen_range(0..100) {
-                0..=5 => Plan::AppAbort,
-                6..=11 => Plan::TargetReset {
-                    finish: r.gen_bool(0.5),
-                },
-                12..=17 => Plan::DialFail {
-                    unknown_host: r.gen_bool(0.3),
-                },
-                _ => Plan::Clean {
-                    order: match r.gen_range(0..4) {
-                        0 | 1 => Order::RequestFirst,
-                        2 => Order::AnswerFirst,
-                        _ => Order::Both,
-                    },
-                    slow_app: r.gen_bool(0.06),
-                    slow_target: r.gen_bool(0.06),
-                },
-            };
-            let (mut req, mut resp) = (size(r), size(r));
-            match plan {
-                // The reset and the abort need request bytes behind the header and an
-                // answer to leave unread.
-                Plan::TargetReset { .. } => req = req.max(1),
-                Plan::AppAbort => {
-                    req = req.max(64);
-                    resp = resp.max(16 * 1024);
-                }
-                Plan::Clean { slow_app: true, .. } => resp = r.gen_range(256 * 1024..768 * 1024),
-                _ => {}
-            }
-            let pace = if r.gen_bool(0.3) { 30 } else { 0 };
-            let chunks = pc::write_plan(r, req, pace);
-            Stream {
-                plan,
-                start: Duration::from_millis(r.gen_range(0..600)),
-                req,
-                resp,
-                chunks,
-                think_ms: r.gen_range(0..400),
-            }
-        })
-        .collect()
-}
 
 fn slow_plan(ctx: &mut Ctx) -> (pc::SlowAccept, Vec<SlowStream>) {
-    pc::slow_plan(&mut ctx.rng, SLOW_STREAMS, 0..600, size)
+    pc::slow_plan(&mut ctx.rng, SLOW_STREAMS, 0..600, ps::size)
 }
 
 #[derive(Default)]
@@ -206,10 +87,6 @@ struct Outcome {
     pool_peak: usize,
     remote_end: Option<(i64, i64, i64)>,
     cleanup_took: Duration,
-}
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
@@ -232,7 +109,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
         Carrier::Tcp => 40,
         Carrier::H3 => 150,
     };
-    let streams = plan(ctx);
+    let streams = ps::plan(&mut ctx.rng, STREAMS, 0..600);
     let plans: Vec<Plan> = streams.iter().map(|s| s.plan).collect();
     let udp_sizes: Vec<Vec<usize>> = (0..ASSOCIATIONS)
         .map(|_| (0..DATAGRAMS).map(|_| ctx.rng.gen_range(8..1200)).collect())
@@ -240,19 +117,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let (slow_cfg, slow_streams) = slow_plan(ctx);
     let slow_counts = pc::SlowLog::default();
     let sabotage = ctx.sabotaged();
-    let faults = if ctx.profile == "clean" {
-        FaultPlan::new()
-    } else {
-        // Carrier stalls while the streams run.
-        FaultPlan::new().swizzle(
-            "local",
-            "remote",
-            Duration::from_millis(300),
-            Duration::from_millis(2500),
-            Duration::from_millis(150),
-            seed,
-        )
-    };
+    let faults = ps::carrier_stalls(&ctx.profile, "local", "remote", seed);
 
     let direct_plan: Arc<Vec<(usize, usize, u64)>> = Arc::new(
         (0..DIRECT)
@@ -287,10 +152,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
             }
         }
     });
-    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
-    sim.host("target", move || {
-        pc::run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
-    });
+    pc::host_target(&mut sim, &ctx.world, seed, &ctx.ledger, &target_log);
     let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
     let counts = slow_counts.clone();
     sim.host("slow", move || {
@@ -341,31 +203,8 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
         let front = net.resolve("local", pc::SOCKS_PORT).await?[0];
         let target = net.resolve("target", pc::TARGET_PORT).await?[0];
         let echo = Addr::Ip(SocketAddr::new(target.ip(), pc::ECHO_PORT));
-        let mut tasks = Vec::new();
-        for (i, st) in streams.into_iter().enumerate() {
-            let net = net.clone();
-            let ledger = ledger.clone();
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(st.start).await;
-                let tag = i as u32;
-                let saw = tokio::time::timeout(
-                    STREAM_TIMEOUT,
-                    app_stream(
-                        &net,
-                        front,
-                        target,
-                        seed,
-                        tag,
-                        &st,
-                        &ledger,
-                        sabotage && i == 0,
-                    ),
-                )
-                .await
-                .unwrap_or(AppSaw::Hung);
-                (tag, saw)
-            }));
-        }
+        let at = Endpoints { front, target };
+        let tasks = ps::spawn_streams(&net, at, seed, streams, &ledger, |i| sabotage && i == 0);
         let slow_target = net.resolve("slow", pc::TARGET_PORT).await?[0];
         let mut slow_tasks = Vec::new();
         for (k, st) in slow_streams.into_iter().enumerate() {
@@ -434,21 +273,12 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // Cleanup: streams end, idle carriers close, the remote lets go of everything.
-        let since = now();
         let pool = pc::pool_of(&slot).ok_or("the local never started")?;
-        loop {
-            let st = pool.stats().await;
-            let remote = g.get();
-            let done = st.live_streams == 0 && st.connections == 0 && remote == (0, 0, 0);
-            if done || now() > since + 30 * IDLE_CLOSE {
-                let mut o = out.lock().unwrap();
-                o.pool_end = Some((st.live_streams, st.connections, st.carriers_opened));
-                o.remote_end = Some(remote);
-                o.cleanup_took = now() - since;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (st, remote, took) = pc::drained(&pool, &g, 30 * IDLE_CLOSE).await;
+        let mut o = out.lock().unwrap();
+        o.pool_end = Some((st.live_streams, st.connections, st.carriers_opened));
+        o.remote_end = Some(remote);
+        o.cleanup_took = took;
         Ok(())
     });
 
@@ -457,10 +287,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
 
     let o = outcome.lock().unwrap();
     let log = target_log.lock().unwrap().clone();
-    let clean = plans
-        .iter()
-        .filter(|p| matches!(p, Plan::Clean { .. }))
-        .count();
+    let (clean, _, _) = ps::counts(&plans);
     ctx.check_flows(2 * (clean + DIRECT) + (ASSOCIATIONS * DATAGRAMS) as usize);
     let d = direct.lock().unwrap().clone();
     let bad: Vec<_> = d
@@ -478,51 +305,8 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     );
 
     // Every stream ended as planned, at the application and at the target.
-    let mut wrong: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    for (i, p) in plans.iter().enumerate() {
-        let tag = i as u32;
-        let app = o.app.get(&tag);
-        let tgt = log.get(&tag);
-        let ok = match p {
-            Plan::Clean { .. } => {
-                matches!(app, Some(AppSaw::Clean(_))) && tgt == Some(&TargetSaw::Complete)
-            }
-            Plan::AppAbort => {
-                app == Some(&AppSaw::Aborted)
-                    && matches!(tgt, Some(TargetSaw::Short(_) | TargetSaw::Error(..)))
-            }
-            Plan::TargetReset { .. } => {
-                matches!(app, Some(AppSaw::Error(_))) && tgt == Some(&TargetSaw::ResetSent)
-            }
-            Plan::DialFail { .. } => matches!(app, Some(AppSaw::Error(_))) && tgt.is_none(),
-        };
-        if !ok {
-            let key = format!("{} -> app {}", p.kind(), pc::saw_kind(app));
-            let e = wrong.entry(key).or_insert((0, String::new()));
-            e.0 += 1;
-            if e.1.is_empty() {
-                e.1 = format!("s{tag:03} {p:?}: app {app:?}, target {tgt:?}");
-            }
-        }
-    }
-    let failing = plans.iter().filter(|p| p.fails()).count();
-    let n_wrong: usize = wrong.values().map(|w| w.0).sum();
-    ctx.check(
-        "ends-as-planned",
-        wrong.is_empty(),
-        if wrong.is_empty() {
-            format!(
-                "{clean} clean, {} aborted by the app, {failing} failing with an error at the app",
-                plans.iter().filter(|p| **p == Plan::AppAbort).count()
-            )
-        } else {
-            let parts: Vec<String> = wrong
-                .iter()
-                .map(|(k, (n, first))| format!("{n}x {k} (first: {first})"))
-                .collect();
-            format!("{n_wrong} of {STREAMS} streams: {}", parts.join("; "))
-        },
-    );
+    let (ok, detail) = ps::ends_as_planned(&plans, &o.app, &log, FailingEnd::Error);
+    ctx.check("ends-as-planned", ok, detail);
     // The slow target: every stream ends, served ones intact, the others with an error
     // at the application (never a hang, never a clean end that is short or wrong).
     let (mut slow_clean, mut slow_failed, mut slow_bad) = (0usize, 0usize, Vec::new());
@@ -605,112 +389,6 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     ctx.metric("carriers_opened", opened);
     ctx.metric("bytes", ctx.ledger.total_received());
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn app_stream<N: Net>(
-    net: &N,
-    front: SocketAddr,
-    target: SocketAddr,
-    seed: u64,
-    tag: u32,
-    st: &Stream,
-    ledger: &crate::ledger::FlowLedger,
-    spoil: bool,
-) -> AppSaw {
-    let (dest, mode, slow_target, slow_app) = match st.plan {
-        Plan::Clean {
-            order,
-            slow_app,
-            slow_target,
-        } => (
-            Addr::Ip(target),
-            TargetMode::Serve(order),
-            slow_target,
-            slow_app,
-        ),
-        Plan::AppAbort => (Addr::Ip(target), TargetMode::Abortee, false, false),
-        Plan::TargetReset { .. } => (Addr::Ip(target), TargetMode::Reset, false, false),
-        Plan::DialFail {
-            unknown_host: false,
-        } => (
-            Addr::Ip(SocketAddr::new(target.ip(), pc::CLOSED_PORT)),
-            TargetMode::Serve(Order::RequestFirst),
-            false,
-            false,
-        ),
-        Plan::DialFail { unknown_host: true } => (
-            Addr::Domain(pc::UNKNOWN_HOST.into(), pc::TARGET_PORT),
-            TargetMode::Serve(Order::RequestFirst),
-            false,
-            false,
-        ),
-    };
-    let h = Header {
-        tag,
-        req: st.req as u32,
-        resp: st.resp as u32,
-        mode,
-        slow_target,
-        untracked: false,
-        pace_ms: st.think_ms,
-    };
-    let body = pc::request_body(seed, tag, st.req);
-    let s = match pc::socks_connect(net, front, &dest).await {
-        Ok(s) => s,
-        Err(e) => return AppSaw::Error(format!("connect: {e}")),
-    };
-    match st.plan {
-        Plan::Clean { .. } => {
-            ledger.sent(&pc::req_flow(tag), &body);
-            let slow = slow_app.then(|| Duration::from_millis(2 + u64::from(tag % 5)));
-            let (mut got, sent, recv) =
-                pc::exchange(s, &h.encode(), &body, &st.chunks, true, slow).await;
-            match (sent, recv) {
-                (Ok(()), Ok(())) => {
-                    if spoil && !got.is_empty() {
-                        got[0] ^= 1;
-                    }
-                    let flow = pc::resp_flow(tag);
-                    ledger.received(&flow, &got);
-                    ledger.close(&flow);
-                    AppSaw::Clean(got.len())
-                }
-                (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
-            }
-        }
-        Plan::AppAbort => {
-            let half = st.req / 2;
-            let (mut rd, mut wr) = tokio::io::split(s);
-            let mut first = h.encode().to_vec();
-            first.extend_from_slice(&body[..half]);
-            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut wr, &first).await {
-                return AppSaw::Error(format!("write: {e}"));
-            }
-            let mut one = [0u8; 1];
-            if let Err(e) = rd.read_exact(&mut one).await {
-                return AppSaw::Error(format!("read: {e}"));
-            }
-            // More of the answer arrives meanwhile; dropping the socket with it unread
-            // resets the connection.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            drop((rd, wr));
-            AppSaw::Aborted
-        }
-        Plan::TargetReset { finish } => {
-            // Header and request in one write, so the target's first read leaves request
-            // bytes unread.
-            let mut all = h.encode().to_vec();
-            all.extend_from_slice(&body);
-            let (got, sent, recv) = pc::exchange(s, &all, &[], &[], finish, None).await;
-            verdict_fail(got.len(), sent, recv)
-        }
-        Plan::DialFail { .. } => {
-            let (got, sent, recv) =
-                pc::exchange(s, &h.encode(), &body, &st.chunks, true, None).await;
-            verdict_fail(got.len(), sent, recv)
-        }
-    }
 }
 
 /// One HTTP/1.0-style exchange with the slow target: the request without a finish, the
@@ -807,12 +485,5 @@ async fn direct_readers(
     }
     for t in tasks {
         let _ = t.await;
-    }
-}
-
-fn verdict_fail(got: usize, sent: std::io::Result<()>, recv: std::io::Result<()>) -> AppSaw {
-    match (sent, recv) {
-        (Ok(()), Ok(())) => AppSaw::Clean(got),
-        (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {got} B")),
     }
 }

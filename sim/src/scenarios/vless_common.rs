@@ -15,6 +15,7 @@ use tunnelbed_vless::server::ServerSessionConfig;
 use tunnelbed_vless::socks::{serve_socks, ClientConfig};
 use tunnelbed_vless::wire::Version;
 
+use crate::scenarios::fixture::settle;
 use crate::scenarios::pong_common::{Gauged, Gauges};
 use crate::simnet::{any, SimWorld};
 
@@ -90,6 +91,37 @@ pub async fn run_client(
     )
     .await?;
     Ok(())
+}
+
+/// Adds host `host` running our VLESS client ([`run_client`] as `user`, its SOCKS5 front
+/// on [`SOCKS_PORT`]) to `sim`.
+pub fn host_client(
+    sim: &mut turmoil::Sim<'_>,
+    world: &SimWorld,
+    host: &'static str,
+    user: [u8; 16],
+    gauges: &Gauges,
+) {
+    let (world, g) = (world.clone(), gauges.clone());
+    sim.host(host, move || {
+        run_client(world.clone(), host, user, SOCKS_PORT, g.clone())
+    });
+}
+
+/// Waits (at most `limit`, see [`settle`]) until the server holds no carrier, target
+/// connection or UDP socket and the client no carrier. Returns the last look at the
+/// server's and the client's gauges, and how long it took.
+pub async fn drained(
+    server: &Gauges,
+    client: &Gauges,
+    limit: Duration,
+) -> ((i64, i64, i64), (i64, i64, i64), Duration) {
+    let ((s, c), took) = settle(limit, || async {
+        let (s, c) = (server.get(), client.get());
+        (s == (0, 0, 0) && c.1 == 0, (s, c))
+    })
+    .await;
+    (s, c, took)
 }
 
 /// VLESS machines (`vless-server[..]`, `vless-client[..]`) whose last state in the trace

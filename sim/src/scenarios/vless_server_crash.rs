@@ -17,16 +17,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tunnelbed_netio::Net;
-use tunnelbed_socks5::Addr;
 
-use crate::fault::{FaultAction, FaultPlan};
-use crate::ledger::FlowLedger;
 use crate::scenario::{Ctx, Scenario};
-use crate::scenarios::pong_common::{
-    self as pc, AppSaw, Gauges, Header, Order, TargetLog, TargetMode,
-};
+use crate::scenarios::fixture::now;
+use crate::scenarios::pong_common::{self as pc, AppSaw, Gauges, TargetLog};
+use crate::scenarios::proxy_crash as pcr;
+use crate::scenarios::proxy_streams::Endpoints;
 use crate::scenarios::vless_common as vc;
 
 /// Registry entry.
@@ -45,15 +42,8 @@ const DOWNLOADS: usize = 5;
 const UPLOADS: usize = 4;
 /// Requests made while the server is down.
 const DURING: usize = 3;
-/// Long transfers: 2 KiB pieces with a pause, far longer than the crash takes.
-const PIECES: usize = 150;
-const PIECE: usize = 2048;
-const PIECE_PAUSE_MS: u16 = 50;
-const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
+/// Request bytes of a long download (the target trickles the answer).
+const DOWNLOAD_ASK: usize = 16;
 
 #[derive(Default)]
 struct Outcome {
@@ -71,16 +61,10 @@ struct Outcome {
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let seed = ctx.seed;
-    let crash_at = Duration::from_millis(3000 + ctx.rng.gen_range(0..1000));
-    let down = Duration::from_millis(ctx.rng.gen_range(1000..4000));
+    let (crash_at, down) = pcr::crash_window(&mut ctx.rng);
     let bounce_at = crash_at + down;
-    let mut sizes = |n: usize, max: usize| -> Vec<(usize, usize)> {
-        (0..n)
-            .map(|_| (ctx.rng.gen_range(0..max), ctx.rng.gen_range(1..2 * max)))
-            .collect()
-    };
-    let sizes_a = sizes(PHASE_A, 16 * 1024);
-    let sizes_b = sizes(PHASE_B, 64 * 1024);
+    let sizes_a = pcr::sizes(&mut ctx.rng, PHASE_A, 16 * 1024);
+    let sizes_b = pcr::sizes(&mut ctx.rng, PHASE_B, 64 * 1024);
     let sabotage = ctx.sabotaged();
 
     let server_g = Gauges::default();
@@ -95,14 +79,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let n = b.fetch_add(1, Ordering::SeqCst);
         vc::run_server(world.clone(), "server", format!("server{n}"), g.clone())
     });
-    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
-    sim.host("target", move || {
-        pc::run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
-    });
-    let (world, g) = (ctx.world.clone(), client_g.clone());
-    sim.host("local", move || {
-        vc::run_client(world.clone(), "local", vc::USER, vc::SOCKS_PORT, g.clone())
-    });
+    pc::host_target(&mut sim, &ctx.world, seed, &ctx.ledger, &target_log);
+    vc::host_client(&mut sim, &ctx.world, "local", vc::USER, &client_g);
 
     let world = ctx.world.clone();
     let ledger = ctx.ledger.clone();
@@ -112,20 +90,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let net = world.net("app");
         let front = net.resolve("local", vc::SOCKS_PORT).await?[0];
         let target = net.resolve("target", pc::TARGET_PORT).await?[0];
+        let at = Endpoints { front, target };
         // Phase A: short streams before the crash, all must work.
-        let mut tasks = Vec::new();
-        for (i, (req, resp)) in sizes_a.into_iter().enumerate() {
-            let (net, ledger) = (net.clone(), ledger.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(100 * i as u64)).await;
-                let tag = i as u32;
-                let spoil = sabotage && i == 0;
-                (
-                    tag,
-                    clean_stream(&net, front, target, seed, tag, req, resp, &ledger, spoil).await,
-                )
-            }));
-        }
+        let step = Duration::from_millis(100);
+        let tasks = pcr::spawn_phase(&net, at, seed, sizes_a, 0, step, &ledger, sabotage);
         // Long transfers in flight when the server crashes.
         let mut flying = Vec::new();
         for k in 0..DOWNLOADS + UPLOADS {
@@ -137,7 +105,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     crash_at.saturating_sub(Duration::from_millis(1500 - 100 * k as u64)),
                 )
                 .await;
-                let (saw, announced) = long_stream(&net, front, target, seed, tag, upload).await;
+                let (saw, announced) =
+                    pcr::long_stream(&net, at, seed, tag, upload, DOWNLOAD_ASK).await;
                 (tag, saw, announced)
             }));
         }
@@ -146,19 +115,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         for k in 0..DURING {
             let net = net.clone();
             let tag = 2000 + k as u32;
-            let at = crash_at + down * (k as u32 + 1) / (DURING as u32 + 2);
+            let when = crash_at + down * (k as u32 + 1) / (DURING as u32 + 2);
             during.push(tokio::spawn(async move {
-                tokio::time::sleep(at.saturating_sub(now())).await;
-                let h = Header {
-                    tag,
-                    req: 100,
-                    resp: 100,
-                    mode: TargetMode::Serve(Order::RequestFirst),
-                    slow_target: false,
-                    untracked: true,
-                    pace_ms: 0,
-                };
-                let (saw, intact) = untracked_stream(&net, front, target, seed, h).await;
+                tokio::time::sleep(when.saturating_sub(now())).await;
+                let (saw, intact) = pcr::judged_stream(&net, at, seed, tag, 100, 100).await;
                 (tag, saw, intact)
             }));
         }
@@ -176,60 +136,28 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         // Phase B: after the restart every request works.
         tokio::time::sleep((bounce_at + Duration::from_millis(500)).saturating_sub(now())).await;
-        let mut tasks = Vec::new();
-        for (i, (req, resp)) in sizes_b.into_iter().enumerate() {
-            let (net, ledger) = (net.clone(), ledger.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50 * i as u64)).await;
-                let tag = 3000 + i as u32;
-                (
-                    tag,
-                    clean_stream(&net, front, target, seed, tag, req, resp, &ledger, false).await,
-                )
-            }));
-        }
+        let step = Duration::from_millis(50);
+        let tasks = pcr::spawn_phase(&net, at, seed, sizes_b, 3000, step, &ledger, false);
         for t in tasks {
             let r = t.await?;
             out.lock().unwrap().phase_b.push(r);
         }
-        let since = now();
-        loop {
-            let (s, c) = (sg.get(), cg.get());
-            if (s == (0, 0, 0) && c.1 == 0) || now() > since + Duration::from_secs(60) {
-                let mut o = out.lock().unwrap();
-                o.server_end = Some(s);
-                o.client_end = Some(c);
-                o.cleanup_took = now() - since;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (s, c, took) = vc::drained(&sg, &cg, Duration::from_secs(60)).await;
+        let mut o = out.lock().unwrap();
+        o.server_end = Some(s);
+        o.client_end = Some(c);
+        o.cleanup_took = took;
         Ok(())
     });
 
-    let faults = FaultPlan::new()
-        .at(crash_at, FaultAction::Crash("server".into()))
-        .at(bounce_at, FaultAction::Bounce("server".into()));
+    let faults = pcr::crash_and_restart("server", crash_at, bounce_at);
     ctx.drive(&mut sim, &faults, Duration::from_secs(120));
     drop(sim);
 
     let o = outcome.lock().unwrap();
     ctx.check_flows(2 * (PHASE_A + PHASE_B));
-    let not_clean = |v: &[(u32, AppSaw)]| -> Vec<String> {
-        v.iter()
-            .filter(|(_, s)| !matches!(s, AppSaw::Clean(_)))
-            .map(|(t, s)| format!("s{t}: {s:?}"))
-            .collect()
-    };
-    let bad_a = not_clean(&o.phase_a);
-    ctx.check(
-        "before-crash",
-        o.phase_a.len() == PHASE_A && bad_a.is_empty(),
-        format!(
-            "{}/{PHASE_A} streams before the crash ended cleanly {bad_a:?}",
-            o.phase_a.len() - bad_a.len()
-        ),
-    );
+    let (ok, detail) = pcr::phase_clean(&o.phase_a, PHASE_A, "before the crash");
+    ctx.check("before-crash", ok, detail);
     let (mut errors, mut short, mut wrong) = (0usize, 0usize, Vec::new());
     for (tag, saw, announced) in &o.in_flight {
         match saw {
@@ -271,15 +199,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             o.during.len() - during_bad.len() - recovered
         ),
     );
-    let bad_b = not_clean(&o.phase_b);
-    ctx.check(
-        "after-restart",
-        o.phase_b.len() == PHASE_B && bad_b.is_empty(),
-        format!(
-            "{}/{PHASE_B} streams after the restart ended cleanly {bad_b:?}",
-            o.phase_b.len() - bad_b.len()
-        ),
-    );
+    let (ok, detail) = pcr::phase_clean(&o.phase_b, PHASE_B, "after the restart");
+    ctx.check("after-restart", ok, detail);
     let open = vc::unended(&ctx.world.trace, &["server0/"]);
     ctx.check(
         "no-leak-vless",
@@ -298,140 +219,4 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.metric("in_flight_reset", errors);
     ctx.metric("in_flight_short", short);
     Ok(())
-}
-
-/// A request and an answer, both tracked in the ledger; must end cleanly.
-#[allow(clippy::too_many_arguments)]
-async fn clean_stream<N: Net>(
-    net: &N,
-    front: std::net::SocketAddr,
-    target: std::net::SocketAddr,
-    seed: u64,
-    tag: u32,
-    req: usize,
-    resp: usize,
-    ledger: &FlowLedger,
-    spoil: bool,
-) -> AppSaw {
-    let h = Header {
-        tag,
-        req: req as u32,
-        resp: resp as u32,
-        mode: TargetMode::Serve(Order::RequestFirst),
-        slow_target: false,
-        untracked: false,
-        pace_ms: 0,
-    };
-    let body = pc::request_body(seed, tag, req);
-    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
-        Ok(s) => s,
-        Err(e) => return AppSaw::Error(format!("connect: {e}")),
-    };
-    ledger.sent(&pc::req_flow(tag), &body);
-    let r = tokio::time::timeout(
-        STREAM_TIMEOUT,
-        pc::exchange(s, &h.encode(), &body, &[(req, Duration::ZERO)], true, None),
-    )
-    .await;
-    match r {
-        Ok((mut got, Ok(()), Ok(()))) => {
-            if spoil && !got.is_empty() {
-                got[0] ^= 1;
-            }
-            let flow = pc::resp_flow(tag);
-            ledger.received(&flow, &got);
-            ledger.close(&flow);
-            AppSaw::Clean(got.len())
-        }
-        Ok((got, s, r)) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
-        Err(_) => AppSaw::Hung,
-    }
-}
-
-/// A stream outside the ledger (its outcome is judged by the caller); also whether a
-/// clean answer was exactly the target's.
-async fn untracked_stream<N: Net>(
-    net: &N,
-    front: std::net::SocketAddr,
-    target: std::net::SocketAddr,
-    seed: u64,
-    h: Header,
-) -> (AppSaw, bool) {
-    let body = pc::request_body(seed, h.tag, h.req as usize);
-    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
-        Ok(s) => s,
-        Err(e) => return (AppSaw::Error(format!("connect: {e}")), false),
-    };
-    let r = tokio::time::timeout(
-        STREAM_TIMEOUT,
-        pc::exchange(
-            s,
-            &h.encode(),
-            &body,
-            &[(body.len(), Duration::ZERO)],
-            true,
-            None,
-        ),
-    )
-    .await;
-    match r {
-        Ok((got, Ok(()), Ok(()))) => {
-            let intact = got == pc::answer_body(seed, h.tag, h.resp as usize);
-            (AppSaw::Clean(got.len()), intact)
-        }
-        Ok((got, s, r)) => (
-            AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
-            false,
-        ),
-        Err(_) => (AppSaw::Hung, false),
-    }
-}
-
-/// A download the target trickles, or an upload the application trickles, lasting far
-/// past the crash. Returns what the app saw and the answer length it expects.
-async fn long_stream<N: Net>(
-    net: &N,
-    front: std::net::SocketAddr,
-    target: std::net::SocketAddr,
-    seed: u64,
-    tag: u32,
-    upload: bool,
-) -> (AppSaw, usize) {
-    let (req, resp, mode) = if upload {
-        (PIECES * PIECE, 64, TargetMode::Serve(Order::RequestFirst))
-    } else {
-        (16, PIECES * PIECE, TargetMode::Trickle)
-    };
-    let h = Header {
-        tag,
-        req: req as u32,
-        resp: resp as u32,
-        mode,
-        slow_target: false,
-        untracked: true,
-        pace_ms: PIECE_PAUSE_MS,
-    };
-    let body = pc::request_body(seed, tag, req);
-    let chunks: Vec<(usize, Duration)> = if upload {
-        (0..PIECES)
-            .map(|_| (PIECE, Duration::from_millis(u64::from(PIECE_PAUSE_MS))))
-            .collect()
-    } else {
-        vec![(req, Duration::ZERO)]
-    };
-    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
-        Ok(s) => s,
-        Err(e) => return (AppSaw::Error(format!("connect: {e}")), resp),
-    };
-    let r = tokio::time::timeout(
-        STREAM_TIMEOUT,
-        pc::exchange(s, &h.encode(), &body, &chunks, true, None),
-    )
-    .await;
-    let saw = match r {
-        Ok((got, Ok(()), Ok(()))) => AppSaw::Clean(got.len()),
-        Ok((got, s, r)) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
-        Err(_) => AppSaw::Hung,
-    };
-    (saw, resp)
 }

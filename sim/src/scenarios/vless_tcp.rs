@@ -15,20 +15,17 @@
 //! ended); liveness.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
-use tokio::io::AsyncReadExt;
 use tunnelbed_netio::Net;
 use tunnelbed_socks5::Addr;
 
-use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::pong_common::{
-    self as pc, AppSaw, Gauges, Header, Order, TargetLog, TargetMode, TargetSaw,
+    self as pc, AppSaw, Gauges, Header, Order, TargetLog, TargetMode,
 };
+use crate::scenarios::proxy_streams::{self as ps, Endpoints, FailingEnd, Plan, STREAM_TIMEOUT};
 use crate::scenarios::vless_common as vc;
 
 /// Registry entry.
@@ -41,102 +38,6 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const STREAMS: usize = 200;
-/// An application gives up on a stream after this long (it reports it as hung).
-const STREAM_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// What one application stream does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plan {
-    /// Request, finish, answer, finish; must end cleanly with intact bytes.
-    Clean {
-        order: Order,
-        slow_app: bool,
-        slow_target: bool,
-    },
-    /// The application sends part of its request, reads a little and drops the socket
-    /// with the answer unread.
-    AppAbort,
-    /// The target resets after the header.
-    TargetReset { finish: bool },
-    /// The server's dial fails (closed port, or an unknown name).
-    DialFail { unknown_host: bool },
-}
-
-impl Plan {
-    fn kind(self) -> &'static str {
-        match self {
-            Plan::Clean { .. } => "clean",
-            Plan::AppAbort => "app-abort",
-            Plan::TargetReset { .. } => "target-reset",
-            Plan::DialFail { .. } => "dial-fail",
-        }
-    }
-}
-
-struct Stream {
-    plan: Plan,
-    start: Duration,
-    req: usize,
-    resp: usize,
-    chunks: Vec<(usize, Duration)>,
-    think_ms: u16,
-}
-
-fn size(rng: &mut impl Rng) -> usize {
-    match rng.gen_range(0..10) {
-        0 => 0,
-        1..=6 => rng.gen_range(1..8 * 1024),
-        7 | 8 => rng.gen_range(8 * 1024..48 * 1024),
-        _ => rng.gen_range(48 * 1024..160 * 1024),
-    }
-}
-
-fn plan(ctx: &mut Ctx) -> Vec<Stream> {
-    (0..STREAMS)
-        .map(|_| {
-            let r = &mut ctx.rng;
-            let plan = match r.gen_range(0..100) {
-                0..=5 => Plan::AppAbort,
-                6..=11 => Plan::TargetReset {
-                    finish: r.gen_bool(0.5),
-                },
-                12..=17 => Plan::DialFail {
-                    unknown_host: r.gen_bool(0.3),
-                },
-                _ => Plan::Clean {
-                    order: match r.gen_range(0..4) {
-                        0 | 1 => Order::RequestFirst,
-                        2 => Order::AnswerFirst,
-                        _ => Order::Both,
-                    },
-                    slow_app: r.gen_bool(0.06),
-                    slow_target: r.gen_bool(0.06),
-                },
-            };
-            let (mut req, mut resp) = (size(r), size(r));
-            match plan {
-                Plan::TargetReset { .. } => req = req.max(1),
-                Plan::AppAbort => {
-                    req = req.max(64);
-                    resp = resp.max(16 * 1024);
-                }
-                Plan::Clean { slow_app: true, .. } => resp = r.gen_range(256 * 1024..768 * 1024),
-                _ => {}
-            }
-            let pace = if r.gen_bool(0.3) { 30 } else { 0 };
-            let chunks = pc::write_plan(r, req, pace);
-            Stream {
-                plan,
-                start: Duration::from_millis(r.gen_range(0..800)),
-                req,
-                resp,
-                chunks,
-                think_ms: r.gen_range(0..400),
-            }
-        })
-        .collect()
-}
-
 #[derive(Default)]
 struct Outcome {
     app: BTreeMap<u32, AppSaw>,
@@ -146,13 +47,9 @@ struct Outcome {
     cleanup_took: Duration,
 }
 
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
-
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let seed = ctx.seed;
-    let streams = plan(ctx);
+    let streams = ps::plan(&mut ctx.rng, STREAMS, 0..800);
     let plans: Vec<Plan> = streams.iter().map(|s| s.plan).collect();
     // The integrity sabotage spoils the first clean stream's answer.
     let spoiled = ctx
@@ -163,18 +60,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 .position(|s| matches!(s.plan, Plan::Clean { .. }) && s.resp > 0)
         })
         .flatten();
-    let faults = if ctx.profile == "clean" {
-        FaultPlan::new()
-    } else {
-        FaultPlan::new().swizzle(
-            "local",
-            "server",
-            Duration::from_millis(300),
-            Duration::from_millis(2500),
-            Duration::from_millis(150),
-            seed,
-        )
-    };
+    let faults = ps::carrier_stalls(&ctx.profile, "local", "server", seed);
     let server_g = Gauges::default();
     let client_g = Gauges::default();
     let target_log: TargetLog = Arc::default();
@@ -185,25 +71,16 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     sim.host("server", move || {
         vc::run_server(world.clone(), "server", "server".into(), g.clone())
     });
-    let (world, ledger, log) = (ctx.world.clone(), ctx.ledger.clone(), target_log.clone());
-    sim.host("target", move || {
-        pc::run_target(world.clone(), "target", seed, ledger.clone(), log.clone())
-    });
-    let (world, g) = (ctx.world.clone(), client_g.clone());
-    sim.host("local", move || {
-        vc::run_client(world.clone(), "local", vc::USER, vc::SOCKS_PORT, g.clone())
-    });
+    pc::host_target(&mut sim, &ctx.world, seed, &ctx.ledger, &target_log);
+    vc::host_client(&mut sim, &ctx.world, "local", vc::USER, &client_g);
     // A second client whose user id the server does not know.
-    let world = ctx.world.clone();
-    sim.host("intruder", move || {
-        vc::run_client(
-            world.clone(),
-            "intruder",
-            vc::STRANGER,
-            vc::SOCKS_PORT,
-            Gauges::default(),
-        )
-    });
+    vc::host_client(
+        &mut sim,
+        &ctx.world,
+        "intruder",
+        vc::STRANGER,
+        &Gauges::default(),
+    );
 
     let world = ctx.world.clone();
     let ledger = ctx.ledger.clone();
@@ -214,31 +91,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let front = net.resolve("local", vc::SOCKS_PORT).await?[0];
         let intruder = net.resolve("intruder", vc::SOCKS_PORT).await?[0];
         let target = net.resolve("target", pc::TARGET_PORT).await?[0];
-        let mut tasks = Vec::new();
-        for (i, st) in streams.into_iter().enumerate() {
-            let net = net.clone();
-            let ledger = ledger.clone();
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(st.start).await;
-                let tag = i as u32;
-                let saw = tokio::time::timeout(
-                    STREAM_TIMEOUT,
-                    app_stream(
-                        &net,
-                        front,
-                        target,
-                        seed,
-                        tag,
-                        &st,
-                        &ledger,
-                        spoiled == Some(i),
-                    ),
-                )
-                .await
-                .unwrap_or(AppSaw::Hung);
-                (tag, saw)
-            }));
-        }
+        let at = Endpoints { front, target };
+        let tasks = ps::spawn_streams(&net, at, seed, streams, &ledger, |i| spoiled == Some(i));
         // The intruder's stream: refused by the server, so it ends with no answer.
         let intr = {
             let net = net.clone();
@@ -277,19 +131,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         out.lock().unwrap().intruder = Some(intr.await?);
         // Cleanup: every carrier, target connection and socket goes away.
-        let since = now();
-        loop {
-            let (s, c) = (sg.get(), cg.get());
-            let done = s == (0, 0, 0) && c.1 == 0;
-            if done || now() > since + Duration::from_secs(60) {
-                let mut o = out.lock().unwrap();
-                o.server_end = Some(s);
-                o.client_end = Some(c);
-                o.cleanup_took = now() - since;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (s, c, took) = vc::drained(&sg, &cg, Duration::from_secs(60)).await;
+        let mut o = out.lock().unwrap();
+        o.server_end = Some(s);
+        o.client_end = Some(c);
+        o.cleanup_took = took;
         Ok(())
     });
 
@@ -298,58 +144,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     let o = outcome.lock().unwrap();
     let log = target_log.lock().unwrap().clone();
-    let clean = plans
-        .iter()
-        .filter(|p| matches!(p, Plan::Clean { .. }))
-        .count();
+    let (clean, _, _) = ps::counts(&plans);
     ctx.check_flows(2 * clean);
-    let mut wrong: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    for (i, p) in plans.iter().enumerate() {
-        let tag = i as u32;
-        let app = o.app.get(&tag);
-        let tgt = log.get(&tag);
-        let ended_empty = matches!(app, Some(AppSaw::Error(_)) | Some(AppSaw::Clean(0)));
-        let ok = match p {
-            Plan::Clean { .. } => {
-                matches!(app, Some(AppSaw::Clean(_))) && tgt == Some(&TargetSaw::Complete)
-            }
-            Plan::AppAbort => {
-                app == Some(&AppSaw::Aborted)
-                    && matches!(tgt, Some(TargetSaw::Short(_) | TargetSaw::Error(..)))
-            }
-            Plan::TargetReset { .. } => ended_empty && tgt == Some(&TargetSaw::ResetSent),
-            Plan::DialFail { .. } => ended_empty && tgt.is_none(),
-        };
-        if !ok {
-            let key = format!("{} -> app {}", p.kind(), pc::saw_kind(app));
-            let e = wrong.entry(key).or_insert((0, String::new()));
-            e.0 += 1;
-            if e.1.is_empty() {
-                e.1 = format!("s{tag:03} {p:?}: app {app:?}, target {tgt:?}");
-            }
-        }
-    }
-    let n_wrong: usize = wrong.values().map(|w| w.0).sum();
-    ctx.check(
-        "ends-as-planned",
-        wrong.is_empty(),
-        if wrong.is_empty() {
-            format!(
-                "{clean} clean intact; {} aborted by the app; {} failing ended with no answer byte",
-                plans.iter().filter(|p| **p == Plan::AppAbort).count(),
-                plans
-                    .iter()
-                    .filter(|p| matches!(p, Plan::TargetReset { .. } | Plan::DialFail { .. }))
-                    .count()
-            )
-        } else {
-            let parts: Vec<String> = wrong
-                .iter()
-                .map(|(k, (n, first))| format!("{n}x {k} (first: {first})"))
-                .collect();
-            format!("{n_wrong} of {STREAMS} streams: {}", parts.join("; "))
-        },
-    );
+    let (ok, detail) = ps::ends_as_planned(&plans, &o.app, &log, FailingEnd::ErrorOrEmpty);
+    ctx.check("ends-as-planned", ok, detail);
     let refused = matches!(o.intruder, Some(AppSaw::Error(_)) | Some(AppSaw::Clean(0)))
         && !log.contains_key(&30_000);
     ctx.check(
@@ -380,113 +178,4 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.metric("clean", clean);
     ctx.metric("bytes", ctx.ledger.total_received());
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn app_stream<N: Net>(
-    net: &N,
-    front: SocketAddr,
-    target: SocketAddr,
-    seed: u64,
-    tag: u32,
-    st: &Stream,
-    ledger: &crate::ledger::FlowLedger,
-    spoil: bool,
-) -> AppSaw {
-    let (dest, mode, slow_target, slow_app) = match st.plan {
-        Plan::Clean {
-            order,
-            slow_app,
-            slow_target,
-        } => (
-            Addr::Ip(target),
-            TargetMode::Serve(order),
-            slow_target,
-            slow_app,
-        ),
-        Plan::AppAbort => (Addr::Ip(target), TargetMode::Abortee, false, false),
-        Plan::TargetReset { .. } => (Addr::Ip(target), TargetMode::Reset, false, false),
-        Plan::DialFail {
-            unknown_host: false,
-        } => (
-            Addr::Ip(SocketAddr::new(target.ip(), pc::CLOSED_PORT)),
-            TargetMode::Serve(Order::RequestFirst),
-            false,
-            false,
-        ),
-        Plan::DialFail { unknown_host: true } => (
-            Addr::Domain(pc::UNKNOWN_HOST.into(), pc::TARGET_PORT),
-            TargetMode::Serve(Order::RequestFirst),
-            false,
-            false,
-        ),
-    };
-    let h = Header {
-        tag,
-        req: st.req as u32,
-        resp: st.resp as u32,
-        mode,
-        slow_target,
-        untracked: false,
-        pace_ms: st.think_ms,
-    };
-    let body = pc::request_body(seed, tag, st.req);
-    let s = match pc::socks_connect(net, front, &dest).await {
-        Ok(s) => s,
-        Err(e) => return AppSaw::Error(format!("connect: {e}")),
-    };
-    match st.plan {
-        Plan::Clean { .. } => {
-            ledger.sent(&pc::req_flow(tag), &body);
-            let slow = slow_app.then(|| Duration::from_millis(2 + u64::from(tag % 5)));
-            let (mut got, sent, recv) =
-                pc::exchange(s, &h.encode(), &body, &st.chunks, true, slow).await;
-            match (sent, recv) {
-                (Ok(()), Ok(())) => {
-                    if spoil && !got.is_empty() {
-                        got[0] ^= 1;
-                    }
-                    let flow = pc::resp_flow(tag);
-                    ledger.received(&flow, &got);
-                    ledger.close(&flow);
-                    AppSaw::Clean(got.len())
-                }
-                (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
-            }
-        }
-        Plan::AppAbort => {
-            let half = st.req / 2;
-            let (mut rd, mut wr) = tokio::io::split(s);
-            let mut first = h.encode().to_vec();
-            first.extend_from_slice(&body[..half]);
-            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut wr, &first).await {
-                return AppSaw::Error(format!("write: {e}"));
-            }
-            let mut one = [0u8; 1];
-            if let Err(e) = rd.read_exact(&mut one).await {
-                return AppSaw::Error(format!("read: {e}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            drop((rd, wr));
-            AppSaw::Aborted
-        }
-        Plan::TargetReset { finish } => {
-            let mut all = h.encode().to_vec();
-            all.extend_from_slice(&body);
-            let (got, sent, recv) = pc::exchange(s, &all, &[], &[], finish, None).await;
-            verdict(got.len(), sent, recv)
-        }
-        Plan::DialFail { .. } => {
-            let (got, sent, recv) =
-                pc::exchange(s, &h.encode(), &body, &st.chunks, true, None).await;
-            verdict(got.len(), sent, recv)
-        }
-    }
-}
-
-fn verdict(got: usize, sent: std::io::Result<()>, recv: std::io::Result<()>) -> AppSaw {
-    match (sent, recv) {
-        (Ok(()), Ok(())) => AppSaw::Clean(got),
-        (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {got} B")),
-    }
 }
