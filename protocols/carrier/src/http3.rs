@@ -30,10 +30,12 @@ use bytes::{Buf, Bytes};
 use h3::error::{Code, StreamError};
 use http::{Method, Request, Response, StatusCode};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig, VarInt};
+use quinn::{
+    AsyncUdpSocket, Endpoint, EndpointConfig, Runtime, TokioRuntime, TransportConfig, VarInt,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use tunnelbed_netio::Net;
+use tunnelbed_netio::{Net, UdpSock};
 
 use crate::quic_udp::NetUdp;
 use crate::seeded::QuicSeeds;
@@ -243,6 +245,21 @@ pub async fn client<N: Net>(
     Err(last)
 }
 
+/// quinn's socket for `sock`: the kernel socket with quinn's own batched I/O (GSO/GRO)
+/// when `sock` is a plain OS socket, else [`NetUdp`] (the simulator, or a run that
+/// records every datagram), one datagram per call.
+fn quic_socket<U: UdpSock>(sock: U) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+    match sock.kernel_socket() {
+        Some(kernel) => {
+            let kernel = kernel?;
+            // The duplicate descriptor keeps the socket; this handle goes.
+            drop(sock);
+            TokioRuntime.wrap_udp_socket(kernel)
+        }
+        None => Ok(Arc::new(NetUdp::new(sock)?)),
+    }
+}
+
 async fn client_at<N: Net>(
     net: &N,
     addr: SocketAddr,
@@ -251,11 +268,11 @@ async fn client_at<N: Net>(
     seed: &QuicSeed,
 ) -> io::Result<H3Bytes> {
     let seeds = seed.seeds();
-    let sock = NetUdp::new(net.bind_udp(unspecified_like(addr)).await?)?;
+    let sock = quic_socket(net.bind_udp(unspecified_like(addr)).await?)?;
     let endpoint = Endpoint::new_with_abstract_socket(
         endpoint_config(&seeds),
         None,
-        Arc::new(sock),
+        sock,
         Arc::new(TokioRuntime),
     )?;
     let crypto = QuicClientConfig::try_from(tls.h3_config()).map_err(other)?;
@@ -362,7 +379,7 @@ impl H3Listener {
         seed: &QuicSeed,
     ) -> io::Result<Self> {
         let seeds = seed.seeds();
-        let sock = NetUdp::new(net.bind_udp(addr).await?)?;
+        let sock = quic_socket(net.bind_udp(addr).await?)?;
         let crypto = Arc::new(QuicServerConfig::try_from(tls.h3_config()).map_err(other)?);
         let mut cfg = match &seeds {
             Some(s) => quinn::ServerConfig::new(crypto, s.token_key()),
@@ -372,7 +389,7 @@ impl H3Listener {
         let endpoint = Endpoint::new_with_abstract_socket(
             endpoint_config(&seeds),
             Some(cfg),
-            Arc::new(sock),
+            sock,
             Arc::new(TokioRuntime),
         )?;
         Ok(Self { endpoint })

@@ -96,6 +96,13 @@ impl<U: UdpSock> UdpSock for CapturedUdp<U> {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
+    fn kernel_socket(&self) -> Option<io::Result<std::net::UdpSocket>> {
+        // Recording needs every datagram to pass through here.
+        match self.iface {
+            None => self.inner.kernel_socket(),
+            Some(_) => None,
+        }
+    }
 }
 
 /// A TCP stream that records synthesized segments for what is written and read.

@@ -25,6 +25,13 @@ pub trait UdpSock: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
     /// The bound address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The kernel socket itself (a duplicate descriptor of it), when this is a plain OS
+    /// socket with nothing recording or simulating in between: a QUIC stack can then use
+    /// its own batched system calls (GSO/GRO) instead of one datagram per call through
+    /// this trait. `None` (the default) where every datagram must pass through here.
+    fn kernel_socket(&self) -> Option<io::Result<std::net::UdpSocket>> {
+        None
+    }
 }
 
 /// A TCP listener handed out by a [`Net`].

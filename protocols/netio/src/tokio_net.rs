@@ -19,6 +19,14 @@ impl UdpSock for tokio::net::UdpSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::UdpSocket::local_addr(self)
     }
+    fn kernel_socket(&self) -> Option<io::Result<std::net::UdpSocket>> {
+        use std::os::fd::AsFd;
+        Some(
+            self.as_fd()
+                .try_clone_to_owned()
+                .map(std::net::UdpSocket::from),
+        )
+    }
 }
 
 impl TcpConn for tokio::net::TcpStream {
