@@ -22,6 +22,7 @@ use tunnelbed_netio::Net;
 use tunnelbed_socks5::Addr;
 
 use crate::fault::FaultPlan;
+use crate::realtcp::resets::ResetCount;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::pong_common::{
     self as pc, AppSaw, Gauges, Header, Order, PoolSlot, SlowStream, TargetLog, TargetMode,
@@ -270,6 +271,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let target_log: TargetLog = Arc::default();
     let slot: PoolSlot<pc::LocalNet> = Arc::default();
     let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let app_addrs: AppAddrs = Arc::default();
 
     // turmoil's sockets buffer without bound (their flow control counts segments, and a
     // smaller capacity can strand a FIN in the reorder buffer), so slow readers behind
@@ -336,6 +338,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let out = outcome.clone();
     let g = gauges.clone();
     let direct_done = direct.clone();
+    let addrs = app_addrs.clone();
     sim.client("app", async move {
         let net = world.net("app");
         let front = net.resolve("local", pc::SOCKS_PORT).await?[0];
@@ -345,6 +348,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
         for (i, st) in streams.into_iter().enumerate() {
             let net = net.clone();
             let ledger = ledger.clone();
+            let addrs = addrs.clone();
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(st.start).await;
                 let tag = i as u32;
@@ -359,6 +363,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
                         &st,
                         &ledger,
                         sabotage && i == 0,
+                        &addrs,
                     ),
                 )
                 .await
@@ -370,12 +375,13 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
         let mut slow_tasks = Vec::new();
         for (k, st) in slow_streams.into_iter().enumerate() {
             let net = net.clone();
+            let addrs = addrs.clone();
             slow_tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(st.start).await;
                 let tag = SLOW_TAG + k as u32;
                 let r = tokio::time::timeout(
                     STREAM_TIMEOUT,
-                    slow_stream(&net, front, slow_target, seed, tag, &st),
+                    slow_stream(&net, front, slow_target, seed, tag, &st, &addrs),
                 )
                 .await
                 .unwrap_or((AppSaw::Hung, false));
@@ -478,17 +484,22 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     );
 
     // Every stream ended as planned, at the application and at the target.
+    let addrs = app_addrs.lock().unwrap().clone();
+    let mut lost_resets = LostResets::default();
     let mut wrong: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (i, p) in plans.iter().enumerate() {
         let tag = i as u32;
         let app = o.app.get(&tag);
         let tgt = log.get(&tag);
+        // A failing stream whose application waited to its own bound counts as failing
+        // loudly only if the local did reset its connection and the link lost every copy.
+        let app = lost_resets.judge(ctx, &addrs, tag, p.fails(), app);
         let ok = match p {
             Plan::Clean { .. } => {
                 matches!(app, Some(AppSaw::Clean(_))) && tgt == Some(&TargetSaw::Complete)
             }
             Plan::AppAbort => {
-                app == Some(&AppSaw::Aborted)
+                app == Some(AppSaw::Aborted)
                     && matches!(tgt, Some(TargetSaw::Short(_) | TargetSaw::Error(..)))
             }
             Plan::TargetReset { .. } => {
@@ -497,7 +508,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
             Plan::DialFail { .. } => matches!(app, Some(AppSaw::Error(_))) && tgt.is_none(),
         };
         if !ok {
-            let key = format!("{} -> app {}", p.kind(), pc::saw_kind(app));
+            let key = format!("{} -> app {}", p.kind(), pc::saw_kind(app.as_ref()));
             let e = wrong.entry(key).or_insert((0, String::new()));
             e.0 += 1;
             if e.1.is_empty() {
@@ -512,15 +523,20 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
         wrong.is_empty(),
         if wrong.is_empty() {
             format!(
-                "{clean} clean, {} aborted by the app, {failing} failing with an error at the app",
-                plans.iter().filter(|p| **p == Plan::AppAbort).count()
+                "{clean} clean, {} aborted by the app, {failing} failing with an error at the app{}",
+                plans.iter().filter(|p| **p == Plan::AppAbort).count(),
+                lost_resets.summary()
             )
         } else {
             let parts: Vec<String> = wrong
                 .iter()
                 .map(|(k, (n, first))| format!("{n}x {k} (first: {first})"))
                 .collect();
-            format!("{n_wrong} of {STREAMS} streams: {}", parts.join("; "))
+            format!(
+                "{n_wrong} of {STREAMS} streams: {}{}",
+                parts.join("; "),
+                lost_resets.summary()
+            )
         },
     );
     // The slow target: every stream ends, served ones intact, the others with an error
@@ -528,11 +544,13 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let (mut slow_clean, mut slow_failed, mut slow_bad) = (0usize, 0usize, Vec::new());
     for k in 0..SLOW_STREAMS as u32 {
         let tag = SLOW_TAG + k;
-        match o.slow.get(&tag) {
+        let saw = o.slow.get(&tag);
+        let judged = lost_resets.judge(ctx, &addrs, tag, true, saw.map(|s| &s.0));
+        match saw {
             Some((AppSaw::Clean(_), true)) if log.get(&tag) == Some(&TargetSaw::Complete) => {
                 slow_clean += 1
             }
-            Some((AppSaw::Error(_), _)) => slow_failed += 1,
+            _ if matches!(judged, Some(AppSaw::Error(_))) => slow_failed += 1,
             other => {
                 if slow_bad.len() < 3 {
                     slow_bad.push(format!("s{tag}: app {other:?}, target {:?}", log.get(&tag)));
@@ -598,6 +616,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
             o.pool_peak
         ),
     );
+    ctx.metric("resets_lost", lost_resets.tags.len());
     ctx.metric("slow_answered", slow_clean);
     ctx.metric("slow_failed", slow_failed);
     ctx.metric("streams", STREAMS);
@@ -617,6 +636,7 @@ async fn app_stream<N: Net>(
     st: &Stream,
     ledger: &crate::ledger::FlowLedger,
     spoil: bool,
+    addrs: &AppAddrs,
 ) -> AppSaw {
     let (dest, mode, slow_target, slow_app) = match st.plan {
         Plan::Clean {
@@ -656,7 +676,7 @@ async fn app_stream<N: Net>(
         pace_ms: st.think_ms,
     };
     let body = pc::request_body(seed, tag, st.req);
-    let s = match pc::socks_connect(net, front, &dest).await {
+    let s = match pc::socks_connect_noted(net, front, &dest, note_addrs(addrs, tag)).await {
         Ok(s) => s,
         Err(e) => return AppSaw::Error(format!("connect: {e}")),
     };
@@ -723,10 +743,13 @@ async fn slow_stream<N: Net>(
     seed: u64,
     tag: u32,
     st: &SlowStream,
+    addrs: &AppAddrs,
 ) -> (AppSaw, bool) {
     let h = st.header(tag);
     let body = pc::request_body(seed, tag, st.req);
-    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
+    let s = match pc::socks_connect_noted(net, front, &Addr::Ip(target), note_addrs(addrs, tag))
+        .await
+    {
         Ok(s) => s,
         Err(e) => return (AppSaw::Error(format!("connect: {e}")), false),
     };
@@ -748,6 +771,84 @@ async fn slow_stream<N: Net>(
             AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
             false,
         ),
+    }
+}
+
+/// Each application connection's (own, front's) addresses, per stream tag.
+type AppAddrs = Arc<Mutex<BTreeMap<u32, (SocketAddr, SocketAddr)>>>;
+
+fn note_addrs(addrs: &AppAddrs, tag: u32) -> impl FnOnce((SocketAddr, SocketAddr)) + '_ {
+    move |a| {
+        addrs.lock().unwrap().insert(tag, a);
+    }
+}
+
+/// Failing streams whose application waited to its own bound because the link lost
+/// every copy of the local's reset (real TCP only: a reset is never retransmitted, and
+/// an application that only reads sends nothing that would draw another; a kernel peer
+/// waits the same way).
+#[derive(Default)]
+struct LostResets {
+    /// (tag, reset copies the local sent).
+    tags: Vec<(u32, u32)>,
+}
+
+impl LostResets {
+    /// What the application of stream `tag` saw, for the verdict (see [`judge_hang`]),
+    /// with the resets the front sent on its connection from the run's log.
+    fn judge(
+        &mut self,
+        ctx: &Ctx,
+        addrs: &BTreeMap<u32, (SocketAddr, SocketAddr)>,
+        tag: u32,
+        fail: bool,
+        app: Option<&AppSaw>,
+    ) -> Option<AppSaw> {
+        let resets = match addrs.get(&tag) {
+            Some((SocketAddr::V4(me), SocketAddr::V4(front))) => {
+                Some(ctx.world.tcp_resets().get(*front, *me))
+            }
+            _ => None,
+        };
+        let judged = judge_hang(fail, app, resets);
+        if judged.as_ref() != app {
+            self.tags.push((tag, resets.map_or(0, |r| r.sent)));
+        }
+        judged
+    }
+
+    /// The detail for the check (empty when no reset was lost).
+    fn summary(&self) -> String {
+        if self.tags.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = self
+            .tags
+            .iter()
+            .map(|(t, n)| format!("s{t:03} ({n} sent)"))
+            .collect();
+        format!(
+            "; {} failing streams ended only by the application's {} s bound: the local reset them and the link lost every copy ({})",
+            self.tags.len(),
+            STREAM_TIMEOUT.as_secs(),
+            list.join(", ")
+        )
+    }
+}
+
+/// A hang of a stream meant to `fail` becomes an error when `resets` (those the front
+/// sent on the application's connection) shows the front reset it and no copy arrived;
+/// anything else stays as it was: a hang with no reset sent (pong never signalled) or
+/// with one that arrived (a stack ignored it) is still a hang.
+fn judge_hang(fail: bool, app: Option<&AppSaw>, resets: Option<ResetCount>) -> Option<AppSaw> {
+    match resets {
+        Some(r) if fail && app == Some(&AppSaw::Hung) && r.all_lost() => {
+            Some(AppSaw::Error(format!(
+                "hung to the application's bound: the local sent {} resets, none arrived",
+                r.sent
+            )))
+        }
+        _ => app.cloned(),
     }
 }
 
@@ -814,5 +915,42 @@ fn verdict_fail(got: usize, sent: std::io::Result<()>, recv: std::io::Result<()>
     match (sent, recv) {
         (Ok(()), Ok(())) => AppSaw::Clean(got),
         (s, r) => AppSaw::Error(format!("write {s:?}, read {r:?} after {got} B")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hang_is_excused_only_when_every_reset_was_lost() {
+        let hung = Some(&AppSaw::Hung);
+        let lost = Some(ResetCount {
+            sent: 3,
+            arrived: 0,
+        });
+        assert!(matches!(
+            judge_hang(true, hung, lost),
+            Some(AppSaw::Error(e)) if e.contains("3 resets")
+        ));
+        // Pong never reset the connection: still a hang.
+        assert_eq!(
+            judge_hang(true, hung, Some(ResetCount::default())),
+            Some(AppSaw::Hung)
+        );
+        // A reset arrived and the application still hung: still a hang.
+        let arrived = Some(ResetCount {
+            sent: 3,
+            arrived: 1,
+        });
+        assert_eq!(judge_hang(true, hung, arrived), Some(AppSaw::Hung));
+        // No address known (the connect itself hung) or ideal TCP (empty log): a hang.
+        assert_eq!(judge_hang(true, hung, None), Some(AppSaw::Hung));
+        // A stream meant to end cleanly is never excused.
+        assert_eq!(judge_hang(false, hung, lost), Some(AppSaw::Hung));
+        // Other outcomes pass through.
+        let err = AppSaw::Error("x".into());
+        assert_eq!(judge_hang(true, Some(&err), lost), Some(err));
+        assert_eq!(judge_hang(true, None, lost), None);
     }
 }
