@@ -796,7 +796,32 @@ impl Task {
             .end
             .clone()
             .unwrap_or(ConnEnd::CarrierLost("closed".into()));
-        for s in self.streams.values_mut() {
+        for (sid, s) in self.streams.iter_mut() {
+            // A stream that had already ended normally (finish both ways) keeps what it
+            // received and the application has not read yet: a carrier the peer closes
+            // once its own side is done must not cut it short (the remote was still
+            // writing a slow target's request when the local closed an idle carrier).
+            let mut rest = Vec::new();
+            let clean = s.end.borrow().is_none()
+                && loop {
+                    match self.m.recv(now(), *sid) {
+                        Ok(Recv::Data(b)) => rest.push(b),
+                        Ok(Recv::Eof) => break true,
+                        Ok(Recv::Pending) | Err(_) => break false,
+                    }
+                };
+            if clean {
+                if let Some(tx) = s.to_app.take() {
+                    tokio::spawn(async move {
+                        for b in rest {
+                            if tx.send(b).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                continue;
+            }
             if s.end.borrow().is_none() {
                 let _ = s.end.send(Some(StreamEnd::Reset(ResetCause::Connection(
                     why.to_string(),
