@@ -167,5 +167,9 @@ fn pong_streams_swarm_seed_12_real_tcp_tells_a_lost_reset_from_a_hang() {
         .iter()
         .find(|c| c.name == "ends-as-planned")
         .expect("the check ran");
-    assert!(planned.detail.contains("s299 (3 sent)"), "{}", planned.detail);
+    assert!(
+        planned.detail.contains("s299 (3 sent)"),
+        "{}",
+        planned.detail
+    );
 }
