@@ -173,3 +173,15 @@ fn pong_streams_swarm_seed_12_real_tcp_tells_a_lost_reset_from_a_hang() {
         planned.detail
     );
 }
+
+/// The mirror image of the lost reset: swarm seed 97's application s-stream on port
+/// 60825 had the local's whole answer and FIN acknowledged (frame 42535, 3.45 s), then
+/// reset its connection (frames 42898-42900), and every copy was lost. The local's relay
+/// waited on the application for good, so when the remote's idle timeout reset the pong
+/// stream (23.35 s) nothing noticed: the stream and carrier c14 stayed open
+/// (`no-leak-pong`). The relay now fails on a reset that comes after the answer ended.
+#[test]
+fn pong_streams_swarm_seed_97_real_tcp_leaves_no_stream_behind_a_lost_reset() {
+    let r = run(&scenario("pong-streams"), &cfg(97, "swarm", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+}

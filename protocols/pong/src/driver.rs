@@ -132,10 +132,47 @@ const CMD_BATCH: usize = 16;
 /// Most bytes the carrier writer gathers into one write.
 const WRITE_BATCH: usize = 256 * 1024;
 
+/// Watches one stream for a reset (see [`PongStream::reset_watch`]).
+pub struct ResetWatch {
+    sid: u32,
+    end: watch::Receiver<Option<StreamEnd>>,
+}
+
+impl ResetWatch {
+    /// Resolves once the stream is reset (either way, or with its connection), with the
+    /// error a read would give; never for a stream that ends normally.
+    pub async fn reset(&mut self) -> io::Error {
+        loop {
+            let cause = match self.end.borrow().as_ref() {
+                Some(StreamEnd::Reset(c)) => Some(c.clone()),
+                _ => None,
+            };
+            if let Some(c) = cause {
+                return io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("pong stream {}: {c}", self.sid),
+                );
+            }
+            if self.end.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 impl PongStream {
     /// The stream id on the wire.
     pub fn id(&self) -> u32 {
         self.sid
+    }
+
+    /// A watch that resolves when this stream is reset, for a caller that is not reading
+    /// it (a relay waiting on its other side).
+    pub fn reset_watch(&self) -> ResetWatch {
+        ResetWatch {
+            sid: self.sid,
+            end: self.end.clone(),
+        }
     }
 
     /// Aborts the stream: rst with `info` to the peer; unsent and unread bytes are dropped.
