@@ -26,6 +26,7 @@ use tunnelbed_netio::{
 
 use crate::iplink::IpRoutes;
 use crate::link::LinkModel;
+use crate::realtcp::resets::ResetLog;
 use crate::realtcp::stack::HostStack;
 use crate::realtcp::stream::{RealListener, RealStream};
 use crate::realtcp::TcpMode;
@@ -50,6 +51,8 @@ pub struct SimWorld {
     tcp_mode: TcpMode,
     /// The hosts' TCP stacks in real-TCP mode.
     stacks: Stacks,
+    /// Resets the real-TCP stacks sent and took in (see [`SimWorld::tcp_resets`]).
+    tcp_resets: ResetLog,
     /// Where QUIC endpoints get their seeds (see [`SimWorld::set_quic_seed`]).
     quic_seeds: Arc<Mutex<Option<ChaCha20Rng>>>,
 }
@@ -110,7 +113,7 @@ impl Stacks {
         .map_err(|e| io::Error::other(e.to_string()))?;
         let seed = stack_seed(g.seed, host, incarnation);
         let capture = world.capture.as_ref().map(|c| c.interface(host));
-        let stack = HostStack::start(ip, link, seed, mtu, capture);
+        let stack = HostStack::start(ip, link, seed, mtu, capture, world.tcp_resets.clone());
         g.hosts
             .insert(host.to_string(), (incarnation, Arc::downgrade(&stack)));
         Ok(stack)
@@ -232,6 +235,7 @@ impl SimWorld {
             data_fault: None,
             tcp_mode: TcpMode::Ideal,
             stacks: Stacks::default(),
+            tcp_resets: ResetLog::default(),
             quic_seeds: Arc::default(),
         }
     }
@@ -265,6 +269,12 @@ impl SimWorld {
     /// Which TCP the hosts use.
     pub fn tcp_mode(&self) -> TcpMode {
         self.tcp_mode
+    }
+
+    /// The resets the real-TCP stacks sent and took in, per connection and direction
+    /// (empty with ideal TCP, whose modelled resets are never lost).
+    pub fn tcp_resets(&self) -> &ResetLog {
+        &self.tcp_resets
     }
 
     /// Arms the data-path sabotage: one chunk written to a TCP stream (by any host) and

@@ -148,3 +148,40 @@ fn pong_streams_lossy_seed_1_real_tcp_passes_and_shows_retransmissions() {
         retrans.len()
     );
 }
+
+/// Issue 14 over real TCP: swarm seed 12 (19.2% loss) had one failing stream (s299, a
+/// target reset after the application's finish) whose application waited 120 s. The
+/// capture shows why: the local ACKed the application's FIN (frame 8798, 2.82 s) and
+/// reset the connection at 4.41 s (frames 12144-12146, three copies); none arrived, and
+/// an application that only reads sends nothing that would draw another reset (a kernel
+/// peer waits the same way). The run's reset log tells this apart from a local that
+/// never reset: the verdict names the stream and still fails any other hang.
+#[test]
+fn pong_streams_swarm_seed_12_real_tcp_tells_a_lost_reset_from_a_hang() {
+    let r = run(&scenario("pong-streams"), &cfg(12, "swarm", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+    let metric = |k: &str| r.metrics.iter().find(|(n, _)| n == k).map(|m| m.1.clone());
+    assert_eq!(metric("resets_lost").as_deref(), Some("1"));
+    let planned = r
+        .checks
+        .iter()
+        .find(|c| c.name == "ends-as-planned")
+        .expect("the check ran");
+    assert!(
+        planned.detail.contains("s299 (3 sent)"),
+        "{}",
+        planned.detail
+    );
+}
+
+/// The mirror image of the lost reset: swarm seed 97's application s-stream on port
+/// 60825 had the local's whole answer and FIN acknowledged (frame 42535, 3.45 s), then
+/// reset its connection (frames 42898-42900), and every copy was lost. The local's relay
+/// waited on the application for good, so when the remote's idle timeout reset the pong
+/// stream (23.35 s) nothing noticed: the stream and carrier c14 stayed open
+/// (`no-leak-pong`). The relay now fails on a reset that comes after the answer ended.
+#[test]
+fn pong_streams_swarm_seed_97_real_tcp_leaves_no_stream_behind_a_lost_reset() {
+    let r = run(&scenario("pong-streams"), &cfg(97, "swarm", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+}

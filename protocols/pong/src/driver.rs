@@ -132,10 +132,47 @@ const CMD_BATCH: usize = 16;
 /// Most bytes the carrier writer gathers into one write.
 const WRITE_BATCH: usize = 256 * 1024;
 
+/// Watches one stream for a reset (see [`PongStream::reset_watch`]).
+pub struct ResetWatch {
+    sid: u32,
+    end: watch::Receiver<Option<StreamEnd>>,
+}
+
+impl ResetWatch {
+    /// Resolves once the stream is reset (either way, or with its connection), with the
+    /// error a read would give; never for a stream that ends normally.
+    pub async fn reset(&mut self) -> io::Error {
+        loop {
+            let cause = match self.end.borrow().as_ref() {
+                Some(StreamEnd::Reset(c)) => Some(c.clone()),
+                _ => None,
+            };
+            if let Some(c) = cause {
+                return io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("pong stream {}: {c}", self.sid),
+                );
+            }
+            if self.end.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 impl PongStream {
     /// The stream id on the wire.
     pub fn id(&self) -> u32 {
         self.sid
+    }
+
+    /// A watch that resolves when this stream is reset, for a caller that is not reading
+    /// it (a relay waiting on its other side).
+    pub fn reset_watch(&self) -> ResetWatch {
+        ResetWatch {
+            sid: self.sid,
+            end: self.end.clone(),
+        }
     }
 
     /// Aborts the stream: rst with `info` to the peer; unsent and unread bytes are dropped.
@@ -796,7 +833,32 @@ impl Task {
             .end
             .clone()
             .unwrap_or(ConnEnd::CarrierLost("closed".into()));
-        for s in self.streams.values_mut() {
+        for (sid, s) in self.streams.iter_mut() {
+            // A stream that had already ended normally (finish both ways) keeps what it
+            // received and the application has not read yet: a carrier the peer closes
+            // once its own side is done must not cut it short (the remote was still
+            // writing a slow target's request when the local closed an idle carrier).
+            let mut rest = Vec::new();
+            let clean = s.end.borrow().is_none()
+                && loop {
+                    match self.m.recv(now(), *sid) {
+                        Ok(Recv::Data(b)) => rest.push(b),
+                        Ok(Recv::Eof) => break true,
+                        Ok(Recv::Pending) | Err(_) => break false,
+                    }
+                };
+            if clean {
+                if let Some(tx) = s.to_app.take() {
+                    tokio::spawn(async move {
+                        for b in rest {
+                            if tx.send(b).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                continue;
+            }
             if s.end.borrow().is_none() {
                 let _ = s.end.send(Some(StreamEnd::Reset(ResetCause::Connection(
                     why.to_string(),

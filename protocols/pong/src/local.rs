@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -139,18 +140,43 @@ async fn relay<S: TcpConn>(
     early: Vec<u8>,
 ) -> io::Result<()> {
     let (mut ard, mut awr) = tokio::io::split(app);
+    let mut reset = stream.reset_watch();
     let (mut prd, mut pwr) = tokio::io::split(stream);
+    // Set once the answer has gone to the application in full: from then on only `up`
+    // runs, blocked on the application, and would not see the stream's reset.
+    let down_done = AtomicBool::new(false);
     let r = {
         let up = async {
-            if !early.is_empty() {
-                pwr.write_all(&early).await.map_err(Failed::Pong)?;
+            let copy = async {
+                if !early.is_empty() {
+                    pwr.write_all(&early).await.map_err(Failed::Pong)?;
+                }
+                pump(&mut ard, &mut pwr, Failed::App, Failed::Pong).await?;
+                pwr.shutdown().await.map_err(Failed::Pong)
+            };
+            // A reset after the answer ended (the remote's idle timeout, the carrier
+            // dying) fails the relay even while the application sends nothing: an
+            // application whose own reset was lost on its way here would otherwise hold
+            // the stream and its carrier for good. (No wake of our own: while the answer
+            // still flows, `down` sees the reset and ends the relay itself.)
+            let watch = async {
+                let e = reset.reset().await;
+                if down_done.load(Ordering::Acquire) {
+                    return Err(Failed::Pong(e));
+                }
+                std::future::pending().await
+            };
+            tokio::select! {
+                biased;
+                r = copy => r,
+                r = watch => r,
             }
-            pump(&mut ard, &mut pwr, Failed::App, Failed::Pong).await?;
-            pwr.shutdown().await.map_err(Failed::Pong)
         };
         let down = async {
             pump(&mut prd, &mut awr, Failed::Pong, Failed::App).await?;
-            awr.shutdown().await.map_err(Failed::App)
+            awr.shutdown().await.map_err(Failed::App)?;
+            down_done.store(true, Ordering::Release);
+            Ok(())
         };
         tokio::try_join!(up, down)
     };

@@ -19,6 +19,7 @@
 //! resets its next incarnation sends).
 
 pub mod conns;
+pub mod resets;
 pub mod stack;
 pub mod stall;
 pub mod stream;

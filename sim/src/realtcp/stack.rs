@@ -18,6 +18,7 @@ use tunnelbed_netio::iplink::IpLink;
 use tunnelbed_netio::CaptureIface;
 
 use super::conns::{ConnId, Conns, Tuple};
+use super::resets::{rst_tuple, ResetLog};
 use super::stall::StallWatch;
 use crate::iplink::SimIpLink;
 
@@ -145,6 +146,8 @@ pub struct StackInner {
     leftover: BTreeMap<ConnId, VecDeque<u8>>,
     /// The host crashed: its driver is gone.
     dead: bool,
+    /// The run's ledger of resets sent and taken in.
+    resets: ResetLog,
 }
 
 /// One host's TCP stack (see the module notes).
@@ -174,13 +177,15 @@ fn new_socket() -> tcp::Socket<'static> {
 impl HostStack {
     /// Starts the stack of a host at `ip` over `link` (inside the host's runtime: its
     /// driver tasks are the host's and die with it). `seed` drives smoltcp's initial
-    /// sequence numbers and our ephemeral ports; `mtu` is the IP MTU of the link.
+    /// sequence numbers and our ephemeral ports; `mtu` is the IP MTU of the link; resets
+    /// sent and taken in are counted in `resets`.
     pub(crate) fn start(
         ip: Ipv4Addr,
         link: SimIpLink,
         seed: u64,
         mtu: usize,
         capture: Option<CaptureIface>,
+        resets: ResetLog,
     ) -> Arc<HostStack> {
         let mut dev = QueueDev {
             rx: None,
@@ -209,12 +214,13 @@ impl HostStack {
                 watch: StallWatch::default(),
                 leftover: BTreeMap::new(),
                 dead: false,
+                resets: resets.clone(),
             }),
             wake: Notify::new(),
         });
         let link = Arc::new(link);
         tokio::spawn(receive(stack.clone(), link.clone()));
-        tokio::spawn(drive(stack.clone(), link, capture));
+        tokio::spawn(drive(stack.clone(), link, capture, resets));
         stack
     }
 
@@ -248,17 +254,26 @@ async fn receive(stack: Arc<HostStack>, link: Arc<SimIpLink>) {
     }
 }
 
-async fn drive(stack: Arc<HostStack>, link: Arc<SimIpLink>, capture: Option<CaptureIface>) {
+async fn drive(
+    stack: Arc<HostStack>,
+    link: Arc<SimIpLink>,
+    capture: Option<CaptureIface>,
+    resets: ResetLog,
+) {
     let _dead = DeadOnDrop(stack.clone());
     loop {
         let (out, delay) = stack.lock().pump(sim_now());
         for p in out {
             // A reset goes out RST_COPIES times: smoltcp sends one and forgets the
             // connection, and a lost reset leaves a peer that only reads hanging forever.
-            let copies = if is_rst(&p) { RST_COPIES } else { 1 };
+            let rst = rst_tuple(&p).is_some();
+            let copies = if rst { RST_COPIES } else { 1 };
             for _ in 0..copies {
                 // A packet the link refuses (larger than its MTU) is lost, as with DF set.
                 if link.send(&p).await.is_ok() {
+                    if rst {
+                        resets.note_sent(&p);
+                    }
                     if let Some(c) = &capture {
                         c.raw_ip(&p);
                     }
@@ -275,14 +290,6 @@ async fn drive(stack: Arc<HostStack>, link: Arc<SimIpLink>, capture: Option<Capt
 
 /// How many times each reset is sent (see `drive`).
 const RST_COPIES: usize = 3;
-
-fn is_rst(p: &[u8]) -> bool {
-    Ipv4Packet::new_checked(p)
-        .ok()
-        .filter(|ip| ip.next_header() == IpProtocol::Tcp)
-        .and_then(|ip| TcpPacket::new_checked(ip.payload()).ok().map(|t| t.rst()))
-        .unwrap_or(false)
-}
 
 fn closed_io(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, what.to_string())
@@ -421,6 +428,7 @@ impl StackInner {
         let tuple: Tuple = (tcp.dst_port(), ip.src_addr(), tcp.src_port());
         let known = self.conns.find(&tuple);
         if tcp.rst() {
+            self.resets.note_arrived(p);
             self.save_before_reset(known);
             return Some(known);
         }

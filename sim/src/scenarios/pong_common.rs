@@ -930,7 +930,23 @@ pub async fn socks_connect<N: Net>(
     front: SocketAddr,
     target: &Addr,
 ) -> io::Result<N::Stream> {
+    socks_connect_noted(net, front, target, |_| {}).await
+}
+
+/// [`socks_connect`], handing `noted` the connection's (own, front's) addresses as soon
+/// as it is up, before the SOCKS5 exchange (which can wait for good when the front's
+/// reset is lost): a check can then look the connection up in the run's
+/// [`crate::realtcp::resets::ResetLog`].
+pub async fn socks_connect_noted<N: Net>(
+    net: &N,
+    front: SocketAddr,
+    target: &Addr,
+    noted: impl FnOnce((SocketAddr, SocketAddr)),
+) -> io::Result<N::Stream> {
     let mut s = net.connect_tcp(front).await?;
+    if let (Ok(me), Ok(peer)) = (s.local_addr(), s.peer_addr()) {
+        noted((me, peer));
+    }
     let (code, _) = handshake::connect(&mut s, target).await?;
     if code != 0 {
         return Err(io::Error::new(

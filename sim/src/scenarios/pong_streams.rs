@@ -20,12 +20,15 @@ use rand::Rng;
 use tunnelbed_netio::Net;
 use tunnelbed_socks5::Addr;
 
+use crate::realtcp::resets::ResetCount;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::pong_common::{
     self as pc, AppSaw, Gauges, Header, Order, PoolSlot, SlowStream, TargetLog, TargetMode,
     TargetSaw,
 };
-use crate::scenarios::proxy_streams::{self as ps, Endpoints, FailingEnd, Plan, STREAM_TIMEOUT};
+use crate::scenarios::proxy_streams::{
+    self as ps, note_addrs, AppAddrs, Endpoints, FailingEnd, Plan, STREAM_TIMEOUT,
+};
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -135,6 +138,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let target_log: TargetLog = Arc::default();
     let slot: PoolSlot<pc::LocalNet> = Arc::default();
     let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let app_addrs: AppAddrs = Arc::default();
 
     // turmoil's sockets buffer without bound (their flow control counts segments, and a
     // smaller capacity can strand a FIN in the reorder buffer), so slow readers behind
@@ -198,23 +202,27 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let out = outcome.clone();
     let g = gauges.clone();
     let direct_done = direct.clone();
+    let addrs = app_addrs.clone();
     sim.client("app", async move {
         let net = world.net("app");
         let front = net.resolve("local", pc::SOCKS_PORT).await?[0];
         let target = net.resolve("target", pc::TARGET_PORT).await?[0];
         let echo = Addr::Ip(SocketAddr::new(target.ip(), pc::ECHO_PORT));
         let at = Endpoints { front, target };
-        let tasks = ps::spawn_streams(&net, at, seed, streams, &ledger, |i| sabotage && i == 0);
+        let tasks = ps::spawn_streams(&net, at, seed, streams, &ledger, &addrs, |i| {
+            sabotage && i == 0
+        });
         let slow_target = net.resolve("slow", pc::TARGET_PORT).await?[0];
         let mut slow_tasks = Vec::new();
         for (k, st) in slow_streams.into_iter().enumerate() {
             let net = net.clone();
+            let addrs = addrs.clone();
             slow_tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(st.start).await;
                 let tag = SLOW_TAG + k as u32;
                 let r = tokio::time::timeout(
                     STREAM_TIMEOUT,
-                    slow_stream(&net, front, slow_target, seed, tag, &st),
+                    slow_stream(&net, front, slow_target, seed, tag, &st, &addrs),
                 )
                 .await
                 .unwrap_or((AppSaw::Hung, false));
@@ -305,18 +313,38 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     );
 
     // Every stream ended as planned, at the application and at the target.
-    let (ok, detail) = ps::ends_as_planned(&plans, &o.app, &log, FailingEnd::Error);
-    ctx.check("ends-as-planned", ok, detail);
+    // A failing stream whose application waited to its own bound counts as failing
+    // loudly only if the local did reset its connection and the link lost every copy.
+    let addrs = app_addrs.lock().unwrap().clone();
+    let mut lost_resets = LostResets::default();
+    let judged: BTreeMap<u32, AppSaw> = plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let tag = i as u32;
+            lost_resets
+                .judge(ctx, &addrs, tag, p.fails(), o.app.get(&tag))
+                .map(|saw| (tag, saw))
+        })
+        .collect();
+    let (ok, detail) = ps::ends_as_planned(&plans, &judged, &log, FailingEnd::Error);
+    ctx.check(
+        "ends-as-planned",
+        ok,
+        format!("{detail}{}", lost_resets.summary()),
+    );
     // The slow target: every stream ends, served ones intact, the others with an error
     // at the application (never a hang, never a clean end that is short or wrong).
     let (mut slow_clean, mut slow_failed, mut slow_bad) = (0usize, 0usize, Vec::new());
     for k in 0..SLOW_STREAMS as u32 {
         let tag = SLOW_TAG + k;
-        match o.slow.get(&tag) {
+        let saw = o.slow.get(&tag);
+        let judged = lost_resets.judge(ctx, &addrs, tag, true, saw.map(|s| &s.0));
+        match saw {
             Some((AppSaw::Clean(_), true)) if log.get(&tag) == Some(&TargetSaw::Complete) => {
                 slow_clean += 1
             }
-            Some((AppSaw::Error(_), _)) => slow_failed += 1,
+            _ if matches!(judged, Some(AppSaw::Error(_))) => slow_failed += 1,
             other => {
                 if slow_bad.len() < 3 {
                     slow_bad.push(format!("s{tag}: app {other:?}, target {:?}", log.get(&tag)));
@@ -382,6 +410,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
             o.pool_peak
         ),
     );
+    ctx.metric("resets_lost", lost_resets.tags.len());
     ctx.metric("slow_answered", slow_clean);
     ctx.metric("slow_failed", slow_failed);
     ctx.metric("streams", STREAMS);
@@ -401,10 +430,13 @@ async fn slow_stream<N: Net>(
     seed: u64,
     tag: u32,
     st: &SlowStream,
+    addrs: &AppAddrs,
 ) -> (AppSaw, bool) {
     let h = st.header(tag);
     let body = pc::request_body(seed, tag, st.req);
-    let s = match pc::socks_connect(net, front, &Addr::Ip(target)).await {
+    let s = match pc::socks_connect_noted(net, front, &Addr::Ip(target), note_addrs(addrs, tag))
+        .await
+    {
         Ok(s) => s,
         Err(e) => return (AppSaw::Error(format!("connect: {e}")), false),
     };
@@ -426,6 +458,75 @@ async fn slow_stream<N: Net>(
             AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
             false,
         ),
+    }
+}
+
+/// Failing streams whose application waited to its own bound because the link lost
+/// every copy of the local's reset (real TCP only: a reset is never retransmitted, and
+/// an application that only reads sends nothing that would draw another; a kernel peer
+/// waits the same way).
+#[derive(Default)]
+struct LostResets {
+    /// (tag, reset copies the local sent).
+    tags: Vec<(u32, u32)>,
+}
+
+impl LostResets {
+    /// What the application of stream `tag` saw, for the verdict (see [`judge_hang`]),
+    /// with the resets the front sent on its connection from the run's log.
+    fn judge(
+        &mut self,
+        ctx: &Ctx,
+        addrs: &BTreeMap<u32, (SocketAddr, SocketAddr)>,
+        tag: u32,
+        fail: bool,
+        app: Option<&AppSaw>,
+    ) -> Option<AppSaw> {
+        let resets = match addrs.get(&tag) {
+            Some((SocketAddr::V4(me), SocketAddr::V4(front))) => {
+                Some(ctx.world.tcp_resets().get(*front, *me))
+            }
+            _ => None,
+        };
+        let judged = judge_hang(fail, app, resets);
+        if judged.as_ref() != app {
+            self.tags.push((tag, resets.map_or(0, |r| r.sent)));
+        }
+        judged
+    }
+
+    /// The detail for the check (empty when no reset was lost).
+    fn summary(&self) -> String {
+        if self.tags.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = self
+            .tags
+            .iter()
+            .map(|(t, n)| format!("s{t:03} ({n} sent)"))
+            .collect();
+        format!(
+            "; {} failing streams ended only by the application's {} s bound: the local reset them and the link lost every copy ({})",
+            self.tags.len(),
+            STREAM_TIMEOUT.as_secs(),
+            list.join(", ")
+        )
+    }
+}
+
+/// A hang of a stream meant to `fail` becomes an error when `resets` (those the front
+/// sent on the application's connection) shows the front reset it and no copy arrived;
+/// anything else stays as it was: a hang with no reset sent (pong never signalled) or
+/// with one that arrived (a stack ignored it) is still a hang.
+fn judge_hang(fail: bool, app: Option<&AppSaw>, resets: Option<ResetCount>) -> Option<AppSaw> {
+    match resets {
+        Some(r) if fail && app == Some(&AppSaw::Hung) && r.all_lost() => {
+            Some(AppSaw::Error(format!(
+                "hung to the application's bound: the local sent {} resets, none arrived",
+                r.sent
+            )))
+        }
+        _ => app.cloned(),
     }
 }
 
@@ -485,5 +586,42 @@ async fn direct_readers(
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hang_is_excused_only_when_every_reset_was_lost() {
+        let hung = Some(&AppSaw::Hung);
+        let lost = Some(ResetCount {
+            sent: 3,
+            arrived: 0,
+        });
+        assert!(matches!(
+            judge_hang(true, hung, lost),
+            Some(AppSaw::Error(e)) if e.contains("3 resets")
+        ));
+        // Pong never reset the connection: still a hang.
+        assert_eq!(
+            judge_hang(true, hung, Some(ResetCount::default())),
+            Some(AppSaw::Hung)
+        );
+        // A reset arrived and the application still hung: still a hang.
+        let arrived = Some(ResetCount {
+            sent: 3,
+            arrived: 1,
+        });
+        assert_eq!(judge_hang(true, hung, arrived), Some(AppSaw::Hung));
+        // No address known (the connect itself hung) or ideal TCP (empty log): a hang.
+        assert_eq!(judge_hang(true, hung, None), Some(AppSaw::Hung));
+        // A stream meant to end cleanly is never excused.
+        assert_eq!(judge_hang(false, hung, lost), Some(AppSaw::Hung));
+        // Other outcomes pass through.
+        let err = AppSaw::Error("x".into());
+        assert_eq!(judge_hang(true, Some(&err), lost), Some(err));
+        assert_eq!(judge_hang(true, None, lost), None);
     }
 }

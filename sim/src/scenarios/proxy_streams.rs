@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -194,19 +195,21 @@ pub fn spawn_streams<N: Net>(
     seed: u64,
     streams: Vec<Stream>,
     ledger: &FlowLedger,
+    addrs: &AppAddrs,
     spoil: impl Fn(usize) -> bool,
 ) -> Vec<JoinHandle<(u32, AppSaw)>> {
     let mut tasks = Vec::new();
     for (i, st) in streams.into_iter().enumerate() {
         let net = net.clone();
         let ledger = ledger.clone();
+        let addrs = addrs.clone();
         let spoil = spoil(i);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(st.start).await;
             let tag = i as u32;
             let saw = tokio::time::timeout(
                 STREAM_TIMEOUT,
-                app_stream(&net, at, seed, tag, &st, &ledger, spoil),
+                app_stream(&net, at, seed, tag, &st, &ledger, &addrs, spoil),
             )
             .await
             .unwrap_or(AppSaw::Hung);
@@ -216,7 +219,19 @@ pub fn spawn_streams<N: Net>(
     tasks
 }
 
+/// Each application connection's (own, front's) addresses, per stream tag: a verdict
+/// can then look the connection up in the run's real-TCP logs.
+pub type AppAddrs = Arc<Mutex<BTreeMap<u32, (SocketAddr, SocketAddr)>>>;
+
+/// Records stream `tag`'s addresses in `addrs` once its connection is up.
+pub fn note_addrs(addrs: &AppAddrs, tag: u32) -> impl FnOnce((SocketAddr, SocketAddr)) + '_ {
+    move |a| {
+        addrs.lock().unwrap().insert(tag, a);
+    }
+}
+
 /// Plays one planned stream through the front; clean streams go through the ledger.
+#[allow(clippy::too_many_arguments)]
 async fn app_stream<N: Net>(
     net: &N,
     at: Endpoints,
@@ -224,6 +239,7 @@ async fn app_stream<N: Net>(
     tag: u32,
     st: &Stream,
     ledger: &FlowLedger,
+    addrs: &AppAddrs,
     spoil: bool,
 ) -> AppSaw {
     let target = at.target;
@@ -265,7 +281,7 @@ async fn app_stream<N: Net>(
         pace_ms: st.think_ms,
     };
     let body = pc::request_body(seed, tag, st.req);
-    let s = match pc::socks_connect(net, at.front, &dest).await {
+    let s = match pc::socks_connect_noted(net, at.front, &dest, note_addrs(addrs, tag)).await {
         Ok(s) => s,
         Err(e) => return AppSaw::Error(format!("connect: {e}")),
     };

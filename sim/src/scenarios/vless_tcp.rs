@@ -92,7 +92,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let intruder = net.resolve("intruder", vc::SOCKS_PORT).await?[0];
         let target = net.resolve("target", pc::TARGET_PORT).await?[0];
         let at = Endpoints { front, target };
-        let tasks = ps::spawn_streams(&net, at, seed, streams, &ledger, |i| spoiled == Some(i));
+        // VLESS's verdict does not look up connections: the addresses go unread.
+        let addrs = ps::AppAddrs::default();
+        let tasks = ps::spawn_streams(&net, at, seed, streams, &ledger, &addrs, |i| {
+            spoiled == Some(i)
+        });
         // The intruder's stream: refused by the server, so it ends with no answer.
         let intr = {
             let net = net.clone();

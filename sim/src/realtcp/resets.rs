@@ -1,0 +1,144 @@
+//! [`ResetLog`]: how many TCP resets each host stack of a run sent per connection, and
+//! how many of them reached the other end's stack. A reset is never retransmitted (a
+//! kernel sends one; we send a few copies back to back, see `stack::drive`), so a peer
+//! that only reads and sends nothing learns of a reset only if one copy arrives. With
+//! this log a scenario can tell "the endpoint never reset the connection" (its bug) from
+//! "it did and the link lost every copy" (what a kernel peer would also miss: only the
+//! application's own timeout ends that wait).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::sync::{Arc, Mutex};
+
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket};
+
+/// The resets of one direction of one connection (sender's address, receiver's address).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetCount {
+    /// Reset segments the sender put on the link (every copy).
+    pub sent: u32,
+    /// Reset segments the receiver's stack took in (handed to smoltcp).
+    pub arrived: u32,
+}
+
+impl ResetCount {
+    /// The sender reset the connection and the link lost every copy.
+    pub fn all_lost(self) -> bool {
+        self.sent > 0 && self.arrived == 0
+    }
+}
+
+/// The run's reset ledger, shared by every host stack (see the module notes).
+#[derive(Clone, Default)]
+pub struct ResetLog(Arc<Mutex<BTreeMap<(SocketAddrV4, SocketAddrV4), ResetCount>>>);
+
+impl ResetLog {
+    fn update(&self, key: (SocketAddrV4, SocketAddrV4), f: impl FnOnce(&mut ResetCount)) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.entry(key).or_default());
+    }
+
+    /// Counts a reset segment put on the link (`p` is the IPv4 packet; others are ignored).
+    pub fn note_sent(&self, p: &[u8]) {
+        if let Some(k) = rst_tuple(p) {
+            self.update(k, |c| c.sent += 1);
+        }
+    }
+
+    /// Counts a reset segment a stack took in (`p` is the IPv4 packet; others are ignored).
+    pub fn note_arrived(&self, p: &[u8]) {
+        if let Some(k) = rst_tuple(p) {
+            self.update(k, |c| c.arrived += 1);
+        }
+    }
+
+    /// The resets `from` sent to `to` so far.
+    pub fn get(&self, from: SocketAddrV4, to: SocketAddrV4) -> ResetCount {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.get(&(from, to)).copied().unwrap_or_default()
+    }
+}
+
+/// (source, destination) of `p` if it is an IPv4 TCP segment with RST set.
+pub fn rst_tuple(p: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    if ip.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+    t.rst().then(|| {
+        (
+            SocketAddrV4::new(ip.src_addr(), t.src_port()),
+            SocketAddrV4::new(ip.dst_addr(), t.dst_port()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+
+    fn segment(control: TcpControl) -> Vec<u8> {
+        let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+        let tcp = TcpRepr {
+            src_port: 1080,
+            dst_port: 50_000,
+            control,
+            seq_number: TcpSeqNumber(13),
+            ack_number: Some(TcpSeqNumber(4854)),
+            window_len: 0,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut b = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut p = Ipv4Packet::new_unchecked(&mut b);
+        ip.emit(&mut p, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(p.payload_mut()),
+            &IpAddress::Ipv4(src),
+            &IpAddress::Ipv4(dst),
+            &caps,
+        );
+        b
+    }
+
+    #[test]
+    fn counts_resets_per_direction_and_ignores_other_segments() {
+        let log = ResetLog::default();
+        let (rst, fin) = (segment(TcpControl::Rst), segment(TcpControl::Fin));
+        let (a, b) = rst_tuple(&rst).expect("a reset");
+        assert_eq!(a, "10.0.0.1:1080".parse().unwrap());
+        assert_eq!(b, "10.0.0.2:50000".parse().unwrap());
+        assert_eq!(rst_tuple(&fin), None);
+        assert_eq!(rst_tuple(&rst[..10]), None);
+        for _ in 0..3 {
+            log.note_sent(&rst);
+        }
+        log.note_sent(&fin);
+        assert!(log.get(a, b).all_lost());
+        assert_eq!(log.get(b, a), ResetCount::default());
+        log.note_arrived(&rst);
+        assert_eq!(
+            log.get(a, b),
+            ResetCount {
+                sent: 3,
+                arrived: 1
+            }
+        );
+        assert!(!log.get(a, b).all_lost());
+    }
+}
