@@ -1,4 +1,4 @@
-//! The simulator's IP-packet link: [`SimIpLink`], what [`SimNet`] hands out as an
+//! The simulator's IP-packet link: [`SimIpLink`], what the simulator's `SimNet` hands out as an
 //! [`IpLink`]. Each raw IPv4 packet goes to the link that owns its destination address
 //! (a virtual address given when the link is opened, see [`IpRoutes`]), crossing the same
 //! [`crate::link::LinkModel`] as UDP datagrams (loss, duplication, reordering, corruption,
@@ -14,12 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tunnelbed_netio::iplink::{
-    check_ipv4, check_recv_buf, check_send, ipv4_addrs, IpLink, IpLinkConfig, IpLinkError, IpNet,
-    Ipv4Cidr,
+    check_ipv4, check_recv_buf, check_send, ipv4_addrs, IpLink, IpLinkConfig, IpLinkError, Ipv4Cidr,
 };
 
 use crate::link::LinkModel;
-use crate::simnet::SimNet;
 
 /// Counters of what the IP links of a run did beyond the link model's own counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,19 +199,5 @@ impl IpLink for SimIpLink {
 
     fn sender_records(&self) -> bool {
         true
-    }
-}
-
-impl IpNet for SimNet {
-    type Link = SimIpLink;
-
-    async fn open_ip_link(&self, cfg: IpLinkConfig) -> Result<SimIpLink, IpLinkError> {
-        SimIpLink::open(
-            turmoil::lookup(&*self.host),
-            self.world.link.clone(),
-            self.world.ip_routes.clone(),
-            cfg,
-        )
-        .await
     }
 }

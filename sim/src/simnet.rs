@@ -24,7 +24,9 @@ use tunnelbed_netio::{
     Capture, CaptureNet, DataFault, Net, ResetRecorded, TcpConn, TcpListen, Trace, UdpSock,
 };
 
-use crate::iplink::IpRoutes;
+use tunnelbed_netio::iplink::{IpLinkConfig, IpLinkError, IpNet};
+
+use crate::iplink::{IpRoutes, SimIpLink};
 use crate::link::LinkModel;
 use crate::realtcp::resets::ResetLog;
 use crate::realtcp::stack::HostStack;
@@ -693,6 +695,22 @@ impl SimNet {
             io::ErrorKind::AddrNotAvailable,
             format!("{ip} is not an address of host {}", self.host),
         ))
+    }
+}
+
+/// The simulator's IP-packet links: raw IPv4 packets between hosts over the link model
+/// (see [`crate::iplink`]).
+impl IpNet for SimNet {
+    type Link = SimIpLink;
+
+    async fn open_ip_link(&self, cfg: IpLinkConfig) -> Result<SimIpLink, IpLinkError> {
+        SimIpLink::open(
+            turmoil::lookup(&*self.host),
+            self.world.link.clone(),
+            self.world.ip_routes.clone(),
+            cfg,
+        )
+        .await
     }
 }
 
