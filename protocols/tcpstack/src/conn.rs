@@ -13,7 +13,7 @@ use tunnelbed_netio::Trace;
 use crate::config::StackConfig;
 use crate::expired::HalfOpen;
 use crate::seq::Seq;
-use crate::stack::{
+use crate::types::{
     ChallengeBudget, CloseReason, ConnId, Event, Events, ListenerId, StackError, State, Stats,
 };
 use crate::wire::{Ipv4Header, Packet, TcpFlags, TcpHeader, TcpOptions, PROTO_TCP};
@@ -1047,8 +1047,8 @@ impl Conn {
     }
 
     /// The view [`crate::Stack::info`] gives.
-    pub(crate) fn info(&self) -> crate::stack::ConnInfo {
-        crate::stack::ConnInfo {
+    pub(crate) fn info(&self) -> crate::types::ConnInfo {
+        crate::types::ConnInfo {
             state: self.state,
             snd_una: self.snd_una,
             snd_nxt: self.snd_nxt,

@@ -7,7 +7,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use crate::seq::Seq;
-use crate::stack::ListenerId;
+use crate::types::ListenerId;
 use crate::wire::TcpHeader;
 
 /// Most expired half-open connections remembered; the oldest is forgotten first.

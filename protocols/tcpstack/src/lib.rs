@@ -16,6 +16,7 @@ pub mod serve;
 #[cfg(feature = "driver")]
 pub mod socket;
 pub mod stack;
+mod types;
 pub mod wire;
 
 pub use config::StackConfig;
