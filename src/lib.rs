@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cmd;
 pub mod heap;
+pub mod pattern;
 pub mod plot;
 pub mod replay;
 pub mod wireshark;

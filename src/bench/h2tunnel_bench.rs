@@ -128,7 +128,7 @@ pub fn get(proxy: &str, n: u64, timeout: Duration) -> anyhow::Result<Duration> {
         if off + k as u64 > n {
             bail!("more than {n} bytes");
         }
-        crate::cmd::http_source::fill_pattern(off, &mut want[..k]);
+        crate::pattern::fill_pattern(off, &mut want[..k]);
         if buf[..k] != want[..k] {
             bail!("wrong bytes at offset {off}");
         }
