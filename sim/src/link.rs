@@ -357,11 +357,12 @@ impl LinkModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn ips() -> (IpAddr, IpAddr) {
+    /// Two host addresses for link tests (also profile.rs's).
+    pub(crate) fn ips() -> (IpAddr, IpAddr) {
         (
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),

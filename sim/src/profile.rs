@@ -126,18 +126,11 @@ pub fn describe(p: &LinkParams) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
     use super::*;
+    use crate::link::tests::ips;
     use crate::link::LinkModel;
-
-    fn ips() -> (IpAddr, IpAddr) {
-        (
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-        )
-    }
 
     /// Over 100 000 datagrams the measured rates are within one percentage point of the
     /// parameters, for every named profile.
