@@ -12,16 +12,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tunnelbed_candy::client::{AddrMode, ClientConfig};
 use tunnelbed_candy::connect::{run_client, ConnectConfig, ConnectError, OpenLink, Status};
-use tunnelbed_candy::serve::ServeConfig;
+use tunnelbed_candy::serve::{serve_with, server_handle, ServeConfig, ServerHandle};
 use tunnelbed_candy::server::ServerConfig;
 use tunnelbed_candy::ws::{UnixClock, WsUrl};
 use tunnelbed_netio::capture::CAPTURE_EPOCH;
 use tunnelbed_netio::iplink::echo::{self, parse_icmp_echo, parse_ipv4, parse_udp};
 use tunnelbed_netio::iplink::mem::{ip_link_pair, MemIpLink};
 use tunnelbed_netio::iplink::CapturedIpLink;
-use tunnelbed_netio::{CaptureIface, IpLink, IpLinkConfig, IpLinkError, Trace};
+use tunnelbed_netio::{CaptureIface, IpLink, IpLinkConfig, IpLinkError, Net, Trace};
 
-use crate::simnet::HostNet;
+use crate::simnet::{any, HostNet, SimWorld};
 
 /// The virtual interfaces' MTU.
 pub const MTU: usize = 1400;
@@ -60,9 +60,35 @@ pub fn epoch() -> Duration {
     CAPTURE_EPOCH
 }
 
-/// Simulated time since the start of the run.
-pub fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
+pub use super::fixture::now;
+
+/// The Candy server's WebSocket port in every scenario.
+pub const SERVER_PORT: u16 = 8080;
+
+/// Runs the Candy server role on host `server` of `sim` with `cfg` (each incarnation
+/// after a restart starts afresh from it), and hands every started server's handle to
+/// `started` (the scenarios keep it to read the server's routes and queues).
+pub fn host_server(
+    sim: &mut turmoil::Sim<'_>,
+    world: &SimWorld,
+    cfg: ServeConfig,
+    started: impl Fn(Arc<ServerHandle>) + Clone + 'static,
+) {
+    let world = world.clone();
+    sim.host("server", move || {
+        let net = world.net("server");
+        let guard = world.crash_guard("server");
+        let trace = world.trace.clone();
+        let (cfg, started) = (cfg.clone(), started.clone());
+        async move {
+            let _guard = guard;
+            let h = server_handle(&cfg, trace)?;
+            let lsn = net.listen_tcp(any(SERVER_PORT)).await?;
+            started(h.clone());
+            serve_with(lsn, h).await?;
+            Ok(())
+        }
+    });
 }
 
 /// Opens the client's virtual interface as an in-memory pair: the client role gets one

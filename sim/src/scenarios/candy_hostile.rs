@@ -33,16 +33,16 @@ use tokio::sync::{mpsc, watch};
 use tunnelbed_candy::client::random_vmac;
 use tunnelbed_candy::connect::Status;
 use tunnelbed_candy::raw::{RawConn, Seen};
-use tunnelbed_candy::serve::{serve_with, server_handle, ServerHandle};
+use tunnelbed_candy::serve::ServerHandle;
 use tunnelbed_candy::server::ConnId;
 use tunnelbed_candy::wire::{Auth, Dhcp, Discovery, General, Message, PeerInfo, Vmac, BROADCAST};
 use tunnelbed_candy::ws::WsUrl;
 use tunnelbed_netio::iplink::echo;
-use tunnelbed_netio::{Ipv4Cidr, Net};
+use tunnelbed_netio::Ipv4Cidr;
 
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::candy_common::{self as cc, Exchange};
-use crate::simnet::{any, HostNet};
+use crate::simnet::HostNet;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -55,7 +55,7 @@ pub const SCENARIO: Scenario = Scenario {
 
 const HONEST: usize = 3;
 const REQUESTS: usize = 30;
-const PORT: u16 = 8080;
+const PORT: u16 = cc::SERVER_PORT;
 const PASSWORD: &[u8] = b"hostile";
 const PACE: Duration = Duration::from_millis(250);
 const GIVE_UP: Duration = Duration::from_secs(60);
@@ -138,24 +138,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     let mut sim = ctx.builder(Duration::from_secs(900)).build();
     let server: Arc<Mutex<Option<Arc<ServerHandle>>>> = Arc::default();
-    let world = ctx.world.clone();
-    let (slot, server_seed) = (server.clone(), seeds[HONEST]);
-    sim.host("server", move || {
-        let net = world.net("server");
-        let guard = world.crash_guard("server");
-        let trace = world.trace.clone();
-        let slot = slot.clone();
-        async move {
-            let _guard = guard;
-            let mut cfg = cc::serve_config(PASSWORD, "10.79.0.0/24", server_seed)?;
-            cfg.server.max_queued = MAX_QUEUED;
-            let h = server_handle(&cfg, trace)?;
-            let lsn = net.listen_tcp(any(PORT)).await?;
-            *lock(&slot) = Some(h.clone());
-            serve_with(lsn, h).await?;
-            Ok(())
-        }
-    });
+    let mut cfg =
+        cc::serve_config(PASSWORD, "10.79.0.0/24", seeds[HONEST]).map_err(anyhow::Error::msg)?;
+    cfg.server.max_queued = MAX_QUEUED;
+    let slot = server.clone();
+    cc::host_server(&mut sim, &ctx.world, cfg, move |h| *lock(&slot) = Some(h));
 
     let logs: Logs = Arc::new(Mutex::new((0..HONEST).map(|_| Log::default()).collect()));
     let (addrs, _keep) = watch::channel(BTreeMap::<usize, Ipv4Addr>::new());

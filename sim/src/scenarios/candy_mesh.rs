@@ -21,14 +21,13 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tunnelbed_candy::client::random_vmac;
 use tunnelbed_candy::connect::Status;
-use tunnelbed_candy::serve::{serve_with, server_handle, ServerHandle};
+use tunnelbed_candy::serve::ServerHandle;
 use tunnelbed_netio::Net;
 
 use crate::fault::{FaultAction, FaultPlan};
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::candy_common::{self as cc, Exchange};
 use crate::scenarios::candy_tcp::{self, StackSlot};
-use crate::simnet::any;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -41,7 +40,7 @@ pub const SCENARIO: Scenario = Scenario {
 
 const CLIENTS: usize = 4;
 const REQUESTS: usize = 16;
-const PORT: u16 = 8080;
+const PORT: u16 = cc::SERVER_PORT;
 const PASSWORD: &[u8] = b"mesh";
 /// Longer than any run: the mesh resends until answered (liveness bounds it).
 const GIVE_UP: Duration = Duration::from_secs(10_000);
@@ -85,22 +84,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     let mut sim = ctx.builder(Duration::from_secs(900)).build();
     let server: Arc<Mutex<Option<Arc<ServerHandle>>>> = Arc::default();
-    let world = ctx.world.clone();
-    let (slot, server_seed) = (server.clone(), seeds[CLIENTS]);
-    sim.host("server", move || {
-        let net = world.net("server");
-        let guard = world.crash_guard("server");
-        let trace = world.trace.clone();
-        let slot = slot.clone();
-        async move {
-            let _guard = guard;
-            let cfg = cc::serve_config(PASSWORD, "10.77.0.0/24", server_seed)?;
-            let h = server_handle(&cfg, trace)?;
-            let lsn = net.listen_tcp(any(PORT)).await?;
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.clone());
-            serve_with(lsn, h).await?;
-            Ok(())
-        }
+    let cfg =
+        cc::serve_config(PASSWORD, "10.77.0.0/24", seeds[CLIENTS]).map_err(anyhow::Error::msg)?;
+    let slot = server.clone();
+    cc::host_server(&mut sim, &ctx.world, cfg, move |h| {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(h)
     });
 
     let (addrs, _keep) = watch::channel(BTreeMap::new());

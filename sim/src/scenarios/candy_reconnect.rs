@@ -27,14 +27,13 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, watch};
 use tunnelbed_candy::client::random_vmac;
 use tunnelbed_candy::connect::Status;
-use tunnelbed_candy::serve::{serve_with, server_handle, ServerHandle};
+use tunnelbed_candy::serve::ServerHandle;
 use tunnelbed_candy::server::ServerStats;
-use tunnelbed_netio::{Ipv4Cidr, Net};
+use tunnelbed_netio::Ipv4Cidr;
 
 use crate::fault::{FaultAction, FaultPlan};
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::candy_common::{self as cc, Exchange};
-use crate::simnet::any;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -46,7 +45,7 @@ pub const SCENARIO: Scenario = Scenario {
 };
 
 const CLIENTS: usize = 3;
-const PORT: u16 = 8080;
+const PORT: u16 = cc::SERVER_PORT;
 const PASSWORD: &[u8] = b"reconnect";
 const PARTITION_AT: Duration = Duration::from_secs(6);
 const HEAL_AT: Duration = Duration::from_secs(26);
@@ -126,24 +125,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut sim = ctx.builder(Duration::from_secs(900)).build();
     // Every server instance in start order (a restart adds one).
     let servers: Arc<Mutex<Vec<Arc<ServerHandle>>>> = Arc::default();
-    let world = ctx.world.clone();
-    let (slot, server_seed) = (servers.clone(), seeds[CLIENTS]);
-    sim.host("server", move || {
-        let net = world.net("server");
-        let guard = world.crash_guard("server");
-        let trace = world.trace.clone();
-        let slot = slot.clone();
-        async move {
-            let _guard = guard;
-            let cfg = cc::serve_config(PASSWORD, "10.78.0.0/24", server_seed)?;
-            let h = server_handle(&cfg, trace)?;
-            let lsn = net.listen_tcp(any(PORT)).await?;
-            slot.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(h.clone());
-            serve_with(lsn, h).await?;
-            Ok(())
-        }
+    let cfg =
+        cc::serve_config(PASSWORD, "10.78.0.0/24", seeds[CLIENTS]).map_err(anyhow::Error::msg)?;
+    let slot = servers.clone();
+    cc::host_server(&mut sim, &ctx.world, cfg, move |h| {
+        slot.lock().unwrap_or_else(|e| e.into_inner()).push(h)
     });
 
     let logs: Logs = Arc::new(Mutex::new((0..CLIENTS).map(|_| Log::default()).collect()));
