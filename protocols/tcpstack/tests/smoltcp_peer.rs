@@ -1,11 +1,10 @@
 //! smoltcp, a TCP we did not write, as the active client of our stack over the seeded
 //! lossy link in virtual time: it uploads while it downloads, both sides half-close,
-//! integrity by SHA-256, and our table is empty at the end. smoltcp runs sans-IO over a
-//! `phy::Device` made of two `VecDeque`s.
+//! integrity by SHA-256, and our table is empty at the end. smoltcp runs sans-IO over
+//! netio's queue device.
 
 mod common;
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -14,58 +13,12 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use tunnelbed_netio::iplink::smol::QueueDevice;
 use tunnelbed_netio::Trace;
 use tunnelbed_tcpstack::{Stack, StackConfig, StackError};
-
-/// smoltcp's side of the link: packets in, packets out.
-#[derive(Default)]
-struct QueueDevice {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
-        self.0.push_back(b);
-        r
-    }
-}
-
-impl Device for QueueDevice {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _t: SInstant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _t: SInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = 1500;
-        c
-    }
-}
 
 fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -94,7 +47,7 @@ fn run(seed: u64, faults: Faults, down: usize, up: usize) -> Outcome {
         Trace::disabled(),
     );
     let lid = ours.listen(Duration::ZERO, srv, 4).unwrap();
-    let mut dev = QueueDevice::default();
+    let mut dev = QueueDevice::new(1500);
     let mut cfg = Config::new(HardwareAddress::Ip);
     cfg.random_seed = seed;
     let mut iface = Interface::new(cfg, &mut dev, SInstant::ZERO);

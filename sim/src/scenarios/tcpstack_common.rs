@@ -2,16 +2,15 @@
 //! client over a simulated IP link, and the server host that runs `tunnelbed tcpstack
 //! serve`'s library role (our stack over the same kind of link).
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use tunnelbed_netio::iplink::smol::QueueDevice;
 use tunnelbed_netio::{IpLink, IpLinkConfig, IpLinkError, Ipv4Cidr, Trace};
 use tunnelbed_tcpstack::serve::{start, ServeConfig, Service};
 use tunnelbed_tcpstack::socket::TcpStack;
@@ -24,60 +23,10 @@ use crate::simnet::SimWorld;
 /// not read the random payloads as HTTP).
 pub const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 8, 1, 1), 7);
 
-/// The simulator's clock.
-pub fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
+pub use super::fixture::now;
 
 fn ts(d: Duration) -> SInstant {
     SInstant::from_micros(d.as_micros() as i64)
-}
-
-/// smoltcp's device: packets queued in and out (the client task moves them over the link).
-#[derive(Default)]
-struct QueueDevice {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-    mtu: usize,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
-        self.0.push_back(b);
-        r
-    }
-}
-
-impl Device for QueueDevice {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _t: SInstant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _t: SInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = self.mtu;
-        c
-    }
 }
 
 /// smoltcp's interface on a simulated IP link: sockets, and the pump that moves packets.

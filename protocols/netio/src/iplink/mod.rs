@@ -14,6 +14,8 @@ pub mod checksum;
 pub mod echo;
 #[cfg(feature = "runtime")]
 pub mod mem;
+#[cfg(feature = "smoltcp")]
+pub mod smol;
 
 use std::fmt;
 use std::future::Future;
