@@ -17,6 +17,7 @@ use tunnelbed_netio::iplink::{
     check_ipv4, check_recv_buf, check_send, ipv4_addrs, IpLink, IpLinkConfig, IpLinkError, Ipv4Cidr,
 };
 
+use crate::clock::now;
 use crate::link::LinkModel;
 
 /// Counters of what the IP links of a run did beyond the link model's own counters.
@@ -82,10 +83,6 @@ impl IpRoutes {
     pub fn stats(&self) -> IpRouteStats {
         self.lock().stats
     }
-}
-
-fn now() -> std::time::Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 /// A simulated host's IP link (see the module notes).

@@ -2,6 +2,7 @@
 //! [`LinkModel`](link::LinkModel), fault plans, scenarios with invariants, sweeps, and
 //! the reports `tunnelbed sim` writes.
 
+pub mod clock;
 pub mod fault;
 pub mod flatjson;
 pub mod html;

@@ -26,6 +26,7 @@ use tunnelbed_netio::{
 
 use tunnelbed_netio::iplink::{IpLinkConfig, IpLinkError, IpNet};
 
+use crate::clock::now;
 use crate::iplink::{IpRoutes, SimIpLink};
 use crate::link::LinkModel;
 use crate::realtcp::resets::ResetLog;
@@ -363,10 +364,6 @@ pub type HostNet = CaptureNet<SimNet>;
 pub struct SimNet {
     pub(crate) host: Arc<str>,
     pub(crate) world: SimWorld,
-}
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 fn host_ip(host: &str) -> IpAddr {

@@ -4,10 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-/// The simulated time since the run started (zero outside a simulation).
-pub fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
+pub use crate::clock::now;
 
 /// How often [`settle`] looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(100);

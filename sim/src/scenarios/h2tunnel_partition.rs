@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnelbed_h2tunnel::Opener;
 use tunnelbed_netio::Net;
 
+use crate::clock::now;
 use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::payload;
 use crate::scenario::{Ctx, Scenario};
@@ -35,10 +36,6 @@ const HEAL_AT: Duration = Duration::from_secs(80);
 /// KCP sessions with no datagram for this long end (so do their tunnels).
 const IDLE: Duration = Duration::from_secs(30);
 const IN_FLIGHT: usize = 6;
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
 
 /// Sends `body` on a new stream and returns what came back before the end.
 async fn echo(opener: &Opener, body: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -11,6 +11,7 @@ use rand::Rng;
 use tunnelbed_netio::iplink::echo::{self, parse_icmp_echo, parse_ipv4, parse_udp, Answer};
 use tunnelbed_netio::{IpLink, IpLinkConfig, IpNet, Ipv4Cidr};
 
+use crate::clock::now;
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
 
@@ -28,10 +29,6 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 2);
 const UDP_PORT: u16 = 7;
 const CLIENT_PORT: u16 = 40_000;
 const ICMP_IDENT: u16 = 0x1b1b;
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
 
 fn link_cfg(addr: Ipv4Addr) -> IpLinkConfig {
     IpLinkConfig::new("ip0", Ipv4Cidr::new(addr, 32))

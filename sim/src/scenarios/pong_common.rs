@@ -27,6 +27,7 @@ use tunnelbed_pong::remote::RemoteConfig;
 use tunnelbed_socks5::handshake;
 use tunnelbed_socks5::{Addr, UdpHeader};
 
+use crate::clock::now;
 use crate::ledger::FlowLedger;
 use crate::scenarios::fixture::settle;
 use crate::simnet::{any, SimWorld};
@@ -45,10 +46,6 @@ pub const ECHO_PORT: u16 = 8001;
 pub const CLOSED_PORT: u16 = 8002;
 /// A name the simulation does not know (dials fail with "host unreachable").
 pub const UNKNOWN_HOST: &str = "nowhere.invalid";
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
 
 pub use crate::ledger::payload;
 

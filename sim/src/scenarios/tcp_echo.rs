@@ -10,6 +10,7 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnelbed_netio::{Net, TcpListen};
 
+use crate::clock::now;
 use crate::fault::{FaultAction, FaultPlan};
 use crate::scenario::{Ctx, Scenario};
 use crate::simnet::any;
@@ -27,10 +28,6 @@ const PORT: u16 = 9000;
 
 /// One connection's data and its writes: (chunk size, pause before it).
 type StreamPlan = (Vec<u8>, Vec<(usize, Duration)>);
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let conns = 16usize;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rand::Rng;
 use tunnelbed_netio::{Net, UdpSock};
 
+use crate::clock::now;
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
 use crate::simnet::any;
@@ -22,10 +23,6 @@ pub const SCENARIO: Scenario = Scenario {
 
 const PORT: u16 = 9000;
 const WORKERS: usize = 8;
-
-fn now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let requests: usize = 200;
