@@ -42,6 +42,7 @@ use tunnelbed_netio::Ipv4Cidr;
 
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::candy_common::{self as cc, Exchange};
+use crate::scenarios::fixture::random_payloads;
 use crate::simnet::HostNet;
 
 /// Registry entry.
@@ -122,14 +123,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let payloads: Vec<Vec<Vec<u8>>> = (0..HONEST)
-        .map(|_| {
-            (0..REQUESTS)
-                .map(|_| {
-                    let n = ctx.rng.gen_range(1..=1200usize);
-                    (0..n).map(|_| ctx.rng.gen()).collect()
-                })
-                .collect()
-        })
+        .map(|_| random_payloads(&mut ctx.rng, REQUESTS, 1200))
         .collect();
     let vmacs: Vec<[u8; 16]> = (0..=HONEST).map(|_| random_vmac(&mut ctx.rng)).collect();
     let seeds: Vec<u64> = (0..=HONEST + 1).map(|_| ctx.rng.gen()).collect();

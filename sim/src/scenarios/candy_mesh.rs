@@ -28,6 +28,7 @@ use crate::fault::{FaultAction, FaultPlan};
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::candy_common::{self as cc, Exchange};
 use crate::scenarios::candy_tcp::{self, StackSlot};
+use crate::scenarios::fixture::{random_bytes, random_payloads};
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -58,14 +59,7 @@ type Addrs = watch::Sender<BTreeMap<usize, Ipv4Addr>>;
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let max_len = 1200usize;
     let payloads: Vec<Vec<Vec<u8>>> = (0..CLIENTS)
-        .map(|_| {
-            (0..REQUESTS)
-                .map(|_| {
-                    let n = ctx.rng.gen_range(1..=max_len);
-                    (0..n).map(|_| ctx.rng.gen()).collect()
-                })
-                .collect()
-        })
+        .map(|_| random_payloads(&mut ctx.rng, REQUESTS, max_len))
         .collect();
     let vmacs: Vec<[u8; 16]> = (0..CLIENTS).map(|_| random_vmac(&mut ctx.rng)).collect();
     let seeds: Vec<u64> = (0..=CLIENTS).map(|_| ctx.rng.gen()).collect();
@@ -73,7 +67,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         .map(|j| {
             let n = ctx.rng.gen_range(1..=TCP_MAX);
             let flow = format!("tcp-c{}-to-c{}-{j}", TCP_CLIENT + 1, TCP_SERVER + 1);
-            (flow, (0..n).map(|_| ctx.rng.gen()).collect())
+            (flow, random_bytes(&mut ctx.rng, n))
         })
         .collect();
     let (isn_seed, smol_seed): (u64, u64) = (ctx.rng.gen(), ctx.rng.gen());

@@ -7,13 +7,13 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use rand::Rng;
 use tunnelbed_netio::iplink::echo::{self, parse_icmp_echo, parse_ipv4, parse_udp, Answer};
 use tunnelbed_netio::{IpLink, IpLinkConfig, IpNet, Ipv4Cidr};
 
 use crate::clock::now;
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::fixture::random_payloads;
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -91,12 +91,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let requests: usize = 200;
     // The whole packet must fit the profile's MTU: 20 (IP) + 8 (UDP or ICMP) + 4 (number).
     let max_len = ctx.params.mtu.saturating_sub(32).clamp(1, 1200);
-    let payloads: Vec<Vec<u8>> = (0..requests)
-        .map(|_| {
-            let n = ctx.rng.gen_range(1..=max_len);
-            (0..n).map(|_| ctx.rng.gen()).collect()
-        })
-        .collect();
+    let payloads = random_payloads(&mut ctx.rng, requests, max_len);
     let timeout = ctx.params.latency * 2 + ctx.params.jitter * 2 + Duration::from_millis(100);
     let sabotage = ctx.sabotaged();
 

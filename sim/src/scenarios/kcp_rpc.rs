@@ -12,6 +12,7 @@ use tunnelbed_netio::Net;
 
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::fixture::random_bytes;
 use crate::scenarios::kcp_common;
 use crate::simnet::any;
 
@@ -50,12 +51,13 @@ fn frame(b: &[u8]) -> Vec<u8> {
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let requests: Vec<Vec<u8>> = (0..300)
         .map(|_| {
-            let n = match ctx.rng.gen_range(0..4) {
+            // Lengths drawn as i32, as they always were: a seed keeps its requests.
+            let n: i32 = match ctx.rng.gen_range(0..4) {
                 0 => ctx.rng.gen_range(1..16),
                 1 | 2 => ctx.rng.gen_range(16..1200),
                 _ => ctx.rng.gen_range(1200..5000),
             };
-            (0..n).map(|_| ctx.rng.gen()).collect()
+            random_bytes(&mut ctx.rng, n as usize)
         })
         .collect();
     let conv: u32 = ctx.rng.gen();

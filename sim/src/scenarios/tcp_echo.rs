@@ -13,6 +13,7 @@ use tunnelbed_netio::{Net, TcpListen};
 use crate::clock::now;
 use crate::fault::{FaultAction, FaultPlan};
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::fixture::random_bytes;
 use crate::simnet::any;
 
 /// Registry entry.
@@ -34,7 +35,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let plans: Vec<StreamPlan> = (0..conns)
         .map(|_| {
             let n = ctx.rng.gen_range(0..=200_000usize);
-            let data: Vec<u8> = (0..n).map(|_| ctx.rng.gen()).collect();
+            let data = random_bytes(&mut ctx.rng, n);
             // (chunk size, pause before it): paced writes spread each transfer over
             // the fault window so stalls hit streams mid-flight.
             let mut chunks = Vec::new();

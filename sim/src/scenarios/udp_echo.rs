@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use tunnelbed_netio::{Net, UdpSock};
 
 use crate::clock::now;
 use crate::fault::FaultPlan;
 use crate::scenario::{Ctx, Scenario};
+use crate::scenarios::fixture::random_payloads;
 use crate::simnet::any;
 
 /// Registry entry.
@@ -27,12 +27,7 @@ const WORKERS: usize = 8;
 fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let requests: usize = 200;
     let max_len = ctx.params.mtu.saturating_sub(4).clamp(1, 1200);
-    let payloads: Vec<Vec<u8>> = (0..requests)
-        .map(|_| {
-            let n = ctx.rng.gen_range(1..=max_len);
-            (0..n).map(|_| ctx.rng.gen()).collect()
-        })
-        .collect();
+    let payloads = random_payloads(&mut ctx.rng, requests, max_len);
     // Generous per-attempt timeout: two base latencies, the jitter, and queueing slack.
     let timeout = ctx.params.latency * 2 + ctx.params.jitter * 2 + Duration::from_millis(100);
     let sabotage = ctx.sabotaged();
