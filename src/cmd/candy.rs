@@ -276,8 +276,8 @@ async fn client_role(cfg: ConnectConfig) -> anyhow::Result<ExitCode> {
 pub struct CheckCandyArgs {
     /// The server under test: ws://HOST:PORT or wss://HOST:PORT (with --tls-ca or
     /// --insecure).
-    #[arg(long, value_name = "URL")]
-    pub server: String,
+    #[arg(long, value_name = "URL", required_unless_present = "list")]
+    pub server: Option<String>,
     /// For wss://: trust the certificate(s) in this PEM file (the server's own or its CA).
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -290,53 +290,44 @@ pub struct CheckCandyArgs {
     /// Where the checker's static addresses come from (it counts down from the top).
     #[arg(long, value_name = "CIDR", default_value = "10.77.0.0/24")]
     pub net: Ipv4Cidr,
-    /// Run only these cases (exact ids or prefixes such as CANDY-DHCP); repeatable.
-    #[arg(long = "case", value_name = "ID")]
-    pub cases: Vec<String>,
     /// Seconds each wait may take.
     #[arg(long, default_value_t = 3.0)]
     pub wait: f64,
     /// SHOULD cases count: a failure FAILs instead of WARNs.
     #[arg(long)]
     pub strict: bool,
-    /// Write JUnit XML here.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<std::path::PathBuf>,
     /// Write the results as a Markdown table here (for `reports/`).
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<std::path::PathBuf>,
-    /// Print the cases and exit.
-    #[arg(long)]
-    pub list: bool,
+    /// Which cases, and where the results go.
+    #[command(flatten)]
+    pub run: super::check::CaseArgs,
 }
 
 /// Runs `check candy`.
 pub(super) fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
     use tunnelbed_conformance::candy_check::{self, cases, CheckConfig};
-    if a.list {
-        for c in cases::all() {
-            println!(
-                "{:28}  {:6}  {:9}  {}",
-                c.id,
-                c.level.name(),
-                c.source,
-                c.clause
-            );
-        }
-        return Ok(ExitCode::from(EXIT_OK));
+    if a.run.list {
+        return Ok(super::check_vless::list(&cases::all()));
     }
-    let url = match WsUrl::parse(&a.server) {
+    let Some(server) = &a.server else {
+        return usage("--server is required".into());
+    };
+    let url = match WsUrl::parse(server) {
         Ok(u) => u,
         Err(e) => return usage(format!("--server {e}")),
     };
-    let chosen = match candy_check::Checker::select(&a.cases) {
+    let chosen = match candy_check::Checker::select(&a.run.cases) {
         Ok(c) => c,
         Err(e) => return usage(format!("--case: {e}")),
     };
-    let wait = match Duration::try_from_secs_f64(a.wait) {
-        Ok(w) if !w.is_zero() && w <= Duration::from_secs(600) => w,
-        _ => return usage(format!("--wait {}: expected seconds in (0, 600]", a.wait)),
+    let wait = match super::check_vless::wait_secs(a.wait) {
+        Ok(w) => w,
+        Err(e) => return usage(e),
     };
+    if let Err(e) = a.run.check_width() {
+        return usage(e);
+    }
     let tls = match (url.tls, &a.tls_ca, a.insecure) {
         (true, Some(ca), _) => Some(Arc::new(
             ClientTls::trusting_pem_file(ca)
@@ -361,22 +352,10 @@ pub(super) fn check(a: CheckCandyArgs) -> anyhow::Result<ExitCode> {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));
-    print!("{}", report.table(60));
-    if let Some(p) = &a.junit {
-        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        std::fs::write(p, candy_check::to_junit(&report))
-            .with_context(|| format!("writing {}", p.display()))?;
-        eprintln!("check candy: JUnit XML written to {}", p.display());
-    }
+    let code = super::check::finish(&report, "candy", &a.run)?;
     if let Some(p) = &a.markdown {
         let md = tunnelbed_conformance::framework::markdown_table(&report.cases, "Candy");
         std::fs::write(p, md).with_context(|| format!("writing {}", p.display()))?;
     }
-    Ok(ExitCode::from(if report.passed() {
-        EXIT_OK
-    } else {
-        super::EXIT_FAILURE
-    }))
+    Ok(code)
 }

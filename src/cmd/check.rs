@@ -67,24 +67,18 @@ pub struct CheckPongArgs {
     /// The remote under test: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT[/PATH],
     /// wss://HOST:PORT[/PATH], h2c://HOST:PORT[/PATH], h2://HOST:PORT[/PATH],
     /// http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH].
-    #[arg(long, value_name = "URL")]
-    pub remote: String,
+    #[arg(long, value_name = "URL", required_unless_present = "list")]
+    pub remote: Option<String>,
     /// A client id the remote allows, as a UUID (8-4-4-4-12 hex digits).
-    #[arg(long = "client-id", value_name = "UUID")]
-    pub client_id: String,
-    /// Also write the results as JUnit XML (one testcase per case) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
+    #[arg(
+        long = "client-id",
+        value_name = "UUID",
+        required_unless_present = "list"
+    )]
+    pub client_id: Option<String>,
     /// SHOULD cases count: a SHOULD violation is a FAIL instead of a WARN.
     #[arg(long)]
     pub strict: bool,
-    /// Run only these cases: an id, or a prefix ending before a dash (PONG-RST runs
-    /// every PONG-RST-* case). Repeat or separate with commas. Default: every case.
-    #[arg(long = "case", value_name = "ID", value_delimiter = ',')]
-    pub cases: Vec<String>,
-    /// List the cases (id, level, source, clause) and exit.
-    #[arg(long)]
-    pub list: bool,
     /// How long any single wait for the remote may take, in seconds; a silent remote
     /// fails each case after a few of these.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
@@ -98,9 +92,39 @@ pub struct CheckPongArgs {
     /// Accept any certificate from the remote.
     #[arg(long)]
     pub insecure: bool,
-    /// Width of the clause column in the table.
+    /// Which cases, and where the results go.
+    #[command(flatten)]
+    pub run: CaseArgs,
+}
+
+/// What every `check` subcommand takes the same way: which cases run, the case list,
+/// JUnit XML and the table's width (one definition, so the checkers cannot drift).
+#[derive(Args, Debug)]
+pub struct CaseArgs {
+    /// Run only these cases: an id, or a prefix ending before a dash (PONG-RST runs every
+    /// PONG-RST-* case; VLESS-UDP, CANDY-AUTH, TCP-RST the same). Repeat or separate with
+    /// commas. Default: every case.
+    #[arg(long = "case", value_name = "ID", value_delimiter = ',')]
+    pub cases: Vec<String>,
+    /// List the cases (id, level, source, clause) and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Also write the results as JUnit XML (one testcase per case) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Width of the clause column in the table (at least 10).
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub clause_width: usize,
+}
+
+impl CaseArgs {
+    /// The usage error for a clause column too narrow to read.
+    pub(super) fn check_width(&self) -> Result<(), String> {
+        if self.clause_width < 10 {
+            return Err("--clause-width must be at least 10".into());
+        }
+        Ok(())
+    }
 }
 
 /// `check pong-go-mock` arguments.
@@ -143,18 +167,21 @@ fn list_cases() -> ExitCode {
 }
 
 fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
-    if a.list {
+    if a.run.list {
         return Ok(list_cases());
     }
-    let remote: CarrierUrl = match a.remote.parse() {
+    let (Some(remote), Some(client_id)) = (&a.remote, &a.client_id) else {
+        return usage("--remote and --client-id are required");
+    };
+    let remote: CarrierUrl = match remote.parse() {
         Ok(u) => u,
         Err(e) => return usage(format!("--remote {e}")),
     };
-    let client_id = match pong_check::parse_uuid(&a.client_id) {
+    let client_id = match pong_check::parse_uuid(client_id) {
         Ok(id) => id,
         Err(e) => return usage(format!("--client-id {e}")),
     };
-    let chosen = match pong_check::Checker::select(&a.cases) {
+    let chosen = match pong_check::Checker::select(&a.run.cases) {
         Ok(c) => c,
         Err(e) => return usage(format!("--case: {e}")),
     };
@@ -162,8 +189,8 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
         Ok(w) if !w.is_zero() && w <= Duration::from_secs(600) => w,
         _ => return usage(format!("--wait {}: expected seconds in (0, 600]", a.wait)),
     };
-    if a.clause_width < 10 {
-        return usage("--clause-width must be at least 10");
+    if let Err(e) = a.run.check_width() {
+        return usage(e);
     }
     if remote.kind.uses_tls() && a.ca.is_none() && !a.insecure {
         return usage(format!(
@@ -188,7 +215,7 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));
-    finish(&report, "pong", a.clause_width, a.junit.as_deref())
+    finish(&report, "pong", &a.run)
 }
 
 /// Prints a checker's table, writes its JUnit XML when asked, and maps the verdict to
@@ -196,11 +223,10 @@ fn check_pong(a: CheckPongArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn finish(
     report: &framework::Report,
     checker: &str,
-    clause_width: usize,
-    junit: Option<&std::path::Path>,
+    run: &CaseArgs,
 ) -> anyhow::Result<ExitCode> {
-    print!("{}", report.table(clause_width));
-    if let Some(p) = junit {
+    print!("{}", report.table(run.clause_width));
+    if let Some(p) = &run.junit {
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }

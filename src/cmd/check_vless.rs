@@ -15,7 +15,7 @@ use tunnelbed_conformance::vless_check::{self, cases, CheckConfig};
 use tunnelbed_pong::wire::parse_uuid;
 use tunnelbed_vless::wire::Version;
 
-use super::check::finish;
+use super::check::{finish, CaseArgs};
 use super::{runtime, usage, EXIT_OK};
 
 /// `check vless` arguments.
@@ -32,19 +32,9 @@ pub struct CheckVlessArgs {
     /// CRUMFURS); v1 cases are N/A with 0.
     #[arg(long, value_name = "0|1", default_value_t = 0)]
     pub version: u8,
-    /// Also write the results as JUnit XML (one testcase per case) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
     /// SHOULD cases count: a SHOULD violation is a FAIL instead of a WARN.
     #[arg(long)]
     pub strict: bool,
-    /// Run only these cases: an id, or a prefix ending before a dash (VLESS-UDP runs
-    /// every VLESS-UDP-* case). Repeat or separate with commas. Default: every case.
-    #[arg(long = "case", value_name = "ID", value_delimiter = ',')]
-    pub cases: Vec<String>,
-    /// List the cases (id, level, source, clause) and exit.
-    #[arg(long)]
-    pub list: bool,
     /// How long any single wait for the server may take, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub wait: f64,
@@ -57,9 +47,9 @@ pub struct CheckVlessArgs {
     /// Accept any certificate from the server.
     #[arg(long)]
     pub insecure: bool,
-    /// Width of the clause column in the table.
-    #[arg(long, value_name = "N", default_value_t = 60)]
-    pub clause_width: usize,
+    /// Which cases, and where the results go.
+    #[command(flatten)]
+    pub run: CaseArgs,
 }
 
 /// Prints a case list: id, level, source, clause.
@@ -86,7 +76,7 @@ pub(super) fn wait_secs(w: f64) -> Result<Duration, String> {
 
 /// Runs `check vless`.
 pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
-    if a.list {
+    if a.run.list {
         return Ok(list(&cases::all()));
     }
     let (Some(server), Some(uuid)) = (a.server, a.uuid) else {
@@ -103,7 +93,7 @@ pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
     let Some(version) = Version::from_byte(a.version) else {
         return usage(format!("--version {}: expected 0 or 1", a.version));
     };
-    let chosen = match vless_check::Checker::select(&a.cases) {
+    let chosen = match vless_check::Checker::select(&a.run.cases) {
         Ok(c) => c,
         Err(e) => return usage(format!("--case: {e}")),
     };
@@ -111,8 +101,8 @@ pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
         Ok(w) => w,
         Err(e) => return usage(e),
     };
-    if a.clause_width < 10 {
-        return usage("--clause-width must be at least 10");
+    if let Err(e) = a.run.check_width() {
+        return usage(e);
     }
     let tls_carrier = matches!(server.kind, CarrierKind::Tls | CarrierKind::Wss);
     if tls_carrier && a.ca.is_none() && !a.insecure {
@@ -138,7 +128,7 @@ pub(super) fn check_vless(a: CheckVlessArgs) -> anyhow::Result<ExitCode> {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));
-    finish(&report, "vless", a.clause_width, a.junit.as_deref())
+    finish(&report, "vless", &a.run)
 }
 
 /// `check fullcone` arguments.
@@ -164,30 +154,21 @@ pub struct CheckFullconeArgs {
     /// runs only when given.
     #[arg(long, value_name = "SECS")]
     pub idle: Option<f64>,
-    /// Also write the results as JUnit XML to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Run only these cases (an id or a prefix ending before a dash).
-    #[arg(long = "case", value_name = "ID", value_delimiter = ',')]
-    pub cases: Vec<String>,
-    /// List the cases and exit.
-    #[arg(long)]
-    pub list: bool,
     /// How long any single exchange may take, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub wait: f64,
-    /// Width of the clause column in the table.
-    #[arg(long, value_name = "N", default_value_t = 60)]
-    pub clause_width: usize,
+    /// Which cases, and where the results go.
+    #[command(flatten)]
+    pub run: CaseArgs,
 }
 
 /// Runs `check fullcone`.
 pub(super) fn check_fullcone(a: CheckFullconeArgs) -> anyhow::Result<ExitCode> {
     use tunnelbed_conformance::fullcone_check::{self, app::bindable, Setup, Timers};
-    if a.list {
+    if a.run.list {
         return Ok(list(&fullcone_check::cases::all()));
     }
-    let chosen = match fullcone_check::select(&a.cases) {
+    let chosen = match fullcone_check::select(&a.run.cases) {
         Ok(c) => c,
         Err(e) => return usage(format!("--case: {e}")),
     };
@@ -220,8 +201,8 @@ pub(super) fn check_fullcone(a: CheckFullconeArgs) -> anyhow::Result<ExitCode> {
     if let Some(ip) = a.peer_ips.iter().find(|ip| !bindable(**ip)) {
         return usage(format!("--peer-ip {ip}: cannot bind a UDP socket there"));
     }
-    if a.clause_width < 10 {
-        return usage("--clause-width must be at least 10");
+    if let Err(e) = a.run.check_width() {
+        return usage(e);
     }
     let Some(socks) = a.socks else {
         return usage("--socks is required");
@@ -242,7 +223,7 @@ pub(super) fn check_fullcone(a: CheckFullconeArgs) -> anyhow::Result<ExitCode> {
         done += 1;
         eprintln!("[{done}/{total}] {} {}", c.id, c.status.name());
     }));
-    let code = finish(&r.report, "fullcone", a.clause_width, a.junit.as_deref());
+    let code = finish(&r.report, "fullcone", &a.run);
     match &r.behaviour {
         Some(b) => println!("NAT behaviour: {b}"),
         None => println!(

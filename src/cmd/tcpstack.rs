@@ -158,26 +158,16 @@ pub struct CheckTcpstackArgs {
     /// network namespace made for the run (needs root and /dev/net/tun).
     #[arg(long)]
     pub kernel: bool,
-    /// Write JUnit XML for our stack to FILE (with --kernel, the kernel's run goes to
-    /// FILE with `-kernel` before the extension).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
     /// Write the side-by-side Markdown table (ours and the kernel's) to FILE.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
     /// SHOULD cases count: a SHOULD violation is a FAIL instead of a WARN.
     #[arg(long)]
     pub strict: bool,
-    /// Run only these cases: an id, or a prefix ending before a dash (TCP-RST runs every
-    /// TCP-RST-* case). Repeat or separate with commas. Default: every case.
-    #[arg(long = "case", value_name = "ID", value_delimiter = ',')]
-    pub cases: Vec<String>,
-    /// List the cases (id, level, source, clause, the kernel's expected behaviour) and exit.
-    #[arg(long)]
-    pub list: bool,
-    /// Width of the clause column in the table.
-    #[arg(long, value_name = "N", default_value_t = 60)]
-    pub clause_width: usize,
+    /// Which cases, and where the results go (with --kernel, the kernel's JUnit XML goes
+    /// to the --junit FILE with `-kernel` before the extension).
+    #[command(flatten)]
+    pub run: super::check::CaseArgs,
 }
 
 fn write_file(p: &Path, text: &str) -> anyhow::Result<()> {
@@ -189,7 +179,7 @@ fn write_file(p: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Runs `check tcpstack`.
 pub(super) fn check(a: CheckTcpstackArgs) -> anyhow::Result<ExitCode> {
-    if a.list {
+    if a.run.list {
         for c in tcheck::cases::all() {
             let k = match c.body.kernel {
                 tcheck::cases::Kernel::Holds => "kernel holds".to_string(),
@@ -205,15 +195,15 @@ pub(super) fn check(a: CheckTcpstackArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(EXIT_OK));
     }
-    let cases = match tcheck::select(&a.cases) {
+    let cases = match tcheck::select(&a.run.cases) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: --case: {e}");
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    if a.clause_width < 10 {
-        eprintln!("error: --clause-width must be at least 10");
+    if let Err(e) = a.run.check_width() {
+        eprintln!("error: {e}");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let cfg = tcheck::CheckConfig {
@@ -227,12 +217,12 @@ pub(super) fn check(a: CheckTcpstackArgs) -> anyhow::Result<ExitCode> {
     })
     .map_err(|e| anyhow::anyhow!(e))?;
     println!("our stack:");
-    print!("{}", run.ours.table(a.clause_width));
+    print!("{}", run.ours.table(a.run.clause_width));
     if let Some(k) = &run.kernel {
         println!("\nthe kernel:");
-        print!("{}", k.table(a.clause_width));
+        print!("{}", k.table(a.run.clause_width));
     }
-    if let Some(p) = &a.junit {
+    if let Some(p) = &a.run.junit {
         write_file(p, &tcheck::to_junit(&run.ours))?;
         if let Some(k) = &run.kernel {
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("junit");
