@@ -5,9 +5,10 @@
 //! Tasks, so that nothing can deadlock on a full buffer:
 //! - the tunnel task owns the machine: it reads the carrier, runs timers, takes
 //!   application commands, and moves received bytes towards the streams;
-//! - a carrier writer task writes what the machine emits, so the tunnel task keeps
-//!   reading while the carrier is slow to take bytes (two tunnel ends writing bulk at
-//!   each other would otherwise wait on each other forever);
+//! - a carrier writer task ([`tunnelbed_netio::mux::carrier_writer`], shared with pong)
+//!   writes what the machine emits, gathering what is queued into one (vectored) write,
+//!   so the tunnel task keeps reading while the carrier is slow to take bytes (two tunnel
+//!   ends writing bulk at each other would otherwise wait on each other forever);
 //! - per stream, a pump from the application (reads its writes, sends them as
 //!   commands, then FIN at its end of input) and a pump to the application.
 //!
@@ -24,11 +25,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tunnelbed_netio::mux::{carrier_writer, read_some, sleep_until};
 use tunnelbed_netio::Trace;
 
 use crate::stream::ResetCause;
@@ -261,7 +263,7 @@ where
     let origin = Instant::now();
     let now = || origin.elapsed();
     let wake = Arc::new(Notify::new());
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(8);
+    let (out_tx, out_rx) = mpsc::channel::<Vec<Bytes>>(8);
     let writer = tokio::spawn(carrier_writer(wr, out_rx, wake.clone()));
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Cmd>(64);
     // One message per stream at most, so unbounded is bounded by the stream limit.
@@ -277,7 +279,7 @@ where
     let mut end: Option<TunnelEnd> = None;
     let mut carrier_eof = false;
     let mut openers_gone = false;
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = BytesMut::new();
     m.start(now());
     loop {
         // Emit, then route events, then feed streams.
@@ -286,10 +288,10 @@ where
                 unsent = m.poll_transmit();
             }
             let Some(b) = unsent.take() else { break };
-            match out_tx.try_send(b) {
+            match out_tx.try_send(vec![b]) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(b)) => {
-                    unsent = Some(b);
+                Err(mpsc::error::TrySendError::Full(mut b)) => {
+                    unsent = b.pop();
                     break;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -351,12 +353,16 @@ where
         let timeout = m.poll_timeout().map(|t| origin + t);
         tokio::select! {
             biased;
-            r = rd.read(&mut buf), if can_read => match r {
+            r = read_some(&mut rd, &mut buf), if can_read => match r {
                 Ok(0) => {
                     carrier_eof = true;
                     end.get_or_insert(TunnelEnd::CarrierLost("carrier closed".into()));
                 }
-                Ok(n) => m.handle_input(now(), &buf[..n]),
+                Ok(_) => {
+                    m.handle_input(now(), &buf);
+                    // The machine copies what it keeps: the allocation is reused.
+                    buf.clear();
+                }
                 Err(e) => {
                     carrier_eof = true;
                     end.get_or_insert(TunnelEnd::CarrierLost(e.to_string()));
@@ -401,27 +407,6 @@ where
     let _ = tokio::time::timeout(cfg.tunnel.close_delay, writer).await;
     state_tx.send_replace(TunnelState::Closed);
     why
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn carrier_writer<W: AsyncWrite>(
-    mut wr: tokio::io::WriteHalf<W>,
-    mut rx: mpsc::Receiver<Bytes>,
-    wake: Arc<Notify>,
-) {
-    while let Some(b) = rx.recv().await {
-        wake.notify_one();
-        if wr.write_all(&b).await.is_err() {
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
 }
 
 /// Resolves once the stream is reset (or its driver side is gone).

@@ -4,8 +4,9 @@
 //!
 //! Protocol cores never touch sockets; their drivers take an `N: Net`, so the same
 //! code runs on real sockets and inside the simulator. The async half (`Net`, its
-//! implementations, the ARQ driver, the in-memory IP link) is the `runtime` feature (on by
-//! default); without it netio builds with no tokio, which is how protocol cores use it.
+//! implementations, the ARQ driver, the stream multiplexers' carrier reader and batching
+//! writer ([`mux`]), the in-memory IP link) is the `runtime` feature (on by default);
+//! without it netio builds with no tokio, which is how protocol cores use it.
 
 #[cfg(feature = "runtime")]
 pub mod arq;
@@ -15,6 +16,8 @@ pub mod captured;
 pub mod corpus;
 pub mod fault;
 pub mod iplink;
+#[cfg(feature = "runtime")]
+pub mod mux;
 #[cfg(feature = "runtime")]
 pub mod net;
 pub mod pcap_read;

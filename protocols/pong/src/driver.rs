@@ -6,7 +6,8 @@
 //! Tasks, so that nothing deadlocks on a full buffer:
 //! - the connection task owns the machine: it reads the carrier, takes application
 //!   commands and moves received bytes towards the streams;
-//! - a carrier writer task writes what the machine emits, so the connection task keeps
+//! - a carrier writer task ([`tunnelbed_netio::mux::carrier_writer`], which gathers what
+//!   is queued into one write) writes what the machine emits, so the connection task keeps
 //!   reading while the carrier is slow (two ends writing bulk at each other would
 //!   otherwise wait on each other forever);
 //! - per connect stream, a pump from the application (its writes become data frames, its
@@ -28,12 +29,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
+use tunnelbed_netio::mux::{carrier_writer, read_some};
 use tunnelbed_netio::Trace;
 
 use crate::session::{
@@ -128,9 +130,6 @@ const WRITE_CHUNK: usize = 32 * 1024;
 
 /// Most application commands the connection task applies before emitting.
 const CMD_BATCH: usize = 16;
-
-/// Most bytes the carrier writer gathers into one write.
-const WRITE_BATCH: usize = 256 * 1024;
 
 /// Watches one stream for a reset (see [`PongStream::reset_watch`]).
 pub struct ResetWatch {
@@ -1199,108 +1198,4 @@ impl Task {
         }
         any
     }
-}
-
-async fn carrier_writer<W: AsyncWrite>(
-    mut wr: tokio::io::WriteHalf<W>,
-    mut rx: mpsc::Receiver<Vec<Bytes>>,
-    wake: Arc<Notify>,
-) {
-    let vectored = wr.is_write_vectored();
-    let mut batch = BytesMut::new();
-    let mut pieces: Vec<Bytes> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        wake.notify_one();
-        let mut len: usize = first.iter().map(Bytes::len).sum();
-        pieces.extend(first);
-        // Several queued items go out in one write (up to WRITE_BATCH bytes): a system
-        // call per item costs more than gathering them.
-        let mut gathered = false;
-        while len < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(more) => {
-                    len += more.iter().map(Bytes::len).sum::<usize>();
-                    pieces.extend(more);
-                    gathered = true;
-                }
-                Err(_) => break,
-            }
-        }
-        if gathered {
-            wake.notify_one();
-        }
-        let r = if vectored || pieces.len() == 1 {
-            // A socket takes the pieces as they are (one writev), nothing copied.
-            write_pieces(&mut wr, &mut pieces).await
-        } else {
-            // One contiguous write (a carrier that frames each write, such as ws, sends
-            // one message); the buffer is kept for the next batch.
-            batch.clear();
-            for p in pieces.drain(..) {
-                batch.extend_from_slice(&p);
-            }
-            wr.write_all(&batch).await
-        };
-        pieces.clear();
-        if r.is_err() {
-            return;
-        }
-        if rx.is_empty() && wr.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
-/// Bytes one carrier read takes at most.
-const READ_BUF: usize = 64 * 1024;
-
-/// One read of at most [`READ_BUF`] bytes into `buf`'s spare room (reusing its allocation
-/// when nothing still holds a slice of it).
-async fn read_some<R: AsyncRead>(
-    rd: &mut tokio::io::ReadHalf<R>,
-    buf: &mut BytesMut,
-) -> io::Result<usize> {
-    buf.reserve(READ_BUF);
-    let mut lim = (&mut *buf).limit(READ_BUF);
-    rd.read_buf(&mut lim).await
-}
-
-/// Most pieces handed to one vectored write.
-const MAX_IOV: usize = 64;
-
-/// Writes every piece in order with vectored writes (a plain write each on a writer
-/// that does not take vectors).
-async fn write_pieces<W: AsyncWrite>(
-    wr: &mut tokio::io::WriteHalf<W>,
-    pieces: &mut [Bytes],
-) -> io::Result<()> {
-    let mut i = 0;
-    while i < pieces.len() {
-        if pieces[i].is_empty() {
-            i += 1;
-            continue;
-        }
-        let n = {
-            let iov: Vec<io::IoSlice<'_>> = pieces[i..]
-                .iter()
-                .take(MAX_IOV)
-                .map(|p| io::IoSlice::new(p))
-                .collect();
-            wr.write_vectored(&iov).await?
-        };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let mut left = n;
-        while left > 0 && i < pieces.len() {
-            let k = pieces[i].len().min(left);
-            pieces[i].advance(k);
-            left -= k;
-            if pieces[i].is_empty() {
-                i += 1;
-            }
-        }
-    }
-    Ok(())
 }
