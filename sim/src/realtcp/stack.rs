@@ -9,17 +9,18 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
 use tokio::sync::Notify;
+use tunnelbed_netio::iplink::smol::QueueDevice;
 use tunnelbed_netio::iplink::IpLink;
 use tunnelbed_netio::CaptureIface;
 
 use super::conns::{ConnId, Conns, Tuple};
 use super::resets::{rst_tuple, ResetLog};
 use super::stall::StallWatch;
+use crate::clock::now;
 use crate::iplink::SimIpLink;
 
 /// Bytes of each connection's receive and send buffers: the largest window a TCP without
@@ -67,56 +68,6 @@ fn smol_duration(d: Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-fn sim_now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
-
-/// The device smoltcp polls: one received packet at a time in, sent packets queued out.
-struct QueueDev {
-    rx: Option<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-    mtu: usize,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0; len];
-        let r = f(&mut b);
-        self.0.push(b);
-        r
-    }
-}
-
-impl Device for QueueDev {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.take()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = self.mtu;
-        c
-    }
-}
-
 /// A listening port: connections in SYN-RECEIVED, and connections ready to accept.
 #[derive(Default)]
 struct Listener {
@@ -132,7 +83,7 @@ pub struct StackInner {
     conns: Conns,
     /// An empty set for packets no connection takes: smoltcp answers them with a reset.
     nobody: SocketSet<'static>,
-    dev: QueueDev,
+    dev: QueueDevice,
     rx: VecDeque<Vec<u8>>,
     listeners: BTreeMap<u16, Listener>,
     /// Streams the application dropped, closing (or resetting) in the background.
@@ -187,14 +138,10 @@ impl HostStack {
         capture: Option<CaptureIface>,
         resets: ResetLog,
     ) -> Arc<HostStack> {
-        let mut dev = QueueDev {
-            rx: None,
-            tx: Vec::new(),
-            mtu,
-        };
+        let mut dev = QueueDevice::new(mtu);
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
-        let mut iface = Interface::new(cfg, &mut dev, smol_now(sim_now()));
+        let mut iface = Interface::new(cfg, &mut dev, smol_now(now()));
         iface.update_ip_addrs(|a| {
             // Every other host is on-link: a medium-IP interface needs no neighbours.
             let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), 0));
@@ -262,7 +209,7 @@ async fn drive(
 ) {
     let _dead = DeadOnDrop(stack.clone());
     loop {
-        let (out, delay) = stack.lock().pump(sim_now());
+        let (out, delay) = stack.lock().pump(now());
         for p in out {
             // A reset goes out RST_COPIES times: smoltcp sends one and forgets the
             // connection, and a lost reset leaves a peer that only reads hanging forever.
@@ -554,7 +501,7 @@ impl StackInner {
                 continue;
             };
             self.watch.note_rx(&p);
-            self.dev.rx = Some(p);
+            self.dev.rx.push_back(p);
             let set = match to.and_then(|id| {
                 self.conns.mark(id);
                 self.conns.set_mut(id)
@@ -563,7 +510,7 @@ impl StackInner {
                 None => &mut self.nobody,
             };
             self.iface.poll_ingress_single(ts, &mut self.dev, set);
-            self.dev.rx = None;
+            self.dev.rx.clear();
         }
         self.watch.end_persist(&mut self.conns);
         // Only connections a packet, the application or a timer touched can have changed:
@@ -610,6 +557,9 @@ impl StackInner {
             .next_due(now)
             .map_or(IDLE, |d| d.saturating_sub(now));
         let delay = stall_check.map_or(delay, |d| delay.min(d));
-        (std::mem::take(&mut self.dev.tx), delay.max(MIN_DELAY))
+        (
+            Vec::from(std::mem::take(&mut self.dev.tx)),
+            delay.max(MIN_DELAY),
+        )
     }
 }
