@@ -242,12 +242,7 @@ pub async fn run_client<N: Net, O: OpenLink>(
             let wait = t.saturating_sub(now());
             tokio::time::Instant::now() + wait
         });
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = tunnelbed_netio::sleep_until(deadline);
         tokio::select! {
             biased;
             msg = async {

@@ -22,6 +22,8 @@ pub mod mux;
 pub mod net;
 pub mod pcap_read;
 #[cfg(feature = "runtime")]
+pub mod timer;
+#[cfg(feature = "runtime")]
 pub mod tokio_net;
 pub mod trace;
 #[cfg(all(target_os = "linux", feature = "runtime"))]
@@ -34,6 +36,8 @@ pub use fault::DataFault;
 pub use iplink::{IpLink, IpLinkConfig, IpLinkError, IpNet, Ipv4Cidr};
 #[cfg(feature = "runtime")]
 pub use net::{Net, TcpConn, TcpListen, UdpSock};
+#[cfg(feature = "runtime")]
+pub use timer::sleep_until;
 #[cfg(feature = "runtime")]
 pub use tokio_net::TokioNet;
 pub use trace::{Trace, Transition};

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
-use tokio::time::Instant;
 
 /// Most bytes the carrier writer gathers into one write: large enough that bulk
 /// transfers pay one system call per quarter megabyte, small enough that a gathered
@@ -116,15 +115,6 @@ pub async fn write_pieces<W: AsyncWrite + Unpin>(
         }
     }
     Ok(())
-}
-
-/// Sleeps until `at` (`tokio::time`, virtual in the simulator); never returns for `None`,
-/// so a `select!` branch on it is simply idle while the machine has no timer.
-pub async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,5 @@
 
 mod carrier;
 
-pub use carrier::{
-    carrier_writer, read_some, sleep_until, write_pieces, MAX_IOV, READ_BUF, WRITE_BATCH,
-};
+pub use crate::timer::sleep_until;
+pub use carrier::{carrier_writer, read_some, write_pieces, MAX_IOV, READ_BUF, WRITE_BATCH};
