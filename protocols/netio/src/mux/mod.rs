@@ -23,5 +23,6 @@
 
 mod carrier;
 
+pub use crate::mux_session::{MuxEvent, MuxRecv, MuxSession};
 pub use crate::timer::sleep_until;
 pub use carrier::{carrier_writer, read_some, write_pieces, MAX_IOV, READ_BUF, WRITE_BATCH};
