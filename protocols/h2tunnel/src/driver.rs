@@ -27,12 +27,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tunnelbed_netio::mux::{carrier_writer, read_some, sleep_until};
+use tunnelbed_netio::mux::{sleep_until, CarrierPump};
 use tunnelbed_netio::Trace;
 
 use crate::stream::ResetCause;
@@ -258,12 +258,10 @@ async fn run<C>(
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(carrier);
     let origin = Instant::now();
     let now = || origin.elapsed();
     let wake = Arc::new(Notify::new());
-    let (out_tx, out_rx) = mpsc::channel::<Vec<Bytes>>(8);
-    let writer = tokio::spawn(carrier_writer(wr, out_rx, wake.clone()));
+    let mut pump = CarrierPump::start(carrier, wake.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Cmd>(64);
     // One message per stream at most, so unbounded is bounded by the stream limit.
     let (reset_tx, mut reset_rx) = mpsc::unbounded_channel::<u32>();
@@ -274,36 +272,15 @@ where
     };
     let mut streams: BTreeMap<u32, DrvStream> = BTreeMap::new();
     let mut waiting_opens: Vec<OpenReply> = Vec::new();
-    let mut unsent: Option<Vec<Bytes>> = None;
-    // Carrier bytes read but not yet taken by the machine (it holds its input).
-    let mut pending = BytesMut::new();
     let mut end: Option<TunnelEnd> = None;
     let mut carrier_eof = false;
     let mut openers_gone = false;
-    let mut buf = BytesMut::new();
     m.start(now());
     loop {
         // Feed held input, emit, then route events, then feed streams.
-        if !pending.is_empty() || m.input_blocked().is_some() {
-            let n = m.handle_input(now(), &pending);
-            pending.advance(n);
-        }
-        loop {
-            if unsent.is_none() {
-                unsent = transmit(&mut m);
-            }
-            let Some(b) = unsent.take() else { break };
-            match out_tx.try_send(b) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(b)) => {
-                    unsent = Some(b);
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    end.get_or_insert(TunnelEnd::CarrierLost("carrier write failed".into()));
-                    break;
-                }
-            }
+        pump.feed_held(&mut m, now());
+        if pump.emit(&mut m).is_err() {
+            end.get_or_insert(TunnelEnd::CarrierLost("carrier write failed".into()));
         }
         while let Some(ev) = m.poll_event() {
             match ev {
@@ -340,7 +317,7 @@ where
             *s = m.state();
             changed
         });
-        if m.state() == TunnelState::Closed && unsent.is_none() {
+        if m.state() == TunnelState::Closed && !pump.has_unsent() {
             break;
         }
         if carrier_eof && m.state() != TunnelState::Failed {
@@ -351,27 +328,20 @@ where
                 break;
             }
         }
-        let can_read = !carrier_eof && pending.is_empty() && m.input_blocked().is_none();
-        let can_cmd = unsent.is_none() && m.pending_output() < cfg.tunnel.max_output / 2;
+        let can_read = !carrier_eof && pump.can_read(&m);
+        let can_cmd = !pump.has_unsent() && m.pending_output() < cfg.tunnel.max_output / 2;
         let can_open = !openers_gone
             && (m.state() == TunnelState::Ready || m.state() == TunnelState::HandshakeSent);
         let timeout = m.poll_timeout().map(|t| origin + t);
         tokio::select! {
             biased;
-            r = read_some(&mut rd, &mut buf), if can_read => match r {
+            r = pump.read(), if can_read => match r {
                 Ok(0) => {
                     carrier_eof = true;
                     end.get_or_insert(TunnelEnd::CarrierLost("carrier closed".into()));
                 }
-                Ok(n) => {
-                    let got = buf.split().freeze();
-                    let used = m.handle_input_bytes(now(), &got);
-                    if used < n {
-                        pending.extend_from_slice(&got[used..n]);
-                    }
-                    // The machine copies what it keeps: the allocation comes back.
-                    drop(got);
-                }
+                // The machine copies what it keeps: the allocation comes back.
+                Ok(n) => pump.take_read(&mut m, now(), n),
                 Err(e) => {
                     carrier_eof = true;
                     end.get_or_insert(TunnelEnd::CarrierLost(e.to_string()));
@@ -412,16 +382,11 @@ where
     for reply in waiting_opens {
         let _ = reply.send(Err(StreamError::NotReady(m.state())));
     }
-    drop(out_tx);
-    let _ = tokio::time::timeout(cfg.tunnel.close_delay, writer).await;
+    // Unlike pong, nothing still queued is offered to the writer at the end (the tunnel
+    // closes after its GOAWAY went out, or the carrier is gone).
+    pump.close(&mut m, false, cfg.tunnel.close_delay).await;
     state_tx.send_replace(TunnelState::Closed);
     why
-}
-
-/// What the machine has queued for the carrier, as one writer item (payloads uncopied).
-fn transmit(m: &mut Tunnel) -> Option<Vec<Bytes>> {
-    let mut v = Vec::new();
-    (m.poll_transmit_chunks(&mut v) > 0).then_some(v)
 }
 
 /// Resolves once the stream is reset (or its driver side is gone).
