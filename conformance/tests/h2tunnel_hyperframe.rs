@@ -258,16 +258,17 @@ fn a_realistic_session_parses_frame_by_frame() {
         }
     };
     pump(&mut c, &mut s, now);
-    let ids: Vec<u32> = (0..3).map(|_| c.open().unwrap()).collect();
+    let ids: Vec<u32> = (0..3).map(|_| c.open(now).unwrap()).collect();
     assert_eq!(ids, [1, 3, 5]);
-    c.send(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    c.send(3, &[b'z'; 5000]).unwrap();
-    c.send(5, &noise(20_000)).unwrap();
+    c.send(now, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.send(now, 3, &[b'z'; 5000]).unwrap();
+    c.send(now, 5, &noise(20_000)).unwrap();
     pump(&mut c, &mut s, now);
-    s.send(1, &b"<html>".repeat(1000)).unwrap();
-    s.finish(1).unwrap();
-    c.finish(1).unwrap();
-    c.reset(3).unwrap();
+    s.send(now, 1, &b"<html>".repeat(1000)).unwrap();
+    s.finish(now, 1).unwrap();
+    c.finish(now, 1).unwrap();
+    c.reset(now, 3).unwrap();
     pump(&mut c, &mut s, now);
     for _ in 0..3 {
         now += Duration::from_secs(10);
@@ -276,11 +277,11 @@ fn a_realistic_session_parses_frame_by_frame() {
         pump(&mut c, &mut s, now);
     }
     let mut got = Vec::new();
-    while let Ok(Recv::Data(b)) = c.recv(1) {
+    while let Ok(Recv::Data(b)) = c.recv(now, 1) {
         got.extend_from_slice(&b);
     }
     assert_eq!(got, b"<html>".repeat(1000));
-    c.shutdown("client done");
+    c.shutdown(now, "client done");
     pump(&mut c, &mut s, now);
 
     let n1 = compare("client -> server", &c2s);

@@ -189,6 +189,11 @@ impl Script {
         }
     }
 
+    /// The script's clock (what the application calls are stamped with).
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
     fn line(&mut self, l: impl AsRef<str>) {
         let _ = writeln!(self.log, "{:>9.3}s {}", self.now.as_secs_f64(), l.as_ref());
     }
@@ -203,7 +208,19 @@ impl Script {
         for l in describe_frames(bytes) {
             self.line(format!("peer -> {}: {l}", self.name));
         }
-        self.t.handle_input(self.now, bytes);
+        self.feed(bytes);
+    }
+
+    /// Feeds one read; logs it when the machine holds input back (none of the cases
+    /// fills the receive buffers that far, so the log would show a surprise).
+    fn feed(&mut self, bytes: &[u8]) {
+        let n = self.t.handle_input(self.now, bytes);
+        if n < bytes.len() {
+            self.line(format!(
+                "machine held input: took {n} of {} bytes",
+                bytes.len()
+            ));
+        }
     }
 
     /// The peer's bytes arrive in reads of `chunk` bytes.
@@ -215,7 +232,7 @@ impl Script {
             ));
         }
         for c in bytes.chunks(chunk) {
-            self.t.handle_input(self.now, c);
+            self.feed(c);
         }
     }
 
@@ -306,7 +323,7 @@ impl Script {
     pub fn read_all(&mut self, sid: u32) -> (Vec<u8>, Result<Recv, StreamError>) {
         let mut got = Vec::new();
         let end = loop {
-            match self.t.recv(sid) {
+            match self.t.recv(self.now, sid) {
                 Ok(Recv::Data(b)) => got.extend_from_slice(&b),
                 other => break other,
             }
@@ -402,7 +419,7 @@ pub(super) fn server(body: impl FnOnce(&mut Script) -> R) -> CaseResult {
 /// A client with stream 1 open and established.
 pub(super) fn client_with_stream(body: impl FnOnce(&mut Script) -> R) -> CaseResult {
     client(|s| {
-        let sid = s.t.open().map_err(|e| e.to_string())?;
+        let sid = s.t.open(s.now()).map_err(|e| e.to_string())?;
         check(sid == 1, format!("first stream is {sid}"))?;
         s.tx(&syn(1))?;
         s.rx(&syn(1));

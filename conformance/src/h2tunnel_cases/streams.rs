@@ -16,7 +16,7 @@ pub(super) fn stream_open() -> CaseResult {
     client(|s| {
         let mut ids = Vec::new();
         for _ in 0..3 {
-            ids.push(s.t.open().map_err(|e| e.to_string())?);
+            ids.push(s.t.open(s.now()).map_err(|e| e.to_string())?);
         }
         check(ids == [1, 3, 5], format!("ids {ids:?}"))?;
         s.tx(&cat(&[&syn(1), &syn(3), &syn(5)]))?;
@@ -28,7 +28,7 @@ pub(super) fn stream_open() -> CaseResult {
 pub(super) fn stream_open_before_ready() -> CaseResult {
     run(Role::Client, TunnelConfig::default(), |s| {
         s.tx(&HS)?;
-        let r = s.t.open();
+        let r = s.t.open(s.now());
         check(
             r == Err(StreamError::NotReady(TunnelState::HandshakeSent)),
             format!("open during the handshake: {r:?}"),
@@ -39,7 +39,7 @@ pub(super) fn stream_open_before_ready() -> CaseResult {
 
 pub(super) fn stream_syn_ack() -> CaseResult {
     client(|s| {
-        s.t.open().map_err(|e| e.to_string())?;
+        s.t.open(s.now()).map_err(|e| e.to_string())?;
         s.tx(&syn(1))?;
         s.note("a SYN-ACK for an id we did not open is ignored");
         s.rx(&syn(7));
@@ -56,8 +56,9 @@ pub(super) fn stream_syn_ack() -> CaseResult {
 
 pub(super) fn stream_syn_data_before_ack() -> CaseResult {
     client(|s| {
-        let sid = s.t.open().map_err(|e| e.to_string())?;
-        s.t.send(sid, b"early").map_err(|e| e.to_string())?;
+        let sid = s.t.open(s.now()).map_err(|e| e.to_string())?;
+        s.t.send(s.now(), sid, b"early")
+            .map_err(|e| e.to_string())?;
         s.tx(&cat(&[&syn(1), &data(1, b"early")]))?;
         s.stream(1, Some(StreamState::SynSent))
     })
@@ -89,7 +90,7 @@ pub(super) fn stream_syn_live_ignored() -> CaseResult {
 
 pub(super) fn stream_server_never_opens() -> CaseResult {
     server(|s| {
-        let r = s.t.open();
+        let r = s.t.open(s.now());
         check(
             r == Err(StreamError::NotClient),
             format!("server open: {r:?}"),
@@ -100,7 +101,7 @@ pub(super) fn stream_server_never_opens() -> CaseResult {
 
 pub(super) fn stream_psh() -> CaseResult {
     client_with_stream(|s| {
-        s.t.send(1, b"ping?").map_err(|e| e.to_string())?;
+        s.t.send(s.now(), 1, b"ping?").map_err(|e| e.to_string())?;
         s.tx(&data(1, b"ping?"))?;
         s.rx(&cat(&[&data(1, b"po"), &data(1, b"ng!")]));
         s.events(&[Event::Readable(1), Event::Readable(1)])?;
@@ -152,7 +153,7 @@ pub(super) fn stream_fin_half_close() -> CaseResult {
         let (got, end) = s.read_all(1);
         check(got == b"req" && end == Ok(Recv::Eof), "no data then EOF")?;
         s.note("we may still send after the peer's FIN");
-        s.t.send(1, b"resp").map_err(|e| e.to_string())?;
+        s.t.send(s.now(), 1, b"resp").map_err(|e| e.to_string())?;
         s.tx(&data(1, b"resp"))
     })
 }
@@ -171,10 +172,10 @@ pub(super) fn stream_psh_fin() -> CaseResult {
 
 pub(super) fn stream_fin_after_own_fin() -> CaseResult {
     client_with_stream(|s| {
-        s.t.finish(1).map_err(|e| e.to_string())?;
+        s.t.finish(s.now(), 1).map_err(|e| e.to_string())?;
         s.tx(&fin(1))?;
         s.stream(1, Some(StreamState::FinSent))?;
-        let w = s.t.send(1, b"x");
+        let w = s.t.send(s.now(), 1, b"x");
         check(
             matches!(w, Err(StreamError::Closed { .. })),
             format!("{w:?}"),
@@ -191,7 +192,7 @@ pub(super) fn stream_shutdown_after_fin_recv() -> CaseResult {
     server_with_stream(|s| {
         s.rx(&fin(1));
         s.stream(1, Some(StreamState::FinRecv))?;
-        s.t.finish(1).map_err(|e| e.to_string())?;
+        s.t.finish(s.now(), 1).map_err(|e| e.to_string())?;
         s.tx(&fin(1))?;
         s.stream(1, Some(StreamState::Dead))
     })
@@ -205,7 +206,7 @@ pub(super) fn stream_rst_no_echo() -> CaseResult {
         s.silent()?;
         s.stream(1, Some(StreamState::Dead))?;
         s.events(&[Event::Readable(1), Event::Reset(1, ResetCause::ByPeer)])?;
-        let w = s.t.send(1, b"x");
+        let w = s.t.send(s.now(), 1, b"x");
         check(
             w == Err(StreamError::Reset {
                 sid: 1,
@@ -237,23 +238,23 @@ pub(super) fn stream_rst_unknown_ignored() -> CaseResult {
 
 pub(super) fn stream_reset_send() -> CaseResult {
     client_with_stream(|s| {
-        s.t.reset(1).map_err(|e| e.to_string())?;
+        s.t.reset(s.now(), 1).map_err(|e| e.to_string())?;
         s.tx(&rst(1))?;
         s.stream(1, Some(StreamState::Dead))?;
         s.note("a second reset sends nothing");
-        s.t.reset(1).map_err(|e| e.to_string())?;
+        s.t.reset(s.now(), 1).map_err(|e| e.to_string())?;
         s.silent()
     })
 }
 
 pub(super) fn stream_close_linger() -> CaseResult {
     client(|s| {
-        s.t.open().map_err(|e| e.to_string())?;
-        s.t.open().map_err(|e| e.to_string())?;
+        s.t.open(s.now()).map_err(|e| e.to_string())?;
+        s.t.open(s.now()).map_err(|e| e.to_string())?;
         s.tx(&cat(&[&syn(1), &syn(3)]))?;
-        s.t.close(1, true).map_err(|e| e.to_string())?;
+        s.t.close(s.now(), 1, true).map_err(|e| e.to_string())?;
         s.tx(&rst(1))?;
-        s.t.close(3, false).map_err(|e| e.to_string())?;
+        s.t.close(s.now(), 3, false).map_err(|e| e.to_string())?;
         s.tx(&fin(3))?;
         s.stream(1, None)?;
         s.stream(3, None)?;
@@ -266,11 +267,11 @@ pub(super) fn stream_close_linger() -> CaseResult {
 
 pub(super) fn stream_no_second_fin() -> CaseResult {
     client_with_stream(|s| {
-        s.t.finish(1).map_err(|e| e.to_string())?;
+        s.t.finish(s.now(), 1).map_err(|e| e.to_string())?;
         s.tx(&fin(1))?;
-        let again = s.t.finish(1);
+        let again = s.t.finish(s.now(), 1);
         check(again.is_err(), "second shutdown accepted")?;
-        s.t.close(1, false).map_err(|e| e.to_string())?;
+        s.t.close(s.now(), 1, false).map_err(|e| e.to_string())?;
         s.note("shutdown then close: one FIN in all");
         s.silent()?;
         s.stream(1, None)
@@ -365,23 +366,23 @@ pub(super) fn flow_end_to_end() -> CaseResult {
             c.state() == TunnelState::Ready && sv.state() == TunnelState::Ready,
             "not ready",
         )?;
-        let sid = c.open().map_err(|e| e.to_string())?;
-        c.send(sid, b"GET / HTTP/1.0\r\n\r\n")
+        let sid = c.open(now).map_err(|e| e.to_string())?;
+        c.send(now, sid, b"GET / HTTP/1.0\r\n\r\n")
             .map_err(|e| e.to_string())?;
-        c.finish(sid).map_err(|e| e.to_string())?;
+        c.finish(now, sid).map_err(|e| e.to_string())?;
         pump(&mut c, &mut sv, &mut log);
         let mut req = Vec::new();
-        while let Ok(Recv::Data(b)) = sv.recv(sid) {
+        while let Ok(Recv::Data(b)) = sv.recv(now, sid) {
             req.extend_from_slice(&b);
         }
         check(req == b"GET / HTTP/1.0\r\n\r\n", "request")?;
-        check(sv.recv(sid) == Ok(Recv::Eof), "no EOF at the server")?;
-        sv.send(sid, &b"hello ".repeat(300))
+        check(sv.recv(now, sid) == Ok(Recv::Eof), "no EOF at the server")?;
+        sv.send(now, sid, &b"hello ".repeat(300))
             .map_err(|e| e.to_string())?;
-        sv.finish(sid).map_err(|e| e.to_string())?;
+        sv.finish(now, sid).map_err(|e| e.to_string())?;
         pump(&mut c, &mut sv, &mut log);
         let mut resp = Vec::new();
-        while let Ok(Recv::Data(b)) = c.recv(sid) {
+        while let Ok(Recv::Data(b)) = c.recv(now, sid) {
             resp.extend_from_slice(&b);
         }
         check(resp == b"hello ".repeat(300), "response")?;
@@ -393,17 +394,17 @@ pub(super) fn flow_end_to_end() -> CaseResult {
             sv.stream_state(sid) == Some(StreamState::Dead),
             "server stream",
         )?;
-        c.close(sid, false).map_err(|e| e.to_string())?;
-        sv.close(sid, false).map_err(|e| e.to_string())?;
-        let s2 = c.open().map_err(|e| e.to_string())?;
+        c.close(now, sid, false).map_err(|e| e.to_string())?;
+        sv.close(now, sid, false).map_err(|e| e.to_string())?;
+        let s2 = c.open(now).map_err(|e| e.to_string())?;
         pump(&mut c, &mut sv, &mut log);
-        c.reset(s2).map_err(|e| e.to_string())?;
+        c.reset(now, s2).map_err(|e| e.to_string())?;
         pump(&mut c, &mut sv, &mut log);
         check(
             sv.stream_state(s2) == Some(StreamState::Dead),
             "RST not applied",
         )?;
-        c.shutdown("done");
+        c.shutdown(now, "done");
         pump(&mut c, &mut sv, &mut log);
         check(
             sv.state() == TunnelState::Closed,

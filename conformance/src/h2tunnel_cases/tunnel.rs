@@ -167,10 +167,10 @@ pub(super) fn goaway_short_reason() -> CaseResult {
 
 pub(super) fn goaway_received() -> CaseResult {
     client_with_stream(|s| {
-        s.t.open().map_err(|e| e.to_string())?;
+        s.t.open(s.now()).map_err(|e| e.to_string())?;
         s.tx(&syn(3))?;
         s.note("data queued for stream 1, not yet written, when the GOAWAY arrives");
-        let n = s.t.send(1, b"late").map_err(|e| e.to_string())?;
+        let n = s.t.send(s.now(), 1, b"late").map_err(|e| e.to_string())?;
         check(n == 4, "send refused")?;
         s.rx(&goaway("server restarting"));
         s.note("closed without answering; queued data dropped");
@@ -185,7 +185,7 @@ pub(super) fn goaway_received() -> CaseResult {
             Event::PeerShutdown("server restarting".into()),
             Event::Closed,
         ])?;
-        let w = s.t.send(1, b"x");
+        let w = s.t.send(s.now(), 1, b"x");
         check(
             w == Err(StreamError::NotReady(TunnelState::Closed)),
             format!("send after close: {w:?}"),
@@ -200,7 +200,7 @@ pub(super) fn goaway_received() -> CaseResult {
 
 pub(super) fn shutdown_send() -> CaseResult {
     client_with_stream(|s| {
-        s.t.shutdown("bye");
+        s.t.shutdown(s.now(), "bye");
         s.tx(&goaway("bye"))?;
         s.state(TunnelState::Failed)?;
         s.stream(1, Some(StreamState::Dead))?;
@@ -214,7 +214,7 @@ pub(super) fn shutdown_send() -> CaseResult {
 pub(super) fn fail_goaway_first() -> CaseResult {
     server_with_stream(|s| {
         s.note("the server queued data, then the peer breaks a rule before it is written");
-        s.t.send(1, b"queued").map_err(|e| e.to_string())?;
+        s.t.send(s.now(), 1, b"queued").map_err(|e| e.to_string())?;
         s.rx(&frame(8, 0, 0, &[0, 0, 0, 1]));
         let reason = "unexpected frame type 8 after the handshake";
         s.tx(&goaway(reason))?;
@@ -223,7 +223,7 @@ pub(super) fn fail_goaway_first() -> CaseResult {
         s.note("nothing is read or sent after the failure");
         s.rx(&ping(1));
         s.silent()?;
-        check(s.t.open().is_err(), "open after failure")?;
+        check(s.t.open(s.now()).is_err(), "open after failure")?;
         s.at_ms(1000);
         s.state(TunnelState::Closed)?;
         s.events(&[Event::Closed])?;
@@ -286,10 +286,12 @@ pub(super) fn gzip_receive() -> CaseResult {
 pub(super) fn gzip_send() -> CaseResult {
     client_with_stream(|s| {
         s.note("1024 compressible bytes: sent plain (gzip only above 1024)");
-        s.t.send(1, &[b'a'; 1024]).map_err(|e| e.to_string())?;
+        s.t.send(s.now(), 1, &[b'a'; 1024])
+            .map_err(|e| e.to_string())?;
         s.tx(&data(1, &[b'a'; 1024]))?;
         s.note("1025 compressible bytes: gzipped, flag 0x04");
-        s.t.send(1, &[b'a'; 1025]).map_err(|e| e.to_string())?;
+        s.t.send(s.now(), 1, &[b'a'; 1025])
+            .map_err(|e| e.to_string())?;
         let out = s.take_tx();
         let (f, n) = RawFrame::parse(&out)
             .map_err(|e| e.to_string())?
@@ -311,7 +313,7 @@ pub(super) fn gzip_send() -> CaseResult {
                 (x >> 32) as u8
             })
             .collect();
-        s.t.send(1, &noise).map_err(|e| e.to_string())?;
+        s.t.send(s.now(), 1, &noise).map_err(|e| e.to_string())?;
         s.tx(&data(1, &noise))
     })
 }
@@ -359,10 +361,10 @@ pub(super) fn frame_cap_send() -> CaseResult {
         ..TunnelConfig::default()
     };
     run_ready(Role::Client, cfg, |s| {
-        s.t.open().map_err(|e| e.to_string())?;
+        s.t.open(s.now()).map_err(|e| e.to_string())?;
         s.tx(&syn(1))?;
         let p: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
-        let n = s.t.send(1, &p).map_err(|e| e.to_string())?;
+        let n = s.t.send(s.now(), 1, &p).map_err(|e| e.to_string())?;
         check(n == p.len(), "send took less")?;
         s.tx(&cat(&[
             &data(1, &p[..16384]),
@@ -401,7 +403,8 @@ pub(super) fn keepalive_busy() -> CaseResult {
         s.silent()?;
         s.note("output still queued at the 20 s check: no PING either");
         s.at_ms(19_000);
-        s.t.send(1, b"pending").map_err(|e| e.to_string())?;
+        s.t.send(s.now(), 1, b"pending")
+            .map_err(|e| e.to_string())?;
         s.at_ms(20_000);
         s.tx(&data(1, b"pending"))?;
         s.note("idle at the 30 s check: PING id 1");

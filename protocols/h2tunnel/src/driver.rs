@@ -12,8 +12,9 @@
 //! - per stream, a pump from the application (reads its writes, sends them as
 //!   commands, then FIN at its end of input) and a pump to the application.
 //!
-//! Backpressure: the tunnel task stops reading the carrier while the streams hold more
-//! than [`DriverConfig::max_buffered`] received bytes the applications have not taken.
+//! Backpressure: the tunnel task stops reading the carrier while the machine holds its
+//! input ([`Tunnel::input_blocked`]: the streams hold [`TunnelConfig::max_buffered`]
+//! received bytes or more that the applications have not taken).
 //! The protocol has no per-stream flow control, so one slow reader slows the whole tunnel
 //! (as in vproxy) rather than losing data. A reset stream (RST, or the tunnel failing)
 //! makes reads and writes fail with `ConnectionReset`, never a silent end of file.
@@ -24,13 +25,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tunnelbed_netio::mux::{carrier_writer, read_some, sleep_until};
+use tunnelbed_netio::mux::{sleep_until, CarrierPump};
 use tunnelbed_netio::Trace;
 
 use crate::stream::ResetCause;
@@ -44,8 +46,6 @@ pub struct DriverConfig {
     pub tunnel: TunnelConfig,
     /// Bytes buffered in each [`TunnelStream`] each way.
     pub stream_buffer: usize,
-    /// Received bytes held for all streams before the carrier is no longer read.
-    pub max_buffered: usize,
 }
 
 impl Default for DriverConfig {
@@ -53,7 +53,6 @@ impl Default for DriverConfig {
         Self {
             tunnel: TunnelConfig::default(),
             stream_buffer: 64 * 1024,
-            max_buffered: 512 * 1024,
         }
     }
 }
@@ -259,12 +258,10 @@ async fn run<C>(
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(carrier);
     let origin = Instant::now();
     let now = || origin.elapsed();
     let wake = Arc::new(Notify::new());
-    let (out_tx, out_rx) = mpsc::channel::<Vec<Bytes>>(8);
-    let writer = tokio::spawn(carrier_writer(wr, out_rx, wake.clone()));
+    let mut pump = CarrierPump::start(carrier, wake.clone());
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<Cmd>(64);
     // One message per stream at most, so unbounded is bounded by the stream limit.
     let (reset_tx, mut reset_rx) = mpsc::unbounded_channel::<u32>();
@@ -275,36 +272,21 @@ where
     };
     let mut streams: BTreeMap<u32, DrvStream> = BTreeMap::new();
     let mut waiting_opens: Vec<OpenReply> = Vec::new();
-    let mut unsent: Option<Bytes> = None;
     let mut end: Option<TunnelEnd> = None;
     let mut carrier_eof = false;
     let mut openers_gone = false;
-    let mut buf = BytesMut::new();
     m.start(now());
     loop {
-        // Emit, then route events, then feed streams.
-        loop {
-            if unsent.is_none() {
-                unsent = m.poll_transmit();
-            }
-            let Some(b) = unsent.take() else { break };
-            match out_tx.try_send(vec![b]) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(mut b)) => {
-                    unsent = b.pop();
-                    break;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    end.get_or_insert(TunnelEnd::CarrierLost("carrier write failed".into()));
-                    break;
-                }
-            }
+        // Feed held input, emit, then route events, then feed streams.
+        pump.feed_held(&mut m, now());
+        if pump.emit(&mut m).is_err() {
+            end.get_or_insert(TunnelEnd::CarrierLost("carrier write failed".into()));
         }
         while let Some(ev) = m.poll_event() {
             match ev {
                 Event::Ready => {
                     for reply in waiting_opens.drain(..) {
-                        let r = open_stream(&mut m, &mut streams, &cfg, &chans);
+                        let r = open_stream(&mut m, &mut streams, &cfg, &chans, now());
                         let _ = reply.send(r);
                     }
                 }
@@ -312,7 +294,7 @@ where
                     let s = attach(sid, &mut streams, &cfg, &chans);
                     if acc_tx.try_send(s).is_err() {
                         // Nobody accepts (or the backlog is full): refuse this stream.
-                        let _ = m.reset(sid);
+                        let _ = m.reset(now(), sid);
                     }
                 }
                 Event::Reset(sid, cause) => {
@@ -329,13 +311,13 @@ where
                 Event::Established(_) | Event::Readable(_) | Event::Closed => {}
             }
         }
-        feed_streams(&mut m, &mut streams);
+        feed_streams(&mut m, &mut streams, now());
         state_tx.send_if_modified(|s| {
             let changed = *s != m.state();
             *s = m.state();
             changed
         });
-        if m.state() == TunnelState::Closed && unsent.is_none() {
+        if m.state() == TunnelState::Closed && !pump.has_unsent() {
             break;
         }
         if carrier_eof && m.state() != TunnelState::Failed {
@@ -346,23 +328,20 @@ where
                 break;
             }
         }
-        let can_read = !carrier_eof && m.buffered_input() < cfg.max_buffered;
-        let can_cmd = unsent.is_none() && m.pending_output() < cfg.tunnel.max_output / 2;
+        let can_read = !carrier_eof && pump.can_read(&m);
+        let can_cmd = !pump.has_unsent() && m.pending_output() < cfg.tunnel.max_output / 2;
         let can_open = !openers_gone
             && (m.state() == TunnelState::Ready || m.state() == TunnelState::HandshakeSent);
         let timeout = m.poll_timeout().map(|t| origin + t);
         tokio::select! {
             biased;
-            r = read_some(&mut rd, &mut buf), if can_read => match r {
+            r = pump.read(), if can_read => match r {
                 Ok(0) => {
                     carrier_eof = true;
                     end.get_or_insert(TunnelEnd::CarrierLost("carrier closed".into()));
                 }
-                Ok(_) => {
-                    m.handle_input(now(), &buf);
-                    // The machine copies what it keeps: the allocation is reused.
-                    buf.clear();
-                }
+                // The machine copies what it keeps: the allocation comes back.
+                Ok(n) => pump.take_read(&mut m, now(), n),
                 Err(e) => {
                     carrier_eof = true;
                     end.get_or_insert(TunnelEnd::CarrierLost(e.to_string()));
@@ -371,18 +350,18 @@ where
             _ = wake.notified() => {}
             Some(sid) = reset_rx.recv() => {
                 if streams.contains_key(&sid) {
-                    let _ = m.reset(sid);
+                    let _ = m.reset(now(), sid);
                 }
             }
             c = cmd_rx.recv(), if can_cmd => {
                 if let Some(c) = c {
-                    apply(&mut m, &mut streams, c);
+                    apply(&mut m, &mut streams, c, now());
                 }
             }
             r = open_rx.recv(), if can_open => match r {
                 None => openers_gone = true,
                 Some(reply) if m.state() == TunnelState::Ready => {
-                    let r = open_stream(&mut m, &mut streams, &cfg, &chans);
+                    let r = open_stream(&mut m, &mut streams, &cfg, &chans, now());
                     let _ = reply.send(r);
                 }
                 Some(reply) => waiting_opens.push(reply),
@@ -403,8 +382,9 @@ where
     for reply in waiting_opens {
         let _ = reply.send(Err(StreamError::NotReady(m.state())));
     }
-    drop(out_tx);
-    let _ = tokio::time::timeout(cfg.tunnel.close_delay, writer).await;
+    // Unlike pong, nothing still queued is offered to the writer at the end (the tunnel
+    // closes after its GOAWAY went out, or the carrier is gone).
+    pump.close(&mut m, false, cfg.tunnel.close_delay).await;
     state_tx.send_replace(TunnelState::Closed);
     why
 }
@@ -430,8 +410,9 @@ fn open_stream(
     streams: &mut BTreeMap<u32, DrvStream>,
     cfg: &DriverConfig,
     chans: &Chans,
+    now: Duration,
 ) -> Result<TunnelStream, StreamError> {
-    let sid = m.open()?;
+    let sid = m.open(now)?;
     Ok(attach(sid, streams, cfg, chans))
 }
 
@@ -502,23 +483,22 @@ fn attach(
     }
 }
 
-fn apply(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, c: Cmd) {
+fn apply(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, c: Cmd, now: Duration) {
     match c {
-        Cmd::Data(sid, b) => {
+        Cmd::Data(sid, mut b) => {
             // The tunnel task only takes commands while there is output room, so the
             // machine takes every byte; a dead stream's bytes have nowhere to go.
-            let mut off = 0;
-            while off < b.len() {
-                match m.send(sid, &b[off..]) {
+            while !b.is_empty() {
+                match m.send_bytes(now, sid, &b) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => off += n,
+                    Ok(n) => b.advance(n),
                 }
             }
         }
         Cmd::ReaderDone(sid) => {
             if let Some(s) = streams.get_mut(&sid) {
                 s.reader_done = true;
-                let _ = m.finish(sid);
+                let _ = m.finish(now, sid);
             }
         }
         Cmd::WriterDone(sid, gone) => {
@@ -526,7 +506,7 @@ fn apply(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, c: Cmd) {
                 s.writer_done = true;
                 if gone && !s.reader_done {
                     // The application dropped the stream with input unread: reset.
-                    let _ = m.close(sid, true);
+                    let _ = m.close(now, sid, true);
                     streams.remove(&sid);
                     return;
                 }
@@ -539,18 +519,18 @@ fn apply(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, c: Cmd) {
         .map(|(sid, _)| *sid)
         .collect();
     for sid in finished {
-        let _ = m.close(sid, false);
+        let _ = m.close(now, sid, false);
         streams.remove(&sid);
     }
 }
 
 /// Moves received bytes, ends of input and resets from the machine to the streams.
-fn feed_streams(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>) {
+fn feed_streams(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, now: Duration) {
     for (sid, s) in streams.iter_mut() {
         let mut ended = false;
         if let Some(tx) = &s.to_app {
             while let Ok(permit) = tx.try_reserve() {
-                match m.recv(*sid) {
+                match m.recv(now, *sid) {
                     Ok(Recv::Data(b)) => permit.send(b),
                     Ok(Recv::Pending) => break,
                     Ok(Recv::Eof) | Err(_) => {

@@ -283,6 +283,9 @@ pub fn run_tunnel(data: &[u8]) -> Option<TunnelSummary> {
         max_streams: usize::from(setup.max_streams % 8) + 1,
         stream_rx_cap: usize::from(setup.rx_cap) + 1,
         max_output: usize::from(setup.max_output) + 1,
+        // Small enough that a few full streams hold the input (the held path is fuzzed),
+        // large enough that one stream can still pass its own cap.
+        max_buffered: 3 * (usize::from(setup.rx_cap) + 1),
         gzip: setup.gzip,
         ..TunnelConfig::default()
     };
@@ -310,6 +313,8 @@ struct Harness {
     cfg: TunnelConfig,
     role: Role,
     now: Duration,
+    /// Input the machine did not take yet (it held its input).
+    held: Vec<u8>,
     /// Trace records already checked.
     seen: usize,
     /// Everything the machine emitted, not yet split into frames.
@@ -338,6 +343,7 @@ impl Harness {
             cfg,
             role,
             now: Duration::ZERO,
+            held: Vec::new(),
             seen: 0,
             wire: BytesMut::new(),
             first_frame_done: false,
@@ -361,13 +367,32 @@ impl Harness {
 
     fn feed(&mut self, bytes: &[u8], split: u8) {
         self.allowance += bytes.len() + HEADER_LEN;
-        if split == 0 {
-            self.t.handle_input(self.now, bytes);
+        // Input the machine held back goes first, as a driver keeps it.
+        let mut data = std::mem::take(&mut self.held);
+        data.extend_from_slice(bytes);
+        let step = if split == 0 {
+            data.len().max(1)
         } else {
-            for c in bytes.chunks(usize::from(split)) {
-                self.t.handle_input(self.now, c);
+            usize::from(split)
+        };
+        let mut at = 0;
+        while at < data.len() {
+            let c = &data[at..(at + step).min(data.len())];
+            let blocked = self.t.input_blocked().is_some();
+            let live = matches!(
+                self.t.state(),
+                TunnelState::Init | TunnelState::HandshakeSent | TunnelState::Ready
+            );
+            let n = self.t.handle_input(self.now, c);
+            // All or nothing, nothing exactly when a live tunnel says input is held.
+            let want = if blocked && live { 0 } else { c.len() };
+            assert_eq!(n, want, "handle_input took {n} of {}", c.len());
+            if n < c.len() {
+                break;
             }
+            at += c.len();
         }
+        self.held = data.split_off(at);
     }
 
     fn step(&mut self, op: Op) {
@@ -383,7 +408,7 @@ impl Harness {
             }
             Op::Restart => self.t.start(self.now),
             Op::Open => {
-                let r = self.t.open();
+                let r = self.t.open(self.now);
                 if self.role == Role::Server || self.t.state() != TunnelState::Ready {
                     assert!(
                         r.is_err(),
@@ -397,7 +422,13 @@ impl Harness {
                 let sid = self.pick(pick);
                 let len = usize::from(len) % MAX_RAW;
                 let payload: Vec<u8> = (0..len).map(|i| (i / 7) as u8).collect();
-                if let Ok(n) = self.t.send(sid, &payload) {
+                // Odd lengths go through the uncopied path: the same frames either way.
+                let r = if len % 2 == 1 {
+                    self.t.send_bytes(self.now, sid, &Bytes::from(payload))
+                } else {
+                    self.t.send(self.now, sid, &payload)
+                };
+                if let Ok(n) = r {
                     assert!(n <= len);
                     assert!(self.t.state() == TunnelState::Ready);
                     self.sum.sent += n;
@@ -408,7 +439,7 @@ impl Harness {
             Op::Recv { pick } => {
                 let sid = self.pick(pick);
                 // Reads until the stream has nothing more, as an application would.
-                while let Ok(crate::tunnel::Recv::Data(b)) = self.t.recv(sid) {
+                while let Ok(crate::tunnel::Recv::Data(b)) = self.t.recv(self.now, sid) {
                     assert!(!b.is_empty(), "empty Data read");
                     self.sum.read += b.len();
                 }
@@ -416,25 +447,25 @@ impl Harness {
             Op::Shutdown { pick } => {
                 let sid = self.pick(pick);
                 self.allowance += HEADER_LEN;
-                let _ = self.t.finish(sid);
+                let _ = self.t.finish(self.now, sid);
             }
             Op::Reset { pick } => {
                 let sid = self.pick(pick);
                 self.allowance += HEADER_LEN;
-                let _ = self.t.reset(sid);
+                let _ = self.t.reset(self.now, sid);
             }
             Op::Close { pick, linger0 } => {
                 let sid = self.pick(pick);
                 self.allowance += HEADER_LEN;
                 let had = self.t.stream_state(sid).is_some();
-                let r = self.t.close(sid, linger0);
+                let r = self.t.close(self.now, sid, linger0);
                 assert_eq!(r.is_ok(), had);
                 assert!(
                     self.t.stream_state(sid).is_none(),
                     "closed stream still tracked"
                 );
             }
-            Op::ShutdownTunnel => self.t.shutdown("fuzz shutdown"),
+            Op::ShutdownTunnel => self.t.shutdown(self.now, "fuzz shutdown"),
             Op::Tick { ms } => {
                 self.now += Duration::from_millis(u64::from(ms));
                 self.timers();

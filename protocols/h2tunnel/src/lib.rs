@@ -7,6 +7,7 @@
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod fuzzing;
+mod mux;
 #[cfg(feature = "driver")]
 pub mod roles;
 pub mod stream;

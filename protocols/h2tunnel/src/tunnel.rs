@@ -1,11 +1,27 @@
 //! The sans-IO tunnel machine: handshake, keepalive, shutdown, and the streams inside.
 //!
-//! The driver feeds carrier bytes to [`Tunnel::handle_input`], runs
-//! [`Tunnel::handle_timeout`] at [`Tunnel::poll_timeout`], writes what
-//! [`Tunnel::poll_transmit`] returns to the carrier, and reacts to [`Tunnel::poll_event`].
-//! The application side is [`Tunnel::open`], [`Tunnel::send`], [`Tunnel::recv`],
-//! [`Tunnel::shutdown`], [`Tunnel::reset`] and [`Tunnel::close`]. Every state change of
-//! the tunnel and of each stream is reported to the trace.
+//! The calls follow the convention of every stream multiplexer here (pong's session has
+//! the same names where the meaning is the same). The driver feeds carrier bytes to
+//! [`Tunnel::handle_input`] (or [`Tunnel::handle_input_bytes`]), which says how many it
+//! took, runs [`Tunnel::handle_timeout`] at [`Tunnel::poll_timeout`], writes what
+//! [`Tunnel::poll_transmit_chunks`] (or [`Tunnel::poll_transmit`]) returns to the
+//! carrier, and reacts to [`Tunnel::poll_event`]. The application side is
+//! [`Tunnel::open`], [`Tunnel::send`] / [`Tunnel::send_bytes`], [`Tunnel::recv`],
+//! [`Tunnel::finish`], [`Tunnel::reset`], [`Tunnel::close`] and [`Tunnel::shutdown`], each
+//! taking `now`, which stamps the trace. Every state change of the tunnel and of each
+//! stream is reported to the trace.
+//!
+//! # Input backpressure
+//!
+//! The protocol has no flow control. While the streams hold
+//! [`TunnelConfig::max_buffered`] received bytes or more that the application has not
+//! taken, [`Tunnel::input_blocked`] says so and `handle_input` takes nothing (it returns
+//! 0); the driver stops reading the carrier until `recv` makes room, so one slow reader
+//! slows the whole tunnel (as in vproxy) rather than losing data. A call made below the
+//! limit takes all it is given. A stream whose own buffer would pass
+//! [`TunnelConfig::stream_rx_cap`] is still reset, as before: with the driver's limit
+//! below that cap and its reads bounded, that happens only to a caller that ignores
+//! `input_blocked`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -16,7 +32,7 @@ use thiserror::Error;
 use tunnelbed_netio::Trace;
 
 use crate::stream::{ResetCause, Stream, StreamState};
-use crate::wire::{Message, RawFrame};
+use crate::wire::{encode_data_piece, Message, RawFrame, MAX_PAYLOAD};
 
 /// Which end of the tunnel this is: the client opens streams and sends keepalives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +98,9 @@ pub struct TunnelConfig {
     pub stream_rx_cap: usize,
     /// Most bytes queued towards the carrier; `send` accepts less when it is full.
     pub max_output: usize,
+    /// Received bytes held for all streams at which input is held (see
+    /// [`Tunnel::input_blocked`]): the bound on what one slow reader makes us buffer.
+    pub max_buffered: usize,
     /// Gzip DATA payloads when that makes them smaller (vproxy's rule).
     pub gzip: bool,
 }
@@ -97,6 +116,7 @@ impl Default for TunnelConfig {
             max_streams: 4096,
             stream_rx_cap: 1 << 20,
             max_output: 1 << 20,
+            max_buffered: 512 * 1024,
             gzip: true,
         }
     }
@@ -156,6 +176,17 @@ pub enum StreamError {
     },
 }
 
+/// Why the machine holds its input (see [`Tunnel::input_blocked`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocked {
+    /// The streams hold [`TunnelConfig::max_buffered`] unread bytes or more.
+    ReceiveBuffersFull,
+}
+
+/// Smallest DATA payload [`Tunnel::send_bytes`] queues as a slice of the caller's bytes
+/// instead of copying it (only its 9-byte header is written), when it is not gzipped.
+pub const ZERO_COPY_MIN: usize = 4096;
+
 /// What a read gave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Recv {
@@ -184,7 +215,13 @@ pub struct Tunnel {
     id: String,
     state: TunnelState,
     inbuf: BytesMut,
+    /// Output not yet moved to `chunks` (everything in `chunks` goes before it).
     out: BytesMut,
+    /// Finished pieces of output in order: payloads [`Tunnel::send_bytes`] queued
+    /// without a copy, and what `out` held before each of them.
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    chunked: usize,
     streams: BTreeMap<u32, Stream>,
     next_sid: u32,
     events: VecDeque<Event>,
@@ -218,6 +255,8 @@ impl Tunnel {
             state: TunnelState::Init,
             inbuf: BytesMut::new(),
             out: BytesMut::new(),
+            chunks: VecDeque::new(),
+            chunked: 0,
             streams: BTreeMap::new(),
             next_sid: 1,
             events: VecDeque::new(),
@@ -269,7 +308,7 @@ impl Tunnel {
 
     /// Bytes queued towards the carrier.
     pub fn pending_output(&self) -> usize {
-        self.out.len()
+        self.chunked + self.out.len()
     }
 
     /// Received bytes buffered for the application over all streams.
@@ -277,9 +316,51 @@ impl Tunnel {
         self.streams.values().map(|s| s.rx_len).sum()
     }
 
-    /// Takes everything queued for the carrier.
+    /// Why input is held, if it is: `handle_input` takes nothing until `recv` makes room
+    /// (see the module doc).
+    pub fn input_blocked(&self) -> Option<Blocked> {
+        (self.buffered_input() >= self.cfg.max_buffered).then_some(Blocked::ReceiveBuffersFull)
+    }
+
+    /// The limits it runs with.
+    pub fn config(&self) -> &TunnelConfig {
+        &self.cfg
+    }
+
+    /// Takes everything queued for the carrier, in one piece.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        if self.chunks.is_empty() {
+            return (!self.out.is_empty()).then(|| self.out.split().freeze());
+        }
+        // Payloads queued by `send_bytes`: join them (a driver that writes vectored uses
+        // `poll_transmit_chunks` instead and copies nothing).
+        let mut all = BytesMut::with_capacity(self.pending_output());
+        for c in self.chunks.drain(..) {
+            all.extend_from_slice(&c);
+        }
+        self.chunked = 0;
+        all.extend_from_slice(&self.out.split());
+        Some(all.freeze())
+    }
+
+    /// Takes everything queued for the carrier as pieces in order (appended to `into`);
+    /// payloads [`Tunnel::send_bytes`] queued uncopied come out as they went in. Returns
+    /// the bytes taken.
+    pub fn poll_transmit_chunks(&mut self, into: &mut Vec<Bytes>) -> usize {
+        let n = self.pending_output();
+        into.extend(self.chunks.drain(..));
+        self.chunked = 0;
+        if !self.out.is_empty() {
+            into.push(self.out.split().freeze());
+        }
+        n
+    }
+
+    /// Drops everything queued for the carrier.
+    fn clear_output(&mut self) {
+        self.out.clear();
+        self.chunks.clear();
+        self.chunked = 0;
     }
 
     /// The next event.
@@ -344,7 +425,7 @@ impl Tunnel {
             if now >= at {
                 self.ka.next_check = Some(now + self.cfg.keepalive_interval);
                 let idle = now.saturating_sub(self.last_read) >= self.cfg.keepalive_idle;
-                if self.ka.pending.is_none() && self.out.is_empty() && idle {
+                if self.ka.pending.is_none() && self.pending_output() == 0 && idle {
                     let id = self.ka.next_id;
                     self.ka.next_id += 1;
                     Message::Keepalive { id }.encode(&mut self.out, false);
@@ -355,11 +436,16 @@ impl Tunnel {
         }
     }
 
-    /// Feeds bytes read from the carrier at `now`.
-    pub fn handle_input(&mut self, now: Duration, data: &[u8]) {
+    /// Feeds bytes read from the carrier at `now`; returns how many were taken: all of
+    /// them, or none while [`Tunnel::input_blocked`] (keep them and feed them again once
+    /// `recv` made room). After a failure or the end, everything is taken and discarded.
+    pub fn handle_input(&mut self, now: Duration, data: &[u8]) -> usize {
         self.now = now;
         if matches!(self.state, TunnelState::Failed | TunnelState::Closed) {
-            return; // a failed tunnel reads nothing more
+            return data.len(); // a failed tunnel reads nothing more
+        }
+        if self.input_blocked().is_some() {
+            return 0;
         }
         if !data.is_empty() {
             self.last_read = now;
@@ -389,6 +475,13 @@ impl Tunnel {
         ) {
             self.inbuf = BytesMut::from(&buf[off..]);
         }
+        data.len()
+    }
+
+    /// [`Tunnel::handle_input`] for input the driver holds as [`Bytes`], the shape every
+    /// multiplexer's driver feeds: the same answer and effects (payloads are copied).
+    pub fn handle_input_bytes(&mut self, now: Duration, data: &Bytes) -> usize {
+        self.handle_input(now, data)
     }
 
     fn on_frame(&mut self, f: &RawFrame<'_>) {
@@ -518,7 +611,8 @@ impl Tunnel {
     }
 
     /// Client: opens a stream (SYN sent; data may follow at once).
-    pub fn open(&mut self) -> Result<u32, StreamError> {
+    pub fn open(&mut self, now: Duration) -> Result<u32, StreamError> {
+        self.now = now;
         if self.role != Role::Client {
             return Err(StreamError::NotClient);
         }
@@ -538,9 +632,10 @@ impl Tunnel {
 
     /// Queues as much of `data` as the output cap allows on stream `sid`; returns how
     /// many bytes were taken (0 when the carrier is backed up).
-    pub fn send(&mut self, sid: u32, data: &[u8]) -> Result<usize, StreamError> {
+    pub fn send(&mut self, now: Duration, sid: u32, data: &[u8]) -> Result<usize, StreamError> {
+        self.now = now;
         self.writable(sid)?;
-        let room = self.cfg.max_output.saturating_sub(self.out.len());
+        let room = self.cfg.max_output.saturating_sub(self.pending_output());
         let n = data.len().min(room);
         if n > 0 {
             Message::Data {
@@ -549,6 +644,39 @@ impl Tunnel {
                 fin: false,
             }
             .encode(&mut self.out, self.cfg.gzip);
+        }
+        Ok(n)
+    }
+
+    /// [`Tunnel::send`] for data the caller already holds as [`Bytes`]: the same frames
+    /// and the same answer, but payloads of at least [`ZERO_COPY_MIN`] bytes that are not
+    /// gzipped are queued as they are (only their headers are written). Take the output
+    /// with [`Tunnel::poll_transmit_chunks`] to keep them uncopied.
+    pub fn send_bytes(
+        &mut self,
+        now: Duration,
+        sid: u32,
+        data: &Bytes,
+    ) -> Result<usize, StreamError> {
+        if data.len() < ZERO_COPY_MIN {
+            return self.send(now, sid, data);
+        }
+        self.now = now;
+        self.writable(sid)?;
+        let room = self.cfg.max_output.saturating_sub(self.pending_output());
+        let n = data.len().min(room);
+        let mut at = 0;
+        while at < n {
+            let len = (n - at).min(MAX_PAYLOAD);
+            let piece = data.slice(at..at + len);
+            at += len;
+            let gzip = self.cfg.gzip;
+            if let Some(p) = encode_data_piece(&mut self.out, sid, &piece, gzip, ZERO_COPY_MIN) {
+                let head = self.out.split().freeze();
+                self.chunked += head.len() + p.len();
+                self.chunks.push_back(head);
+                self.chunks.push_back(p);
+            }
         }
         Ok(n)
     }
@@ -573,8 +701,9 @@ impl Tunnel {
         Ok(s)
     }
 
-    /// Takes received bytes from stream `sid`.
-    pub fn recv(&mut self, sid: u32) -> Result<Recv, StreamError> {
+    /// Takes received bytes from stream `sid` (which may end [`Tunnel::input_blocked`]).
+    pub fn recv(&mut self, now: Duration, sid: u32) -> Result<Recv, StreamError> {
+        self.now = now;
         let s = self
             .streams
             .get_mut(&sid)
@@ -595,7 +724,8 @@ impl Tunnel {
     /// Half-closes our direction of `sid` (FIN). A second call sends nothing (vproxy's
     /// second FIN after shutdown+close is a slip we do not copy). Named `finish` as in
     /// every protocol here (vproxy's name is shutdown).
-    pub fn finish(&mut self, sid: u32) -> Result<(), StreamError> {
+    pub fn finish(&mut self, now: Duration, sid: u32) -> Result<(), StreamError> {
+        self.now = now;
         let state = self.writable(sid)?.state;
         Message::Data {
             sid,
@@ -613,7 +743,8 @@ impl Tunnel {
     }
 
     /// Resets `sid` (RST sent unless it is already dead).
-    pub fn reset(&mut self, sid: u32) -> Result<(), StreamError> {
+    pub fn reset(&mut self, now: Duration, sid: u32) -> Result<(), StreamError> {
+        self.now = now;
         let s = self.streams.get(&sid).ok_or(StreamError::Unknown(sid))?;
         if s.state != StreamState::Dead {
             if self.state == TunnelState::Ready {
@@ -630,7 +761,8 @@ impl Tunnel {
 
     /// The application closes `sid`: with `linger0` a live stream is reset (RST), else
     /// our direction is finished (FIN) if it is still open; then the id is forgotten.
-    pub fn close(&mut self, sid: u32, linger0: bool) -> Result<(), StreamError> {
+    pub fn close(&mut self, now: Duration, sid: u32, linger0: bool) -> Result<(), StreamError> {
+        self.now = now;
         let state = self
             .streams
             .get(&sid)
@@ -662,7 +794,8 @@ impl Tunnel {
     }
 
     /// Shuts the tunnel down with `reason` (GOAWAY), as a failure does.
-    pub fn shutdown(&mut self, reason: &str) {
+    pub fn shutdown(&mut self, now: Duration, reason: &str) {
+        self.now = now;
         self.fail(reason);
     }
 
@@ -672,7 +805,7 @@ impl Tunnel {
         }
         // GOAWAY goes out first; data queued for the now-dead streams is dropped, and
         // every stream reports the failure to its reader and writer.
-        self.out.clear();
+        self.clear_output();
         Message::Shutdown {
             reason: reason.to_string(),
         }
@@ -688,7 +821,7 @@ impl Tunnel {
     fn peer_shutdown(&mut self, reason: String, how: &str) {
         // Closed without answering: what was queued (data for streams that are now dead,
         // a handshake reply) is dropped, so a closed tunnel emits nothing at all.
-        self.out.clear();
+        self.clear_output();
         self.set_state(TunnelState::Closed, format!("{how}: {reason}"));
         self.kill_all(ResetCause::TunnelEnded(format!("peer shut down: {reason}")));
         self.handshake_deadline = None;
@@ -762,5 +895,128 @@ impl Tunnel {
             self.trace
                 .transition(self.now, format!("{}/{what}", self.id), from, to, cause);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::HANDSHAKE;
+
+    const T0: Duration = Duration::ZERO;
+
+    fn ready(role: Role, cfg: TunnelConfig) -> Tunnel {
+        let mut t = Tunnel::new(role, cfg, Trace::disabled(), "t");
+        t.start(T0);
+        assert_eq!(t.handle_input(T0, &HANDSHAKE), HANDSHAKE.len());
+        assert_eq!(t.state(), TunnelState::Ready);
+        let _ = t.poll_transmit();
+        t
+    }
+
+    fn payload(n: usize, compressible: bool) -> Bytes {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|i| {
+                if compressible {
+                    (i / 100) as u8
+                } else {
+                    // xorshift64*: gzip cannot shrink it.
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+                }
+            })
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    /// `send_bytes` puts the same bytes on the wire as `send`, gzip or not, whatever the
+    /// size; the pieces of `poll_transmit_chunks` are those bytes in order, and the
+    /// uncopied payloads are slices of the caller's buffer.
+    #[test]
+    fn send_bytes_emits_what_send_emits() {
+        for gzip in [false, true] {
+            for compressible in [false, true] {
+                for n in [1, 1500, ZERO_COPY_MIN, 16 * 1024, 40_000, 100_000] {
+                    let cfg = TunnelConfig {
+                        gzip,
+                        ..TunnelConfig::default()
+                    };
+                    let data = payload(n, compressible);
+                    let mut a = ready(Role::Client, cfg.clone());
+                    let mut b = ready(Role::Client, cfg);
+                    let sa = a.open(T0).unwrap();
+                    let sb = b.open(T0).unwrap();
+                    assert_eq!(a.send(T0, sa, &data), Ok(n));
+                    assert_eq!(b.send_bytes(T0, sb, &data), Ok(n));
+                    assert_eq!(a.pending_output(), b.pending_output());
+                    let want = a.poll_transmit().unwrap();
+                    let mut pieces = Vec::new();
+                    assert_eq!(b.poll_transmit_chunks(&mut pieces), want.len());
+                    assert_eq!(b.pending_output(), 0);
+                    let got: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+                    assert_eq!(got, want, "gzip {gzip} compressible {compressible} n {n}");
+                    let uncopied = pieces
+                        .iter()
+                        .filter(|p| {
+                            p.len() >= ZERO_COPY_MIN && data.as_ptr_range().contains(&p.as_ptr())
+                        })
+                        .count();
+                    if (!gzip || !compressible) && n >= ZERO_COPY_MIN {
+                        assert!(uncopied > 0, "nothing uncopied (gzip {gzip} n {n})");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Input is held while the streams hold `max_buffered` unread bytes: nothing is taken
+    /// (and nothing lost) until a read makes room; below the limit a call takes all.
+    #[test]
+    fn input_is_held_while_receive_buffers_are_full() {
+        let cfg = TunnelConfig {
+            max_buffered: 3000,
+            ..TunnelConfig::default()
+        };
+        let mut t = ready(Role::Server, cfg);
+        let mut input = Vec::new();
+        input.extend(Message::Syn { sid: 1 }.to_bytes(false));
+        for i in 0..4u8 {
+            input.extend(
+                Message::Data {
+                    sid: 1,
+                    payload: Bytes::from(vec![i; 1000]),
+                    fin: false,
+                }
+                .to_bytes(false),
+            );
+        }
+        // Below the limit: everything is taken, even past it.
+        assert_eq!(t.input_blocked(), None);
+        assert_eq!(t.handle_input(T0, &input), input.len());
+        assert_eq!(t.buffered_input(), 4000);
+        assert_eq!(t.input_blocked(), Some(Blocked::ReceiveBuffersFull));
+        let more = Message::Data {
+            sid: 1,
+            payload: Bytes::from_static(b"late"),
+            fin: true,
+        }
+        .to_bytes(false);
+        assert_eq!(t.handle_input(T0, &more), 0);
+        assert_eq!(t.buffered_input(), 4000);
+        // Reading makes room: the held bytes go in now.
+        assert!(matches!(t.recv(T0, 1), Ok(Recv::Data(b)) if b.len() == 1000));
+        assert!(matches!(t.recv(T0, 1), Ok(Recv::Data(b)) if b.len() == 1000));
+        assert_eq!(t.input_blocked(), None);
+        assert_eq!(t.handle_input(T0, &more), more.len());
+        let mut rest = Vec::new();
+        while let Ok(Recv::Data(b)) = t.recv(T0, 1) {
+            rest.extend_from_slice(&b);
+        }
+        assert_eq!(rest.len(), 2004);
+        assert_eq!(t.recv(T0, 1), Ok(Recv::Eof));
+        assert_eq!(t.stream_state(1), Some(StreamState::FinRecv));
     }
 }

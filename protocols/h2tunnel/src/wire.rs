@@ -266,14 +266,17 @@ impl Message {
 }
 
 fn put_frame(out: &mut BytesMut, typ: u8, flags: u8, sid: u32, payload: &[u8]) {
-    debug_assert!(payload.len() <= MAX_PAYLOAD);
-    let len = payload.len() as u32;
     out.reserve(HEADER_LEN + payload.len());
-    out.put_slice(&len.to_be_bytes()[1..]);
+    put_header(out, typ, flags, sid, payload.len());
+    out.put_slice(payload);
+}
+
+fn put_header(out: &mut BytesMut, typ: u8, flags: u8, sid: u32, len: usize) {
+    debug_assert!(len <= MAX_PAYLOAD);
+    out.put_slice(&(len as u32).to_be_bytes()[1..]);
     out.put_u8(typ);
     out.put_u8(flags);
     out.put_u32(sid & 0x7fff_ffff);
-    out.put_slice(payload);
 }
 
 fn encode_data(out: &mut BytesMut, sid: u32, payload: &[u8], fin: bool, gzip: bool) {
@@ -296,6 +299,31 @@ fn encode_data(out: &mut BytesMut, sid: u32, payload: &[u8], fin: bool, gzip: bo
             None => put_frame(out, TYPE_DATA, end, sid, chunk),
         }
     }
+}
+
+/// Appends one non-final DATA frame for `piece` (at most [`MAX_PAYLOAD`] bytes) as
+/// [`Message::encode`] would. When the payload goes out as it is (not gzipped) and is at
+/// least `uncopied_min` bytes, only the header is written to `out` and the payload is
+/// returned, to be sent right after it without a copy; otherwise the whole frame is in
+/// `out` and `None` comes back. The bytes on the wire are the same either way.
+pub fn encode_data_piece(
+    out: &mut BytesMut,
+    sid: u32,
+    piece: &Bytes,
+    gzip: bool,
+    uncopied_min: usize,
+) -> Option<Bytes> {
+    debug_assert!(!piece.is_empty() && piece.len() <= MAX_PAYLOAD);
+    if let Some(z) = gzip.then(|| gzip_smaller(piece)).flatten() {
+        put_frame(out, TYPE_DATA, FLAG_GZIP, sid, &z);
+        return None;
+    }
+    if piece.len() < uncopied_min {
+        put_frame(out, TYPE_DATA, 0, sid, piece);
+        return None;
+    }
+    put_header(out, TYPE_DATA, 0, sid, piece.len());
+    Some(piece.clone())
 }
 
 /// The gzip of `data` when `data` is over the threshold and gzip makes it smaller.

@@ -32,8 +32,8 @@ fn a_second_start_does_not_rearm_the_handshake_timer() {
 #[test]
 fn nothing_is_emitted_after_a_peer_goaway() {
     let mut t = ready_client(Trace::disabled());
-    let sid = t.open().unwrap();
-    t.send(sid, b"queued").unwrap();
+    let sid = t.open(Duration::ZERO).unwrap();
+    t.send(Duration::ZERO, sid, b"queued").unwrap();
     let bye = Message::Shutdown {
         reason: "bye".into(),
     }
@@ -48,10 +48,10 @@ fn nothing_is_emitted_after_a_peer_goaway() {
 fn close_traces_only_what_it_sent() {
     let trace = Trace::recording();
     let mut t = ready_client(trace.clone());
-    let sid = t.open().unwrap();
-    t.reset(sid).unwrap();
+    let sid = t.open(Duration::ZERO).unwrap();
+    t.reset(Duration::ZERO, sid).unwrap();
     let _ = t.poll_transmit();
-    t.close(sid, true).unwrap();
+    t.close(Duration::ZERO, sid, true).unwrap();
     assert_eq!(t.poll_transmit(), None);
     let last = trace.snapshot().pop().unwrap();
     assert_eq!(&*last.cause, "close", "{last}");

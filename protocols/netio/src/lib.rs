@@ -18,6 +18,7 @@ pub mod fault;
 pub mod iplink;
 #[cfg(feature = "runtime")]
 pub mod mux;
+pub mod mux_session;
 #[cfg(feature = "runtime")]
 pub mod net;
 pub mod pcap_read;

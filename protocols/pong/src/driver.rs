@@ -29,13 +29,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
-use tunnelbed_netio::mux::{carrier_writer, read_some};
+use tunnelbed_netio::mux::CarrierPump;
 use tunnelbed_netio::Trace;
 
 use crate::session::{
@@ -702,39 +702,19 @@ impl Task {
     where
         C: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (mut rd, wr) = tokio::io::split(carrier);
         let origin = Instant::now();
         let now = move || origin.elapsed();
-        let (out_tx, out_rx) = mpsc::channel::<Vec<Bytes>>(8);
-        let writer = tokio::spawn(carrier_writer(wr, out_rx, self.wake.clone()));
+        let mut pump = CarrierPump::start(carrier, self.wake.clone());
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<Cmd>(64);
-        let mut unsent: Option<Vec<Bytes>> = None;
-        let mut pending = BytesMut::new();
         let mut carrier_eof = false;
         let mut opens_gone = false;
-        let mut buf = BytesMut::new();
         loop {
             // Feed held input, emit, route events, feed streams; repeat while it helps.
             loop {
-                if !pending.is_empty() || self.m.input_blocked().is_some() {
-                    let n = self.m.handle_input(now(), &pending);
-                    pending.advance(n);
-                }
-                if unsent.is_none() {
-                    unsent = self.transmit();
-                }
-                while let Some(b) = unsent.take() {
-                    match out_tx.try_send(b) {
-                        Ok(()) => unsent = self.transmit(),
-                        Err(mpsc::error::TrySendError::Full(b)) => unsent = Some(b),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.end
-                                .get_or_insert(ConnEnd::CarrierLost("carrier write failed".into()));
-                        }
-                    }
-                    if unsent.is_some() {
-                        break;
-                    }
+                pump.feed_held(&mut self.m, now());
+                if pump.emit(&mut self.m).is_err() {
+                    self.end
+                        .get_or_insert(ConnEnd::CarrierLost("carrier write failed".into()));
                 }
                 let mut progressed = self.route_events(&cmd_tx, now());
                 progressed |= self.feed_streams(now());
@@ -759,8 +739,8 @@ impl Task {
                 self.m.shutdown(now(), &r);
                 break;
             }
-            let can_read = !carrier_eof && pending.is_empty() && self.m.input_blocked().is_none();
-            let out_room = unsent.is_none()
+            let can_read = !carrier_eof && pump.can_read(&self.m);
+            let out_room = !pump.has_unsent()
                 && self.cmd.is_none()
                 && self.m.pending_output() < self.cfg.session.max_output / 2;
             let can_open = !opens_gone && self.m.side() == Side::Local;
@@ -771,20 +751,14 @@ impl Task {
                         self.control(c, now());
                     }
                 }
-                r = read_some(&mut rd, &mut buf), if can_read => match r {
+                r = pump.read(), if can_read => match r {
                     Ok(0) => {
                         carrier_eof = true;
                         self.m.handle_carrier_closed(now());
                     }
-                    Ok(n) => {
-                        // Frozen, so that large payloads reach the streams as slices of
-                        // it; the allocation comes back once they are all read.
-                        let got = buf.split().freeze();
-                        let used = self.m.handle_input_bytes(now(), &got);
-                        if used < n {
-                            pending.extend_from_slice(&got[used..n]);
-                        }
-                    }
+                    // Frozen, so that large payloads reach the streams as slices of the
+                    // read buffer; the allocation comes back once they are all read.
+                    Ok(n) => pump.take_read(&mut self.m, now(), n),
                     Err(e) => {
                         carrier_eof = true;
                         self.end.get_or_insert(ConnEnd::CarrierLost(e.to_string()));
@@ -866,25 +840,9 @@ impl Task {
             s.to_app = None;
         }
         self.stats.live.store(0, Ordering::Relaxed);
-        if let Some(b) = unsent {
-            let _ = out_tx.try_send(b);
-        }
-        while let Some(b) = self.transmit() {
-            if out_tx.try_send(b).is_err() {
-                break;
-            }
-        }
-        drop(out_tx);
-        let _ = tokio::time::timeout(self.cfg.close_delay, writer).await;
+        pump.close(&mut self.m, true, self.cfg.close_delay).await;
         state_tx.send_replace(ConnState::Closed);
         why
-    }
-
-    /// What the machine has queued for the carrier, as one writer item (payloads
-    /// uncopied).
-    fn transmit(&mut self) -> Option<Vec<Bytes>> {
-        let mut v = Vec::new();
-        (self.m.poll_transmit_chunks(&mut v) > 0).then_some(v)
     }
 
     /// Acts on the machine's events; says whether anything happened.

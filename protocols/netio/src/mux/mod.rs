@@ -22,6 +22,9 @@
 //! taking application writes while the machine's own output is half full.
 
 mod carrier;
+mod pump;
 
+pub use crate::mux_session::{MuxEvent, MuxRecv, MuxSession};
 pub use crate::timer::sleep_until;
 pub use carrier::{carrier_writer, read_some, write_pieces, MAX_IOV, READ_BUF, WRITE_BATCH};
+pub use pump::{transmit, CarrierPump, WriteFailed};

@@ -38,6 +38,7 @@ pub mod event;
 
 mod api;
 mod input;
+mod mux;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
