@@ -149,16 +149,24 @@ fn pong_streams_lossy_seed_1_real_tcp_passes_and_shows_retransmissions() {
     );
 }
 
-/// Issue 14 over real TCP: swarm seed 12 (19.2% loss) had one failing stream (s299, a
-/// target reset after the application's finish) whose application waited 120 s. The
-/// capture shows why: the local ACKed the application's FIN (frame 8798, 2.82 s) and
-/// reset the connection at 4.41 s (frames 12144-12146, three copies); none arrived, and
-/// an application that only reads sends nothing that would draw another reset (a kernel
-/// peer waits the same way). The run's reset log tells this apart from a local that
-/// never reset: the verdict names the stream and still fails any other hang.
+/// A reset the link lost, told apart from a hang. With the stall watch's first timing
+/// (1.5 s) swarm seed 12 had one (s299: the local ACKed the application's FIN, reset the
+/// connection, and all three copies were lost; an application that only reads sends
+/// nothing that would draw another reset, and a kernel peer waits the same way). With
+/// today's 300 ms seed 12 has none, and seed 97 has one (s018; under 1.5 s it was s125,
+/// a failed dial whose application still waited for its SOCKS5 reply). The run's
+/// reset log tells this apart from a local that never reset: the verdict names the stream
+/// and still fails any other hang.
+///
+/// Seed 97 was first the mirror image (1.5 s timing): the application reset its
+/// connection after the local's whole answer and every copy was lost; the local's relay
+/// waited on the application for good, so the remote's idle reset of the pong stream went
+/// unnoticed and stream and carrier stayed open (`no-leak-pong`). The relay now fails on
+/// a reset that comes after the answer ended. Under the 300 ms timing the run no longer
+/// takes that path (not re-checked without the fix); the run passing keeps both rules.
 #[test]
-fn pong_streams_swarm_seed_12_real_tcp_tells_a_lost_reset_from_a_hang() {
-    let r = run(&scenario("pong-streams"), &cfg(12, "swarm", false)).unwrap();
+fn pong_streams_swarm_seed_97_real_tcp_tells_a_lost_reset_from_a_hang() {
+    let r = run(&scenario("pong-streams"), &cfg(97, "swarm", false)).unwrap();
     assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
     let metric = |k: &str| r.metrics.iter().find(|(n, _)| n == k).map(|m| m.1.clone());
     assert_eq!(metric("resets_lost").as_deref(), Some("1"));
@@ -168,20 +176,8 @@ fn pong_streams_swarm_seed_12_real_tcp_tells_a_lost_reset_from_a_hang() {
         .find(|c| c.name == "ends-as-planned")
         .expect("the check ran");
     assert!(
-        planned.detail.contains("s299 (3 sent)"),
+        planned.detail.contains("s018 (3 sent)"),
         "{}",
         planned.detail
     );
-}
-
-/// The mirror image of the lost reset: swarm seed 97's application s-stream on port
-/// 60825 had the local's whole answer and FIN acknowledged (frame 42535, 3.45 s), then
-/// reset its connection (frames 42898-42900), and every copy was lost. The local's relay
-/// waited on the application for good, so when the remote's idle timeout reset the pong
-/// stream (23.35 s) nothing noticed: the stream and carrier c14 stayed open
-/// (`no-leak-pong`). The relay now fails on a reset that comes after the answer ended.
-#[test]
-fn pong_streams_swarm_seed_97_real_tcp_leaves_no_stream_behind_a_lost_reset() {
-    let r = run(&scenario("pong-streams"), &cfg(97, "swarm", false)).unwrap();
-    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
 }
