@@ -48,7 +48,7 @@ pub trait MuxSession {
     /// Why a stream was reset, as its handle reports it (`Display` is the error text).
     type ResetCause: Clone + fmt::Display + Send + Sync + 'static;
     /// What an application's reset says on the wire (pong: an rst code; h2tunnel: nothing).
-    type ResetInfo;
+    type ResetInfo: Send + 'static;
     /// Why a stream call failed.
     type Error: fmt::Display;
     /// The protocol's own events.
