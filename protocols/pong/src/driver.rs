@@ -450,6 +450,11 @@ impl MuxHooks<Pong> for Hooks {
         }
     }
 
+    /// The session is shut down, so that every stream learns why.
+    fn lost(core: &mut PongCore, why: &str, now: Duration) {
+        core.m.shutdown(now, why);
+    }
+
     fn conn_cause(why: &ConnEnd) -> ResetCause {
         ResetCause::Connection(why.to_string())
     }

@@ -264,6 +264,8 @@ impl<P: MuxProto, E> Core<P, E> {
         if s.reader_done && s.writer_done {
             if self.m.stream_live(sid) {
                 let _ = self.m.close(now, sid);
+            } else {
+                self.m.release(now, sid);
             }
             self.forget(sid);
         }
@@ -312,6 +314,9 @@ pub trait MuxHooks<P: MuxProto>: Sized + Send + 'static {
     /// The connection's state as published on a watch.
     type State: Clone + PartialEq + Send + Sync + 'static;
 
+    /// Runs once before the task's loop (a session that sends first: h2tunnel's
+    /// handshake).
+    fn start(_core: &mut Core<P, Self::End>, _now: Duration) {}
     /// The session's state now.
     fn state(m: &P::Session) -> Self::State;
     /// The state published once the task is over.
@@ -322,6 +327,11 @@ pub trait MuxHooks<P: MuxProto>: Sized + Send + 'static {
     fn shut_down(why: String) -> Self::End;
     /// The reason, when `end` is the carrier's loss (the task then stops at once).
     fn lost_reason(end: &Self::End) -> Option<&str>;
+    /// The carrier was lost with `why`; the task stops right after (pong shuts its
+    /// session down, so that its streams learn why).
+    fn lost(core: &mut Core<P, Self::End>, why: &str, now: Duration);
+    /// The task is over (answer what is still waiting).
+    fn end(&mut self, _core: &mut Core<P, Self::End>) {}
     /// The cause given to live streams when the connection ends with `why`.
     fn conn_cause(why: &Self::End) -> Cause<P>;
     /// The cause the handles of a stream the application reset with `info` report.
@@ -364,8 +374,8 @@ pub struct ConnConfig {
     pub datagram_queue: usize,
     /// How long the writer may take to flush what is queued when the connection ends.
     pub close_delay: Duration,
-    /// At the end, offer what is still queued to the writer (pong: yes; a tunnel that
-    /// closed after its GOAWAY: no).
+    /// At the end, offer what is still queued to the writer (pong and h2tunnel both do:
+    /// a closed session's last frames, such as a GOAWAY, still go out if they can).
     pub flush_at_end: bool,
 }
 
@@ -434,6 +444,7 @@ impl<P: MuxProto, H: MuxHooks<P>> ConnTask<P, H> {
         let mut carrier_eof = false;
         let mut opens_gone = false;
         let half_output = self.core.m.max_output() / 2;
+        H::start(&mut self.core, now());
         loop {
             // Feed held input, emit, route events, feed streams; repeat while it helps.
             loop {
@@ -469,7 +480,7 @@ impl<P: MuxProto, H: MuxHooks<P>> ConnTask<P, H> {
                 .and_then(H::lost_reason)
                 .map(str::to_string)
             {
-                self.core.m.shutdown(now(), &r);
+                H::lost(&mut self.core, &r, now());
                 break;
             }
             let can_read = !carrier_eof && pump.can_read(&self.core.m);
@@ -572,6 +583,7 @@ impl<P: MuxProto, H: MuxHooks<P>> ConnTask<P, H> {
             s.to_app = None;
         }
         core.stats.live.store(0, Ordering::Relaxed);
+        self.hooks.end(core);
         pump.close(&mut core.m, self.cfg.flush_at_end, self.cfg.close_delay)
             .await;
         state_tx.send_replace(H::closed_state());
@@ -657,6 +669,7 @@ impl<P: MuxProto, H: MuxHooks<P>> ConnTask<P, H> {
                 if core.m.stream_live(sid) {
                     let _ = core.m.reset(now, sid, info);
                 }
+                core.m.release(now, sid);
                 core.signal(sid, StreamEnd::Reset(cause));
                 core.forget(sid);
             }
