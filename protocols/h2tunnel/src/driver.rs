@@ -4,47 +4,50 @@
 //!
 //! Tasks, so that nothing can deadlock on a full buffer:
 //! - the tunnel task owns the machine: it reads the carrier, runs timers, takes
-//!   application commands, and moves received bytes towards the streams;
+//!   application commands, and moves received bytes towards the streams. It is the
+//!   generic [`tunnelbed_netio::mux::ConnTask`] (pong's too); what is h2tunnel's own
+//!   (opens waiting for the handshake, accepted streams, failure and GOAWAY) is its
+//!   `MuxHooks` here;
 //! - a carrier writer task ([`tunnelbed_netio::mux::carrier_writer`], shared with pong)
 //!   writes what the machine emits, gathering what is queued into one (vectored) write,
-//!   so the tunnel task keeps reading while the carrier is slow to take bytes (two tunnel
-//!   ends writing bulk at each other would otherwise wait on each other forever);
-//! - per stream, a pump from the application (reads its writes, sends them as
-//!   commands, then FIN at its end of input) and a pump to the application.
+//!   so the tunnel task keeps reading while the carrier is slow to take bytes;
+//! - no task per stream: a [`TunnelStream`] writes commands to the tunnel task's bounded
+//!   queue and reads the chunks it fed (the generic [`MuxStream`]).
+//!
+//! Stream rules (the generic driver's, pong's): a reset (RST either way, or the tunnel
+//! ending) fails reads and writes with `ConnectionReset`, never a silent end of file;
+//! dropping a stream sends FIN after what was written, and RST instead when its input
+//! was still unread at the drop (the peer had not finished); when the tunnel ends,
+//! streams that had already ended cleanly both ways keep what they received.
 //!
 //! Backpressure: the tunnel task stops reading the carrier while the machine holds its
 //! input ([`Tunnel::input_blocked`]: the streams hold [`TunnelConfig::max_buffered`]
 //! received bytes or more that the applications have not taken).
 //! The protocol has no per-stream flow control, so one slow reader slows the whole tunnel
-//! (as in vproxy) rather than losing data. A reset stream (RST, or the tunnel failing)
-//! makes reads and writes fail with `ConnectionReset`, never a silent end of file.
-//! Time is `tokio::time`, virtual inside the simulator.
+//! (as in vproxy) rather than losing data. Time is `tokio::time`, virtual inside the
+//! simulator.
 
-use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use tunnelbed_netio::mux::{sleep_until, CarrierPump};
+use tunnelbed_netio::mux::{ConnConfig, ConnTask, Core, MuxHooks, MuxProto, MuxStream};
 use tunnelbed_netio::Trace;
 
 use crate::stream::ResetCause;
-use crate::tunnel::{Event, Recv, Role, StreamError, Tunnel, TunnelConfig, TunnelState};
-use crate::wire::MAX_PAYLOAD;
+use crate::tunnel::{Event, Role, StreamError, Tunnel, TunnelConfig, TunnelState};
 
 /// Driver settings on top of the machine's.
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     /// The machine's timers and caps.
     pub tunnel: TunnelConfig,
-    /// Bytes buffered in each [`TunnelStream`] each way.
+    /// Received bytes queued towards each [`TunnelStream`] (in chunks of about 16 KiB).
     pub stream_buffer: usize,
 }
 
@@ -57,44 +60,38 @@ impl Default for DriverConfig {
     }
 }
 
-/// One stream of the tunnel, as the application uses it.
-///
-/// Dropping it (or shutting down its write half) closes gracefully: what was written is
-/// sent, then FIN, as vproxy's `close()` without linger 0. [`TunnelStream::reset`] is
-/// the abortive close (RST).
-pub struct TunnelStream {
-    sid: u32,
-    io: DuplexStream,
-    reset: watch::Receiver<Option<ResetCause>>,
-    resets: mpsc::UnboundedSender<u32>,
+/// h2tunnel as the generic driver sees it ([`MuxProto`]): its session, and nothing of
+/// its own on the command and control queues.
+#[derive(Debug)]
+pub struct H2Tunnel;
+
+impl MuxProto for H2Tunnel {
+    type Session = Tunnel;
+    type CmdExt = Infallible;
+    type CtlExt = Infallible;
+    const NAME: &'static str = "h2tunnel";
+    const HANDLE: &'static str = "TunnelStream";
 }
 
-impl std::fmt::Debug for TunnelStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TunnelStream")
-            .field("sid", &self.sid)
-            .finish()
-    }
-}
+/// One stream of the tunnel, as the application uses it (a thin wrapper of the generic
+/// [`MuxStream`]).
+///
+/// Shutting down its write half sends FIN (the peer may go on sending). Dropping it sends
+/// FIN after what was written, as vproxy's `close()` without linger 0, unless input was
+/// still unread at the drop: then RST, as a TCP socket closed with unread data.
+/// [`TunnelStream::reset`] is the abortive close (RST).
+#[derive(Debug)]
+pub struct TunnelStream(MuxStream<H2Tunnel>);
 
 impl TunnelStream {
     /// The stream id on the wire.
     pub fn id(&self) -> u32 {
-        self.sid
+        self.0.id()
     }
 
     /// Aborts the stream: RST to the peer, unsent and unread bytes are discarded.
     pub fn reset(self) {
-        let _ = self.resets.send(self.sid);
-    }
-
-    fn reset_error(&self) -> Option<io::Error> {
-        self.reset.borrow().as_ref().map(|c| {
-            io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                format!("stream {}: {c}", self.sid),
-            )
-        })
+        self.0.reset(());
     }
 }
 
@@ -104,18 +101,7 @@ impl AsyncRead for TunnelStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            // End of input after a reset is the reset, not a clean end.
-            Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
-                match this.reset_error() {
-                    Some(e) => Poll::Ready(Err(e)),
-                    None => Poll::Ready(Ok(())),
-                }
-            }
-            other => other,
-        }
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
     }
 }
 
@@ -125,19 +111,15 @@ impl AsyncWrite for TunnelStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(e) = this.reset_error() {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.io).poll_write(cx, data)
+        Pin::new(&mut self.get_mut().0).poll_write(cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 
@@ -214,21 +196,6 @@ impl Running {
     }
 }
 
-enum Cmd {
-    Data(u32, Bytes),
-    /// The application finished writing (FIN).
-    ReaderDone(u32),
-    /// The application stopped reading (`gone`: it dropped the stream).
-    WriterDone(u32, bool),
-}
-
-struct DrvStream {
-    to_app: Option<mpsc::Sender<Bytes>>,
-    reset: watch::Sender<Option<ResetCause>>,
-    reader_done: bool,
-    writer_done: bool,
-}
-
 /// Starts a tunnel over `carrier` in `role`. `id` names the machine in the trace.
 pub fn spawn<C>(carrier: C, role: Role, cfg: DriverConfig, trace: Trace, id: String) -> Running
 where
@@ -238,7 +205,21 @@ where
     let (acc_tx, accepted) = mpsc::channel(256);
     let machine = Tunnel::new(role, cfg.tunnel.clone(), trace, id);
     let (state_tx, state) = watch::channel(TunnelState::Init);
-    let done = tokio::spawn(run(carrier, machine, cfg, open_rx, acc_tx, state_tx));
+    let hooks = Hooks {
+        accepted: acc_tx,
+        waiting: Vec::new(),
+    };
+    let conn_cfg = ConnConfig {
+        stream_buffer: cfg.stream_buffer,
+        datagram_queue: 1,
+        close_delay: cfg.tunnel.close_delay,
+        // What is still queued (its GOAWAY) is offered to the writer at the end, which
+        // gets `close_delay` for it; waiting for it instead would hang on a carrier that
+        // takes nothing more (a partition).
+        flush_at_end: true,
+    };
+    let (task, _ctl, _stats) = ConnTask::new(machine, hooks, conn_cfg);
+    let done = tokio::spawn(task.run(carrier, open_rx, state_tx));
     Running {
         opener: Opener { tx: open_tx },
         accepted,
@@ -247,308 +228,143 @@ where
     }
 }
 
-async fn run<C>(
-    carrier: C,
-    mut m: Tunnel,
-    cfg: DriverConfig,
-    mut open_rx: mpsc::Receiver<OpenReply>,
-    acc_tx: mpsc::Sender<TunnelStream>,
-    state_tx: watch::Sender<TunnelState>,
-) -> TunnelEnd
-where
-    C: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let origin = Instant::now();
-    let now = || origin.elapsed();
-    let wake = Arc::new(Notify::new());
-    let mut pump = CarrierPump::start(carrier, wake.clone());
-    let (cmd_tx, mut cmd_rx) = mpsc::channel::<Cmd>(64);
-    // One message per stream at most, so unbounded is bounded by the stream limit.
-    let (reset_tx, mut reset_rx) = mpsc::unbounded_channel::<u32>();
-    let chans = Chans {
-        cmd: cmd_tx,
-        resets: reset_tx,
-        wake: wake.clone(),
-    };
-    let mut streams: BTreeMap<u32, DrvStream> = BTreeMap::new();
-    let mut waiting_opens: Vec<OpenReply> = Vec::new();
-    let mut end: Option<TunnelEnd> = None;
-    let mut carrier_eof = false;
-    let mut openers_gone = false;
-    m.start(now());
-    loop {
-        // Feed held input, emit, then route events, then feed streams.
-        pump.feed_held(&mut m, now());
-        if pump.emit(&mut m).is_err() {
-            end.get_or_insert(TunnelEnd::CarrierLost("carrier write failed".into()));
-        }
-        while let Some(ev) = m.poll_event() {
-            match ev {
-                Event::Ready => {
-                    for reply in waiting_opens.drain(..) {
-                        let r = open_stream(&mut m, &mut streams, &cfg, &chans, now());
-                        let _ = reply.send(r);
-                    }
-                }
-                Event::Accepted(sid) => {
-                    let s = attach(sid, &mut streams, &cfg, &chans);
-                    if acc_tx.try_send(s).is_err() {
-                        // Nobody accepts (or the backlog is full): refuse this stream.
-                        let _ = m.reset(now(), sid);
-                    }
-                }
-                Event::Reset(sid, cause) => {
-                    if let Some(s) = streams.get_mut(&sid) {
-                        let _ = s.reset.send(Some(cause));
-                    }
-                }
-                Event::Failed(r) => {
-                    end.get_or_insert(TunnelEnd::Failed(r));
-                }
-                Event::PeerShutdown(r) => {
-                    end.get_or_insert(TunnelEnd::PeerShutdown(r));
-                }
-                Event::Established(_) | Event::Readable(_) | Event::Closed => {}
-            }
-        }
-        feed_streams(&mut m, &mut streams, now());
-        state_tx.send_if_modified(|s| {
-            let changed = *s != m.state();
-            *s = m.state();
-            changed
-        });
-        if m.state() == TunnelState::Closed && !pump.has_unsent() {
-            break;
-        }
-        if carrier_eof && m.state() != TunnelState::Failed {
-            break;
-        }
-        if let Some(e) = &end {
-            if matches!(e, TunnelEnd::CarrierLost(_)) {
-                break;
-            }
-        }
-        let can_read = !carrier_eof && pump.can_read(&m);
-        let can_cmd = !pump.has_unsent() && m.pending_output() < cfg.tunnel.max_output / 2;
-        let can_open = !openers_gone
-            && (m.state() == TunnelState::Ready || m.state() == TunnelState::HandshakeSent);
-        let timeout = m.poll_timeout().map(|t| origin + t);
-        tokio::select! {
-            biased;
-            r = pump.read(), if can_read => match r {
-                Ok(0) => {
-                    carrier_eof = true;
-                    end.get_or_insert(TunnelEnd::CarrierLost("carrier closed".into()));
-                }
-                // The machine copies what it keeps: the allocation comes back.
-                Ok(n) => pump.take_read(&mut m, now(), n),
-                Err(e) => {
-                    carrier_eof = true;
-                    end.get_or_insert(TunnelEnd::CarrierLost(e.to_string()));
-                }
-            },
-            _ = wake.notified() => {}
-            Some(sid) = reset_rx.recv() => {
-                if streams.contains_key(&sid) {
-                    let _ = m.reset(now(), sid);
-                }
-            }
-            c = cmd_rx.recv(), if can_cmd => {
-                if let Some(c) = c {
-                    apply(&mut m, &mut streams, c, now());
-                }
-            }
-            r = open_rx.recv(), if can_open => match r {
-                None => openers_gone = true,
-                Some(reply) if m.state() == TunnelState::Ready => {
-                    let r = open_stream(&mut m, &mut streams, &cfg, &chans, now());
-                    let _ = reply.send(r);
-                }
-                Some(reply) => waiting_opens.push(reply),
-            },
-            _ = sleep_until(timeout) => m.handle_timeout(now()),
-        }
-    }
-    // Every stream still attached learns the tunnel is gone.
-    let why = end
-        .clone()
-        .unwrap_or(TunnelEnd::CarrierLost("closed".into()));
-    for s in streams.values_mut() {
-        if s.reset.borrow().is_none() {
-            let _ = s.reset.send(Some(ResetCause::TunnelEnded(why.to_string())));
-        }
-        s.to_app = None;
-    }
-    for reply in waiting_opens {
-        let _ = reply.send(Err(StreamError::NotReady(m.state())));
-    }
-    // Unlike pong, nothing still queued is offered to the writer at the end (the tunnel
-    // closes after its GOAWAY went out, or the carrier is gone).
-    pump.close(&mut m, false, cfg.tunnel.close_delay).await;
-    state_tx.send_replace(TunnelState::Closed);
-    why
+/// What h2tunnel adds to the generic connection task.
+struct Hooks {
+    accepted: mpsc::Sender<TunnelStream>,
+    /// Opens that arrived before the handshake completed.
+    waiting: Vec<OpenReply>,
 }
 
-/// Resolves once the stream is reset (or its driver side is gone).
-async fn reset_signalled(rx: &mut watch::Receiver<Option<ResetCause>>) {
-    while rx.borrow_and_update().is_none() {
-        if rx.changed().await.is_err() {
-            return;
+type TunnelCore = Core<H2Tunnel, TunnelEnd>;
+
+fn open_stream(core: &mut TunnelCore, now: Duration) -> Result<TunnelStream, StreamError> {
+    let sid = core.m.open(now)?;
+    Ok(TunnelStream(core.attach_stream(sid)))
+}
+
+impl MuxHooks<H2Tunnel> for Hooks {
+    type Open = OpenReply;
+    type End = TunnelEnd;
+    type State = TunnelState;
+
+    fn start(core: &mut TunnelCore, now: Duration) {
+        core.m.start(now);
+    }
+
+    fn state(m: &Tunnel) -> TunnelState {
+        m.state()
+    }
+
+    fn closed_state() -> TunnelState {
+        TunnelState::Closed
+    }
+
+    fn carrier_lost(why: String) -> TunnelEnd {
+        TunnelEnd::CarrierLost(why)
+    }
+
+    fn shut_down(why: String) -> TunnelEnd {
+        TunnelEnd::Failed(why)
+    }
+
+    fn lost_reason(end: &TunnelEnd) -> Option<&str> {
+        match end {
+            TunnelEnd::CarrierLost(r) => Some(r),
+            _ => None,
         }
     }
-}
 
-/// What each stream's pumps and handle talk to the tunnel task through.
-struct Chans {
-    cmd: mpsc::Sender<Cmd>,
-    resets: mpsc::UnboundedSender<u32>,
-    wake: Arc<Notify>,
-}
+    /// Nothing more can be written: the tunnel stops where it is (no GOAWAY).
+    fn lost(_core: &mut TunnelCore, _why: &str, _now: Duration) {}
 
-fn open_stream(
-    m: &mut Tunnel,
-    streams: &mut BTreeMap<u32, DrvStream>,
-    cfg: &DriverConfig,
-    chans: &Chans,
-    now: Duration,
-) -> Result<TunnelStream, StreamError> {
-    let sid = m.open(now)?;
-    Ok(attach(sid, streams, cfg, chans))
-}
-
-/// Creates the application's end of stream `sid` and the two pumps behind it.
-fn attach(
-    sid: u32,
-    streams: &mut BTreeMap<u32, DrvStream>,
-    cfg: &DriverConfig,
-    chans: &Chans,
-) -> TunnelStream {
-    let (app, mine) = tokio::io::duplex(cfg.stream_buffer);
-    let (reset_tx, reset_rx) = watch::channel(None);
-    let (to_app, from_tunnel) = mpsc::channel::<Bytes>(4);
-    let (mut mine_rd, mut mine_wr) = tokio::io::split(mine);
-    // Application -> tunnel.
-    let tx = chans.cmd.clone();
-    let mut reset = reset_rx.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_PAYLOAD];
-        loop {
-            tokio::select! {
-                biased;
-                _ = reset_signalled(&mut reset) => break,
-                r = mine_rd.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(Cmd::Data(sid, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                            return;
-                        }
-                    }
-                },
-            }
-        }
-        let _ = tx.send(Cmd::ReaderDone(sid)).await;
-    });
-    // Tunnel -> application.
-    let tx = chans.cmd.clone();
-    let wake = chans.wake.clone();
-    tokio::spawn(async move {
-        let mut from_tunnel = from_tunnel;
-        let mut gone = false;
-        while let Some(b) = from_tunnel.recv().await {
-            wake.notify_one();
-            if mine_wr.write_all(&b).await.is_err() {
-                gone = true;
-                break;
-            }
-        }
-        if !gone {
-            let _ = mine_wr.shutdown().await;
-        }
-        let _ = tx.send(Cmd::WriterDone(sid, gone)).await;
-    });
-    streams.insert(
-        sid,
-        DrvStream {
-            to_app: Some(to_app),
-            reset: reset_tx,
-            reader_done: false,
-            writer_done: false,
-        },
-    );
-    TunnelStream {
-        sid,
-        io: app,
-        reset: reset_rx,
-        resets: chans.resets.clone(),
+    fn conn_cause(why: &TunnelEnd) -> ResetCause {
+        ResetCause::TunnelEnded(why.to_string())
     }
-}
 
-fn apply(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, c: Cmd, now: Duration) {
-    match c {
-        Cmd::Data(sid, mut b) => {
-            // The tunnel task only takes commands while there is output room, so the
-            // machine takes every byte; a dead stream's bytes have nowhere to go.
-            while !b.is_empty() {
-                match m.send_bytes(now, sid, &b) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => b.advance(n),
+    fn sent_cause(_info: &()) -> ResetCause {
+        ResetCause::Local("application reset".into())
+    }
+
+    fn drop_info() {}
+
+    /// The carrier's end ends the tunnel, unless it already failed (its GOAWAY timer
+    /// then closes it).
+    fn carrier_closed(core: &mut TunnelCore, _now: Duration) {
+        if core.m.state() != TunnelState::Failed {
+            core.end
+                .get_or_insert(TunnelEnd::CarrierLost("carrier closed".into()));
+        }
+    }
+
+    fn can_open(&self, core: &TunnelCore) -> bool {
+        matches!(
+            core.m.state(),
+            TunnelState::Ready | TunnelState::HandshakeSent
+        )
+    }
+
+    fn open(&mut self, core: &mut TunnelCore, reply: OpenReply, now: Duration) {
+        if core.m.state() == TunnelState::Ready {
+            let _ = reply.send(open_stream(core, now));
+        } else {
+            self.waiting.push(reply);
+        }
+    }
+
+    fn accepted(&mut self, core: &mut TunnelCore, sid: u32, now: Duration) {
+        let s = TunnelStream(core.attach_stream(sid));
+        if self.accepted.try_send(s).is_err() {
+            // Nobody accepts (or the backlog is full): refuse this stream.
+            let _ = core.m.reset(now, sid);
+            core.forget(sid);
+        }
+    }
+
+    fn event(&mut self, core: &mut TunnelCore, ev: Event, now: Duration) {
+        match ev {
+            Event::Ready => {
+                for reply in std::mem::take(&mut self.waiting) {
+                    let _ = reply.send(open_stream(core, now));
                 }
             }
-        }
-        Cmd::ReaderDone(sid) => {
-            if let Some(s) = streams.get_mut(&sid) {
-                s.reader_done = true;
-                let _ = m.finish(now, sid);
+            Event::Failed(r) => {
+                core.end.get_or_insert(TunnelEnd::Failed(r));
             }
-        }
-        Cmd::WriterDone(sid, gone) => {
-            if let Some(s) = streams.get_mut(&sid) {
-                s.writer_done = true;
-                if gone && !s.reader_done {
-                    // The application dropped the stream with input unread: reset.
-                    let _ = m.close(now, sid, true);
-                    streams.remove(&sid);
-                    return;
-                }
+            Event::PeerShutdown(r) => {
+                core.end.get_or_insert(TunnelEnd::PeerShutdown(r));
             }
+            Event::Established(_)
+            | Event::Closed
+            | Event::Readable(_)
+            | Event::Accepted(_)
+            | Event::Reset(..) => {}
         }
     }
-    let finished: Vec<u32> = streams
-        .iter()
-        .filter(|(_, s)| s.reader_done && s.writer_done)
-        .map(|(sid, _)| *sid)
-        .collect();
-    for sid in finished {
-        let _ = m.close(now, sid, false);
-        streams.remove(&sid);
-    }
-}
 
-/// Moves received bytes, ends of input and resets from the machine to the streams.
-fn feed_streams(m: &mut Tunnel, streams: &mut BTreeMap<u32, DrvStream>, now: Duration) {
-    for (sid, s) in streams.iter_mut() {
-        let mut ended = false;
-        if let Some(tx) = &s.to_app {
-            while let Ok(permit) = tx.try_reserve() {
-                match m.recv(now, *sid) {
-                    Ok(Recv::Data(b)) => permit.send(b),
-                    Ok(Recv::Pending) => break,
-                    Ok(Recv::Eof) | Err(_) => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
+    fn end(&mut self, core: &mut TunnelCore) {
+        for reply in self.waiting.drain(..) {
+            let _ = reply.send(Err(StreamError::NotReady(core.m.state())));
         }
-        if ended {
-            s.to_app = None;
-        }
+    }
+
+    fn command(
+        &mut self,
+        _core: &mut TunnelCore,
+        c: Infallible,
+        _now: Duration,
+    ) -> Option<Infallible> {
+        match c {}
+    }
+
+    fn control(&mut self, _core: &mut TunnelCore, c: Infallible, _now: Duration) {
+        match c {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn pair(cfg: DriverConfig) -> (Running, Running) {
         let (a, b) = tokio::io::duplex(8 * 1024);
@@ -644,15 +460,19 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
     }
 
-    /// Dropping a stream is a graceful close: the peer reads everything, then the end.
+    /// Dropping a stream whose input ended is a graceful close: the peer reads
+    /// everything, then the end. (The client now finishes first: a drop with input
+    /// unread is a reset, see tests/driver_rules.rs.)
     #[tokio::test]
     async fn drop_is_fin_after_the_data() {
         let (client, mut server) = pair(DriverConfig::default());
         let mut c = client.opener.open().await.unwrap();
         c.write_all(b"ping").await.unwrap();
+        c.shutdown().await.unwrap();
         let mut s = server.accepted.recv().await.unwrap();
-        let mut b = [0u8; 4];
-        s.read_exact(&mut b).await.unwrap();
+        let mut b = Vec::new();
+        s.read_to_end(&mut b).await.unwrap();
+        assert_eq!(b, b"ping");
         s.write_all(&pattern(1, 100_000)).await.unwrap();
         drop(s);
         let mut got = Vec::new();

@@ -76,6 +76,12 @@ impl MuxSession for Tunnel {
     fn reset(&mut self, now: Duration, sid: u32, _info: ()) -> Result<(), StreamError> {
         Tunnel::reset(self, now, sid)
     }
+    /// Forgets a dead stream (no frame goes out).
+    fn release(&mut self, now: Duration, sid: u32) {
+        if self.stream_state(sid).is_some() {
+            let _ = Tunnel::close(self, now, sid, false);
+        }
+    }
     fn shutdown(&mut self, now: Duration, reason: &str) {
         Tunnel::shutdown(self, now, reason)
     }

@@ -48,7 +48,7 @@ pub trait MuxSession {
     /// Why a stream was reset, as its handle reports it (`Display` is the error text).
     type ResetCause: Clone + fmt::Display + Send + Sync + 'static;
     /// What an application's reset says on the wire (pong: an rst code; h2tunnel: nothing).
-    type ResetInfo;
+    type ResetInfo: Send + 'static;
     /// Why a stream call failed.
     type Error: fmt::Display;
     /// The protocol's own events.
@@ -87,6 +87,10 @@ pub trait MuxSession {
     fn close(&mut self, now: Duration, sid: u32) -> Result<(), Self::Error>;
     /// Aborts `sid` with `info`.
     fn reset(&mut self, now: Duration, sid: u32, info: Self::ResetInfo) -> Result<(), Self::Error>;
+    /// The driver forgot `sid`, which had already ended (reset, or closed both ways):
+    /// drop any record kept of it (h2tunnel keeps dead streams until then; pong forgets
+    /// them itself).
+    fn release(&mut self, _now: Duration, _sid: u32) {}
     /// Shuts the whole connection down with `reason`.
     fn shutdown(&mut self, now: Duration, reason: &str);
 }

@@ -22,9 +22,15 @@
 //! taking application writes while the machine's own output is half full.
 
 mod carrier;
+mod conn;
 mod pump;
 
 pub use crate::mux_session::{MuxEvent, MuxRecv, MuxSession};
 pub use crate::timer::sleep_until;
 pub use carrier::{carrier_writer, read_some, write_pieces, MAX_IOV, READ_BUF, WRITE_BATCH};
+pub use conn::{
+    end_error, gone, send_in_order, Attached, Cause, Cmd, CmdOf, ConnConfig, ConnStats, ConnTask,
+    Core, Ctl, CtlOf, Info, MuxHooks, MuxProto, MuxStream, ResetWatch, StreamEnd, CMD_BATCH,
+    CMD_QUEUE, WRITE_CHUNK,
+};
 pub use pump::{transmit, CarrierPump, WriteFailed};
