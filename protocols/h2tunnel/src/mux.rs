@@ -95,24 +95,12 @@ mod tests {
 
     const T0: Duration = Duration::ZERO;
 
-    /// Moves output both ways through the trait's calls only.
     fn pump<S: MuxSession>(a: &mut S, b: &mut S) {
-        for _ in 0..8 {
-            let mut v = Vec::new();
-            a.poll_transmit_chunks(&mut v);
-            for p in v {
-                assert_eq!(b.handle_input_bytes(T0, &p), p.len());
-            }
-            let mut v = Vec::new();
-            b.poll_transmit_chunks(&mut v);
-            for p in v {
-                assert_eq!(a.handle_input_bytes(T0, &p), p.len());
-            }
-        }
+        tunnelbed_netio::mux_session::testing::exchange(T0, a, b)
     }
 
     fn events<S: MuxSession>(s: &mut S) -> Vec<MuxEvent<S::ResetCause, S::Ext>> {
-        std::iter::from_fn(|| MuxSession::poll_event(s)).collect()
+        tunnelbed_netio::mux_session::testing::drain_events(s)
     }
 
     /// A stream carried, finished, read to its end and reset, and the tunnel shut down,
