@@ -16,10 +16,12 @@
 //! beyond a full accept queue are dropped, a duplicate SYN of a known connection never
 //! opens a second one), dropping a stream with unread input resets it, and a crashed
 //! host goes silent (its peers learn of it only from their own timeouts, or from the
-//! resets its next incarnation sends).
+//! resets its next incarnation sends), and a reset carries a sequence number the peer's
+//! window holds ([`rst_seq`]).
 
 pub mod conns;
 pub mod resets;
+pub mod rst_seq;
 pub mod stack;
 pub mod stall;
 pub mod stream;

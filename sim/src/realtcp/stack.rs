@@ -19,6 +19,7 @@ use tunnelbed_netio::CaptureIface;
 
 use super::conns::{ConnId, Conns, Tuple};
 use super::resets::{rst_tuple, ResetLog};
+use super::rst_seq::SendEdge;
 use super::stall::StallWatch;
 use crate::clock::now;
 use crate::iplink::SimIpLink;
@@ -92,6 +93,8 @@ pub struct StackInner {
     ip: Ipv4Addr,
     /// Gets smoltcp out of its retransmission stalls.
     watch: StallWatch,
+    /// Sequence numbers for resets (see [`SendEdge`]).
+    edge: SendEdge,
     /// Bytes a connection had received but not yet handed to the application when a
     /// reset arrived: read before the reset is reported, as a kernel does.
     leftover: BTreeMap<ConnId, VecDeque<u8>>,
@@ -159,6 +162,7 @@ impl HostStack {
                 next_port: 49_152 + (seed % span) as u16,
                 ip,
                 watch: StallWatch::default(),
+                edge: SendEdge::default(),
                 leftover: BTreeMap::new(),
                 dead: false,
                 resets: resets.clone(),
@@ -501,6 +505,7 @@ impl StackInner {
                 continue;
             };
             self.watch.note_rx(&p);
+            self.edge.incoming(&p);
             self.dev.rx.push_back(p);
             let set = match to.and_then(|id| {
                 self.conns.mark(id);
@@ -547,7 +552,9 @@ impl StackInner {
                 .map(from_smol);
             self.conns.schedule(id, at);
         }
-        for p in &self.dev.tx {
+        for p in self.dev.tx.iter_mut() {
+            // A reset's sequence number where the peer surely takes it (see `rst_seq`).
+            self.edge.outgoing(p);
             self.watch.note_tx(p);
         }
         self.tend_listeners();

@@ -556,6 +556,16 @@ pub enum TargetSaw {
     Error(usize, String),
     /// The target reset the stream as asked.
     ResetSent,
+    /// Still waiting on the request when the run ended, on the connection from `peer` (the
+    /// dialer: a proxy's remote end) to `me`: a verdict can ask the run's reset log
+    /// whether the dialer reset it and the link lost every copy (see
+    /// `proxy_streams::target_resets_lost`).
+    Waiting {
+        /// The dialer's address.
+        peer: SocketAddr,
+        /// The target's address.
+        me: SocketAddr,
+    },
 }
 
 /// What the target saw, per stream tag.
@@ -641,6 +651,12 @@ async fn serve_target<S: TcpConn>(mut s: S, seed: u64, ledger: FlowLedger, log: 
     let pause = Duration::from_millis(3 + u64::from(h.tag % 7));
     let pace = Duration::from_millis(u64::from(h.pace_ms));
     let answer = || answer_body(seed, h.tag, h.resp as usize);
+    if h.mode != TargetMode::Reset {
+        if let (Ok(peer), Ok(me)) = (s.peer_addr(), s.local_addr()) {
+            // Replaced by how the request ended; left if the run ends first.
+            record(TargetSaw::Waiting { peer, me });
+        }
+    }
     let judge = |got: &[u8], r: io::Result<()>| match r {
         Ok(()) if got.len() == h.req as usize => TargetSaw::Complete,
         Ok(()) => TargetSaw::Short(got.len()),

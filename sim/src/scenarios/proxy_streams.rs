@@ -7,7 +7,7 @@
 //! own extras stay in the scenario, which is then mostly its plan and its verdict.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +20,7 @@ use tunnelbed_socks5::Addr;
 
 use crate::fault::FaultPlan;
 use crate::ledger::FlowLedger;
+use crate::realtcp::resets::ResetCount;
 use crate::scenarios::pong_common::{self as pc, AppSaw, Header, Order, TargetMode, TargetSaw};
 
 /// An application gives up on a stream after this long (it reports it as hung).
@@ -419,6 +420,61 @@ pub fn ends_as_planned(
     (false, detail)
 }
 
+/// The application-abort streams whose target still waited on its request when the run
+/// ended although the dialer (the proxy's remote end) had reset the connection: every
+/// copy of that reset was lost on the link (real TCP only: a reset is never resent, and
+/// a target that has answered and only reads sends nothing that would draw another; a
+/// kernel target waits the same way, until its own timeout). Their entries in `log`
+/// become a read error that names the lost resets, as the verdict counts it; returns
+/// (tag, reset copies sent) for each. A target left waiting with no reset sent, or with
+/// one that arrived, stays `Waiting` and fails the verdict.
+pub fn target_resets_lost(
+    resets: impl Fn(SocketAddrV4, SocketAddrV4) -> ResetCount,
+    plans: &[Plan],
+    log: &mut BTreeMap<u32, TargetSaw>,
+) -> Vec<(u32, u32)> {
+    let mut lost = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        let tag = i as u32;
+        if *p != Plan::AppAbort {
+            continue;
+        }
+        let Some(TargetSaw::Waiting {
+            peer: SocketAddr::V4(peer),
+            me: SocketAddr::V4(me),
+        }) = log.get(&tag).cloned()
+        else {
+            continue;
+        };
+        let r = resets(peer, me);
+        if r.all_lost() {
+            let why = format!(
+                "still reading: the remote sent {} resets, none arrived",
+                r.sent
+            );
+            log.insert(tag, TargetSaw::Error(0, why));
+            lost.push((tag, r.sent));
+        }
+    }
+    lost
+}
+
+/// The detail for a verdict of [`target_resets_lost`]'s streams (empty when none).
+pub fn target_lost_summary(lost: &[(u32, u32)]) -> String {
+    if lost.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = lost
+        .iter()
+        .map(|(t, n)| format!("s{t:03} ({n} sent)"))
+        .collect();
+    format!(
+        "; {} aborted streams left their target reading: the remote reset them and the link lost every copy ({})",
+        lost.len(),
+        list.join(", ")
+    )
+}
+
 /// How many of `plans` are clean, aborted by the application, and meant to fail.
 pub fn counts(plans: &[Plan]) -> (usize, usize, usize) {
     let clean = plans
@@ -487,5 +543,43 @@ mod tests {
         assert!(!judge(&hung, &complete, FailingEnd::Error).0);
         let dialed = [Some(TargetSaw::Complete), Some(TargetSaw::Complete)];
         assert!(!judge(&errored, &dialed, FailingEnd::ErrorOrEmpty).0);
+    }
+
+    #[test]
+    fn an_aborted_streams_target_left_reading_passes_only_when_every_reset_was_lost() {
+        let plans = [Plan::AppAbort, Plan::AppAbort, Plan::AppAbort, CLEAN];
+        let waiting = |port: u16| TargetSaw::Waiting {
+            peer: SocketAddr::from(([192, 168, 0, 1], port)),
+            me: SocketAddr::from(([192, 168, 0, 2], 8000)),
+        };
+        // s000: three copies sent, none arrived; s001: one arrived; s002: none sent;
+        // s003 is clean and waiting (never excused).
+        let resets = |peer: SocketAddrV4, _me: SocketAddrV4| match peer.port() {
+            1 | 4 => ResetCount {
+                sent: 3,
+                arrived: 0,
+            },
+            2 => ResetCount {
+                sent: 3,
+                arrived: 1,
+            },
+            _ => ResetCount::default(),
+        };
+        let mut log: BTreeMap<u32, TargetSaw> =
+            (0..4).map(|t| (t, waiting(t as u16 + 1))).collect();
+        let lost = target_resets_lost(resets, &plans, &mut log);
+        assert_eq!(lost, vec![(0, 3)]);
+        assert!(
+            matches!(&log[&0], TargetSaw::Error(0, why) if why.contains("3 resets, none arrived"))
+        );
+        for t in 1..4 {
+            assert_eq!(log[&t], waiting(t as u16 + 1), "s{t}");
+        }
+        let app: BTreeMap<u32, AppSaw> = (0..3).map(|t| (t, AppSaw::Aborted)).collect();
+        let (ok, detail) = ends_as_planned(&plans[..3], &app, &log, FailingEnd::Error);
+        assert!(!ok);
+        assert!(detail.starts_with("2 of 3 streams"), "{detail}");
+        assert!(target_lost_summary(&lost).contains("1 aborted streams left their target reading"),);
+        assert_eq!(target_lost_summary(&[]), "");
     }
 }

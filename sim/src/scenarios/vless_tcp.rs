@@ -147,11 +147,17 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     drop(sim);
 
     let o = outcome.lock().unwrap();
-    let log = target_log.lock().unwrap().clone();
+    let mut log = target_log.lock().unwrap().clone();
     let (clean, _, _) = ps::counts(&plans);
     ctx.check_flows(2 * clean);
+    let target_lost =
+        ps::target_resets_lost(|a, b| ctx.world.tcp_resets().get(a, b), &plans, &mut log);
     let (ok, detail) = ps::ends_as_planned(&plans, &o.app, &log, FailingEnd::ErrorOrEmpty);
-    ctx.check("ends-as-planned", ok, detail);
+    ctx.check(
+        "ends-as-planned",
+        ok,
+        format!("{detail}{}", ps::target_lost_summary(&target_lost)),
+    );
     let refused = matches!(o.intruder, Some(AppSaw::Error(_)) | Some(AppSaw::Clean(0)))
         && !log.contains_key(&30_000);
     ctx.check(
