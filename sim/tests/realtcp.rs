@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use tunnelbed_sim::realtcp::TcpMode;
-use tunnelbed_sim::scenario::{check_determinism, run, RunConfig};
+use tunnelbed_sim::scenario::{check_determinism, run, RunConfig, RunReport};
 use tunnelbed_sim::scenarios;
 
 fn cfg(seed: u64, profile: &str, capture: bool) -> RunConfig {
@@ -16,6 +16,16 @@ fn cfg(seed: u64, profile: &str, capture: bool) -> RunConfig {
         sabotage: None,
         tcp: TcpMode::Real,
     }
+}
+
+/// The detail of a run's `ends-as-planned` check (which names lost resets).
+fn planned_detail(r: &RunReport) -> String {
+    r.checks
+        .iter()
+        .find(|c| c.name == "ends-as-planned")
+        .expect("the check ran")
+        .detail
+        .clone()
 }
 
 fn scenario(name: &str) -> tunnelbed_sim::Scenario {
@@ -170,16 +180,8 @@ fn pong_streams_swarm_seed_97_real_tcp_tells_a_lost_reset_from_a_hang() {
     assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
     let metric = |k: &str| r.metrics.iter().find(|(n, _)| n == k).map(|m| m.1.clone());
     assert_eq!(metric("resets_lost").as_deref(), Some("1"));
-    let planned = r
-        .checks
-        .iter()
-        .find(|c| c.name == "ends-as-planned")
-        .expect("the check ran");
-    assert!(
-        planned.detail.contains("s018 (3 sent)"),
-        "{}",
-        planned.detail
-    );
+    let planned = planned_detail(&r);
+    assert!(planned.contains("s018 (3 sent)"), "{planned}");
 }
 
 /// The target-side twin of the lost reset above. Traced on swarm seed 129, s261 (an
@@ -190,23 +192,18 @@ fn pong_streams_swarm_seed_97_real_tcp_tells_a_lost_reset_from_a_hang() {
 /// for good, as a kernel target would. The verdict counts it only because the run's
 /// reset log shows the remote's resets on that connection all lost; a target left
 /// reading without that still fails (it was `target None` before the target noted its
-/// connection). Since resets carry the highest sequence number sent (`rst_seq`) seed
-/// 129 takes another path; seed 259's s223 is such a stream now.
+/// connection). Since resets carry a sequence number the peer's window holds (`rst_seq`)
+/// seed 129 takes another path; seed 259's s223 is such a stream now.
 #[test]
 fn pong_streams_swarm_seed_259_real_tcp_tells_a_lost_reset_to_the_target_from_a_hang() {
     let r = run(&scenario("pong-streams"), &cfg(259, "swarm", false)).unwrap();
     assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
-    let planned = r
-        .checks
-        .iter()
-        .find(|c| c.name == "ends-as-planned")
-        .expect("the check ran");
+    let planned = planned_detail(&r);
     assert!(
-        planned.detail.contains(
+        planned.contains(
             "1 aborted streams left their target reading: the remote reset them and the link lost every copy (s223 (3 sent))"
         ),
-        "{}",
-        planned.detail
+        "{planned}"
     );
 }
 

@@ -25,6 +25,8 @@ pub mod rst_seq;
 pub mod stack;
 pub mod stall;
 pub mod stream;
+#[cfg(test)]
+pub(crate) mod test_segment;
 
 use std::fmt;
 use std::str::FromStr;

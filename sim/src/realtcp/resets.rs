@@ -77,43 +77,19 @@ pub fn rst_tuple(p: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
+    use crate::realtcp::test_segment::{build, Seg};
+    use smoltcp::wire::TcpControl;
 
     fn segment(control: TcpControl) -> Vec<u8> {
-        let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
-        let tcp = TcpRepr {
-            src_port: 1080,
-            dst_port: 50_000,
+        build(Seg {
+            from: "10.0.0.1:1080".parse().unwrap(),
+            to: "10.0.0.2:50000".parse().unwrap(),
             control,
-            seq_number: TcpSeqNumber(13),
-            ack_number: Some(TcpSeqNumber(4854)),
-            window_len: 0,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
+            seq: 13,
+            ack: 4854,
+            window: 0,
             payload: &[],
-        };
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut b = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        let mut p = Ipv4Packet::new_unchecked(&mut b);
-        ip.emit(&mut p, &caps);
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(p.payload_mut()),
-            &IpAddress::Ipv4(src),
-            &IpAddress::Ipv4(dst),
-            &caps,
-        );
-        b
+        })
     }
 
     #[test]

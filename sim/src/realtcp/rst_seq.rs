@@ -29,6 +29,10 @@ struct Edge {
     peer: Option<(TcpSeqNumber, usize)>,
 }
 
+/// Connections tracked at most; past it the lowest-keyed is forgotten (its reset then
+/// keeps smoltcp's number). A host here has a few hundred connections in a run.
+const MAX_TRACKED: usize = 16_384;
+
 /// Per connection (our address, the peer's), what [`SendEdge::outgoing`] needs.
 #[derive(Debug, Default)]
 pub struct SendEdge {
@@ -55,6 +59,14 @@ fn tcp_of(p: &[u8]) -> Option<(TcpPacket<&[u8]>, Key)> {
 }
 
 impl SendEdge {
+    /// The entry of `key`, made room for under [`MAX_TRACKED`].
+    fn entry(&mut self, key: Key) -> &mut Edge {
+        if !self.conns.contains_key(&key) && self.conns.len() >= MAX_TRACKED {
+            self.conns.pop_first();
+        }
+        self.conns.entry(key).or_default()
+    }
+
     /// Notes incoming IPv4 packet `p` (the peer's ACK and window).
     pub fn incoming(&mut self, p: &[u8]) {
         let Some((t, (from, to))) = tcp_of(p) else {
@@ -64,7 +76,7 @@ impl SendEdge {
             return;
         }
         let (ack, win) = (t.ack_number(), usize::from(t.window_len()));
-        let e = self.conns.entry((to, from)).or_default();
+        let e = self.entry((to, from));
         match e.peer {
             Some((a, _)) if a > ack => {}
             _ => e.peer = Some((ack, win)),
@@ -81,7 +93,7 @@ impl SendEdge {
         };
         if !t.rst() {
             let end = t.seq_number() + t.segment_len();
-            let e = self.conns.entry(key).or_default();
+            let e = self.entry(key);
             match e.sent_max {
                 Some(m) if m >= end => {}
                 _ => e.sent_max = Some(end),
@@ -115,13 +127,10 @@ impl SendEdge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{Ipv4Address, Ipv4Repr, TcpControl, TcpRepr};
+    use crate::realtcp::test_segment::{build, Seg};
+    use smoltcp::wire::TcpControl;
 
-    const US: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
-    const PEER: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
-
-    /// A segment from `from` (us or the peer) with `seq`, `ack` and `window`.
+    /// A segment from us (or the peer) with `seq`, `ack` and `window`.
     fn segment(
         from_us: bool,
         control: TcpControl,
@@ -130,43 +139,20 @@ mod tests {
         window: u16,
         payload: &[u8],
     ) -> Vec<u8> {
-        let (src, dst, sp, dp) = if from_us {
-            (US, PEER, 40_000, 8000)
-        } else {
-            (PEER, US, 8000, 40_000)
-        };
-        let tcp = TcpRepr {
-            src_port: sp,
-            dst_port: dp,
-            control,
-            seq_number: TcpSeqNumber(seq),
-            ack_number: Some(TcpSeqNumber(ack)),
-            window_len: window,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload,
-        };
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut b = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        let mut p = Ipv4Packet::new_unchecked(&mut b);
-        ip.emit(&mut p, &caps);
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(p.payload_mut()),
-            &IpAddress::Ipv4(src),
-            &IpAddress::Ipv4(dst),
-            &caps,
+        let (us, peer) = (
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:8000".parse().unwrap(),
         );
-        b
+        let (from, to) = if from_us { (us, peer) } else { (peer, us) };
+        build(Seg {
+            from,
+            to,
+            control,
+            seq,
+            ack,
+            window,
+            payload,
+        })
     }
 
     fn seq_and_checksum_ok(p: &[u8]) -> (i32, bool) {
@@ -232,5 +218,29 @@ mod tests {
         assert!(!edge.outgoing(&mut [0x45u8, 0, 0, 20]));
         assert!(!edge.outgoing(&mut []));
         edge.incoming(&[0x45u8, 0, 0, 20]);
+    }
+
+    #[test]
+    fn the_table_keeps_at_most_max_tracked_connections() {
+        let mut edge = SendEdge::default();
+        for port in 0..=MAX_TRACKED as u32 {
+            let from = format!(
+                "10.0.{}.{}:{}",
+                port >> 16,
+                (port >> 8) & 255,
+                1000 + (port & 255)
+            );
+            let mut p = build(Seg {
+                from: from.parse().unwrap(),
+                to: "10.0.0.2:8000".parse().unwrap(),
+                control: TcpControl::None,
+                seq: 1,
+                ack: 1,
+                window: 100,
+                payload: &[0; 4],
+            });
+            assert!(!edge.outgoing(&mut p));
+        }
+        assert_eq!(edge.conns.len(), MAX_TRACKED);
     }
 }
