@@ -223,3 +223,65 @@ fn pong_streams_swarm_seeds_172_and_288_real_tcp_reset_inside_the_peers_window()
         assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
     }
 }
+
+/// smoltcp ends TIME-WAIT (10 s) by resetting the socket, which threw away what the
+/// application had not read yet and made the next read fail with `ConnectionReset`. A
+/// kernel keeps that data and then reports a clean end. Seed 199's s005 met it (swarm):
+/// the remote had sent its finish to the target first, the answer came back while the
+/// pong stream it was copied into was slow, and 10 s later the rest of the answer was
+/// gone and the stream reset. Here the client finishes first, the server answers and
+/// closes, and the client reads only after TIME-WAIT ran out.
+#[test]
+fn unread_data_outlives_time_wait_and_ends_cleanly() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tunnelbed_netio::{Net, TcpListen};
+    use tunnelbed_sim::scenario::Ctx;
+    use tunnelbed_sim::simnet::any;
+
+    const ANSWER: usize = 50_000;
+    let ctx = Ctx::new(&cfg(1, "clean", false)).expect("context");
+    let mut sim = ctx.builder(Duration::from_secs(60)).build();
+    let world = ctx.world.clone();
+    sim.host("server", move || {
+        let net = world.net("server");
+        async move {
+            let lsn = net.listen_tcp(any(9000)).await?;
+            let (mut s, _) = lsn.accept().await?;
+            let mut req = Vec::new();
+            s.read_to_end(&mut req).await?;
+            s.write_all(&vec![7u8; ANSWER]).await?;
+            s.shutdown().await?;
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            Ok(())
+        }
+    });
+    let world = ctx.world.clone();
+    sim.client("client", async move {
+        let net = world.net("client");
+        let server = net.resolve("server", 9000).await?[0];
+        let mut s = net.connect_tcp(server).await?;
+        s.write_all(b"request").await?;
+        s.shutdown().await?;
+        // The answer and the server's FIN arrive; our TIME-WAIT runs out meanwhile.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await?;
+        assert_eq!(got.len(), ANSWER, "the whole answer, then a clean end");
+        assert!(got.iter().all(|&b| b == 7));
+        Ok(())
+    });
+    sim.run().expect("the answer read after TIME-WAIT is whole");
+}
+
+/// Seed 200 (swarm, no random loss, 12 ms jitter, queue drops): the local's ACK that
+/// closed its window and the one that opened it again left together; jitter delivered the
+/// closing one last, so the application's smoltcp held a closed window with 31 KB in
+/// flight (lost in the queue), sent nothing more, and the remote's 20 s idle reset cut
+/// the target off (`clean end with no answer`). The stall watch now probes such a window
+/// as a kernel does (`stall::window_probe`), and the run passes.
+#[test]
+fn pong_streams_swarm_seed_200_real_tcp_probes_a_window_a_reordered_ack_closed() {
+    let r = run(&scenario("pong-streams"), &cfg(200, "swarm", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+}

@@ -390,6 +390,10 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S, idle: Duration) {
     match failed {
         None => {}
         Some(Failed::Target(e)) => {
+            tracing::debug!(
+                "pong remote: stream {}: target connection failed: {e}",
+                stream.id()
+            );
             stream.reset(RstInfo::with_description(RstCode::DstReset, e.to_string()));
         }
         Some(Failed::Local) => target.abort(),

@@ -5,10 +5,16 @@
 //! this log a scenario can tell "the endpoint never reset the connection" (its bug) from
 //! "it did and the link lost every copy" (what a kernel peer would also miss: only the
 //! application's own timeout ends that wait).
+//!
+//! The same ledger keeps the dials an application gave up on before the handshake
+//! completed ([`AbandonedDial`]): under heavy loss every SYN (or SYN-ACK) of a dial can be
+//! lost within the dialer's timeout, as with a kernel, and a scenario tells such a
+//! timeout from a proxy that never dialed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket};
 
@@ -28,14 +34,45 @@ impl ResetCount {
     }
 }
 
+/// A dial the application dropped while its SYN was still unanswered (its own connect
+/// timeout ran out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbandonedDial {
+    /// The dialer's address.
+    pub from: SocketAddrV4,
+    /// The address it dialed.
+    pub to: SocketAddrV4,
+    /// When it gave up (simulated time).
+    pub at: Duration,
+}
+
+#[derive(Default)]
+struct Ledger {
+    resets: BTreeMap<(SocketAddrV4, SocketAddrV4), ResetCount>,
+    abandoned: Vec<AbandonedDial>,
+}
+
 /// The run's reset ledger, shared by every host stack (see the module notes).
 #[derive(Clone, Default)]
-pub struct ResetLog(Arc<Mutex<BTreeMap<(SocketAddrV4, SocketAddrV4), ResetCount>>>);
+pub struct ResetLog(Arc<Mutex<Ledger>>);
 
 impl ResetLog {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn update(&self, key: (SocketAddrV4, SocketAddrV4), f: impl FnOnce(&mut ResetCount)) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f(g.entry(key).or_default());
+        f(self.ledger().resets.entry(key).or_default());
+    }
+
+    /// Notes a dial given up before its handshake completed.
+    pub fn note_abandoned_dial(&self, d: AbandonedDial) {
+        self.ledger().abandoned.push(d);
+    }
+
+    /// The dials given up so far, in the order they were.
+    pub fn abandoned_dials(&self) -> Vec<AbandonedDial> {
+        self.ledger().abandoned.clone()
     }
 
     /// Counts a reset segment put on the link (`p` is the IPv4 packet; others are ignored).
@@ -54,8 +91,11 @@ impl ResetLog {
 
     /// The resets `from` sent to `to` so far.
     pub fn get(&self, from: SocketAddrV4, to: SocketAddrV4) -> ResetCount {
-        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.get(&(from, to)).copied().unwrap_or_default()
+        self.ledger()
+            .resets
+            .get(&(from, to))
+            .copied()
+            .unwrap_or_default()
     }
 }
 

@@ -18,7 +18,7 @@ use tunnelbed_netio::iplink::IpLink;
 use tunnelbed_netio::CaptureIface;
 
 use super::conns::{ConnId, Conns, Tuple};
-use super::resets::{rst_tuple, ResetLog};
+use super::resets::{rst_tuple, AbandonedDial, ResetLog};
 use super::rst_seq::SendEdge;
 use super::stall::StallWatch;
 use crate::clock::now;
@@ -95,13 +95,24 @@ pub struct StackInner {
     watch: StallWatch,
     /// Sequence numbers for resets (see [`SendEdge`]).
     edge: SendEdge,
-    /// Bytes a connection had received but not yet handed to the application when a
-    /// reset arrived: read before the reset is reported, as a kernel does.
-    leftover: BTreeMap<ConnId, VecDeque<u8>>,
+    /// What a connection had received but not yet handed to the application when smoltcp
+    /// was about to throw it away (a reset arrived, or TIME-WAIT ran out): read before
+    /// the end is reported, as a kernel does.
+    leftover: BTreeMap<ConnId, Kept>,
     /// The host crashed: its driver is gone.
     dead: bool,
     /// The run's ledger of resets sent and taken in.
     resets: ResetLog,
+}
+
+/// Received bytes kept for the application after smoltcp let go of its connection.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Bytes not read yet, in order.
+    pub data: VecDeque<u8>,
+    /// The connection ended cleanly (both FINs, then TIME-WAIT ran out): once `data` is
+    /// read the application sees the end of the stream, not a reset.
+    pub clean_end: bool,
 }
 
 /// One host's TCP stack (see the module notes).
@@ -350,6 +361,20 @@ impl StackInner {
     pub fn release(&mut self, id: ConnId, abort: bool) {
         self.leftover.remove(&id);
         let s = self.conns.tcp(id);
+        if s.state() == tcp::State::SynSent {
+            // The application's connect timeout ran out (see `AbandonedDial`).
+            if let (Some(from), Some(to)) = (
+                s.local_endpoint().and_then(v4),
+                s.remote_endpoint().and_then(v4),
+            ) {
+                self.resets.note_abandoned_dial(AbandonedDial {
+                    from,
+                    to,
+                    at: now(),
+                });
+            }
+        }
+        let s = self.conns.tcp(id);
         // A kernel resets a connection closed with unread input (the peer still reads
         // what reached it first: see `save_before_reset`).
         if abort || s.recv_queue() > 0 {
@@ -416,20 +441,29 @@ impl StackInner {
             return;
         }
         let keep = self.leftover.entry(id).or_default();
-        let t = self.conns.tcp(id);
-        while t.can_recv() {
-            let taken = t.recv(|b| {
-                keep.extend(b.iter());
-                (b.len(), b.len())
-            });
-            if !matches!(taken, Ok(n) if n > 0) {
-                break;
+        take_received(self.conns.tcp(id), &mut keep.data);
+    }
+
+    /// smoltcp ends TIME-WAIT with a reset of the socket that clears what the
+    /// application has not read yet, and its reads then fail as after a reset. A kernel
+    /// keeps that data and reports the end of the stream after it, however long the
+    /// application takes: a relay still writing the answer elsewhere reads the rest of
+    /// its target's connection later. So before a due connection in TIME-WAIT is polled
+    /// (its timer may run out), what it holds moves here, marked as a clean end.
+    fn save_before_time_wait_ends(&mut self, due: &[ConnId]) {
+        for &id in due {
+            if self.orphans.contains(&id) || self.conns.peek(id).state() != tcp::State::TimeWait {
+                continue;
             }
+            let keep = self.leftover.entry(id).or_default();
+            keep.clean_end = true;
+            take_received(self.conns.tcp(id), &mut keep.data);
         }
     }
 
-    /// Bytes kept from before a reset for `id` (see [`Self::save_before_reset`]).
-    pub fn leftover(&mut self, id: ConnId) -> Option<&mut VecDeque<u8>> {
+    /// What was kept for `id` (see [`Self::save_before_reset`] and
+    /// [`Self::save_before_time_wait_ends`]).
+    pub fn leftover(&mut self, id: ConnId) -> Option<&mut Kept> {
         self.leftover.get_mut(&id)
     }
 
@@ -496,7 +530,9 @@ impl StackInner {
     /// until a connection next needs a pump.
     fn pump(&mut self, now: Duration) -> (Vec<Vec<u8>>, Duration) {
         let ts = smol_now(now);
-        let (inject, stall_check) = self.watch.watch(now, &mut self.conns, &self.orphans);
+        let watched = self.watch.watch(now, &mut self.conns, &self.orphans);
+        let (inject, stall_check) = (watched.inject, watched.next);
+        self.dev.tx.extend(watched.send);
         for p in inject.into_iter().rev() {
             self.rx.push_front(p);
         }
@@ -522,6 +558,7 @@ impl StackInner {
         // the orphans' upkeep looks at those alone.
         let mut due = self.conns.take_due(now);
         self.drain_orphans(&due);
+        self.save_before_time_wait_ends(&due);
         // Round robin over the due connections, one segment each per round, as smoltcp
         // does over a set.
         let mut done = Vec::new();
@@ -568,5 +605,27 @@ impl StackInner {
             Vec::from(std::mem::take(&mut self.dev.tx)),
             delay.max(MIN_DELAY),
         )
+    }
+}
+
+/// Moves everything `t` received and the application has not read into `into`.
+fn take_received(t: &mut tcp::Socket<'_>, into: &mut VecDeque<u8>) {
+    while t.can_recv() {
+        let taken = t.recv(|b| {
+            into.extend(b.iter());
+            (b.len(), b.len())
+        });
+        if !matches!(taken, Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
+/// An IPv4 endpoint as a socket address (our stacks are IPv4 only).
+fn v4(e: smoltcp::wire::IpEndpoint) -> Option<SocketAddrV4> {
+    match e.addr {
+        IpAddress::Ipv4(a) => Some(SocketAddrV4::new(a, e.port)),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }

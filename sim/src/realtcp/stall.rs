@@ -179,13 +179,15 @@ impl StallWatch {
         now: Duration,
         conns: &mut Conns,
         orphans: &BTreeSet<ConnId>,
-    ) -> (Vec<Vec<u8>>, Option<Duration>) {
+    ) -> Watched {
         let mut inject = Vec::new();
+        let mut send = Vec::new();
         if now < self.next_watch {
-            return (
+            return Watched {
                 inject,
-                (!self.stalls.is_empty()).then(|| self.next_watch - now),
-            );
+                send,
+                next: (!self.stalls.is_empty()).then(|| self.next_watch - now),
+            };
         }
         self.next_watch = now + WATCH_EVERY;
         let mut stalls = BTreeMap::new();
@@ -225,7 +227,13 @@ impl StallWatch {
                 };
                 let since = if now.saturating_sub(since) >= STALL_AFTER {
                     if let Some(p) = peer {
-                        if in_flight {
+                        if in_flight && p.window == 0 && p.ack != p.our_next {
+                            // Bytes unacknowledged and our newest news from the peer is a
+                            // closed window, maybe a reordered old segment (its newer,
+                            // open one came first): ask again, as a kernel's probe does.
+                            // (All acknowledged: the persist probes below do it.)
+                            send.extend(window_probe(p));
+                        } else if in_flight {
                             inject.extend(dup_acks(p));
                         }
                         if closed_window {
@@ -282,8 +290,49 @@ impl StallWatch {
             )
             .min()
             .map(|due| due.saturating_sub(now).max(WATCH_EVERY));
-        (inject, next)
+        Watched { inject, send, next }
     }
+}
+
+/// What one walk of the watch asks of its stack.
+pub struct Watched {
+    /// Packets to hand smoltcp as if received.
+    pub inject: Vec<Vec<u8>>,
+    /// Packets to send to peers (window probes).
+    pub send: Vec<Vec<u8>>,
+    /// How long until the watch next needs to run.
+    pub next: Option<Duration>,
+}
+
+/// A zero-window probe to `peer`, as a kernel sends one: an empty segment one below the
+/// first byte it has not acknowledged, which it answers with an ACK carrying its window.
+/// For a connection with data in flight whose peer's newest segment said the window is
+/// closed: when that segment was an old one arriving after the opening (reordering),
+/// smoltcp waits forever for an update the peer has no reason to repeat, and its
+/// retransmission timer does not send into a closed window. The probe carries no byte,
+/// so it cannot meet smoltcp's zero-window panic (see [`window_reminder`]).
+fn window_probe(peer: &Peer) -> Option<Vec<u8>> {
+    let (h, their_ack, our_ack) = (peer.header.as_ref()?, peer.ack?, peer.our_ack?);
+    let mut b = h.clone();
+    let mut ip = Ipv4Packet::new_checked(&mut b[..]).ok()?;
+    let (src, dst) = (ip.dst_addr(), ip.src_addr());
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+    let mut t = TcpPacket::new_checked(ip.payload_mut()).ok()?;
+    let (sport, dport) = (t.dst_port(), t.src_port());
+    t.set_src_port(sport);
+    t.set_dst_port(dport);
+    t.set_seq_number(TcpSeqNumber(their_ack.0.wrapping_sub(1)));
+    t.set_ack_number(our_ack);
+    t.set_window_len(peer.our_window);
+    t.set_fin(false);
+    t.set_psh(false);
+    t.set_syn(false);
+    t.set_rst(false);
+    t.set_ack(true);
+    t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    Some(b)
 }
 
 /// Duplicate ACKs from `peer`'s newest header (see the module notes): one with the

@@ -173,14 +173,20 @@ impl AsyncRead for RealStream {
         if g.dead() {
             return Poll::Ready(Err(reset()));
         }
-        if let Some(kept) = g.leftover(this.h).filter(|k| !k.is_empty()) {
-            let n = kept.len().min(buf.remaining());
-            let (a, b) = kept.as_slices();
-            let from_a = n.min(a.len());
-            buf.put_slice(&a[..from_a]);
-            buf.put_slice(&b[..n - from_a]);
-            kept.drain(..n);
-            return Poll::Ready(Ok(()));
+        if let Some(kept) = g.leftover(this.h) {
+            if !kept.data.is_empty() {
+                let n = kept.data.len().min(buf.remaining());
+                let (a, b) = kept.data.as_slices();
+                let from_a = n.min(a.len());
+                buf.put_slice(&a[..from_a]);
+                buf.put_slice(&b[..n - from_a]);
+                kept.data.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            if kept.clean_end {
+                // Both FINs went and TIME-WAIT ran out: the end of the stream.
+                return Poll::Ready(Ok(()));
+            }
         }
         let s = g.tcp(this.h);
         match s.recv_slice(buf.initialize_unfilled()) {
@@ -213,8 +219,11 @@ impl AsyncWrite for RealStream {
         }
         let s = g.tcp(this.h);
         if !s.may_send() {
+            let clean =
+                s.state() == tcp::State::Closed && g.leftover(this.h).is_some_and(|k| k.clean_end);
+            let s = g.tcp(this.h);
             return Poll::Ready(Err(match s.state() {
-                tcp::State::Closed => reset(),
+                tcp::State::Closed if !clean => reset(),
                 _ => io::Error::new(io::ErrorKind::BrokenPipe, "stream already shut down"),
             }));
         }

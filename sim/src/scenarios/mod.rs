@@ -7,6 +7,7 @@ pub mod candy_hostile;
 pub mod candy_mesh;
 pub mod candy_reconnect;
 pub mod candy_tcp;
+pub mod dial_timeouts;
 pub mod fixture;
 pub mod h2t_common;
 pub mod h2tunnel_partition;
