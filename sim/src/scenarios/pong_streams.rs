@@ -70,6 +70,8 @@ const DIRECT: usize = 6;
 const ASSOCIATIONS: u32 = 3;
 const DATAGRAMS: u32 = 4;
 const MAX_PER_CARRIER: usize = 30;
+/// The tags of the direct slow readers start here (their flows are `s{tag}-req/resp`).
+const DIRECT_TAG: u32 = 10_000;
 const IDLE_CLOSE: Duration = Duration::from_secs(2);
 
 fn slow_plan(ctx: &mut Ctx) -> (pc::SlowAccept, Vec<SlowStream>) {
@@ -317,7 +319,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
         }
     }
     for (idx, saw) in &d {
-        let tag = 10_000 + idx;
+        let tag = DIRECT_TAG + idx;
         if dials.excuse(tag, Some(saw), log.get(&tag)) {
             excused_flows.extend([pc::req_flow(tag), pc::resp_flow(tag)]);
         }
@@ -329,7 +331,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     let bad: Vec<_> = d
         .iter()
         .filter(|(idx, saw)| {
-            !matches!(saw, AppSaw::Clean(_)) && !dials.excused.contains_key(&(10_000 + **idx))
+            !matches!(saw, AppSaw::Clean(_)) && !dials.excused.contains_key(&(DIRECT_TAG + **idx))
         })
         .collect();
     ctx.check(
@@ -592,7 +594,7 @@ async fn direct_readers(
         let (pool, ledger, log) = (pool.clone(), ledger.clone(), log.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(start)).await;
-            let tag = 10_000 + k as u32;
+            let tag = DIRECT_TAG + k as u32;
             let h = Header {
                 tag,
                 req: req as u32,
