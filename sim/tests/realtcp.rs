@@ -274,6 +274,53 @@ fn unread_data_outlives_time_wait_and_ends_cleanly() {
     sim.run().expect("the answer read after TIME-WAIT is whole");
 }
 
+/// Seed 26 (swarm, 19% loss): the remote's answer was empty and reached the local after
+/// its application had been silent (half-closed, waiting) for 61 s; the local shut the
+/// application's connection and dropped it at once, and smoltcp's socket timeout, set
+/// on drop and counted from the peer's last segment, reset it instead of sending the FIN
+/// (`read ... ConnectionReset after 0 B`). The orphan timeout now counts from the drop.
+#[test]
+fn a_stream_dropped_after_a_long_silence_still_ends_with_a_fin() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tunnelbed_netio::{Net, TcpListen};
+    use tunnelbed_sim::scenario::Ctx;
+    use tunnelbed_sim::simnet::any;
+
+    let ctx = Ctx::new(&cfg(1, "clean", false)).expect("context");
+    let mut sim = ctx.builder(Duration::from_secs(150)).build();
+    let world = ctx.world.clone();
+    sim.host("server", move || {
+        let net = world.net("server");
+        async move {
+            let lsn = net.listen_tcp(any(9000)).await?;
+            let (mut s, _) = lsn.accept().await?;
+            let mut req = Vec::new();
+            s.read_to_end(&mut req).await?;
+            // Longer than the orphan timeout without a segment from the client.
+            tokio::time::sleep(Duration::from_secs(70)).await;
+            s.shutdown().await?;
+            drop(s);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        }
+    });
+    let world = ctx.world.clone();
+    sim.client("client", async move {
+        let net = world.net("client");
+        let server = net.resolve("server", 9000).await?[0];
+        let mut s = net.connect_tcp(server).await?;
+        s.write_all(b"request").await?;
+        s.shutdown().await?;
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got).await;
+        assert!(r.is_ok(), "an empty answer and a clean end, got {r:?}");
+        assert!(got.is_empty());
+        Ok(())
+    });
+    sim.run().expect("the dropped stream ends with a FIN");
+}
+
 /// Seed 200 (swarm, no random loss, 12 ms jitter, queue drops): the local's ACK that
 /// closed its window and the one that opened it again left together; jitter delivered the
 /// closing one last, so the application's smoltcp held a closed window with 31 KB in

@@ -23,7 +23,9 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket};
 pub struct ResetCount {
     /// Reset segments the sender put on the link (every copy).
     pub sent: u32,
-    /// Reset segments the receiver's stack took in (handed to smoltcp).
+    /// Copies of the sender's first reset that the receiver's stack took in (handed to
+    /// smoltcp). A later, different reset (one answering the peer's own close long after,
+    /// say) is not the reset that ended the connection and is not counted.
     pub arrived: u32,
 }
 
@@ -49,6 +51,9 @@ pub struct AbandonedDial {
 #[derive(Default)]
 struct Ledger {
     resets: BTreeMap<(SocketAddrV4, SocketAddrV4), ResetCount>,
+    /// Each direction's first reset, as (sequence, acknowledgment, ACK flag): what a copy
+    /// of it carries.
+    first: BTreeMap<(SocketAddrV4, SocketAddrV4), (u32, u32, bool)>,
     abandoned: Vec<AbandonedDial>,
 }
 
@@ -78,6 +83,9 @@ impl ResetLog {
     /// Counts a reset segment put on the link (`p` is the IPv4 packet; others are ignored).
     pub fn note_sent(&self, p: &[u8]) {
         if let Some(k) = rst_tuple(p) {
+            if let Some(sig) = rst_sig(p) {
+                self.ledger().first.entry(k).or_insert(sig);
+            }
             self.update(k, |c| c.sent += 1);
         }
     }
@@ -85,7 +93,10 @@ impl ResetLog {
     /// Counts a reset segment a stack took in (`p` is the IPv4 packet; others are ignored).
     pub fn note_arrived(&self, p: &[u8]) {
         if let Some(k) = rst_tuple(p) {
-            self.update(k, |c| c.arrived += 1);
+            let first = self.ledger().first.get(&k).copied();
+            if first.is_none() || first == rst_sig(p) {
+                self.update(k, |c| c.arrived += 1);
+            }
         }
     }
 
@@ -97,6 +108,13 @@ impl ResetLog {
             .copied()
             .unwrap_or_default()
     }
+}
+
+/// What tells one reset of a connection from another: (sequence, acknowledgment, ACK flag).
+fn rst_sig(p: &[u8]) -> Option<(u32, u32, bool)> {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((t.seq_number().0 as u32, t.ack_number().0 as u32, t.ack()))
 }
 
 /// (source, destination) of `p` if it is an IPv4 TCP segment with RST set.
@@ -121,12 +139,16 @@ mod tests {
     use smoltcp::wire::TcpControl;
 
     fn segment(control: TcpControl) -> Vec<u8> {
+        segment_acking(control, 4854)
+    }
+
+    fn segment_acking(control: TcpControl, ack: i32) -> Vec<u8> {
         build(Seg {
             from: "10.0.0.1:1080".parse().unwrap(),
             to: "10.0.0.2:50000".parse().unwrap(),
             control,
             seq: 13,
-            ack: 4854,
+            ack,
             window: 0,
             payload: &[],
         })
@@ -155,6 +177,25 @@ mod tests {
                 arrived: 1
             }
         );
+        assert!(!log.get(a, b).all_lost());
+    }
+
+    /// Seed 2 s070 (swarm, with the orphan deadline): every copy of the local's reset was
+    /// lost; 100 s later the application's own close drew a fresh reset in answer, which
+    /// arrived. The reset that ended the stream was still lost.
+    #[test]
+    fn a_later_answering_reset_does_not_count_as_the_first_one_arriving() {
+        let log = ResetLog::default();
+        let first = segment(TcpControl::Rst);
+        let (a, b) = rst_tuple(&first).expect("a reset");
+        for _ in 0..3 {
+            log.note_sent(&first);
+        }
+        let answer = segment_acking(TcpControl::Rst, 4855);
+        log.note_sent(&answer);
+        log.note_arrived(&answer);
+        assert!(log.get(a, b).all_lost(), "{:?}", log.get(a, b));
+        log.note_arrived(&first);
         assert!(!log.get(a, b).all_lost());
     }
 }

@@ -44,8 +44,12 @@ const _: () = assert!(
 pub const BACKLOG: usize = 128;
 /// How long a connect waits for the handshake before it fails with `TimedOut`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// A stream the application dropped lingers until its close completes; keepalives and
-/// this timeout make sure it does even when the peer went silent.
+/// A stream the application dropped lingers until its close completes, for at most this
+/// long after the drop (then it is reset), so a peer gone silent cannot hold it forever.
+/// Counted by us from the drop, not by smoltcp's socket timeout: that one counts from
+/// the last segment the peer sent, so a connection idle for longer (a half-closed
+/// application waiting for a slow answer) was reset at once instead of sending its FIN
+/// (`pong-streams --seed 26 --profile swarm --tcp real`, s225).
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Packets waiting for the driver beyond this are dropped (a full NIC ring).
 const RX_QUEUE_LIMIT: usize = 8192;
@@ -63,10 +67,6 @@ fn from_smol(t: SmolInstant) -> Duration {
 
 fn smol_now(now: Duration) -> SmolInstant {
     SmolInstant::from_micros(i64::try_from(now.as_micros()).unwrap_or(i64::MAX))
-}
-
-fn smol_duration(d: Duration) -> smoltcp::time::Duration {
-    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// A listening port: connections in SYN-RECEIVED, and connections ready to accept.
@@ -89,6 +89,9 @@ pub struct StackInner {
     listeners: BTreeMap<u16, Listener>,
     /// Streams the application dropped, closing (or resetting) in the background.
     orphans: BTreeSet<ConnId>,
+    /// When each closing orphan is reset if its close has not completed by then
+    /// (see [`ORPHAN_TIMEOUT`]).
+    orphan_deadlines: BTreeSet<(Duration, ConnId)>,
     next_port: u16,
     ip: Ipv4Addr,
     /// Gets smoltcp out of its retransmission stalls.
@@ -170,6 +173,7 @@ impl HostStack {
                 rx: VecDeque::new(),
                 listeners: BTreeMap::new(),
                 orphans: BTreeSet::new(),
+                orphan_deadlines: BTreeSet::new(),
                 next_port: 49_152 + (seed % span) as u16,
                 ip,
                 watch: StallWatch::default(),
@@ -381,7 +385,7 @@ impl StackInner {
             s.abort();
         } else {
             s.close();
-            s.set_timeout(Some(smol_duration(ORPHAN_TIMEOUT)));
+            self.orphan_deadlines.insert((now() + ORPHAN_TIMEOUT, id));
         }
         self.orphans.insert(id);
     }
@@ -515,6 +519,21 @@ impl StackInner {
         }
     }
 
+    /// Resets the orphans whose close did not complete within [`ORPHAN_TIMEOUT`] (a kernel
+    /// gives up on an orphaned connection the same way); they get an egress to send it.
+    fn expire_orphans(&mut self, now: Duration) {
+        while let Some(&(at, id)) = self.orphan_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.orphan_deadlines.pop_first();
+            if self.orphans.contains(&id) && self.conns.contains(id) {
+                self.conns.tcp(id).abort();
+                self.conns.mark(id);
+            }
+        }
+    }
+
     /// Frees the sockets of the dropped streams among `ids` whose connection is over.
     fn reap_orphans(&mut self, ids: &[ConnId]) {
         for id in ids {
@@ -554,6 +573,7 @@ impl StackInner {
             self.dev.rx.clear();
         }
         self.watch.end_persist(&mut self.conns);
+        self.expire_orphans(now);
         // Only connections a packet, the application or a timer touched can have changed:
         // the orphans' upkeep looks at those alone.
         let mut due = self.conns.take_due(now);
@@ -601,6 +621,10 @@ impl StackInner {
             .next_due(now)
             .map_or(IDLE, |d| d.saturating_sub(now));
         let delay = stall_check.map_or(delay, |d| delay.min(d));
+        let delay = self
+            .orphan_deadlines
+            .first()
+            .map_or(delay, |(at, _)| delay.min(at.saturating_sub(now)));
         (
             Vec::from(std::mem::take(&mut self.dev.tx)),
             delay.max(MIN_DELAY),
