@@ -50,10 +50,9 @@ pub struct AbandonedDial {
 
 #[derive(Default)]
 struct Ledger {
-    resets: BTreeMap<(SocketAddrV4, SocketAddrV4), ResetCount>,
-    /// Each direction's first reset, as (sequence, acknowledgment, ACK flag): what a copy
-    /// of it carries.
-    first: BTreeMap<(SocketAddrV4, SocketAddrV4), (u32, u32, bool)>,
+    resets: BTreeMap<Direction, ResetCount>,
+    /// Each direction's first reset: what a copy of it carries.
+    first: BTreeMap<Direction, RstSig>,
     abandoned: Vec<AbandonedDial>,
 }
 
@@ -64,10 +63,6 @@ pub struct ResetLog(Arc<Mutex<Ledger>>);
 impl ResetLog {
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn update(&self, key: (SocketAddrV4, SocketAddrV4), f: impl FnOnce(&mut ResetCount)) {
-        f(self.ledger().resets.entry(key).or_default());
     }
 
     /// Notes a dial given up before its handshake completed.
@@ -82,20 +77,19 @@ impl ResetLog {
 
     /// Counts a reset segment put on the link (`p` is the IPv4 packet; others are ignored).
     pub fn note_sent(&self, p: &[u8]) {
-        if let Some(k) = rst_tuple(p) {
-            if let Some(sig) = rst_sig(p) {
-                self.ledger().first.entry(k).or_insert(sig);
-            }
-            self.update(k, |c| c.sent += 1);
+        if let Some((k, sig)) = rst_of(p) {
+            let mut l = self.ledger();
+            l.first.entry(k).or_insert(sig);
+            l.resets.entry(k).or_default().sent += 1;
         }
     }
 
     /// Counts a reset segment a stack took in (`p` is the IPv4 packet; others are ignored).
     pub fn note_arrived(&self, p: &[u8]) {
-        if let Some(k) = rst_tuple(p) {
-            let first = self.ledger().first.get(&k).copied();
-            if first.is_none() || first == rst_sig(p) {
-                self.update(k, |c| c.arrived += 1);
+        if let Some((k, sig)) = rst_of(p) {
+            let mut l = self.ledger();
+            if l.first.get(&k).is_none_or(|f| *f == sig) {
+                l.resets.entry(k).or_default().arrived += 1;
             }
         }
     }
@@ -110,15 +104,19 @@ impl ResetLog {
     }
 }
 
-/// What tells one reset of a connection from another: (sequence, acknowledgment, ACK flag).
-fn rst_sig(p: &[u8]) -> Option<(u32, u32, bool)> {
-    let ip = Ipv4Packet::new_checked(p).ok()?;
-    let t = TcpPacket::new_checked(ip.payload()).ok()?;
-    Some((t.seq_number().0 as u32, t.ack_number().0 as u32, t.ack()))
-}
-
 /// (source, destination) of `p` if it is an IPv4 TCP segment with RST set.
 pub fn rst_tuple(p: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    rst_of(p).map(|(k, _)| k)
+}
+
+/// One direction of a connection: (sender, receiver).
+type Direction = (SocketAddrV4, SocketAddrV4);
+
+/// What tells one reset of a connection from another: (sequence, acknowledgment, ACK flag).
+type RstSig = (u32, u32, bool);
+
+/// A reset's direction and signature.
+fn rst_of(p: &[u8]) -> Option<(Direction, RstSig)> {
     let ip = Ipv4Packet::new_checked(p).ok()?;
     if ip.next_header() != IpProtocol::Tcp {
         return None;
@@ -126,8 +124,11 @@ pub fn rst_tuple(p: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
     let t = TcpPacket::new_checked(ip.payload()).ok()?;
     t.rst().then(|| {
         (
-            SocketAddrV4::new(ip.src_addr(), t.src_port()),
-            SocketAddrV4::new(ip.dst_addr(), t.dst_port()),
+            (
+                SocketAddrV4::new(ip.src_addr(), t.src_port()),
+                SocketAddrV4::new(ip.dst_addr(), t.dst_port()),
+            ),
+            (t.seq_number().0 as u32, t.ack_number().0 as u32, t.ack()),
         )
     })
 }
