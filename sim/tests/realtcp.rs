@@ -332,3 +332,22 @@ fn pong_streams_swarm_seed_200_real_tcp_probes_a_window_a_reordered_ack_closed()
     let r = run(&scenario("pong-streams"), &cfg(200, "swarm", false)).unwrap();
     assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
 }
+
+/// A direct slow reader whose carrier dial timed out is excused by that dial. Swarm seed
+/// 273 (17.3% loss): the pool's first carrier dial lost all four SYN-ACKs and gave up at
+/// 3.1 s, and direct reader s10003, which waited on it, failed with "carrier timed out"
+/// before any byte, as over a kernel TCP. The verdict used to look the direct readers up
+/// under DIRECT_TAG twice (tag 20 003, which is a slow-target stream's tag), found that
+/// stream's target record and refused the excuse. Seed 375 is the same with s10001.
+#[test]
+fn pong_streams_swarm_seeds_273_and_375_real_tcp_excuse_a_direct_reader_by_its_carrier_dial() {
+    for (seed, reader) in [(273, "s10003"), (375, "s10001")] {
+        let r = run(&scenario("pong-streams"), &cfg(seed, "swarm", false)).unwrap();
+        assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+        let planned = planned_detail(&r);
+        assert!(
+            planned.contains(&format!("{reader} (carrier dial ")),
+            "{planned}"
+        );
+    }
+}

@@ -48,6 +48,8 @@ pub struct Plan {
     pub requests: usize,
     /// Give up on one download after this long.
     pub timeout: Duration,
+    /// Another build whose `h2tunnel server` and `client` run in our row (None: this one).
+    pub tunnel_binary: Option<PathBuf>,
 }
 
 /// One stack's figures at one loss rate.
@@ -176,12 +178,14 @@ fn start_stack(
     origin: &str,
     loss: f64,
     same_knobs: &Path,
+    tunnel_binary: Option<&Path>,
 ) -> anyhow::Result<(Vec<Proc>, String)> {
     let me = tunnelbed()?;
+    let ours = tunnel_binary.map_or_else(|| me.clone(), Path::to_path_buf);
     let mut procs = Vec::new();
     let server = match stack {
         Stack::Ours => {
-            let mut c = Command::new(&me);
+            let mut c = Command::new(&ours);
             c.args([
                 "h2tunnel",
                 "server",
@@ -225,7 +229,7 @@ fn start_stack(
     };
     let client = match stack {
         Stack::Ours => {
-            let mut c = Command::new(&me);
+            let mut c = Command::new(&ours);
             c.args(["h2tunnel", "client", "--listen", "tcp://127.0.0.1:0"])
                 .args(["--server", &format!("udp://{via}")]);
             c.stderr(Stdio::null());
@@ -338,7 +342,13 @@ fn run_with(
     for &loss in &plan.losses {
         let mut running = Vec::new();
         for s in STACKS {
-            running.push(start_stack(s, origin, loss, same_knobs)?);
+            running.push(start_stack(
+                s,
+                origin,
+                loss,
+                same_knobs,
+                plan.tunnel_binary.as_deref(),
+            )?);
         }
         let mut figs = vec![Figures::default(); STACKS.len()];
         for rep in 0..plan.reps {
@@ -476,6 +486,7 @@ mod tests {
             reps: 1,
             requests: 1,
             timeout: Duration::from_secs(1),
+            tunnel_binary: None,
         };
         let f = |mbps| Figures {
             mbps,

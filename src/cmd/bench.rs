@@ -163,6 +163,11 @@ pub struct H2tunnelBenchArgs {
     /// Give up on one download after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Run another tunnelbed build's `h2tunnel server` and `client` in our row (default:
+    /// this binary); the relay, origin and client stay this build's, so two builds' tunnels
+    /// are compared under one harness.
+    #[arg(long, value_name = "PATH")]
+    pub tunnel_binary: Option<std::path::PathBuf>,
     /// Also write the Markdown report here.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -386,6 +391,12 @@ fn run_kcp(a: KcpBenchArgs) -> anyhow::Result<ExitCode> {
 
 fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::bench::h2tunnel_bench::{self, Plan};
+    if let Some(bin) = &a.tunnel_binary {
+        if !bin.is_file() {
+            eprintln!("error: --tunnel-binary {}: no such file", bin.display());
+            return Ok(ExitCode::from(crate::cmd::EXIT_USAGE));
+        }
+    }
     for bin in ["kcptun-client", "kcptun-server"] {
         if std::process::Command::new(bin)
             .arg("--version")
@@ -408,6 +419,7 @@ fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
         reps: a.reps,
         requests: a.requests,
         timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+        tunnel_binary: a.tunnel_binary.clone(),
     };
     let mut facts = RunFacts::start(String::new());
     let results = h2tunnel_bench::run(&plan, |step| eprintln!("bench h2tunnel: {step}"))?;
@@ -423,6 +435,11 @@ fn run_h2tunnel(a: H2tunnelBenchArgs) -> anyhow::Result<ExitCode> {
         a.reps,
         a.requests
     );
+    if let Some(bin) = &a.tunnel_binary {
+        facts
+            .command
+            .push_str(&format!(" --tunnel-binary {}", bin.display()));
+    }
     if let Some(p) = &a.out {
         facts.command.push_str(&format!(" --out {}", p.display()));
     }

@@ -318,8 +318,8 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
             excused_flows.extend([pc::req_flow(tag), pc::resp_flow(tag)]);
         }
     }
-    for (idx, saw) in &d {
-        let tag = DIRECT_TAG + idx;
+    // The direct log is keyed by tag already (DIRECT_TAG + reader index).
+    for (&tag, saw) in &d {
         if dials.excuse(tag, Some(saw), log.get(&tag)) {
             excused_flows.extend([pc::req_flow(tag), pc::resp_flow(tag)]);
         }
@@ -330,9 +330,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     );
     let bad: Vec<_> = d
         .iter()
-        .filter(|(idx, saw)| {
-            !matches!(saw, AppSaw::Clean(_)) && !dials.excused.contains_key(&(DIRECT_TAG + **idx))
-        })
+        .filter(|(tag, saw)| !matches!(saw, AppSaw::Clean(_)) && !dials.excused.contains_key(tag))
         .collect();
     ctx.check(
         "slow-readers",
@@ -573,7 +571,7 @@ fn judge_hang(fail: bool, app: Option<&AppSaw>, resets: Option<ResetCount>) -> O
     }
 }
 
-/// What the direct readers saw, per index.
+/// What the direct readers saw, by stream tag ([`DIRECT_TAG`] + the reader's index).
 type DirectLog = Arc<Mutex<BTreeMap<u32, AppSaw>>>;
 
 /// Slow readers on pong streams opened on the pool itself (tags from 10 000): each reads a
