@@ -657,6 +657,21 @@ fn bad_command_lines_exit_2() {
             ],
             "--udp-mapping",
         ),
+        (
+            &[
+                "vless",
+                "client",
+                "--socks",
+                "127.0.0.1:0",
+                "--server",
+                "tcp://127.0.0.1:1",
+                "--uuid",
+                ID,
+                "--idle-timeout",
+                "0",
+            ],
+            "--idle-timeout",
+        ),
     ];
     for (args, want) in cases {
         let o = Command::new(env!("CARGO_BIN_EXE_tunnelbed"))
@@ -667,6 +682,76 @@ fn bad_command_lines_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+/// Our client's idle bound, through v2ray's server to a kernel TCP server that accepts
+/// and never says a word: with `--idle-timeout 1` the application's connection ends
+/// (reset) about a second after the last byte, instead of waiting for good, as it did
+/// when a carrier's server crashed silently (`vless-server-crash` over real TCP).
+#[test]
+fn our_client_ends_a_relay_silent_past_its_idle_timeout() {
+    let dir = scratch("idle");
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        // Accept, read what comes and never answer, until the peer ends it (or 30 s).
+        let (mut c, _) = silent.accept().unwrap();
+        let mut b = [0u8; 64];
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+    });
+    let (v2, port) = start_v2ray(&dir, "v2ray server", |p| v2ray_server_config(p, ID, "tcp"));
+    let url = format!("tcp://127.0.0.1:{port}");
+    let (client, socks) = Proc::start(
+        "vless client",
+        &[
+            "vless",
+            "client",
+            "--socks",
+            "127.0.0.1:0",
+            "--server",
+            &url,
+            "--uuid",
+            ID,
+            "--idle-timeout",
+            "1",
+        ],
+        "vless client: SOCKS5 on ",
+    );
+    let mut s = TcpStream::connect(&socks).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    // SOCKS5: no authentication, then CONNECT to the silent server (IPv4).
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut r = [0u8; 2];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(r, [5, 0]);
+    let SocketAddr::V4(t) = target else {
+        unreachable!()
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut rep = [0u8; 10];
+    s.read_exact(&mut rep).unwrap();
+    assert_eq!(rep[1], 0, "CONNECT refused: {rep:?}");
+    s.write_all(b"hello").unwrap();
+    let t0 = Instant::now();
+    let mut b = [0u8; 64];
+    let end = s.read(&mut b);
+    let took = t0.elapsed();
+    let tails = format!("{}{}", client.tail(), v2.tail());
+    match end {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the relay to end, got {other:?} after {took:?}\n{tails}"),
+    }
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "ended after {took:?}, expected about 1 s\n{tails}"
+    );
+    drop((client, v2));
+    let _ = held.join();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -65,6 +65,10 @@ pub struct ServerArgs {
     /// (RFC 4787 asks for at least 120; shorter only for tests).
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     pub udp_timeout: f64,
+    /// A TCP relay that moved no byte either way for this long is ended, in seconds
+    /// (v2ray's `connIdle`; a carrier to a crashed server otherwise stays open for good).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub idle_timeout: f64,
     /// v1: where a datagram to a destination no socket knows (neither dialed nor heard
     /// from) leaves from. `independent` (default) reuses the user's socket, so every
     /// destination sees the same port: endpoint-independent mapping, a full cone on every
@@ -113,6 +117,18 @@ pub struct ClientArgs {
     /// Accept any certificate from the server (tests against throwaway servers only).
     #[arg(long)]
     pub insecure: bool,
+    /// A TCP relay that moved no byte either way for this long is ended, in seconds
+    /// (v2ray's `connIdle`; a carrier to a crashed server otherwise stays open for good).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub idle_timeout: f64,
+}
+
+/// `--idle-timeout` as a duration (seconds, more than zero).
+fn idle_timeout(secs: f64) -> Result<Duration, String> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("--idle-timeout {secs}: expected seconds > 0")),
+    }
 }
 
 fn version(v: u8, what: &str) -> Result<Version, String> {
@@ -151,6 +167,10 @@ pub(super) fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
                     ))
                 }
             };
+            let idle = match idle_timeout(a.idle_timeout) {
+                Ok(d) => d,
+                Err(e) => return usage(e),
+            };
             let Some(mapping) = MappingRule::from_name(&a.udp_mapping) else {
                 return usage(format!(
                     "--udp-mapping {}: expected independent or seed",
@@ -182,6 +202,7 @@ pub(super) fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
                 },
                 fallback: a.fallback,
                 udp_idle: udp_timeout,
+                idle_timeout: idle,
                 ..ServerConfig::default()
             };
             runtime()?.block_on(server(a, listen, cfg))
@@ -212,6 +233,10 @@ pub(super) fn run(c: VlessCmd) -> anyhow::Result<ExitCode> {
             };
             let mut cfg = ClientConfig::new(url, uuid, version);
             cfg.tls = Arc::new(tls);
+            cfg.idle_timeout = match idle_timeout(a.idle_timeout) {
+                Ok(d) => d,
+                Err(e) => return usage(e),
+            };
             runtime()?.block_on(client(a.socks, cfg))
         }
     }

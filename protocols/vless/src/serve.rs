@@ -29,6 +29,7 @@ use tunnelbed_carrier::{BoxStream, CarrierKind};
 use tunnelbed_netio::{Net, TcpListen, Trace, UdpSock};
 
 use crate::cone::{ConeConfig, ConeTable, Learn, Route, SockId};
+use crate::idle::{self, Activity};
 use crate::relay::{copy_both, relay_carrier, send};
 use crate::server::{Decision, Event, ServerSession, ServerSessionConfig};
 use crate::wire::{uuid_text, Address, Umfurs, Version};
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     pub queue: usize,
     /// A v0 UDP connection with no datagram either way for this long is closed.
     pub udp_idle: Duration,
+    /// A TCP relay that moved no byte either way this long is closed (v2ray's
+    /// `connIdle`, 300 s by default; see [`crate::idle`]).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             fallback: None,
             queue: 256,
             udp_idle: Duration::from_secs(120),
+            idle_timeout: crate::idle::DEFAULT_IDLE,
         }
     }
 }
@@ -284,7 +289,16 @@ impl<N: Net> Server<N> {
         }
         let (trd, twr) = tokio::io::split(t);
         let linger = Some(Duration::from_secs(2));
-        if let Err(e) = relay_carrier(trd, twr, rd, wr, half_close, linger).await {
+        let activity = Activity::new();
+        let relay = relay_carrier(
+            activity.wrap(trd),
+            twr,
+            activity.wrap(rd),
+            wr,
+            half_close,
+            linger,
+        );
+        if let Err(e) = idle::bounded(&activity, self.cfg.idle_timeout, relay).await {
             tracing::debug!("vless server {id}: relay to {target} ended: {e}");
         }
     }

@@ -26,6 +26,7 @@ use tunnelbed_socks5::handshake::{self, unspecified};
 use tunnelbed_socks5::{Addr, Command as SocksCommand, Reply, UdpHeader};
 
 use crate::client::{ClientSession, Event};
+use crate::idle::{self, Activity};
 use crate::relay::{one_way, relay_carrier, send};
 use crate::wire::{Address, Command, Request, Version};
 
@@ -47,6 +48,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Datagrams queued toward one destination before more are dropped.
     pub queue: usize,
+    /// A TCP relay that moved no byte either way this long is ended and the application
+    /// reset (v2ray's `connIdle`, 300 s by default; see [`crate::idle`]).
+    pub idle_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -59,6 +63,7 @@ impl ClientConfig {
             tls: Arc::new(ClientTls::insecure()),
             connect_timeout: Duration::from_secs(10),
             queue: 256,
+            idle_timeout: crate::idle::DEFAULT_IDLE,
         }
     }
 }
@@ -180,7 +185,13 @@ impl<N: Net> Client<N> {
         carrier: BoxStream,
         mut m: ClientSession,
     ) -> io::Result<()> {
-        let r = self.relay_inner(&mut app, carrier, &mut m).await;
+        let activity = Activity::new();
+        let r = idle::bounded(
+            &activity,
+            self.cfg.idle_timeout,
+            self.relay_inner(&mut app, carrier, &mut m, &activity),
+        )
+        .await;
         // However the relay ended (it runs outside the machine once open), the machine
         // records the end in the trace.
         m.handle_eof(self.now());
@@ -197,9 +208,10 @@ impl<N: Net> Client<N> {
         app: &mut N::Stream,
         carrier: BoxStream,
         m: &mut ClientSession,
+        activity: &Activity,
     ) -> io::Result<()> {
-        let (ard, mut awr) = tokio::io::split(app);
-        let (mut crd, mut cwr) = tokio::io::split(carrier);
+        let (ard, mut awr) = tokio::io::split(activity.wrap(app));
+        let (mut crd, mut cwr) = tokio::io::split(activity.wrap(carrier));
         if let Some(h) = m.poll_transmit() {
             send(&mut cwr, &h).await?;
         }

@@ -27,7 +27,7 @@ use crate::scenarios::pong_common::{
     self as pc, AppSaw, Gauges, Header, Order, PoolSlot, TargetLog, TargetMode,
 };
 use crate::scenarios::proxy_crash::{self as pcr, PIECE, PIECES, PIECE_PAUSE, STREAM_TIMEOUT};
-use crate::scenarios::proxy_streams::Endpoints;
+use crate::scenarios::proxy_streams::{AppAddrs, Endpoints};
 
 /// Registry entry.
 pub const SCENARIO: Scenario = Scenario {
@@ -48,14 +48,6 @@ const UPLOADS: usize = 5;
 const DIRECT: usize = 4;
 /// Requests made while the remote is down.
 const DURING: usize = 4;
-/// How much later the remote crashes with `--tcp real`. Phase A (24 streams, about
-/// 0.6 MB each way in all) ends in well under a second over turmoil's streams, but real
-/// TCP at 5% loss moves about 150 KB/s per carrier (Reno's loss-bound rate at a 40-60 ms
-/// RTT), with retransmission timeouts on top: `pong-remote-crash --seed 1 --profile lossy
-/// --tcp real` still had 18 of its 24 phase-A streams waiting for their end at the
-/// crash (3.4 s), and the long transfers meant to be in flight at the crash then ran
-/// wholly after the restart.
-const REAL_TCP_CRASH_DELAY: Duration = Duration::from_secs(20);
 /// With `--tcp real`, the long transfers start this long before the crash (they last
 /// `PIECES` x `PIECE_PAUSE`, 7.5 s); over turmoil's streams they start right after
 /// phase A, as before.
@@ -83,13 +75,9 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let seed = ctx.seed;
     let (crash_at, down) = pcr::crash_window(&mut ctx.rng);
     // Phase A must end before the crash. Over real TCP it can take far longer than over
-    // turmoil's streams (see `REAL_TCP_CRASH_DELAY`), so there the crash comes later; the
-    // draws stay the same, so ideal runs keep their traces.
+    // turmoil's streams (see `pcr::REAL_TCP_CRASH_DELAY`), so there the crash comes later.
     let real_tcp = ctx.world.tcp_mode() == TcpMode::Real;
-    let crash_at = match ctx.world.tcp_mode() {
-        TcpMode::Real => crash_at + REAL_TCP_CRASH_DELAY,
-        TcpMode::Ideal => crash_at,
-    };
+    let crash_at = pcr::crash_time(crash_at, ctx.world.tcp_mode());
     let bounce_at = crash_at + down;
     let sizes_a = pcr::sizes(&mut ctx.rng, PHASE_A, 16 * 1024);
     let sizes_b = pcr::sizes(&mut ctx.rng, PHASE_B, 64 * 1024);
@@ -174,7 +162,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 let upload = k >= DOWNLOADS;
                 let tag = 1000 + k as u32;
                 let name = format!("{} s{tag}", if upload { "upload" } else { "download" });
-                let (saw, _) = pcr::long_stream(&net, at, seed, tag, upload, 0).await;
+                let addrs = AppAddrs::default();
+                let (saw, _) = pcr::long_stream(&net, at, seed, tag, upload, 0, &addrs).await;
                 (name, saw)
             }));
         }

@@ -14,8 +14,9 @@ use tunnelbed_socks5::Addr;
 
 use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::FlowLedger;
+use crate::realtcp::TcpMode;
 use crate::scenarios::pong_common::{self as pc, AppSaw, Header, Order, TargetMode};
-use crate::scenarios::proxy_streams::Endpoints;
+use crate::scenarios::proxy_streams::{note_addrs, AppAddrs, Endpoints};
 
 /// A crash-scenario stream that has not ended after this long is reported as hung.
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,6 +33,24 @@ pub fn crash_window(rng: &mut impl Rng) -> (Duration, Duration) {
     let crash_at = Duration::from_millis(3000 + rng.gen_range(0..1000));
     let down = Duration::from_millis(rng.gen_range(1000..4000));
     (crash_at, down)
+}
+
+/// How much later the server crashes with `--tcp real`. Phase A ends in well under a
+/// second over turmoil's streams, but real TCP at 5% loss moves about 150 KB/s per
+/// carrier (Reno's loss-bound rate at a 40-60 ms RTT), with retransmission timeouts on
+/// top: `pong-remote-crash --seed 1 --profile lossy --tcp real` still had 18 of its 24
+/// phase-A streams waiting for their end at the crash (3.4 s), and the long transfers
+/// meant to be in flight at the crash then ran wholly after the restart.
+pub const REAL_TCP_CRASH_DELAY: Duration = Duration::from_secs(20);
+
+/// The crash time a run over `mode` uses: [`crash_window`]'s draw, later by
+/// [`REAL_TCP_CRASH_DELAY`] over real TCP (the draws stay the same, so ideal runs keep
+/// their traces).
+pub fn crash_time(drawn: Duration, mode: TcpMode) -> Duration {
+    match mode {
+        TcpMode::Real => drawn + REAL_TCP_CRASH_DELAY,
+        TcpMode::Ideal => drawn,
+    }
 }
 
 /// `n` (request, answer) sizes: requests below `max`, answers from 1 to below `2 * max`.
@@ -144,17 +163,19 @@ pub async fn long_stream<N: Net>(
     tag: u32,
     upload: bool,
     ask: usize,
+    addrs: &AppAddrs,
 ) -> (AppSaw, usize) {
     let announced = if upload { 64 } else { PIECES * PIECE };
     let r = tokio::time::timeout(
         STREAM_TIMEOUT,
-        trickle(net, at, seed, tag, upload, ask, announced),
+        trickle(net, at, seed, tag, upload, ask, announced, addrs),
     )
     .await;
     (r.unwrap_or(AppSaw::Hung), announced)
 }
 
 /// The body of [`long_stream`].
+#[allow(clippy::too_many_arguments)]
 async fn trickle<N: Net>(
     net: &N,
     at: Endpoints,
@@ -163,6 +184,7 @@ async fn trickle<N: Net>(
     upload: bool,
     ask: usize,
     resp: usize,
+    addrs: &AppAddrs,
 ) -> AppSaw {
     let (req, mode) = if upload {
         (PIECES * PIECE, TargetMode::Serve(Order::RequestFirst))
@@ -178,7 +200,8 @@ async fn trickle<N: Net>(
         untracked: true,
         pace_ms: PIECE_PAUSE.as_millis() as u16,
     };
-    let s = match pc::socks_connect(net, at.front, &Addr::Ip(at.target)).await {
+    let noted = note_addrs(addrs, tag);
+    let s = match pc::socks_connect_noted(net, at.front, &Addr::Ip(at.target), noted).await {
         Ok(s) => s,
         Err(e) => return AppSaw::Error(format!("connect: {e}")),
     };

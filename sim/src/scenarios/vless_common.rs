@@ -71,40 +71,39 @@ pub async fn run_server(
 }
 
 /// Runs our VLESS client (v0, tcp carrier to `server`) as user `user` on host `host`
-/// with its SOCKS5 front on `port`; its sockets are counted in `gauges` (the front's
-/// accepted connections, the carriers it dials).
+/// with its SOCKS5 front on `port` and relays ended after `idle` without a byte; its
+/// sockets are counted in `gauges` (the front's accepted connections, the carriers it
+/// dials).
 pub async fn run_client(
     world: SimWorld,
     host: &str,
     user: [u8; 16],
     port: u16,
     gauges: Gauges,
+    idle: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let net = Gauged::new(world.net(host), gauges);
     let lsn = net.listen_tcp(any(port)).await?;
     let url: CarrierUrl = format!("tcp://server:{SERVER_PORT}").parse()?;
-    serve_socks(
-        net,
-        lsn,
-        ClientConfig::new(url, user, Version::V0),
-        world.trace.clone(),
-    )
-    .await?;
+    let mut cfg = ClientConfig::new(url, user, Version::V0);
+    cfg.idle_timeout = idle;
+    serve_socks(net, lsn, cfg, world.trace.clone()).await?;
     Ok(())
 }
 
 /// Adds host `host` running our VLESS client ([`run_client`] as `user`, its SOCKS5 front
-/// on [`SOCKS_PORT`]) to `sim`.
+/// on [`SOCKS_PORT`], relays idle after `idle`) to `sim`.
 pub fn host_client(
     sim: &mut turmoil::Sim<'_>,
     world: &SimWorld,
     host: &'static str,
     user: [u8; 16],
     gauges: &Gauges,
+    idle: Duration,
 ) {
     let (world, g) = (world.clone(), gauges.clone());
     sim.host(host, move || {
-        run_client(world.clone(), host, user, SOCKS_PORT, g.clone())
+        run_client(world.clone(), host, user, SOCKS_PORT, g.clone(), idle)
     });
 }
 

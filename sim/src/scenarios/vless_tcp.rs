@@ -72,7 +72,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         vc::run_server(world.clone(), "server", "server".into(), g.clone())
     });
     pc::host_target(&mut sim, &ctx.world, seed, &ctx.ledger, &target_log);
-    vc::host_client(&mut sim, &ctx.world, "local", vc::USER, &client_g);
+    let idle = tunnelbed_vless::idle::DEFAULT_IDLE;
+    vc::host_client(&mut sim, &ctx.world, "local", vc::USER, &client_g, idle);
     // A second client whose user id the server does not know.
     vc::host_client(
         &mut sim,
@@ -80,6 +81,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         "intruder",
         vc::STRANGER,
         &Gauges::default(),
+        idle,
     );
 
     let world = ctx.world.clone();
