@@ -351,3 +351,55 @@ fn pong_streams_swarm_seeds_273_and_375_real_tcp_excuse_a_direct_reader_by_its_c
         );
     }
 }
+
+/// VLESS's server crash over real TCP. A crashed host sends nothing, so the downloads in
+/// flight (whose applications only read) waited on their carriers for good (every seed
+/// failed: `Hung of 307200 B`, or liveness past 120 s); the client's idle bound now ends
+/// them (lossy seed 0). Hostile seed 1: the client reset s1002's application after its
+/// idle bound and the link lost all copies, so the application waited to its own bound:
+/// visible, by the run's reset log. Hostile seed 26: s1008's carrier came up only after
+/// the restart (its SYNs lost), so it was never in flight at the crash and completed.
+#[test]
+fn vless_server_crash_real_tcp_ends_in_flight_streams_visibly() {
+    for (seed, profile, want) in [
+        (0, "lossy", "9 reset at the application"),
+        (
+            1,
+            "hostile",
+            "the client reset them and the link lost every copy: s1002",
+        ),
+        (
+            26,
+            "hostile",
+            "came up only after the restart completed then (s1008)",
+        ),
+    ] {
+        let r = run(&scenario("vless-server-crash"), &cfg(seed, profile, false)).unwrap();
+        assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+        let detail = &r
+            .checks
+            .iter()
+            .find(|c| c.name == "in-flight-visible")
+            .expect("the check ran")
+            .detail;
+        assert!(detail.contains(want), "seed {seed} {profile}: {detail}");
+    }
+}
+
+/// vless-tcp over real TCP. Swarm seed 2, s072 (a dial to a closed port): the client
+/// reset the application's connection (3 copies at 1.818 s) and the link lost them all;
+/// the application waited to its own bound, now told apart by the reset log. Hostile
+/// seed 7, s062: the server's reset of the carrier was lost instead, and the client,
+/// with nothing to send, waited until its idle bound (60 s in this scenario) ended it.
+#[test]
+fn vless_tcp_real_tcp_lost_resets_and_the_idle_bound() {
+    let r = run(&scenario("vless-tcp"), &cfg(2, "swarm", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+    let planned = planned_detail(&r);
+    assert!(
+        planned.contains("the client reset them and the link lost every copy (s072 (3 sent))"),
+        "{planned}"
+    );
+    let r = run(&scenario("vless-tcp"), &cfg(7, "hostile", false)).unwrap();
+    assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
+}

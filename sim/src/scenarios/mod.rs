@@ -16,6 +16,7 @@ pub mod ip_echo;
 pub mod kcp_bulk;
 pub mod kcp_common;
 pub mod kcp_rpc;
+pub mod lost_resets;
 pub mod pong_common;
 pub mod pong_remote_crash;
 pub mod pong_streams;

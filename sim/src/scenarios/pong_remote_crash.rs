@@ -163,7 +163,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 let tag = 1000 + k as u32;
                 let name = format!("{} s{tag}", if upload { "upload" } else { "download" });
                 let addrs = AppAddrs::default();
-                let (saw, _) = pcr::long_stream(&net, at, seed, tag, upload, 0, &addrs).await;
+                let (saw, _, _) = pcr::long_stream(&net, at, seed, tag, upload, 0, &addrs).await;
                 (name, saw)
             }));
         }

@@ -20,10 +20,10 @@ use rand::Rng;
 use tunnelbed_netio::Net;
 use tunnelbed_socks5::Addr;
 
-use crate::realtcp::resets::ResetCount;
 use crate::realtcp::TcpMode;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::dial_timeouts::DialTimeouts;
+use crate::scenarios::lost_resets::LostResets;
 use crate::scenarios::pong_common::{
     self as pc, AppSaw, Gauges, Header, Order, PoolSlot, SlowStream, TargetLog, TargetMode,
     TargetSaw,
@@ -346,17 +346,8 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     // A failing stream whose application waited to its own bound counts as failing
     // loudly only if the local did reset its connection and the link lost every copy.
     let addrs = app_addrs.lock().unwrap().clone();
-    let mut lost_resets = LostResets::default();
-    let judged: BTreeMap<u32, AppSaw> = plans
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| {
-            let tag = i as u32;
-            lost_resets
-                .judge(ctx, &addrs, tag, p.fails(), o.app.get(&tag))
-                .map(|saw| (tag, saw))
-        })
-        .collect();
+    let mut lost_resets = LostResets::new("local");
+    let judged = lost_resets.judge_all(ctx, &addrs, &plans, &o.app);
     let target_lost =
         ps::target_resets_lost(|a, b| ctx.world.tcp_resets().get(a, b), &plans, &mut log);
     let (ok, detail) =
@@ -450,7 +441,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
             o.pool_peak
         ),
     );
-    ctx.metric("resets_lost", lost_resets.tags.len() + target_lost.len());
+    ctx.metric("resets_lost", lost_resets.count() + target_lost.len());
     ctx.metric("dial_timeouts", dials.excused.len());
     ctx.metric("slow_answered", slow_clean);
     ctx.metric("slow_failed", slow_failed);
@@ -499,75 +490,6 @@ async fn slow_stream<N: Net>(
             AppSaw::Error(format!("write {s:?}, read {r:?} after {} B", got.len())),
             false,
         ),
-    }
-}
-
-/// Failing streams whose application waited to its own bound because the link lost
-/// every copy of the local's reset (real TCP only: a reset is never retransmitted, and
-/// an application that only reads sends nothing that would draw another; a kernel peer
-/// waits the same way).
-#[derive(Default)]
-struct LostResets {
-    /// (tag, reset copies the local sent).
-    tags: Vec<(u32, u32)>,
-}
-
-impl LostResets {
-    /// What the application of stream `tag` saw, for the verdict (see [`judge_hang`]),
-    /// with the resets the front sent on its connection from the run's log.
-    fn judge(
-        &mut self,
-        ctx: &Ctx,
-        addrs: &BTreeMap<u32, (SocketAddr, SocketAddr)>,
-        tag: u32,
-        fail: bool,
-        app: Option<&AppSaw>,
-    ) -> Option<AppSaw> {
-        let resets = match addrs.get(&tag) {
-            Some((SocketAddr::V4(me), SocketAddr::V4(front))) => {
-                Some(ctx.world.tcp_resets().get(*front, *me))
-            }
-            _ => None,
-        };
-        let judged = judge_hang(fail, app, resets);
-        if judged.as_ref() != app {
-            self.tags.push((tag, resets.map_or(0, |r| r.sent)));
-        }
-        judged
-    }
-
-    /// The detail for the check (empty when no reset was lost).
-    fn summary(&self) -> String {
-        if self.tags.is_empty() {
-            return String::new();
-        }
-        let list: Vec<String> = self
-            .tags
-            .iter()
-            .map(|(t, n)| format!("s{t:03} ({n} sent)"))
-            .collect();
-        format!(
-            "; {} failing streams ended only by the application's {} s bound: the local reset them and the link lost every copy ({})",
-            self.tags.len(),
-            STREAM_TIMEOUT.as_secs(),
-            list.join(", ")
-        )
-    }
-}
-
-/// A hang of a stream meant to `fail` becomes an error when `resets` (those the front
-/// sent on the application's connection) shows the front reset it and no copy arrived;
-/// anything else stays as it was: a hang with no reset sent (pong never signalled) or
-/// with one that arrived (a stack ignored it) is still a hang.
-fn judge_hang(fail: bool, app: Option<&AppSaw>, resets: Option<ResetCount>) -> Option<AppSaw> {
-    match resets {
-        Some(r) if fail && app == Some(&AppSaw::Hung) && r.all_lost() => {
-            Some(AppSaw::Error(format!(
-                "hung to the application's bound: the local sent {} resets, none arrived",
-                r.sent
-            )))
-        }
-        _ => app.cloned(),
     }
 }
 
@@ -627,42 +549,5 @@ async fn direct_readers(
     }
     for t in tasks {
         let _ = t.await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hang_is_excused_only_when_every_reset_was_lost() {
-        let hung = Some(&AppSaw::Hung);
-        let lost = Some(ResetCount {
-            sent: 3,
-            arrived: 0,
-        });
-        assert!(matches!(
-            judge_hang(true, hung, lost),
-            Some(AppSaw::Error(e)) if e.contains("3 resets")
-        ));
-        // Pong never reset the connection: still a hang.
-        assert_eq!(
-            judge_hang(true, hung, Some(ResetCount::default())),
-            Some(AppSaw::Hung)
-        );
-        // A reset arrived and the application still hung: still a hang.
-        let arrived = Some(ResetCount {
-            sent: 3,
-            arrived: 1,
-        });
-        assert_eq!(judge_hang(true, hung, arrived), Some(AppSaw::Hung));
-        // No address known (the connect itself hung) or ideal TCP (empty log): a hang.
-        assert_eq!(judge_hang(true, hung, None), Some(AppSaw::Hung));
-        // A stream meant to end cleanly is never excused.
-        assert_eq!(judge_hang(false, hung, lost), Some(AppSaw::Hung));
-        // Other outcomes pass through.
-        let err = AppSaw::Error("x".into());
-        assert_eq!(judge_hang(true, Some(&err), lost), Some(err));
-        assert_eq!(judge_hang(true, None, lost), None);
     }
 }

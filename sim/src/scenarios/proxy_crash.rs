@@ -15,6 +15,7 @@ use tunnelbed_socks5::Addr;
 use crate::fault::{FaultAction, FaultPlan};
 use crate::ledger::FlowLedger;
 use crate::realtcp::TcpMode;
+use crate::scenarios::fixture::now;
 use crate::scenarios::pong_common::{self as pc, AppSaw, Header, Order, TargetMode};
 use crate::scenarios::proxy_streams::{note_addrs, AppAddrs, Endpoints};
 
@@ -155,7 +156,8 @@ pub fn spawn_phase<N: Net>(
 /// A long transfer through the front that lasts past the crash, bounded by
 /// [`STREAM_TIMEOUT`]: a download the target trickles (the request is `ask` bytes) or an
 /// upload the application trickles (the answer is 64 bytes). Returns what the application
-/// saw and the answer length the header announced.
+/// saw, the answer length the header announced, and when the front's SOCKS5 reply came
+/// (its way to the server was up; `None` if it never came).
 pub async fn long_stream<N: Net>(
     net: &N,
     at: Endpoints,
@@ -164,14 +166,16 @@ pub async fn long_stream<N: Net>(
     upload: bool,
     ask: usize,
     addrs: &AppAddrs,
-) -> (AppSaw, usize) {
+) -> (AppSaw, usize, Option<Duration>) {
     let announced = if upload { 64 } else { PIECES * PIECE };
+    let up = std::sync::Mutex::new(None);
     let r = tokio::time::timeout(
         STREAM_TIMEOUT,
-        trickle(net, at, seed, tag, upload, ask, announced, addrs),
+        trickle(net, at, seed, tag, upload, ask, announced, addrs, &up),
     )
     .await;
-    (r.unwrap_or(AppSaw::Hung), announced)
+    let up = *up.lock().unwrap();
+    (r.unwrap_or(AppSaw::Hung), announced, up)
 }
 
 /// The body of [`long_stream`].
@@ -185,6 +189,7 @@ async fn trickle<N: Net>(
     ask: usize,
     resp: usize,
     addrs: &AppAddrs,
+    up: &std::sync::Mutex<Option<Duration>>,
 ) -> AppSaw {
     let (req, mode) = if upload {
         (PIECES * PIECE, TargetMode::Serve(Order::RequestFirst))
@@ -205,6 +210,7 @@ async fn trickle<N: Net>(
         Ok(s) => s,
         Err(e) => return AppSaw::Error(format!("connect: {e}")),
     };
+    *up.lock().unwrap() = Some(now());
     let body = pc::request_body(seed, tag, req);
     let chunks = if upload {
         vec![(PIECE, PIECE_PAUSE); PIECES]

@@ -62,8 +62,9 @@ const REAL_TCP_LEAD_MS: u64 = 4000;
 #[derive(Default)]
 struct Outcome {
     phase_a: Vec<(u32, AppSaw)>,
-    /// In flight: what the app saw and the answer length its header announced.
-    in_flight: Vec<(u32, AppSaw, usize)>,
+    /// In flight: what the app saw, the answer length its header announced, and when its
+    /// carrier was up (the client's SOCKS5 reply).
+    in_flight: Vec<(u32, AppSaw, usize, Option<Duration>)>,
     /// Requests while the server was down: what the app saw, and whether a clean answer
     /// was exactly the target's.
     during: Vec<(u32, AppSaw, bool)>,
@@ -134,9 +135,9 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     crash_at.saturating_sub(Duration::from_millis(lead_ms - 100 * k as u64)),
                 )
                 .await;
-                let (saw, announced) =
+                let (saw, announced, up) =
                     pcr::long_stream(&net, at, seed, tag, upload, DOWNLOAD_ASK, &addrs).await;
-                (tag, saw, announced)
+                (tag, saw, announced, up)
             }));
         }
         // Requests while the server is down.
@@ -193,7 +194,8 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // would: visible, when the run's reset log shows it (real TCP only).
     let mut lost = Vec::new();
     let addrs = app_addrs.lock().unwrap().clone();
-    for (tag, saw, announced) in &o.in_flight {
+    let mut after_restart = Vec::new();
+    for (tag, saw, announced, up) in &o.in_flight {
         let resets = match addrs.get(tag) {
             Some((SocketAddr::V4(me), SocketAddr::V4(front))) => {
                 Some(ctx.world.tcp_resets().get(*front, *me))
@@ -203,6 +205,12 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         match saw {
             AppSaw::Error(_) => errors += 1,
             AppSaw::Clean(n) if n < announced => short += 1,
+            // Its carrier came up only after the restart (every SYN before it lost or
+            // unanswered), so it was never in flight at the crash: a request of the
+            // outage, which may complete then.
+            AppSaw::Clean(n) if n == announced && up.is_some_and(|t| t >= bounce_at) => {
+                after_restart.push(format!("s{tag}"));
+            }
             AppSaw::Hung if resets.is_some_and(|r| r.all_lost()) => {
                 errors += 1;
                 lost.push(format!("s{tag} ({} sent)", resets.map_or(0, |r| r.sent)));
@@ -223,8 +231,17 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         "in-flight-visible",
         o.in_flight.len() == DOWNLOADS + UPLOADS && wrong.is_empty(),
         format!(
-            "{} streams in flight at the crash: {errors} reset at the application{lost}, {short} ended short of their length; wrong: {wrong:?}",
-            o.in_flight.len()
+            "{} streams in flight at the crash: {errors} reset at the application{lost}, {short} ended short of their length{}; wrong: {wrong:?}",
+            o.in_flight.len(),
+            if after_restart.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} whose carrier came up only after the restart completed then ({})",
+                    after_restart.len(),
+                    after_restart.join(", ")
+                )
+            }
         ),
     );
     // A request while the server is down fails, or (its carrier's connect outlasting
