@@ -1062,8 +1062,21 @@ pub async fn direct_exchange<N: Net>(
     body: &[u8],
     slow_reader: Option<Duration>,
 ) -> (Vec<u8>, io::Result<()>, io::Result<()>) {
+    direct_exchange_noted(pool, dest, head, body, slow_reader, &Mutex::new(None)).await
+}
+
+/// [`direct_exchange`], noting in `up` when the pool's stream opened (its carrier was up).
+pub async fn direct_exchange_noted<N: Net>(
+    pool: &Pool<N>,
+    dest: tunnelbed_pong::Address,
+    head: &[u8],
+    body: &[u8],
+    slow_reader: Option<Duration>,
+    up: &Mutex<Option<Duration>>,
+) -> (Vec<u8>, io::Result<()>, io::Result<()>) {
     match pool.open_connect(dest).await {
         Ok(s) => {
+            *up.lock().unwrap() = Some(now());
             exchange(
                 s,
                 head,
