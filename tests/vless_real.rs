@@ -179,6 +179,23 @@ fn v2ray_through_ours(network: &str, id: &str, name: &str) -> Chain {
     }
 }
 
+/// `tunnelbed vless client` as user [`ID`] on the server at `url`, with `extra` arguments
+/// (`--version 1`, `--idle-timeout 1`); returns it and its SOCKS5 address.
+fn our_client(url: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "vless",
+        "client",
+        "--socks",
+        "127.0.0.1:0",
+        "--server",
+        url,
+        "--uuid",
+        ID,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start("vless client", &args, "vless client: SOCKS5 on ")
+}
+
 /// curl -> our client -> v2ray (vless inbound -> freedom) -> http-source.
 fn ours_through_v2ray(network: &str, name: &str) -> Chain {
     let dir = scratch(name);
@@ -190,20 +207,7 @@ fn ours_through_v2ray(network: &str, name: &str) -> Chain {
         "ws" => format!("ws://127.0.0.1:{port}/vless"),
         _ => format!("tcp://127.0.0.1:{port}"),
     };
-    let (client, socks) = Proc::start(
-        "vless client",
-        &[
-            "vless",
-            "client",
-            "--socks",
-            "127.0.0.1:0",
-            "--server",
-            &url,
-            "--uuid",
-            ID,
-        ],
-        "vless client: SOCKS5 on ",
-    );
+    let (client, socks) = our_client(&url, &[]);
     Chain {
         procs: vec![client, v2, origin],
         http,
@@ -702,22 +706,7 @@ fn our_client_ends_a_relay_silent_past_its_idle_timeout() {
     });
     let (v2, port) = start_v2ray(&dir, "v2ray server", |p| v2ray_server_config(p, ID, "tcp"));
     let url = format!("tcp://127.0.0.1:{port}");
-    let (client, socks) = Proc::start(
-        "vless client",
-        &[
-            "vless",
-            "client",
-            "--socks",
-            "127.0.0.1:0",
-            "--server",
-            &url,
-            "--uuid",
-            ID,
-            "--idle-timeout",
-            "1",
-        ],
-        "vless client: SOCKS5 on ",
-    );
+    let (client, socks) = our_client(&url, &["--idle-timeout", "1"]);
     let mut s = TcpStream::connect(&socks).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     // SOCKS5: no authentication, then CONNECT to the silent server (IPv4).
@@ -890,27 +879,6 @@ const V2RAY_DEPARTURES: &[(&str, &str)] = &[
     ("VLESS-V1-UMFURS", "N/A"),
 ];
 
-/// `tunnelbed vless client` on `server_url` (tcp) speaking `version`; returns it and its
-/// SOCKS5 address.
-fn our_client(server_url: &str, version: &str) -> (Proc, String) {
-    Proc::start(
-        "vless client",
-        &[
-            "vless",
-            "client",
-            "--socks",
-            "127.0.0.1:0",
-            "--server",
-            server_url,
-            "--uuid",
-            ID,
-            "--version",
-            version,
-        ],
-        "vless client: SOCKS5 on ",
-    )
-}
-
 /// Runs `check fullcone` on `socks` with the timer cases on (a 3 s mapping timeout, 2 s
 /// idle); returns the non-PASS cases and the NAT line.
 fn fullcone(socks: &str, tails: &dyn Fn() -> String) -> (BTreeMap<String, String>, String, i32) {
@@ -958,7 +926,7 @@ fn check_fullcone_on_our_v1() {
         let mut args = vec!["--udp-timeout", "3"];
         args.extend(mapping.iter().flat_map(|m| ["--udp-mapping", *m]));
         let (server, url) = our_v1_server("tcp://127.0.0.1:0", &args);
-        let (client, socks) = our_client(&url, "1");
+        let (client, socks) = our_client(&url, &["--version", "1"]);
         let tails = || format!("{}{}", server.tail(), client.tail());
         let (dep, line, code) = fullcone(&socks, &tails);
         assert_eq!(dep, want, "--udp-mapping {mapping:?}: {line}\n{}", tails());
@@ -974,7 +942,7 @@ fn check_fullcone_on_our_v1() {
 #[test]
 fn check_fullcone_on_v0_and_v2ray() {
     let (server, url) = our_v1_server("tcp://127.0.0.1:0", &["--udp-timeout", "3"]);
-    let (client, socks) = our_client(&url, "0");
+    let (client, socks) = our_client(&url, &["--version", "0"]);
     let tails = || format!("{}{}", server.tail(), client.tail());
     let (dep, line, _) = fullcone(&socks, &tails);
     assert_eq!(

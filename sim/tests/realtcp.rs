@@ -18,14 +18,19 @@ fn cfg(seed: u64, profile: &str, capture: bool) -> RunConfig {
     }
 }
 
-/// The detail of a run's `ends-as-planned` check (which names lost resets).
-fn planned_detail(r: &RunReport) -> String {
+/// The detail of a run's check `name`.
+fn check_detail(r: &RunReport, name: &str) -> String {
     r.checks
         .iter()
-        .find(|c| c.name == "ends-as-planned")
-        .expect("the check ran")
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("the check {name} ran"))
         .detail
         .clone()
+}
+
+/// The detail of a run's `ends-as-planned` check (which names lost resets).
+fn planned_detail(r: &RunReport) -> String {
+    check_detail(r, "ends-as-planned")
 }
 
 fn scenario(name: &str) -> tunnelbed_sim::Scenario {
@@ -371,17 +376,12 @@ fn vless_server_crash_real_tcp_ends_in_flight_streams_visibly() {
         (
             26,
             "hostile",
-            "came up only after the restart completed then (s1008)",
+            "opened only after the restart and completed then (s1008)",
         ),
     ] {
         let r = run(&scenario("vless-server-crash"), &cfg(seed, profile, false)).unwrap();
         assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
-        let detail = &r
-            .checks
-            .iter()
-            .find(|c| c.name == "in-flight-visible")
-            .expect("the check ran")
-            .detail;
+        let detail = check_detail(&r, "in-flight-visible");
         assert!(detail.contains(want), "seed {seed} {profile}: {detail}");
     }
 }
@@ -415,12 +415,7 @@ fn pong_remote_crash_real_tcp_names_transfers_that_opened_after_the_restart() {
     for (seed, profile) in [(2, "swarm"), (5, "hostile")] {
         let r = run(&scenario("pong-remote-crash"), &cfg(seed, profile, false)).unwrap();
         assert!(r.ok(), "{}: {}", r.replay_line(), r.failure_summary());
-        let detail = &r
-            .checks
-            .iter()
-            .find(|c| c.name == "in-flight-fail-loudly")
-            .expect("the check ran")
-            .detail;
+        let detail = check_detail(&r, "in-flight-fail-loudly");
         assert!(
             detail.contains("opened only after the restart and completed then"),
             "seed {seed} {profile}: {detail}"

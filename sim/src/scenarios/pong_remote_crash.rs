@@ -273,15 +273,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             other => silent.push(format!("{name}: {}", pc::saw_kind(Some(&other)))),
         }
     }
-    let late = if after_restart.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; {} opened only after the restart and completed then ({})",
-            after_restart.len(),
-            after_restart.join(", ")
-        )
-    };
+    let late = pcr::opened_after_restart(&after_restart);
     ctx.check(
         "in-flight-fail-loudly",
         // At least one must really have been in flight, or the crash tested nothing.

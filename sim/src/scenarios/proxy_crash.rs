@@ -54,6 +54,19 @@ pub fn crash_time(drawn: Duration, mode: TcpMode) -> Duration {
     }
 }
 
+/// The check detail's note on transfers whose stream opened only after the restart
+/// (never in flight at the crash, so a clean end is right); empty when there are none.
+pub fn opened_after_restart(names: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; {} opened only after the restart and completed then ({})",
+        names.len(),
+        names.join(", ")
+    )
+}
+
 /// `n` (request, answer) sizes: requests below `max`, answers from 1 to below `2 * max`.
 pub fn sizes(rng: &mut impl Rng, n: usize, max: usize) -> Vec<(usize, usize)> {
     (0..n)

@@ -234,15 +234,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         format!(
             "{} streams in flight at the crash: {errors} reset at the application{lost}, {short} ended short of their length{}; wrong: {wrong:?}",
             o.in_flight.len(),
-            if after_restart.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", {} whose carrier came up only after the restart completed then ({})",
-                    after_restart.len(),
-                    after_restart.join(", ")
-                )
-            }
+            pcr::opened_after_restart(&after_restart),
         ),
     );
     // A request while the server is down fails, or (its carrier's connect outlasting
