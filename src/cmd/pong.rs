@@ -125,6 +125,12 @@ pub struct LocalArgs {
     /// seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3600.0)]
     pub max_age: f64,
+    /// A SOCKS5 stream with no byte either way for this long fails (RST to the
+    /// application, rst 6 to the remote), in seconds: the bound that ends a download
+    /// whose remote host crashed (a dead remote sends nothing, not even a reset). Not
+    /// --idle-close, which closes carriers that carry no stream.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub idle_timeout: f64,
     #[command(flatten)]
     pub observe: ObserveArgs,
 }
@@ -214,6 +220,11 @@ pub(super) fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
                 (Ok(i), Ok(m)) => (i, m),
                 (Err(e), _) | (_, Err(e)) => return usage(e),
             };
+            let idle_timeout = match secs(a.idle_timeout, "--idle-timeout") {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => return usage("--idle-timeout must be more than 0"),
+                Err(e) => return usage(e),
+            };
             if needs_tls(url.kind) && a.ca.is_none() && !a.insecure {
                 return usage(format!(
                     "--remote {url}: a TLS carrier needs --ca FILE (the remote's certificate \
@@ -230,6 +241,7 @@ pub(super) fn run(c: PongCmd) -> anyhow::Result<ExitCode> {
             cfg.max_streams_per_conn = a.max_streams_per_conn;
             cfg.idle_close = idle_close;
             cfg.max_age = max_age;
+            cfg.idle_timeout = idle_timeout;
             runtime()?.block_on(local(a.socks, cfg, Arc::new(tls), a.observe))
         }
     }
@@ -394,11 +406,12 @@ async fn local(
         .with_context(|| format!("binding {socks}"))?;
     let bound = TcpListen::local_addr(&lsn)?;
     tracing::info!(
-        "pong local: remote {}, at most {} streams per carrier, idle close {:?}, max age {:?}",
+        "pong local: remote {}, at most {} streams per carrier, idle close {:?}, max age {:?}, stream idle timeout {:?}",
         cfg.remote,
         cfg.max_streams_per_conn,
         cfg.idle_close,
-        cfg.max_age
+        cfg.max_age,
+        cfg.idle_timeout
     );
     let pool = Arc::new(Pool::new(
         net.clone(),

@@ -15,6 +15,8 @@ pub mod capture;
 pub mod captured;
 pub mod corpus;
 pub mod fault;
+#[cfg(feature = "runtime")]
+pub mod idle;
 pub mod iplink;
 #[cfg(feature = "runtime")]
 pub mod mux;

@@ -21,10 +21,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tunnelbed_netio::idle::{self, Activity};
 use tunnelbed_netio::{Net, TcpConn, TcpListen, UdpSock};
 use tunnelbed_socks5::handshake::{self, unspecified};
 use tunnelbed_socks5::{Addr, Command, Reply, UdpHeader};
@@ -87,7 +89,7 @@ pub async fn handle_client<N: Net>(net: N, mut s: N::Stream, pool: Arc<Pool<N>>)
                 }
             };
             handshake::reply(&mut s, Reply::Succeeded, &unspecified()).await?;
-            relay(s, stream, req.early_data).await
+            relay(s, stream, req.early_data, pool.config().idle_timeout).await
         }
         Command::UdpAssociate => udp_associate(net, s, pool, req.addr).await,
         _ => {
@@ -104,6 +106,8 @@ enum Failed {
     /// The pong stream: reset by the remote (a failed dial, a target that reset), closed
     /// under us, or its connection died.
     Pong(io::Error),
+    /// No byte moved either way for the idle timeout.
+    Idle,
 }
 
 /// Copies `rd` to `wr` until `rd` ends; errors are tagged with the side they came from.
@@ -133,15 +137,20 @@ where
 /// when the pong stream fails (the remote's dial failed after we had already answered
 /// success, the target reset, the carrier died) the application's connection is aborted
 /// (TCP RST); when the application's connection fails (it reset) the pong stream is
-/// reset (rst 12).
+/// reset (rst 12). A relay on which no byte is read either way for `idle`, while its
+/// carrier too delivered nothing (a busy carrier may hold the stream's bytes behind
+/// others'), fails both ways (rst 6 to the remote, RST to the application).
 async fn relay<S: TcpConn>(
     app: S,
     stream: crate::driver::PongStream,
     early: Vec<u8>,
+    idle: Duration,
 ) -> io::Result<()> {
-    let (mut ard, mut awr) = tokio::io::split(app);
+    let activity = Activity::new();
+    let carrier = stream.carrier_activity();
+    let (mut ard, mut awr) = tokio::io::split(activity.wrap(app));
     let mut reset = stream.reset_watch();
-    let (mut prd, mut pwr) = tokio::io::split(stream);
+    let (mut prd, mut pwr) = tokio::io::split(activity.wrap(stream));
     // Set once the answer has gone to the application in full: from then on only `up`
     // runs, blocked on the application, and would not see the stream's reset.
     let down_done = AtomicBool::new(false);
@@ -178,20 +187,35 @@ async fn relay<S: TcpConn>(
             down_done.store(true, Ordering::Release);
             Ok(())
         };
-        tokio::try_join!(up, down)
+        let watched = [&activity, &carrier];
+        // biased: the copies first, the idle watchdog last (fixed order, for replay).
+        tokio::select! {
+            biased;
+            r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
+            () = idle::until_all_idle(&watched, idle) => Err(Failed::Idle),
+        }
     };
+    let app = ard.unsplit(awr).into_inner();
+    let stream = prd.unsplit(pwr).into_inner();
     match r {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(Failed::Pong(e)) => {
-            ard.unsplit(awr).abort();
+            app.abort();
             Err(e)
         }
         Err(Failed::App(e)) => {
-            prd.unsplit(pwr).reset(RstInfo::with_description(
+            stream.reset(RstInfo::with_description(
                 RstCode::ConnTimeout,
                 format!("application connection failed: {e}"),
             ));
             Err(e)
+        }
+        Err(Failed::Idle) => {
+            let why = format!("no data either way for {} s", idle.as_secs_f64());
+            tracing::debug!("pong local: stream {}: {why}; failing it", stream.id());
+            stream.reset(RstInfo::with_description(RstCode::TtlExpired, why.clone()));
+            app.abort();
+            Err(io::Error::new(io::ErrorKind::TimedOut, why))
         }
     }
 }

@@ -31,6 +31,12 @@ pub struct PoolConfig {
     pub idle_close: Duration,
     /// A connection this old takes no new streams (pong-go: 1 h).
     pub max_age: Duration,
+    /// A SOCKS5 stream with no byte either way for this long is failed both ways (rst 6
+    /// to the remote, RST to the application; v2ray's `connIdle`, 300 s). The remote has
+    /// the same bound, but a crashed remote cannot apply it: a carrier whose remote host
+    /// died sends nothing, not even a reset, and an application that only reads sends
+    /// nothing that could draw one, so without this bound its stream waits for good.
+    pub idle_timeout: Duration,
     /// How long dialing a carrier may take.
     pub connect_timeout: Duration,
     /// Driver and session caps.
@@ -46,6 +52,7 @@ impl PoolConfig {
             max_streams_per_conn: 30,
             idle_close: Duration::from_secs(60),
             max_age: Duration::from_secs(3600),
+            idle_timeout: tunnelbed_netio::idle::DEFAULT_IDLE,
             connect_timeout: Duration::from_secs(10),
             driver: DriverConfig::default(),
         }

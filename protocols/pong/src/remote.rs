@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnelbed_carrier::http3::H3Listener;
 use tunnelbed_carrier::tls::ServerTls;
 use tunnelbed_carrier::{BoxStream, CarrierKind};
+use tunnelbed_netio::idle::Activity;
 use tunnelbed_netio::{Net, TcpConn, TcpListen, Trace, UdpSock};
 
 use crate::driver::{
@@ -58,7 +59,7 @@ impl Default for RemoteConfig {
             dial_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             udp_idle: Duration::from_secs(120),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: tunnelbed_netio::idle::DEFAULT_IDLE,
             target_ack_timeout: Duration::from_secs(30),
         }
     }
@@ -290,39 +291,6 @@ enum Failed {
     Idle,
 }
 
-/// When a relay last moved a byte, in milliseconds since it started (shared by its two
-/// directions and its watchdog, all in one task).
-struct Activity {
-    origin: tokio::time::Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            origin: tokio::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.origin.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once nothing moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let due = self.origin + last + idle;
-            if tokio::time::Instant::now() >= due {
-                return;
-            }
-            tokio::time::sleep_until(due).await;
-        }
-    }
-}
-
 /// Copies both ways with half closes: the local's finish becomes a TCP FIN to the
 /// target, the target's FIN our finish. Whichever side fails first ends both at once,
 /// even while the other direction is still open: a target that resets (or whose
@@ -375,7 +343,7 @@ async fn relay_tcp<S: TcpConn>(stream: PongStream, target: S, idle: Duration) {
             }
         };
         let watchdog = async {
-            activity.idle_for(idle).await;
+            activity.until_idle(idle).await;
             Err::<((), ()), Failed>(Failed::Idle)
         };
         // biased: the copies first, the watchdog last (fixed order, for replay).

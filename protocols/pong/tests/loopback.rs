@@ -43,11 +43,15 @@ async fn start_remote() -> std::net::SocketAddr {
 }
 
 async fn start_local(remote: std::net::SocketAddr) -> std::net::SocketAddr {
-    let net = TokioNet;
     let url: CarrierUrl = format!("tcp://{remote}").parse().unwrap();
+    start_local_with(PoolConfig::new(url, ID)).await
+}
+
+async fn start_local_with(cfg: PoolConfig) -> std::net::SocketAddr {
+    let net = TokioNet;
     let pool = Arc::new(Pool::new(
         net,
-        PoolConfig::new(url, ID),
+        cfg,
         Arc::new(ClientTls::insecure()),
         Trace::disabled(),
         "local".into(),
@@ -153,6 +157,82 @@ async fn unknown_client_id_is_closed_with_nothing_written() {
         .expect("remote must close");
     assert!(r.is_ok() || got.is_empty());
     assert!(got.is_empty(), "remote wrote {got:?}");
+}
+
+/// A remote that went silent (its host crashed: no byte, not even a reset) leaves a
+/// download that only reads hanging unless the local bounds it: after `idle_timeout`
+/// with no byte either way the application gets a TCP reset, never a clean end, and the
+/// remote is sent rst 6 for the stream. The "remote" is a kernel TCP listener that
+/// accepts the carrier and reads it but never writes.
+#[tokio::test]
+async fn a_silent_remote_fails_a_reading_application_after_the_idle_timeout() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = dead.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Reads until the rst shows up (or 10 s), answering nothing.
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(until, s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.len() > 17 && frames(&got[17..]).iter().any(|f| f.kind == 0x09) {
+                break;
+            }
+        }
+        let _ = seen_tx.send(got);
+        // Hold the carrier open: a crashed host does not close it either.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    });
+    let url: CarrierUrl = format!("tcp://{dead_addr}").parse().unwrap();
+    let mut cfg = PoolConfig::new(url, ID);
+    cfg.idle_timeout = Duration::from_secs(1);
+    let socks = start_local_with(cfg).await;
+
+    let mut c = TcpStream::connect(socks).await.unwrap();
+    let target: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let (code, _) = handshake::connect(&mut c, &Addr::Ip(target)).await.unwrap();
+    assert_eq!(code, 0, "pong answers success before the remote dials");
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .expect("the local's idle timeout must end the read, not the test's 10 s");
+    let took = t0.elapsed();
+    let e = r.expect_err("a silent remote must not look like a clean end");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    assert!(got.is_empty(), "read {got:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "ended after {took:?}, the bound is 1 s"
+    );
+    let carrier = seen_rx.await.unwrap();
+    let fs = frames(&carrier[17..]);
+    let rst = fs
+        .iter()
+        .find(|f| f.kind == 0x09)
+        .expect("an rst for the stream");
+    assert_eq!(rst.stream_id, fs[0].stream_id, "the connect's stream");
+    let info = tunnelbed_pong::wire::decode_rst(&rst.payload)
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.code.to_u8(), 6, "rst 6 (TTL expired): {info}");
+}
+
+/// The frames in `b` (a carrier's bytes after its header), up to the first incomplete one.
+fn frames(mut b: &[u8]) -> Vec<tunnelbed_pong::wire::RawFrame> {
+    let mut out = Vec::new();
+    while let Ok(Some((f, n))) = tunnelbed_pong::wire::RawFrame::decode(b) {
+        out.push(f);
+        b = &b[n..];
+    }
+    out
 }
 
 /// The pool spreads streams over carriers by the per-connection limit and closes idle

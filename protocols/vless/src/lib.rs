@@ -10,8 +10,6 @@ pub mod client;
 pub mod cone;
 pub mod fuzzing;
 #[cfg(feature = "driver")]
-pub mod idle;
-#[cfg(feature = "driver")]
 pub mod relay;
 #[cfg(feature = "driver")]
 pub mod serve;

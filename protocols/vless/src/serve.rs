@@ -29,10 +29,10 @@ use tunnelbed_carrier::{BoxStream, CarrierKind};
 use tunnelbed_netio::{Net, TcpListen, Trace, UdpSock};
 
 use crate::cone::{ConeConfig, ConeTable, Learn, Route, SockId};
-use crate::idle::{self, Activity};
 use crate::relay::{copy_both, relay_carrier, send};
 use crate::server::{Decision, Event, ServerSession, ServerSessionConfig};
 use crate::wire::{uuid_text, Address, Umfurs, Version};
+use tunnelbed_netio::idle::{self, Activity};
 
 /// Settings of a server.
 #[derive(Clone, Debug)]
@@ -63,7 +63,7 @@ impl Default for ServerConfig {
             fallback: None,
             queue: 256,
             udp_idle: Duration::from_secs(120),
-            idle_timeout: crate::idle::DEFAULT_IDLE,
+            idle_timeout: idle::DEFAULT_IDLE,
         }
     }
 }

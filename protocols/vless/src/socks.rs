@@ -26,9 +26,9 @@ use tunnelbed_socks5::handshake::{self, unspecified};
 use tunnelbed_socks5::{Addr, Command as SocksCommand, Reply, UdpHeader};
 
 use crate::client::{ClientSession, Event};
-use crate::idle::{self, Activity};
 use crate::relay::{one_way, relay_carrier, send};
 use crate::wire::{Address, Command, Request, Version};
+use tunnelbed_netio::idle::{self, Activity};
 
 /// Most destinations one UDP association may have (one connection each).
 pub const MAX_UDP_DESTINATIONS: usize = 256;
@@ -63,7 +63,7 @@ impl ClientConfig {
             tls: Arc::new(ClientTls::insecure()),
             connect_timeout: Duration::from_secs(10),
             queue: 256,
-            idle_timeout: crate::idle::DEFAULT_IDLE,
+            idle_timeout: idle::DEFAULT_IDLE,
         }
     }
 }

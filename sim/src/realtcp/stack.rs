@@ -621,6 +621,12 @@ impl StackInner {
             .next_due(now)
             .map_or(IDLE, |d| d.saturating_sub(now));
         let delay = stall_check.map_or(delay, |d| delay.min(d));
+        // Whatever this pump changed, the stall watch looks at it next (see
+        // `StallWatch::owe_walk`).
+        if !done.is_empty() {
+            self.watch.owe_walk();
+        }
+        let delay = self.watch.next_walk_in(now).map_or(delay, |d| delay.min(d));
         let delay = self
             .orphan_deadlines
             .first()

@@ -90,6 +90,8 @@ pub struct StallWatch {
     /// Connections probing a zero window (keepalive on), by their tuple.
     persisting: BTreeMap<ConnId, Tuple>,
     next_watch: Duration,
+    /// A pump touched a connection since the last walk (see [`StallWatch::owe_walk`]).
+    walk_owed: bool,
 }
 
 fn later(a: TcpSeqNumber, b: TcpSeqNumber) -> bool {
@@ -114,6 +116,22 @@ fn parse(p: &[u8]) -> Option<Segment<'_>> {
 }
 
 impl StallWatch {
+    /// Asks for a walk at the next chance: a pump touched a connection (a packet, the
+    /// application, a timer), and the walk must see it even when nothing else will wake
+    /// the host. A partial ACK in LAST-ACK leaves smoltcp with no timer at all, and a
+    /// host with no other traffic then slept for good with its answer unsent
+    /// (`pong-remote-crash --tcp real`, swarm seeds 31 and 60: a target's 22-23 KB reply,
+    /// first segment lost, unsent for 18-19 s until the remote's idle timeout). The debt
+    /// stays until a walk pays it: a later pump that touched nothing must not cancel it.
+    pub fn owe_walk(&mut self) {
+        self.walk_owed = true;
+    }
+
+    /// How long until the owed walk may run (`None`: none is owed).
+    pub fn next_walk_in(&self, now: Duration) -> Option<Duration> {
+        self.walk_owed.then(|| self.next_watch.saturating_sub(now))
+    }
+
     /// Notes a packet received from a peer (before smoltcp sees it).
     pub fn note_rx(&mut self, p: &[u8]) {
         let Some((ip, t)) = parse(p) else { return };
@@ -190,6 +208,7 @@ impl StallWatch {
             };
         }
         self.next_watch = now + WATCH_EVERY;
+        self.walk_owed = false;
         let mut stalls = BTreeMap::new();
         let mut zero_windows = BTreeMap::new();
         let mut persisting = BTreeMap::new();

@@ -3,15 +3,16 @@
 //! retransmitted, and an application that only reads sends nothing that would draw
 //! another, so a kernel peer waits the same way; the run's reset log
 //! ([`crate::realtcp::resets`]) tells such a wait from a front that never reset (a hang,
-//! still a failure). Used by `pong-streams` and `vless-tcp`.
+//! still a failure). Used by `pong-streams`, `vless-tcp` and `pong-remote-crash`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::realtcp::resets::ResetCount;
 use crate::scenario::Ctx;
 use crate::scenarios::pong_common::AppSaw;
-use crate::scenarios::proxy_streams::{Plan, STREAM_TIMEOUT};
+use crate::scenarios::proxy_streams::Plan;
 
 /// Failing streams whose application waited to its own bound because the link lost
 /// every copy of the local's reset (real TCP only: a reset is never retransmitted, and
@@ -20,15 +21,19 @@ use crate::scenarios::proxy_streams::{Plan, STREAM_TIMEOUT};
 pub struct LostResets {
     /// The role whose resets these are, for the summary ("local", "client").
     who: &'static str,
+    /// The applications' own bound, for the summary.
+    bound: Duration,
     /// (tag, reset copies the front sent).
     tags: Vec<(u32, u32)>,
 }
 
 impl LostResets {
-    /// None yet; `who` names the front in the summary.
-    pub fn new(who: &'static str) -> Self {
+    /// None yet; `who` names the front in the summary, `bound` is how long the
+    /// applications wait before they give up.
+    pub fn new(who: &'static str, bound: Duration) -> Self {
         Self {
             who,
+            bound,
             tags: Vec::new(),
         }
     }
@@ -94,7 +99,7 @@ impl LostResets {
         format!(
             "; {} failing streams ended only by the application's {} s bound: the {} reset them and the link lost every copy ({})",
             self.tags.len(),
-            STREAM_TIMEOUT.as_secs(),
+            self.bound.as_secs(),
             self.who,
             list.join(", ")
         )

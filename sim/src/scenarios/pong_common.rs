@@ -242,6 +242,13 @@ pub fn remote_config() -> RemoteConfig {
 /// connection the target lost, see [`Overflow::Lose`]) fails after this long.
 pub const REMOTE_IDLE: Duration = Duration::from_secs(20);
 
+/// The local's idle timeout in the scenarios: a SOCKS5 stream silent this long fails
+/// from the local's side. Later than [`REMOTE_IDLE`], so a live remote's bound (rst 6)
+/// comes first; this one ends only streams whose remote cannot send anything (its host
+/// crashed and, over real TCP, nothing resets the carrier), well inside the
+/// applications' own 60 s bound.
+pub const LOCAL_IDLE: Duration = Duration::from_secs(30);
+
 /// Runs pong's remote on host `host` (call inside the host closure), its sockets counted
 /// in `gauges`; trace ids are `{name}/c{n}`.
 pub async fn run_remote(
@@ -354,6 +361,7 @@ pub fn pool_config(max_streams: usize, idle: Duration) -> PoolConfig {
     let mut cfg = PoolConfig::new(url, CLIENT_ID);
     cfg.max_streams_per_conn = max_streams;
     cfg.idle_close = idle;
+    cfg.idle_timeout = LOCAL_IDLE;
     cfg.connect_timeout = Duration::from_secs(3);
     cfg
 }

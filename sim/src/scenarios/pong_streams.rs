@@ -346,7 +346,7 @@ fn run_over(ctx: &mut Ctx, carrier: Carrier) -> anyhow::Result<()> {
     // A failing stream whose application waited to its own bound counts as failing
     // loudly only if the local did reset its connection and the link lost every copy.
     let addrs = app_addrs.lock().unwrap().clone();
-    let mut lost_resets = LostResets::new("local");
+    let mut lost_resets = LostResets::new("local", STREAM_TIMEOUT);
     let judged = lost_resets.judge_all(ctx, &addrs, &plans, &o.app);
     let target_lost =
         ps::target_resets_lost(|a, b| ctx.world.tcp_resets().get(a, b), &plans, &mut log);

@@ -95,6 +95,7 @@ pub async fn short_stream<N: Net>(
     resp: usize,
     ledger: Option<&FlowLedger>,
     spoil: bool,
+    addrs: Option<&AppAddrs>,
 ) -> (AppSaw, Vec<u8>) {
     let h = Header {
         tag,
@@ -106,7 +107,13 @@ pub async fn short_stream<N: Net>(
         pace_ms: 0,
     };
     let body = pc::request_body(seed, tag, req);
-    let s = match pc::socks_connect(net, at.front, &Addr::Ip(at.target)).await {
+    let connected = match addrs {
+        Some(a) => {
+            pc::socks_connect_noted(net, at.front, &Addr::Ip(at.target), note_addrs(a, tag)).await
+        }
+        None => pc::socks_connect(net, at.front, &Addr::Ip(at.target)).await,
+    };
+    let s = match connected {
         Ok(s) => s,
         Err(e) => return (AppSaw::Error(format!("connect: {e}")), Vec::new()),
     };
@@ -157,7 +164,7 @@ pub fn spawn_phase<N: Net>(
             let spoil = spoil_first && i == 0;
             let r = tokio::time::timeout(
                 STREAM_TIMEOUT,
-                short_stream(&net, at, seed, tag, req, resp, Some(&ledger), spoil),
+                short_stream(&net, at, seed, tag, req, resp, Some(&ledger), spoil, None),
             )
             .await;
             (tag, r.map(|r| r.0).unwrap_or(AppSaw::Hung))
@@ -260,7 +267,8 @@ pub fn phase_clean(v: &[(u32, AppSaw)], n: usize, when: &str) -> (bool, String) 
 
 /// An untracked short stream bounded by [`STREAM_TIMEOUT`] (a request while the server is
 /// down): what the application saw, and whether it ended cleanly with exactly the
-/// target's answer.
+/// target's answer. Its connection's addresses go into `addrs` (for the reset log).
+#[allow(clippy::too_many_arguments)]
 pub async fn judged_stream<N: Net>(
     net: &N,
     at: Endpoints,
@@ -268,10 +276,11 @@ pub async fn judged_stream<N: Net>(
     tag: u32,
     req: usize,
     resp: usize,
+    addrs: &AppAddrs,
 ) -> (AppSaw, bool) {
     let r = tokio::time::timeout(
         STREAM_TIMEOUT,
-        short_stream(net, at, seed, tag, req, resp, None, false),
+        short_stream(net, at, seed, tag, req, resp, None, false, Some(addrs)),
     )
     .await;
     match r {

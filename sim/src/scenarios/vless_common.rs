@@ -57,12 +57,14 @@ pub async fn run_server(
     let _crash = world.crash_guard(host);
     let net = Gauged::new(world.net(host), gauges);
     let lsn = net.listen_tcp(any(SERVER_PORT)).await?;
+    let mut cfg = server_config();
+    cfg.dial_timeout = world.tcp_mode().connect_bound(cfg.dial_timeout);
     serve(
         net,
         lsn,
         CarrierKind::Tcp,
         None,
-        server_config(),
+        cfg,
         world.trace.clone(),
         name,
     )

@@ -146,9 +146,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             let net = net.clone();
             let tag = 2000 + k as u32;
             let when = crash_at + down * (k as u32 + 1) / (DURING as u32 + 2);
+            let addrs = addrs.clone();
             during.push(tokio::spawn(async move {
                 tokio::time::sleep(when.saturating_sub(now())).await;
-                let (saw, intact) = pcr::judged_stream(&net, at, seed, tag, 100, 100).await;
+                let (saw, intact) = pcr::judged_stream(&net, at, seed, tag, 100, 100, &addrs).await;
                 (tag, saw, intact)
             }));
         }

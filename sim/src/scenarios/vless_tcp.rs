@@ -165,7 +165,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // A failing stream whose application waited to its own bound counts as ended only
     // if the client did reset its connection and the link lost every copy.
     let addrs = app_addrs.lock().unwrap().clone();
-    let mut lost_resets = LostResets::new("client");
+    let mut lost_resets = LostResets::new("client", STREAM_TIMEOUT);
     let judged = lost_resets.judge_all(ctx, &addrs, &plans, &o.app);
     let (ok, detail) = ps::ends_as_planned(&plans, &judged, &log, FailingEnd::ErrorOrEmpty);
     ctx.check(

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 
 use super::pump::CarrierPump;
+use crate::idle::Activity;
 use crate::mux_session::{MuxEvent, MuxRecv, MuxSession};
 use crate::timer::sleep_until;
 
@@ -134,9 +135,18 @@ pub fn gone(name: &str) -> io::Error {
 pub struct ConnStats {
     live: AtomicUsize,
     opened: AtomicUsize,
+    /// When the carrier last delivered bytes: a stream that hears nothing is not idle
+    /// while its carrier is busy with the others' (its bytes may be queued behind
+    /// theirs), see [`MuxStream::carrier_activity`].
+    received: Activity,
 }
 
 impl ConnStats {
+    /// When the carrier last delivered bytes.
+    pub fn received(&self) -> &Activity {
+        &self.received
+    }
+
     /// Streams the application still holds.
     pub fn live_streams(&self) -> usize {
         self.live.load(Ordering::Relaxed)
@@ -163,6 +173,8 @@ pub struct Attached<P: MuxProto> {
     pub ctl: mpsc::UnboundedSender<CtlOf<P>>,
     /// Wakes the connection task (after taking from `rx`, so it feeds more).
     pub wake: Arc<Notify>,
+    /// The connection's counters (when its carrier last delivered bytes).
+    pub stats: Arc<ConnStats>,
 }
 
 /// The driver's record of one stream.
@@ -226,6 +238,7 @@ impl<P: MuxProto, E> Core<P, E> {
             cmd: self.cmd.clone(),
             ctl: self.ctl.clone(),
             wake: self.wake.clone(),
+            stats: self.stats.clone(),
         }
     }
 
@@ -504,7 +517,10 @@ impl<P: MuxProto, H: MuxHooks<P>> ConnTask<P, H> {
                     }
                     // Frozen, so that large payloads reach the streams as slices of the
                     // read buffer; the allocation comes back once they are all read.
-                    Ok(n) => pump.take_read(&mut self.core.m, now(), n),
+                    Ok(n) => {
+                        self.core.stats.received.touch();
+                        pump.take_read(&mut self.core.m, now(), n);
+                    }
                     Err(e) => {
                         carrier_eof = true;
                         self.core.end.get_or_insert_with(|| H::carrier_lost(e.to_string()));
@@ -705,6 +721,7 @@ pub struct MuxStream<P: MuxProto> {
     ctl: mpsc::UnboundedSender<CtlOf<P>>,
     wake: Arc<Notify>,
     released: bool,
+    stats: Arc<ConnStats>,
 }
 
 impl<P: MuxProto> fmt::Debug for MuxStream<P> {
@@ -756,12 +773,20 @@ impl<P: MuxProto> MuxStream<P> {
             ctl: a.ctl,
             wake: a.wake,
             released: false,
+            stats: a.stats,
         }
     }
 
     /// The stream id on the wire.
     pub fn id(&self) -> u32 {
         self.sid
+    }
+
+    /// When this stream's carrier last delivered bytes (for any stream): an idle bound
+    /// on the stream waits for the carrier to fall silent too, so a stream whose bytes
+    /// are queued behind others' on a congested carrier is not taken for dead.
+    pub fn carrier_activity(&self) -> Activity {
+        self.stats.received.clone()
     }
 
     /// A watch that resolves when this stream is reset, for a caller that is not reading

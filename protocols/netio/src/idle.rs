@@ -2,7 +2,8 @@
 //! moved no byte either way for that long is ended with `TimedOut`. Without it a carrier
 //! whose server crashed stays open for good on a client that only reads: a crashed host
 //! sends nothing, not even a reset, and a reader sends nothing that could draw one (the
-//! `vless-server-crash` scenario over real TCP hung this way).
+//! `vless-server-crash` and `pong-remote-crash` scenarios over real TCP hung this way).
+//! Shared by VLESS's client and server and pong's local and remote.
 
 use std::future::Future;
 use std::io;
@@ -59,15 +60,24 @@ impl Activity {
         self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
-    /// Returns once nothing was read for `idle` (one timer per idle period).
-    async fn until_idle(&self, idle: Duration) {
-        loop {
-            let due = self.last() + idle;
-            if Instant::now() >= due {
-                return;
-            }
-            tokio::time::sleep_until(due).await;
+    /// Returns once nothing was read (or [touched](Self::touch)) for `idle`: one timer
+    /// per idle period, for relays that keep their own watchdog.
+    pub async fn until_idle(&self, idle: Duration) {
+        until_all_idle(&[self], idle).await
+    }
+}
+
+/// Returns once none of `all` was touched for `idle` (one timer per idle period): a pong
+/// stream is idle only when its carrier fell silent too.
+pub async fn until_all_idle(all: &[&Activity], idle: Duration) {
+    loop {
+        let Some(due) = all.iter().map(|a| a.last() + idle).max() else {
+            return;
+        };
+        if Instant::now() >= due {
+            return;
         }
+        tokio::time::sleep_until(due).await;
     }
 }
 
@@ -92,6 +102,13 @@ pub async fn bounded<T>(
 pub struct Touching<T> {
     io: T,
     activity: Activity,
+}
+
+impl<T> Touching<T> {
+    /// The wrapped stream (to reset or shut it down after the relay).
+    pub fn into_inner(self) -> T {
+        self.io
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Touching<T> {
@@ -167,6 +184,31 @@ mod tests {
             "30 s of bytes, then the 10 s bound"
         );
         feeder.abort();
+    }
+
+    /// A stream quiet for the bound is not idle while its carrier still delivers (its
+    /// bytes may be queued behind others'); once both are quiet it is.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_on_a_busy_carrier_is_not_idle() {
+        let (stream, carrier) = (Activity::new(), Activity::new());
+        let idle = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let busy = {
+            let carrier = carrier.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    carrier.touch();
+                }
+            })
+        };
+        until_all_idle(&[&stream, &carrier], idle).await;
+        assert_eq!(
+            t0.elapsed().as_secs(),
+            30,
+            "the carrier's last byte at 20 s, then the 10 s bound"
+        );
+        busy.await.unwrap();
     }
 
     /// A relay that ends on its own is not cut.
