@@ -382,7 +382,7 @@ fn vless_server_crash_real_tcp_ends_in_flight_streams_visibly() {
         (
             38,
             "hostile",
-            "the client reset them and the link lost every copy: s1002",
+            "the client reset them and the link lost every copy (s1002",
         ),
         (
             59,

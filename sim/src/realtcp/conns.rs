@@ -24,6 +24,8 @@ pub struct Conn {
     h: SocketHandle,
     tuple: Option<Tuple>,
     due: Option<Duration>,
+    /// The application's bound on unacknowledged bytes (`TCP_USER_TIMEOUT`), if any.
+    user_timeout: Option<Duration>,
 }
 
 impl Conn {
@@ -64,6 +66,7 @@ impl Conns {
                 h,
                 tuple: None,
                 due: None,
+                user_timeout: None,
             },
         );
         if let Some(t) = tuple {
@@ -85,6 +88,11 @@ impl Conns {
     /// The connection packets of `tuple` go to.
     pub fn find(&self, tuple: &Tuple) -> Option<ConnId> {
         self.routes.get(tuple).copied()
+    }
+
+    /// The four-tuple `id` was routed by (kept after smoltcp forgot it on a reset).
+    pub fn tuple(&self, id: ConnId) -> Option<Tuple> {
+        self.map.get(&id).and_then(|c| c.tuple)
     }
 
     /// Whether `id` exists.
@@ -112,6 +120,35 @@ impl Conns {
     /// The socket set of `id` (for smoltcp's ingress and egress).
     pub fn set_mut(&mut self, id: ConnId) -> Option<&mut SocketSet<'static>> {
         self.map.get_mut(&id).map(|c| &mut c.set)
+    }
+
+    /// Bounds how long `id`'s written bytes may stay unacknowledged (Linux's
+    /// `TCP_USER_TIMEOUT`). smoltcp's own timeout is not that: it aborts whenever the
+    /// peer has sent nothing for the duration, also with nothing of ours outstanding, so
+    /// a quiet peer (a target waiting for a request still crossing a congested tunnel)
+    /// was reset after 30 s of silence (h2tunnel-streams-tcp hostile seed 3). The stack
+    /// arms smoltcp's timeout only while bytes wait in the send buffer
+    /// ([`Conns::arm_user_timeout`]); smoltcp restarts its count when bytes go into an
+    /// empty buffer.
+    pub fn set_user_timeout(&mut self, id: ConnId, timeout: Duration) {
+        if let Some(c) = self.map.get_mut(&id) {
+            c.user_timeout = Some(timeout);
+        }
+        self.arm_user_timeout(id);
+        self.dirty.insert(id);
+    }
+
+    /// Arms `id`'s user timeout if bytes wait to be acknowledged, disarms it if not (see
+    /// [`Conns::set_user_timeout`]); call before smoltcp looks at the socket.
+    pub fn arm_user_timeout(&mut self, id: ConnId) {
+        let Some(c) = self.map.get_mut(&id) else {
+            return;
+        };
+        let Some(t) = c.user_timeout else {
+            return;
+        };
+        let waiting = c.peek().send_queue() > 0;
+        c.tcp().set_timeout(waiting.then(|| super::smol(t)));
     }
 
     /// Marks `id` for an egress at the next pump.

@@ -39,6 +39,11 @@ use std::time::Duration;
 /// and VLESS's own default, holds three tries.
 pub const REAL_TCP_CONNECT: Duration = Duration::from_secs(10);
 
+/// A duration in smoltcp's units (saturating: smoltcp counts microseconds in a u64).
+pub(crate) fn smol(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// Which TCP a simulation runs: turmoil's reliable streams or smoltcp over the link model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TcpMode {

@@ -360,6 +360,17 @@ impl StackInner {
         }
     }
 
+    /// The four-tuple `id` was routed by, if it had one.
+    pub fn tuple(&self, id: ConnId) -> Option<Tuple> {
+        self.conns.tuple(id)
+    }
+
+    /// Bounds how long `id`'s written bytes may stay unacknowledged (see
+    /// [`Conns::set_user_timeout`]).
+    pub fn set_user_timeout(&mut self, id: ConnId, timeout: Duration) {
+        self.conns.set_user_timeout(id, timeout);
+    }
+
     /// The application dropped (or aborted) the stream on `id`: close or reset it, and
     /// free the socket once it is done.
     pub fn release(&mut self, id: ConnId, abort: bool) {
@@ -577,6 +588,9 @@ impl StackInner {
         // Only connections a packet, the application or a timer touched can have changed:
         // the orphans' upkeep looks at those alone.
         let mut due = self.conns.take_due(now);
+        for &id in &due {
+            self.conns.arm_user_timeout(id);
+        }
         self.drain_orphans(&due);
         self.save_before_time_wait_ends(&due);
         // Round robin over the due connections, one segment each per round, as smoltcp
@@ -602,6 +616,7 @@ impl StackInner {
         done.append(&mut due);
         done.sort_unstable();
         for &id in &done {
+            self.conns.arm_user_timeout(id);
             let at = self
                 .conns
                 .set_mut(id)

@@ -47,6 +47,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber};
 
 use super::conns::{ConnId, Conns, Tuple};
+use super::smol;
 
 /// How long an ACK may stand still with data in flight before the watch steps in: about
 /// a kernel's smallest retransmission timeout (Linux: 200 ms) plus a swarm round trip.
@@ -96,10 +97,6 @@ pub struct StallWatch {
 
 fn later(a: TcpSeqNumber, b: TcpSeqNumber) -> bool {
     a.0.wrapping_sub(b.0) >= 0
-}
-
-fn smol(d: Duration) -> smoltcp::time::Duration {
-    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// A parsed IPv4 packet and the TCP segment it carries.

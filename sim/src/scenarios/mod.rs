@@ -22,6 +22,7 @@ pub mod pong_remote_crash;
 pub mod pong_streams;
 pub mod proxy_crash;
 pub mod proxy_streams;
+pub mod target_waits;
 pub mod tcp_echo;
 pub mod tcpstack_bulk;
 pub mod tcpstack_common;

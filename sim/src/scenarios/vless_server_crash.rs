@@ -13,7 +13,6 @@
 //! socket, every VLESS machine of the client and of the restarted server ended);
 //! liveness.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tunnelbed_netio::Net;
 use crate::realtcp::TcpMode;
 use crate::scenario::{Ctx, Scenario};
 use crate::scenarios::fixture::now;
+use crate::scenarios::lost_resets::LostResets;
 use crate::scenarios::pong_common::{self as pc, AppSaw, Gauges, TargetLog};
 use crate::scenarios::proxy_crash as pcr;
 use crate::scenarios::proxy_streams::{AppAddrs, Endpoints};
@@ -193,17 +193,15 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // A download whose client reset it (its relay idle after the crash) and whose every
     // reset copy the link lost waits for the application's own bound, as a kernel peer
     // would: visible, when the run's reset log shows it (real TCP only).
-    let mut lost = Vec::new();
+    let mut lost = LostResets::new("client", pcr::STREAM_TIMEOUT);
     let addrs = app_addrs.lock().unwrap().clone();
     let mut after_restart = Vec::new();
     for (tag, saw, announced, up) in &o.in_flight {
-        let resets = match addrs.get(tag) {
-            Some((SocketAddr::V4(me), SocketAddr::V4(front))) => {
-                Some(ctx.world.tcp_resets().get(*front, *me))
-            }
-            _ => None,
-        };
-        match saw {
+        // Every in-flight stream is meant to fail (or end short).
+        match &lost
+            .judge(ctx, &addrs, *tag, true, Some(saw))
+            .unwrap_or(AppSaw::Hung)
+        {
             AppSaw::Error(_) => errors += 1,
             AppSaw::Clean(n) if n < announced => short += 1,
             // Its carrier came up only after the restart (every SYN before it lost or
@@ -212,22 +210,10 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             AppSaw::Clean(n) if n == announced && up.is_some_and(|t| t >= bounce_at) => {
                 after_restart.push(format!("s{tag}"));
             }
-            AppSaw::Hung if resets.is_some_and(|r| r.all_lost()) => {
-                errors += 1;
-                lost.push(format!("s{tag} ({} sent)", resets.map_or(0, |r| r.sent)));
-            }
             other => wrong.push(format!("s{tag}: {other:?} of {announced} B")),
         }
     }
-    let lost = if lost.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " ({} of them hung to the application's bound: the client reset them and the link lost every copy: {})",
-            lost.len(),
-            lost.join(", ")
-        )
-    };
+    let lost = lost.summary();
     ctx.check(
         "in-flight-visible",
         // At least one must really have been in flight, or the crash tested nothing.
