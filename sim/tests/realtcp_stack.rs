@@ -1,7 +1,9 @@
 //! The real-TCP stack's socket semantics where smoltcp differs from a kernel:
 //! `set_unacked_timeout` is Linux's `TCP_USER_TIMEOUT` (it bounds unacknowledged bytes,
 //! never a quiet connection), and a connection reset while it waited in the accept
-//! queue is still accepted and reads as a reset.
+//! queue is still accepted and reads as a reset. The last two tests run the same
+//! behaviours on the Linux kernel's TCP over loopback (through `TokioNet`, the binary's
+//! `Net`), the reference the simulator's stack is held to.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -129,12 +131,26 @@ fn an_unacked_timeout_ends_a_connection_whose_peer_stopped_acknowledging() {
     );
 }
 
+/// Reads `s` to its end or first error: the bytes, then how it ended.
+async fn read_all<S: TcpConn>(s: &mut S) -> (Vec<u8>, Result<(), io::ErrorKind>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Err(e.kind())),
+        }
+    }
+}
+
 #[test]
 fn a_connection_reset_in_the_accept_queue_is_accepted_and_reads_as_a_reset() {
     // The server accepts only at 2 s; the client wrote and reset at 0.5 s. As with
     // Linux's accept(2), the connection is handed out and reads its bytes, then the reset.
     let w = world();
-    let out: Outcome = Arc::default();
+    type Seen = Arc<Mutex<Option<(Vec<u8>, Result<(), io::ErrorKind>)>>>;
+    let out: Seen = Arc::default();
     let mut sim = sim();
     let (sw, got) = (w.clone(), out.clone());
     sim.host("server", move || {
@@ -144,9 +160,7 @@ fn a_connection_reset_in_the_accept_queue_is_accepted_and_reads_as_a_reset() {
             let l = net.listen_tcp(any(9000)).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             let (mut s, _) = l.accept().await?;
-            let mut buf = Vec::new();
-            let r = s.read_to_end(&mut buf).await.map(|_| buf);
-            *got.lock().unwrap() = Some((r.map_err(|e| e.kind()), now()));
+            *got.lock().unwrap() = Some(read_all(&mut s).await);
             std::future::pending::<()>().await;
             Ok(())
         }
@@ -166,6 +180,71 @@ fn a_connection_reset_in_the_accept_queue_is_accepted_and_reads_as_a_reset() {
         Ok(())
     });
     sim.run().unwrap();
-    let (r, at) = out.lock().unwrap().clone().expect("the server accepted");
-    assert_eq!(r, Err(io::ErrorKind::ConnectionReset), "at {at:?}");
+    let seen = out.lock().unwrap().clone().expect("the server accepted");
+    assert_eq!(seen, (b"hi".to_vec(), Err(io::ErrorKind::ConnectionReset)));
+}
+
+// ---- the same two behaviours on the Linux kernel's TCP (loopback), the reference ----
+
+fn kernel_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+#[test]
+fn the_kernel_also_spares_a_quiet_connection_under_tcp_user_timeout() {
+    // What the simulator's stack now matches: with TCP_USER_TIMEOUT at 1 s and nothing
+    // written, a peer quiet for 3 s does not end the connection.
+    kernel_runtime().block_on(async {
+        let net = tunnelbed_netio::TokioNet;
+        let l = net
+            .listen_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            s.write_all(b"late").await.unwrap();
+            s.shutdown().await.unwrap();
+        });
+        let mut c = net.connect_tcp(addr).await.unwrap();
+        c.set_unacked_timeout(Duration::from_secs(1)).unwrap();
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf))
+            .await
+            .expect("the answer within 10 s");
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(buf, b"late");
+        server.await.unwrap();
+    });
+}
+
+#[test]
+fn the_kernel_also_accepts_a_connection_reset_in_its_queue() {
+    // accept(2) hands out a connection the peer reset while it waited; its reads give
+    // the bytes that came first, then ECONNRESET.
+    kernel_runtime().block_on(async {
+        let net = tunnelbed_netio::TokioNet;
+        let l = net
+            .listen_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut c = net.connect_tcp(addr).await.unwrap();
+        c.write_all(b"hi").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.abort();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("accept within 5 s")
+            .unwrap();
+        assert_eq!(
+            read_all(&mut s).await,
+            (b"hi".to_vec(), Err(io::ErrorKind::ConnectionReset))
+        );
+    });
 }
