@@ -81,8 +81,8 @@ pub struct RemoteArgs {
     /// with rst 10 (dial timeout), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub dial_timeout: f64,
-    /// A connect stream with no byte either way for this long fails (rst 6 to the
-    /// local, RST to the target), in seconds.
+    /// A connect stream with no byte either way for this long, while its carrier too
+    /// delivered nothing, fails (rst 6 to the local, RST to the target), in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
     pub idle_timeout: f64,
     /// How long bytes written to a destination may stay unacknowledged by its TCP before

@@ -40,9 +40,9 @@ pub struct RemoteConfig {
     pub header_timeout: Duration,
     /// A relay stream with no datagram either way for this long is closed.
     pub udp_idle: Duration,
-    /// A connect stream with no byte either way for this long fails (rst 6 to the
-    /// local, RST to the target): the last bound on a stream whose target went silent
-    /// (v2ray's `connIdle` is 300 s).
+    /// A connect stream with no byte either way for this long, while its carrier too
+    /// delivered nothing, fails (rst 6 to the local, RST to the target): the last bound
+    /// on a stream whose target went silent (v2ray's `connIdle` is 300 s).
     pub idle_timeout: Duration,
     /// How long bytes written to a target may stay unacknowledged by its TCP before the
     /// stream fails (`TCP_USER_TIMEOUT`, see [`TcpConn::set_unacked_timeout`]): a target
