@@ -81,9 +81,8 @@ impl RealStream {
 
     /// An accepted connection on `h`. One the peer reset while it waited in the queue is
     /// still handed out, as Linux's accept(2) does: its reads give what arrived before
-    /// the reset, then `ConnectionReset`. (Skipping it, as we did, hid the reset from the
-    /// application: h2tunnel-streams-tcp lossy seed 5's target never counted a client
-    /// reset.)
+    /// the reset, then `ConnectionReset` (skipping it, as we did, hid the reset from the
+    /// application; test: `sim/tests/realtcp_stack.rs`).
     pub(crate) fn accepted(
         stack: Arc<HostStack>,
         h: ConnId,
